@@ -1,0 +1,19 @@
+"""Test doubles that ship with taskcore: a fake clock, the in-memory backend, message
+builders and the backend conformance suite every backend must pass.
+
+Third-party backend authors subclass :class:`BackendConformance`::
+
+    class TestMyBackend(BackendConformance):
+        @contextlib.asynccontextmanager
+        async def make_backend(self, clock):
+            async with MyBackend(url, clock=clock) as backend:
+                yield backend
+"""
+
+from __future__ import annotations
+
+from ..clock import FakeClock
+from ..memory import MemoryBackend
+from .conformance import BackendConformance, make_message
+
+__all__ = ["BackendConformance", "FakeClock", "MemoryBackend", "make_message"]

@@ -1,0 +1,507 @@
+"""The backend conformance suite (pytest, anyio).
+
+Subclass :class:`BackendConformance` and implement :meth:`make_backend`; pytest
+collects every ``test_*`` method. Each test gets a fresh backend bound to a
+:class:`~taskcore.clock.FakeClock`, so lease expiry, delays and TTLs are checked
+without sleeping. The backend must start empty (the factory should use a fresh
+namespace, schema or key prefix per test).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+
+import pytest
+
+from ..backend import (
+    AttemptError,
+    Backend,
+    ExtendStatus,
+    Lease,
+    Message,
+    Outcome,
+    OutcomeKind,
+    QueueSpec,
+    TaskFilter,
+    WorkerInfo,
+)
+from ..clock import FakeClock
+from ..envelope import new_task_id
+from ..scheduling import SchedulingPolicy
+from ..states import State
+
+__all__ = ["BackendConformance", "make_message"]
+
+_counter = itertools.count()
+
+
+def make_message(
+    clock: FakeClock,
+    *,
+    task: str = "tests.noop",
+    queue: str = "q",
+    priority: int = 2,
+    delay: float = 0.0,
+    deadline: float | None = None,
+    unique_key: str | None = None,
+    fairness_key: str | None = None,
+    body: bytes | None = None,
+    task_id: str | None = None,
+) -> Message:
+    """A message as the core would build it, enqueued now on ``clock``."""
+    now = clock.now()
+    tid = task_id or new_task_id()
+    return Message(
+        id=tid,
+        task=task,
+        queue=queue,
+        priority=priority,
+        enqueued_at=now,
+        eligible_at=now + delay,
+        body=body if body is not None else b'{"id":"%s","task":"%s"}' % (tid.encode(), task.encode()),
+        deadline=deadline,
+        unique_key=unique_key,
+        fairness_key=fairness_key,
+    )
+
+
+def _ok(lease: Lease, clock: FakeClock, **kw: object) -> Outcome:
+    return Outcome(lease.message.id, lease.token, OutcomeKind.SUCCEEDED, clock.now(), **kw)  # type: ignore[arg-type]
+
+
+def _err(attempt: int, clock: FakeClock, msg: str = "boom") -> AttemptError:
+    return AttemptError(attempt, "ValueError", msg, "Traceback ...", clock.now())
+
+
+class BackendConformance:
+    """Every contract of :class:`~taskcore.backend.Backend`, as tests."""
+
+    pytestmark = pytest.mark.anyio
+    LEASE = 30.0
+
+    def make_backend(self, clock: FakeClock) -> contextlib.AbstractAsyncContextManager[Backend]:
+        raise NotImplementedError("subclass BackendConformance and implement make_backend")
+
+    @pytest.fixture
+    def clock(self) -> FakeClock:
+        return FakeClock()
+
+    @pytest.fixture
+    async def backend(self, clock: FakeClock) -> AsyncIterator[Backend]:
+        async with self.make_backend(clock) as backend:
+            yield backend
+
+    # -- helpers ----------------------------------------------------------------
+    async def _enqueue(self, backend: Backend, clock: FakeClock, n: int = 1, **kw: object) -> list[str]:
+        msgs = [make_message(clock, **kw) for _ in range(n)]  # type: ignore[arg-type]
+        res = await backend.enqueue(msgs)
+        return [r.id for r in res]
+
+    async def _claim(
+        self, backend: Backend, limit: int = 1, queues: Sequence[str] = ("q",), **kw: object
+    ) -> list[Lease]:
+        return await backend.claim(list(queues), limit, self.LEASE, "w1", **kw)  # type: ignore[arg-type]
+
+    # -- enqueue ------------------------------------------------------------------
+    async def test_enqueue_then_get(self, backend: Backend, clock: FakeClock) -> None:
+        msg = make_message(clock, priority=1, fairness_key="tenant-a")
+        [res] = await backend.enqueue([msg])
+        assert res.created and res.id == msg.id and res.state is State.QUEUED
+        rec = await backend.get(msg.id)
+        assert rec is not None
+        assert (rec.state, rec.task, rec.queue, rec.priority, rec.attempt) == (
+            State.QUEUED, msg.task, "q", 1, 0,
+        )
+        assert rec.body == msg.body and rec.fairness_key == "tenant-a"
+        assert await backend.get("nope") is None
+
+    async def test_unique_key_dedupes_until_terminal(self, backend: Backend, clock: FakeClock) -> None:
+        a = make_message(clock, unique_key="k")
+        b = make_message(clock, unique_key="k")
+        other_queue = make_message(clock, unique_key="k", queue="q2")
+        res = await backend.enqueue([a, b, other_queue])
+        assert [r.created for r in res] == [True, False, True]
+        assert res[1].id == a.id
+        [lease] = await self._claim(backend)
+        assert (await backend.settle([_ok(lease, clock)])) == [True]
+        [again] = await backend.enqueue([make_message(clock, unique_key="k")])
+        assert again.created and again.id != a.id
+
+    async def test_enqueue_same_id_twice_is_idempotent(self, backend: Backend, clock: FakeClock) -> None:
+        msg = make_message(clock)
+        await backend.enqueue([msg])
+        [res] = await backend.enqueue([msg])
+        assert not res.created and res.id == msg.id
+        assert len(await self._claim(backend, 10)) == 1
+
+    # -- claim order ------------------------------------------------------------
+    async def _drain_order(self, backend: Backend, n: int) -> list[str]:
+        leases = []
+        for _ in range(n):
+            leases += await self._claim(backend)
+        return [lease.message.id for lease in leases]
+
+    async def test_fifo_policy(self, backend: Backend, clock: FakeClock) -> None:
+        await backend.declare([QueueSpec("q", SchedulingPolicy.fifo())])
+        ids = []
+        for p in (4, 0, 2, 1):
+            ids += await self._enqueue(backend, clock, priority=p)
+            clock.advance(0.001)
+        assert await self._drain_order(backend, 4) == ids
+
+    async def test_strict_priority_policy(self, backend: Backend, clock: FakeClock) -> None:
+        await backend.declare([QueueSpec("q", SchedulingPolicy.strict_priority())])
+        by_p = {}
+        for p in (4, 3, 2, 1, 0):
+            by_p[p] = await self._enqueue(backend, clock, 2, priority=p)
+            clock.advance(0.001)
+        clock.advance(10_000)
+        expected = [i for p in range(5) for i in by_p[p]]
+        assert await self._drain_order(backend, 10) == expected
+
+    async def test_deadline_policy_orders_by_priority_when_fresh(self, backend: Backend, clock: FakeClock) -> None:
+        ids = {p: (await self._enqueue(backend, clock, priority=p))[0] for p in (3, 4, 1, 2, 0)}
+        assert await self._drain_order(backend, 5) == [ids[p] for p in range(5)]
+
+    async def test_deadline_policy_ages_old_low_priority(self, backend: Backend, clock: FakeClock) -> None:
+        [old_p3] = await self._enqueue(backend, clock, priority=3)
+        clock.advance(1741)  # P3 horizon 1800 s: old P3 due in 59 s, fresh P1 due in 60 s
+        [fresh_p1] = await self._enqueue(backend, clock, priority=1)
+        assert await self._drain_order(backend, 2) == [old_p3, fresh_p1]
+
+    async def test_deadline_policy_explicit_deadline_wins(self, backend: Backend, clock: FakeClock) -> None:
+        [p1] = await self._enqueue(backend, clock, priority=1)
+        [p4] = await self._enqueue(backend, clock, priority=4, deadline=clock.now() + 5)
+        assert await self._drain_order(backend, 2) == [p4, p1]
+
+    async def test_weighted_fair_shares_and_no_starvation(self, backend: Backend, clock: FakeClock) -> None:
+        await backend.declare([QueueSpec("q", SchedulingPolicy.weighted_fair())])
+        msgs = [make_message(clock, priority=p) for p in range(5) for _ in range(3100)]
+        await backend.enqueue(msgs)
+        got: Counter[int] = Counter()
+        first_seen: dict[int, int] = {}
+        n = 0
+        while n < 3100:
+            for lease in await self._claim(backend, 100):
+                p = lease.message.priority
+                got[p] += 1
+                first_seen.setdefault(p, n)
+                n += 1
+        weights = [16, 8, 4, 2, 1]
+        for p, w in enumerate(weights):
+            expected = 3100 * w / 31
+            assert abs(got[p] - expected) <= 0.1 * expected, (p, got)
+        assert max(first_seen.values()) < 40  # every class served within the first round
+
+    async def test_weighted_fair_by_key(self, backend: Backend, clock: FakeClock) -> None:
+        policy = SchedulingPolicy.weighted_fair({"big": 3.0}, by="key", default_weight=1.0)
+        await backend.declare([QueueSpec("q", policy)])
+        msgs = [make_message(clock, fairness_key=k) for k in ("big", "small") for _ in range(400)]
+        await backend.enqueue(msgs)
+        got = Counter(lease.message.fairness_key for lease in await self._claim(backend, 400))
+        assert abs(got["big"] - 300) <= 30 and abs(got["small"] - 100) <= 10, got
+
+    async def test_claim_respects_limit_queues_and_max_priority(self, backend: Backend, clock: FakeClock) -> None:
+        await self._enqueue(backend, clock, 3, priority=3)
+        [p0] = await self._enqueue(backend, clock, priority=0)
+        await self._enqueue(backend, clock, 2, queue="other")
+        only_p0 = await self._claim(backend, 10, max_priority=0)
+        assert [lease.message.id for lease in only_p0] == [p0]
+        assert len(await self._claim(backend, 2)) == 2
+        assert len(await self._claim(backend, 10, queues=("q", "other"))) == 3
+        assert await self._claim(backend, 10, queues=("q", "other", "empty")) == []
+
+    async def test_claim_lease_fields(self, backend: Backend, clock: FakeClock) -> None:
+        [tid] = await self._enqueue(backend, clock)
+        [lease] = await self._claim(backend)
+        assert lease.message.id == tid and lease.attempt == 1 and lease.worker == "w1"
+        assert lease.expires_at == pytest.approx(clock.now() + self.LEASE)
+        rec = await backend.get(tid)
+        assert rec is not None and rec.state is State.RUNNING and rec.worker == "w1"
+
+    # -- delayed ------------------------------------------------------------------
+    async def test_delayed_task_is_scheduled_until_due(self, backend: Backend, clock: FakeClock) -> None:
+        [tid] = await self._enqueue(backend, clock, delay=60)
+        rec = await backend.get(tid)
+        assert rec is not None and rec.state is State.SCHEDULED
+        assert await self._claim(backend) == []
+        clock.advance(59)
+        assert await self._claim(backend) == []
+        clock.advance(1)
+        [lease] = await self._claim(backend)
+        assert lease.message.id == tid
+
+    # -- leases -------------------------------------------------------------------
+    async def test_extend_and_stale_token(self, backend: Backend, clock: FakeClock) -> None:
+        await self._enqueue(backend, clock)
+        [lease] = await self._claim(backend)
+        clock.advance(20)
+        assert await backend.extend([(lease.message.id, lease.token)], self.LEASE) == [ExtendStatus.OK]
+        clock.advance(20)  # past the first expiry, within the extended one
+        assert await backend.reap() == []
+        assert await backend.extend([(lease.message.id, lease.token + 1000)], 30) == [ExtendStatus.LOST]
+        stale = Outcome(lease.message.id, lease.token - 1, OutcomeKind.SUCCEEDED, clock.now())
+        assert await backend.settle([stale]) == [False]
+        assert await backend.settle([_ok(lease, clock)]) == [True]
+        assert await backend.settle([_ok(lease, clock)]) == [False]  # already settled
+
+    async def test_reap_requeues_expired_lease_and_fences_old_holder(self, backend: Backend, clock: FakeClock) -> None:
+        [tid] = await self._enqueue(backend, clock)
+        [first] = await self._claim(backend)
+        clock.advance(self.LEASE + 1)
+        assert await backend.reap() == [tid]
+        rec = await backend.get(tid)
+        assert rec is not None and rec.state is State.QUEUED
+        assert rec.errors and rec.errors[-1].type == "LeaseExpired"
+        [second] = await backend.claim(["q"], 1, self.LEASE, "w2")
+        assert second.token != first.token and second.attempt == 2
+        assert await backend.settle([_ok(first, clock)]) == [False]
+        assert await backend.extend([(tid, first.token)], 30) == [ExtendStatus.LOST]
+        assert await backend.settle([_ok(second, clock, result=b"42")]) == [True]
+        rec = await backend.get(tid)
+        assert rec is not None and rec.state is State.SUCCEEDED and rec.result == b"42"
+
+    # -- retries and dead letters ---------------------------------------------------
+    async def test_retry_then_dead_letter_keeps_history(self, backend: Backend, clock: FakeClock) -> None:
+        [tid] = await self._enqueue(backend, clock)
+        [lease] = await self._claim(backend)
+        retry = Outcome(tid, lease.token, OutcomeKind.RETRY, clock.now(),
+                        error=_err(1, clock, "first"), retry_at=clock.now() + 5)
+        assert await backend.settle([retry]) == [True]
+        rec = await backend.get(tid)
+        assert rec is not None and rec.state is State.RETRYING
+        assert rec.eligible_at == pytest.approx(clock.now() + 5)
+        assert await self._claim(backend) == []
+        clock.advance(5)
+        [lease2] = await self._claim(backend)
+        assert lease2.attempt == 2
+        dead = Outcome(tid, lease2.token, OutcomeKind.DEAD, clock.now(), error=_err(2, clock, "second"))
+        assert await backend.settle([dead]) == [True]
+        rec = await backend.get(tid)
+        assert rec is not None and rec.state is State.DEAD
+        assert [e.message for e in rec.errors] == ["first", "second"]
+        assert [e.attempt for e in rec.errors] == [1, 2]
+        assert rec.errors[0].traceback == "Traceback ..."
+        dead_list = await backend.list_tasks(TaskFilter(state=State.DEAD))
+        assert [r.id for r in dead_list] == [tid]
+        assert await backend.retry([tid, "missing"]) == [True, False]
+        [lease3] = await self._claim(backend)
+        assert lease3.message.id == tid and lease3.attempt == 1
+        rec = await backend.get(tid)
+        assert rec is not None and len(rec.errors) == 2
+
+    async def test_defer_and_release_do_not_spend_attempts(self, backend: Backend, clock: FakeClock) -> None:
+        [tid] = await self._enqueue(backend, clock)
+        [lease] = await self._claim(backend)
+        defer = Outcome(tid, lease.token, OutcomeKind.DEFER, clock.now(), retry_at=clock.now() + 2)
+        assert await backend.settle([defer]) == [True]
+        clock.advance(2)
+        [lease] = await self._claim(backend)
+        assert lease.attempt == 1
+        release = Outcome(tid, lease.token, OutcomeKind.RELEASED, clock.now())
+        assert await backend.settle([release]) == [True]
+        rec = await backend.get(tid)
+        assert rec is not None and rec.state is State.QUEUED
+        [lease] = await self._claim(backend)
+        assert lease.attempt == 1
+
+    async def test_failed_is_terminal_and_retryable_by_hand(self, backend: Backend, clock: FakeClock) -> None:
+        [tid] = await self._enqueue(backend, clock)
+        [lease] = await self._claim(backend)
+        failed = Outcome(tid, lease.token, OutcomeKind.FAILED, clock.now(), error=_err(1, clock))
+        assert await backend.settle([failed]) == [True]
+        rec = await backend.get(tid)
+        assert rec is not None and rec.state is State.FAILED
+        assert await backend.retry([tid]) == [True]
+
+    async def test_purge_dead(self, backend: Backend, clock: FakeClock) -> None:
+        ids = await self._enqueue(backend, clock, 3)
+        leases = await self._claim(backend, 3)
+        await backend.settle([
+            Outcome(lease.message.id, lease.token, OutcomeKind.DEAD, clock.now(), error=_err(1, clock))
+            for lease in leases[:2]
+        ])
+        assert await backend.purge("q", [State.DEAD]) == 2
+        assert await backend.get(ids[0]) is None
+        assert await backend.list_tasks(TaskFilter(state=State.DEAD)) == []
+        [stats] = await backend.stats(["q"])
+        assert stats.states[State.DEAD] == 0 and stats.states[State.RUNNING] == 1
+
+    # -- results --------------------------------------------------------------------
+    async def test_result_ttl(self, backend: Backend, clock: FakeClock) -> None:
+        [tid] = await self._enqueue(backend, clock)
+        [lease] = await self._claim(backend)
+        await backend.settle([_ok(lease, clock, result=b'"done"', result_ttl=10.0)])
+        clock.advance(9)
+        await backend.reap()
+        rec = await backend.get(tid)
+        assert rec is not None and rec.result == b'"done"'
+        clock.advance(2)
+        await backend.reap()
+        assert await backend.get(tid) is None
+
+    async def test_wait_done_wakes_on_settle(self, backend: Backend, clock: FakeClock) -> None:
+        import anyio
+
+        [tid] = await self._enqueue(backend, clock)
+        [lease] = await self._claim(backend)
+        got = []
+
+        async def waiter() -> None:
+            got.append(await backend.wait_done(tid, 30))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            await backend.settle([_ok(lease, clock, result=b"1")])
+        assert got[0] is not None and got[0].state is State.SUCCEEDED and got[0].result == b"1"
+        timed_out = await backend.wait_done((await self._enqueue(backend, clock))[0], 0.05)
+        assert timed_out is not None and timed_out.state is State.QUEUED
+
+    # -- cancellation ---------------------------------------------------------------
+    async def test_cancel_queued_and_scheduled(self, backend: Backend, clock: FakeClock) -> None:
+        [a] = await self._enqueue(backend, clock)
+        [b] = await self._enqueue(backend, clock, delay=100, unique_key="u")
+        assert await backend.cancel([a, b, "missing"]) == [True, True, False]
+        for tid in (a, b):
+            rec = await backend.get(tid)
+            assert rec is not None and rec.state is State.CANCELLED
+        clock.advance(200)
+        assert await self._claim(backend, 10) == []
+        assert await backend.cancel([a]) == [False]
+        [again] = await backend.enqueue([make_message(clock, unique_key="u")])
+        assert again.created
+
+    async def test_cancel_running_reaches_worker_through_extend(self, backend: Backend, clock: FakeClock) -> None:
+        [tid] = await self._enqueue(backend, clock)
+        [lease] = await self._claim(backend)
+        assert await backend.cancel([tid]) == [True]
+        rec = await backend.get(tid)
+        assert rec is not None and rec.state is State.RUNNING and rec.cancel_requested
+        assert await backend.extend([(tid, lease.token)], 30) == [ExtendStatus.CANCEL]
+        out = Outcome(tid, lease.token, OutcomeKind.CANCELLED, clock.now())
+        assert await backend.settle([out]) == [True]
+        rec = await backend.get(tid)
+        assert rec is not None and rec.state is State.CANCELLED
+
+    # -- pause / resume ---------------------------------------------------------------
+    async def test_pause_and_resume(self, backend: Backend, clock: FakeClock) -> None:
+        await self._enqueue(backend, clock, 2)
+        await backend.pause("q")
+        assert await self._claim(backend, 5) == []
+        [stats] = await backend.stats(["q"])
+        assert stats.paused
+        await backend.resume("q")
+        assert len(await self._claim(backend, 5)) == 2
+
+    # -- stats and search -------------------------------------------------------------
+    async def test_stats(self, backend: Backend, clock: FakeClock) -> None:
+        await self._enqueue(backend, clock, 2, priority=0)
+        await self._enqueue(backend, clock, 3, priority=4)
+        await self._enqueue(backend, clock, 1, delay=50)
+        [lease] = await self._claim(backend)
+        await backend.settle([_ok(lease, clock, late=True)])
+        [stats] = await backend.stats(["q"])
+        assert stats.queue == "q" and not stats.paused
+        assert stats.depth_by_priority[0] == 1 and stats.depth_by_priority[4] == 3
+        assert stats.depth == 4
+        assert stats.states[State.SCHEDULED] == 1 and stats.states[State.SUCCEEDED] == 1
+        assert stats.late_by_priority[0] == 1 and stats.late == 1
+        names = [s.queue for s in await backend.stats()]
+        assert "q" in names
+
+    async def test_list_tasks_filters(self, backend: Backend, clock: FakeClock) -> None:
+        a = await self._enqueue(backend, clock, 3, task="mod.a")
+        clock.advance(1)
+        b = await self._enqueue(backend, clock, 2, task="mod.b", queue="q2", unique_key="order-17")
+        assert [r.id for r in await backend.list_tasks(TaskFilter(task="mod.a"))] == a
+        assert [r.id for r in await backend.list_tasks(TaskFilter(queue="q2"))] == b[:1]
+        assert [r.id for r in await backend.list_tasks(TaskFilter(text="order-17"))] == b[:1]
+        page = await backend.list_tasks(TaskFilter(limit=2, offset=1))
+        assert [r.id for r in page] == a[1:3]
+        assert await backend.list_tasks(TaskFilter(state=State.RUNNING)) == []
+
+    # -- illegal transitions ------------------------------------------------------------
+    async def test_illegal_transitions_refused(self, backend: Backend, clock: FakeClock) -> None:
+        [tid] = await self._enqueue(backend, clock)
+        not_running = Outcome(tid, 1, OutcomeKind.SUCCEEDED, clock.now())
+        assert await backend.settle([not_running]) == [False]
+        assert await backend.retry([tid]) == [False]  # queued -> retry is not a DLQ retry
+        [lease] = await self._claim(backend)
+        await backend.settle([_ok(lease, clock)])
+        assert await backend.retry([tid]) == [False]  # succeeded is final
+        assert await backend.cancel([tid]) == [False]
+        rec = await backend.get(tid)
+        assert rec is not None and rec.state is State.SUCCEEDED
+
+    # -- wait ---------------------------------------------------------------------------
+    async def test_wait_returns_when_work_is_ready(self, backend: Backend, clock: FakeClock) -> None:
+        import anyio
+
+        await self._enqueue(backend, clock)
+        with anyio.fail_after(5):
+            await backend.wait(["q"], 30)
+
+    async def test_wait_wakes_on_enqueue(self, backend: Backend, clock: FakeClock) -> None:
+        import anyio
+
+        woke = anyio.Event()
+
+        async def waiter() -> None:
+            await backend.wait(["q"], 30)
+            woke.set()
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(waiter)
+                await self._enqueue(backend, clock)
+                await woke.wait()
+
+    # -- coordination ---------------------------------------------------------------------
+    async def test_worker_registry(self, backend: Backend, clock: FakeClock) -> None:
+        info = WorkerInfo("w1", "host", 123, ("q",), 10, 2, clock.now(), clock.now())
+        await backend.heartbeat(info, 15)
+        assert [w.id for w in await backend.workers()] == ["w1"]
+        got = (await backend.workers())[0]
+        assert got.queues == ("q",) and got.busy == 2 and got.pid == 123
+        clock.advance(16)
+        assert await backend.workers() == []
+        await backend.heartbeat(info, 15)
+        await backend.remove_worker("w1")
+        assert await backend.workers() == []
+
+    async def test_token_bucket(self, backend: Backend, clock: FakeClock) -> None:
+        for _ in range(3):
+            assert await backend.take_tokens("api", 1.0, 3.0) == 0
+        wait = await backend.take_tokens("api", 1.0, 3.0)
+        assert wait == pytest.approx(1.0)
+        clock.advance(1)
+        assert await backend.take_tokens("api", 1.0, 3.0) == 0
+        assert await backend.take_tokens("other", 1.0, 3.0) == 0
+
+    async def test_once_dedupes_cron_ticks(self, backend: Backend, clock: FakeClock) -> None:
+        assert await backend.once("cron:sweep:1000", 60)
+        assert not await backend.once("cron:sweep:1000", 60)
+        assert await backend.once("cron:sweep:1060", 60)
+        clock.advance(61)
+        await backend.reap()
+        assert await backend.once("cron:sweep:1000", 60)
+
+    async def test_kv(self, backend: Backend, clock: FakeClock) -> None:
+        assert await backend.kv_get("cfg") is None
+        await backend.kv_set("cfg", b"v1")
+        await backend.kv_set("tmp", b"x", ttl=5)
+        assert await backend.kv_get("cfg") == b"v1"
+        assert await backend.kv_get("tmp") == b"x"
+        clock.advance(6)
+        assert await backend.kv_get("tmp") is None
+        await backend.kv_set("cfg", b"v2")
+        assert await backend.kv_get("cfg") == b"v2"
+
+    async def test_runtime_stats(self, backend: Backend, clock: FakeClock) -> None:
+        await backend.record_runtimes([("a", 0.2), ("a", 0.4), ("b", 6.0)])
+        stats = await backend.runtime_stats(["a", "b", "c"])
+        assert stats["a"].count == 2 and stats["a"].mean == pytest.approx(0.3)
+        assert stats["b"].mean == pytest.approx(6.0) and "c" not in stats
