@@ -87,6 +87,9 @@ class Lease:
     worker: str
     expires_at: float
     claimed_at: float
+    ready_at: float | None = None
+    """When the task last became ready (enqueue, promotion, retry); wait time and
+    lateness are measured from it. ``None`` means ``message.eligible_at``."""
 
 
 class OutcomeKind(enum.StrEnum):

@@ -262,7 +262,7 @@ class MemoryBackend:
                 t.expires_at = now + lease_seconds
                 self._running[t.msg.id] = t
                 leases.append(
-                    Lease(t.msg, t.token, t.attempt, worker, t.expires_at, now)
+                    Lease(t.msg, t.token, t.attempt, worker, t.expires_at, now, t.eligible_at)
                 )
             if len(leases) >= limit:
                 break

@@ -1,0 +1,441 @@
+"""The application object: task registry, enqueueing, and entry to workers."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
+
+import anyio
+import msgspec
+
+from .backend import Backend, Message, QueueSpec, QueueStats, TaskFilter, TaskRecord
+from .clock import Clock, SystemClock
+from .complexity import Complexity, Pool
+from .cron import Periodic
+from .discovery import backend_from_url
+from .envelope import DEFAULT_MAX_PAYLOAD, Codec, Envelope, new_task_id
+from .errors import ConfigurationError, TaskValidationError, UnknownTask
+from .handle import TaskHandle
+from .middleware import Middleware
+from .priority import Priority
+from .retry import RetryPolicy
+from .scheduling import SchedulingPolicy
+from .states import State
+from .task import RateLimit, Task, TaskOptions
+from .telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from .blocking import BlockingApp
+    from .worker import Worker
+
+__all__ = ["App"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_RESULT_TTL = 90 * 86400.0  # processing results: 90 days (spec: 30-365)
+DEFAULT_DEAD_TTL = 60 * 86400.0  # error logs / dead letters: 60 days (spec: 30-180)
+
+
+def _check_retention(name: str, value: float, low_days: int, high_days: int) -> float:
+    if not low_days * 86400 <= value <= high_days * 86400:
+        raise ConfigurationError(
+            f"{name}={value} s is outside the documented bounds of {low_days}-{high_days} days "
+            f"({low_days * 86400}-{high_days * 86400} s)"
+        )
+    return value
+
+
+class App:
+    """A taskcore application: register tasks, enqueue them, run workers.
+
+    Args:
+        url: backend URL: ``memory://`` (default), ``redis://...``, ``postgresql://...``.
+        backend: an already built backend (overrides ``url``).
+        clock: time source (a FakeClock in tests).
+        serializer: ``json`` (default) or ``msgpack``.
+        max_payload_bytes: envelopes above this are refused at enqueue and dead-lettered
+            at the worker (default 1 MiB).
+        result_ttl: seconds a finished task's record and result are kept (90 days by
+            default; the specification bounds it to 30-365 days).
+        dead_ttl: seconds dead letters are kept (60 days; bounds 30-180 days).
+        queues: scheduling policy per queue; unlisted queues are deadline-aware.
+        middleware: hooks around enqueue and execution.
+    """
+
+    def __init__(
+        self,
+        url: str = "memory://",
+        *,
+        backend: Backend | None = None,
+        clock: Clock | None = None,
+        serializer: Literal["json", "msgpack"] = "json",
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
+        result_ttl: float = DEFAULT_RESULT_TTL,
+        dead_ttl: float = DEFAULT_DEAD_TTL,
+        queues: Mapping[str, SchedulingPolicy] | None = None,
+        middleware: Sequence[Middleware] = (),
+        telemetry: Telemetry | None = None,
+    ) -> None:
+        self.url = url
+        self.clock: Clock = clock or getattr(backend, "clock", None) or SystemClock()
+        self.codec = Codec(serializer, max_payload_bytes)
+        self.result_ttl = _check_retention("result_ttl", result_ttl, 30, 365)
+        self.dead_ttl = _check_retention("dead_ttl", dead_ttl, 30, 180)
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self.periodics: list[Periodic] = []
+        self.queue_specs: dict[str, QueueSpec] = {
+            name: QueueSpec(name, policy) for name, policy in (queues or {}).items()
+        }
+        self.middleware = list(middleware)
+        self.telemetry = telemetry or Telemetry()
+        self._backend = backend
+        self._opened = False
+        self._open_lock: anyio.Lock | None = None
+
+    def __repr__(self) -> str:
+        return f"<App {self.url} tasks={len(self.tasks)}>"
+
+    # -- lifecycle ------------------------------------------------------------
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = backend_from_url(self.url, clock=self.clock)
+        return self._backend
+
+    async def open(self) -> App:
+        """Connect the backend and declare the queues (idempotent)."""
+        if self._opened:
+            return self
+        if self._open_lock is None:
+            self._open_lock = anyio.Lock()
+        async with self._open_lock:
+            if not self._opened:
+                await self.backend.__aenter__()
+                if self.queue_specs:
+                    await self.backend.declare(list(self.queue_specs.values()))
+                self._opened = True
+        return self
+
+    async def aclose(self) -> None:
+        if self._opened and self._backend is not None:
+            self._opened = False
+            await self._backend.aclose()
+
+    async def __aenter__(self) -> App:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- registration ---------------------------------------------------------
+    def queue(self, name: str, policy: SchedulingPolicy) -> None:
+        """Set the scheduling policy of a queue (before the app is opened)."""
+        self.queue_specs[name] = QueueSpec(name, policy)
+
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        priority: Priority | int | str = Priority.MEDIUM,
+        complexity: Complexity | str = Complexity.SIMPLE,
+        retry: RetryPolicy | None = None,
+        retry_on: type[BaseException] | Sequence[type[BaseException]] | None = None,
+        give_up_on: type[BaseException] | Sequence[type[BaseException]] | None = None,
+        timeout: float | None = None,
+        unique: bool = False,
+        result_ttl: float | None = None,
+        pool: Pool | None = None,
+        rate_limit: str | RateLimit | None = None,
+        dead_letter: bool = True,
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+        """Register a function (``async def`` or plain ``def``) as a task.
+
+        Args:
+            name: defaults to ``module.qualname``.
+            queue: queue name (default ``"default"``).
+            priority: P0-P4 (default MEDIUM).
+            complexity: ``simple`` | ``moderate`` | ``complex`` | ``auto``: picks the default
+                retry policy, timeout and pool.
+            retry: a :class:`RetryPolicy` overriding the complexity's default.
+            retry_on / give_up_on: exception filters for retries.
+            timeout: seconds per attempt (hard in the process pool).
+            unique: dedupe on the arguments (a duplicate returns the existing handle).
+            result_ttl: seconds to keep the result.
+            pool: force ``async`` / ``thread`` / ``process``.
+            rate_limit: ``"10/s"`` token bucket, cluster-wide through the backend.
+            dead_letter: exhausted tasks go to the dead-letter queue (else end ``failed``).
+        """
+        if fn is not None:
+            return self._register(fn, {})
+
+        def decorator(f: Callable[..., Any]) -> Task[Any, Any]:
+            return self._register(f, options)
+
+        return decorator
+
+    def _register(self, fn: Callable[..., Any], options: dict[str, Any]) -> Task[Any, Any]:
+        name = options.pop("name", None) or f"{fn.__module__}.{fn.__qualname__}"
+        retry_on = options.pop("retry_on", None)
+        give_up_on = options.pop("give_up_on", None)
+        try:
+            complexity = Complexity(options.pop("complexity", Complexity.SIMPLE))
+        except ValueError:
+            raise ConfigurationError(
+                f"task {name!r}: complexity must be simple, moderate, complex or auto"
+            ) from None
+        try:
+            priority = Priority.parse(options.pop("priority", Priority.MEDIUM))
+        except ValueError as exc:
+            raise ConfigurationError(f"task {name!r}: {exc}") from None
+        retry = options.pop("retry", None)
+        if retry_on is not None or give_up_on is not None:
+            retry = (retry or complexity.retry_policy).with_filters(retry_on, give_up_on)
+        rate = options.pop("rate_limit", None)
+        result_ttl = options.get("result_ttl")
+        if result_ttl is not None and result_ttl <= 0:
+            raise ConfigurationError(f"task {name!r}: result_ttl must be > 0 seconds")
+        if options.get("timeout") is not None and options["timeout"] <= 0:
+            raise ConfigurationError(f"task {name!r}: timeout must be > 0 seconds")
+        _check_name(name, "task name")
+        _check_name(options.get("queue", "default"), "queue name")
+        if name in self.tasks:
+            raise ConfigurationError(
+                f"a task named {name!r} is already registered; pass name=... to tell them apart"
+            )
+        try:
+            opts = TaskOptions(
+                name=name,
+                priority=priority,
+                complexity=complexity,
+                retry=retry,
+                rate_limit=None if rate is None else RateLimit.parse(rate),
+                **options,
+            )
+        except TypeError as exc:
+            raise ConfigurationError(f"task {name!r}: {exc}") from None
+        task: Task[Any, Any] = Task(self, fn, opts)
+        self.tasks[name] = task
+        return task
+
+    def periodic(
+        self,
+        cron: str,
+        *,
+        tz: str = "UTC",
+        name: str | None = None,
+        **options: Any,
+    ) -> Callable[[Callable[..., Any]], Task[Any, Any]]:
+        """Register a task that runs on a cron schedule (croniter syntax) in time zone ``tz``.
+
+        With several workers, each tick is enqueued once (dedupe key per tick).
+        """
+
+        def decorator(fn: Callable[..., Any]) -> Task[Any, Any]:
+            task = self._register(fn, {"name": name, **options})
+            self.periodics.append(Periodic(task.name, cron, tz))
+            return task
+
+        return decorator
+
+    def get_task(self, name: str) -> Task[Any, Any]:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            raise UnknownTask(
+                f"no task named {name!r} is registered; import the module that defines it"
+            ) from None
+
+    # -- enqueueing -----------------------------------------------------------
+    def build_message(
+        self,
+        task: Task[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        *,
+        delay: float | None = None,
+        eta: datetime | float | None = None,
+        priority: Priority | int | str | None = None,
+        deadline: datetime | float | None = None,
+        queue: str | None = None,
+        unique_key: str | None = None,
+        fairness_key: str | None = None,
+        task_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[Envelope, Message]:
+        """Validate a call and build its envelope and message (no I/O)."""
+        opts = task.options
+        now = self.clock.now()
+        args_body = task.encode_args(args, kwargs)
+        if delay is not None and eta is not None:
+            raise TaskValidationError("give either delay or eta, not both")
+        if delay is not None and delay < 0:
+            raise TaskValidationError(f"delay={delay!r}: must be >= 0 seconds")
+        eligible = now + (delay or 0.0)
+        if eta is not None:
+            eligible = eta.timestamp() if isinstance(eta, datetime) else float(eta)
+        dl = deadline.timestamp() if isinstance(deadline, datetime) else deadline
+        try:
+            prio = opts.priority if priority is None else Priority.parse(priority)
+        except ValueError as exc:
+            raise TaskValidationError(str(exc)) from None
+        q = queue or opts.queue
+        if queue is not None:
+            _check_name(q, "queue name", TaskValidationError)
+        if unique_key is None and opts.unique:
+            unique_key = hashlib.blake2b(args_body, digest_size=16).hexdigest()
+        tid = task_id or new_task_id()
+        trace: dict[str, str] = {}
+        env = Envelope(
+            id=tid,
+            task=task.name,
+            args=_raw(args_body),
+            queue=q,
+            priority=int(prio),
+            enqueued_at=now,
+            deadline=dl,
+            timeout=opts.timeout,
+            result_ttl=opts.result_ttl,
+            trace=trace,
+            headers=dict(headers or {}),
+        )
+        return env, Message(
+            id=tid,
+            task=task.name,
+            queue=q,
+            priority=int(prio),
+            enqueued_at=now,
+            eligible_at=eligible,
+            body=b"",
+            deadline=dl,
+            unique_key=unique_key,
+            fairness_key=fairness_key,
+            result_ttl=opts.result_ttl,
+        )
+
+    async def enqueue_call(
+        self, task: Task[Any, R], args: tuple[Any, ...], kwargs: Mapping[str, Any], **options: Any
+    ) -> TaskHandle[R]:
+        env, msg = self.build_message(task, args, kwargs, **options)
+        with self.telemetry.enqueue_span(task.name, msg.queue, env.trace):
+            for mw in self.middleware:
+                await mw.before_enqueue(task, env)
+            msg = _with_body(msg, self.codec.encode_envelope(env))
+            if not self._opened:
+                await self.open()
+            [res] = await self.backend.enqueue([msg])
+        self.telemetry.enqueued.add(
+            1, {"task": task.name, "queue": msg.queue, "priority": f"P{msg.priority}"}
+        )
+        for mw in self.middleware:
+            await mw.after_enqueue(task, msg, res.created)
+        return TaskHandle(self, res.id, created=res.created, return_type=task.return_type)
+
+    async def enqueue_many(
+        self,
+        task: Task[Any, R],
+        calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]] | Sequence[Any]],
+        **options: Any,
+    ) -> list[TaskHandle[R]]:
+        """Bulk enqueue: validate every call, then store them in one backend call.
+
+        ``calls`` holds ``(args, kwargs)`` pairs or plain argument tuples. If any call is
+        invalid, nothing is enqueued.
+        """
+        messages = []
+        for call in calls:
+            if (
+                isinstance(call, tuple)
+                and len(call) == 2
+                and isinstance(call[1], Mapping)
+                and isinstance(call[0], (list, tuple))
+            ):
+                args, kwargs = tuple(call[0]), call[1]
+            else:
+                args, kwargs = tuple(call), {}
+            env, msg = self.build_message(task, args, kwargs, **options)
+            messages.append(_with_body(msg, self.codec.encode_envelope(env)))
+        if not self._opened:
+            await self.open()
+        results = await self.backend.enqueue(messages)
+        if messages:
+            self.telemetry.enqueued.add(
+                len(messages),
+                {"task": task.name, "queue": messages[0].queue, "priority": f"P{messages[0].priority}"},
+            )
+        return [TaskHandle(self, r.id, created=r.created, return_type=task.return_type) for r in results]
+
+    def handle(self, task_id: str) -> TaskHandle[Any]:
+        """A handle on an existing task by id."""
+        return TaskHandle(self, task_id)
+
+    # -- admin ----------------------------------------------------------------
+    async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        await self.open()
+        return await self.backend.stats(queues)
+
+    async def list_tasks(self, **filter: Any) -> list[TaskRecord]:
+        await self.open()
+        return await self.backend.list_tasks(TaskFilter(**filter))
+
+    async def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[TaskRecord]:
+        return await self.list_tasks(queue=queue, state=State.DEAD, limit=limit)
+
+    async def retry_dead(self, task_ids: Sequence[str]) -> list[bool]:
+        await self.open()
+        return await self.backend.retry(task_ids)
+
+    async def purge(self, queue: str, states: Sequence[State] = (State.DEAD,)) -> int:
+        await self.open()
+        return await self.backend.purge(queue, states)
+
+    async def cancel(self, task_ids: Sequence[str]) -> list[bool]:
+        await self.open()
+        return await self.backend.cancel(task_ids)
+
+    async def pause(self, queue: str) -> None:
+        await self.open()
+        await self.backend.pause(queue)
+
+    async def resume(self, queue: str) -> None:
+        await self.open()
+        await self.backend.resume(queue)
+
+    # -- workers and facades --------------------------------------------------
+    def worker(self, **options: Any) -> Worker:
+        """A :class:`~taskcore.worker.Worker` for this app (see its options)."""
+        from .worker import Worker
+
+        return Worker(self, **options)
+
+    def blocking(self) -> BlockingApp:
+        """A blocking facade for sync code: ``with app.blocking() as sync_app: ...``."""
+        from .blocking import BlockingApp
+
+        return BlockingApp(self)
+
+
+def _raw(body: bytes) -> Any:
+    return msgspec.Raw(body)
+
+
+def _with_body(msg: Message, body: bytes) -> Message:
+    return msgspec.structs.replace(msg, body=body)
+
+
+def _check_name(value: str, what: str, error: type[Exception] = ConfigurationError) -> None:
+    if not value or len(value) > 200 or any(c.isspace() or not c.isprintable() for c in value):
+        raise error(
+            f"invalid {what} {value!r}: use 1-200 printable characters without whitespace"
+        )

@@ -1,0 +1,44 @@
+"""Cron schedules (croniter) with time zones."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import attrs
+from croniter import croniter
+
+from .errors import ConfigurationError
+
+__all__ = ["Periodic"]
+
+
+@attrs.frozen
+class Periodic:
+    """A task enqueued on every tick of a cron expression, evaluated in ``tz``."""
+
+    task: str
+    cron: str
+    tz: str = "UTC"
+
+    def __attrs_post_init__(self) -> None:
+        if not croniter.is_valid(self.cron):
+            raise ConfigurationError(
+                f"invalid cron expression {self.cron!r} for task {self.task!r}; "
+                "use five fields such as '*/5 * * * *'"
+            )
+        try:
+            ZoneInfo(self.tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigurationError(
+                f"unknown time zone {self.tz!r} for task {self.task!r}; use an IANA name "
+                "such as 'Europe/Paris'"
+            ) from None
+
+    def next_after(self, now: float) -> float:
+        """The first tick strictly after ``now`` (epoch seconds)."""
+        start = datetime.fromtimestamp(now, ZoneInfo(self.tz))
+        return float(croniter(self.cron, start).get_next(float))
+
+    def dedupe_key(self, tick: float) -> str:
+        return f"cron:{self.task}:{int(tick)}"

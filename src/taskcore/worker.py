@@ -1,0 +1,625 @@
+"""The worker: claims tasks into free slots, runs them, settles the outcomes.
+
+One claim loop fills free slots (never more: no hidden prefetch). Each run goes to
+its pool: ``async`` on the event loop, ``thread`` in a bounded thread pool, ``process``
+in a bounded process pool with hard timeouts. Background loops renew leases, batch the
+acknowledgements, reap expired leases, heartbeat, fire cron ticks and scale
+concurrency. ``stop()`` stops claiming, waits ``grace_period`` for running tasks and
+hands the rest back to the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import time
+import traceback
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+import attrs
+import psutil
+from opentelemetry import trace
+
+from .autoscale import Autoscaler
+from .backend import AttemptError, ExtendStatus, Lease, Outcome, OutcomeKind, WorkerInfo
+from .complexity import Complexity, Pool, classify
+from .errors import (
+    BackendError,
+    RateLimited,
+    Retry,
+    SerializationError,
+    TaskTimeout,
+    UnknownTask,
+)
+from .middleware import ExecutionContext
+from .priority import is_late
+from .retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from .app import App
+    from .task import Task
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("taskcore.worker")
+
+StopReason = Literal["cancel", "lost", "shutdown", "timeout"]
+WATCHDOG_INTERVAL = 0.05  # seconds: precision of task timeouts
+
+
+@attrs.frozen
+class _Plan:
+    """What a worker derives once per (task, queue, priority)."""
+
+    policy: RetryPolicy
+    timeout: float
+    pool: Pool
+    labels: dict[str, str]
+    result_ttl: float
+    auto: bool
+
+
+@attrs.define(eq=False)
+class _Run:
+    lease: Lease
+    scope: anyio.CancelScope = attrs.field(factory=anyio.CancelScope)
+    stop_reason: StopReason | None = None
+    # set once the task function is about to run, for the timeout path
+    task: Task[Any, Any] | None = None
+    policy: RetryPolicy | None = None
+    timeout: float = 0.0
+    deadline: float = math.inf
+    late: bool = False
+
+
+class _Failure(Exception):
+    """Internal: a run ended with a recorded error and a decided outcome."""
+
+
+class Worker:
+    """Runs tasks of an :class:`~taskcore.app.App`.
+
+    Args:
+        queues: queues to consume, in order of preference (default: every queue the
+            app's tasks use).
+        concurrency: slots (tasks running at once); with ``min_concurrency`` /
+            ``max_concurrency`` this is the starting point for autoscaling.
+        min_concurrency / max_concurrency: autoscaling bounds (by queue depth and CPU).
+        threads: thread-pool bulkhead for sync tasks.
+        processes: process-pool bulkhead for complex tasks (default: CPU count).
+        reserved_critical: slots only P0 tasks may take.
+        lease_seconds: lease length; renewed every third of it while a task runs.
+        grace_period: seconds running tasks get to finish at shutdown.
+        poll_interval: longest idle wait before claiming again (wake-ups are pushed).
+        maintenance_interval: seconds between reaping, heartbeats and autoscaling.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        queues: Sequence[str] | None = None,
+        concurrency: int = 100,
+        min_concurrency: int | None = None,
+        max_concurrency: int | None = None,
+        threads: int = 16,
+        processes: int | None = None,
+        reserved_critical: int = 0,
+        lease_seconds: float = 30.0,
+        grace_period: float = 30.0,
+        poll_interval: float = 1.0,
+        maintenance_interval: float = 5.0,
+        worker_id: str | None = None,
+    ) -> None:
+        from .errors import ConfigurationError
+
+        if concurrency < 1 or threads < 1 or (processes is not None and processes < 1):
+            raise ConfigurationError("concurrency, threads and processes must be >= 1")
+        if not 0 <= reserved_critical < concurrency:
+            raise ConfigurationError(
+                f"reserved_critical={reserved_critical} must be >= 0 and below concurrency="
+                f"{concurrency}"
+            )
+        if lease_seconds <= 0 or grace_period < 0 or poll_interval <= 0:
+            raise ConfigurationError("lease_seconds and poll_interval must be > 0, grace >= 0")
+        self.app = app
+        self.clock = app.clock
+        self.queues = list(queues) if queues else sorted(
+            {t.options.queue for t in app.tasks.values()} | {"default"}
+        )
+        self.target = concurrency
+        self.autoscaler: Autoscaler | None = None
+        if min_concurrency is not None or max_concurrency is not None:
+            self.autoscaler = Autoscaler(
+                min_concurrency or 1, max_concurrency or max(concurrency, min_concurrency or 1)
+            )
+            self.target = min(max(concurrency, self.autoscaler.minimum), self.autoscaler.maximum)
+        self.reserved_critical = reserved_critical
+        self.lease_seconds = lease_seconds
+        self.grace_period = grace_period
+        self.poll_interval = poll_interval
+        self.maintenance_interval = maintenance_interval
+        self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+        self.thread_limiter = anyio.CapacityLimiter(threads)
+        self.process_limiter = anyio.CapacityLimiter(processes or os.cpu_count() or 2)
+        self.busy: dict[Pool, int] = {"async": 0, "thread": 0, "process": 0}
+        self.processed = 0
+        self._running: dict[str, _Run] = {}
+        self._outcomes: list[Outcome] = []
+        self._outcome_event = anyio.Event()
+        self._slot_event = anyio.Event()
+        self._stopping = False
+        self._stopped = anyio.Event()
+        self._wait_scope: anyio.CancelScope | None = None
+        self._samples: list[tuple[str, float]] = []
+        self._classes: dict[str, Complexity] = {}
+        self._plans: dict[tuple[str, str, int], _Plan] = {}
+        self._started_at = self.clock.now()
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._depth = 0
+        self._slots = 0
+        self._tracing = _tracing_enabled()
+
+    # -- lifecycle ------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop claiming; running tasks get ``grace_period`` to finish."""
+        self._stopping = True
+        self._slot_event.set()
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    async def __aenter__(self) -> Worker:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        await self._tg.start(self.run)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop()
+        assert self._tg is not None
+        await self._tg.__aexit__(None, None, None)
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run until :meth:`stop` (or SIGINT/SIGTERM through the CLI)."""
+        await self.app.open()
+        await self._heartbeat()
+        async with anyio.create_task_group() as background:
+            background.start_soon(self._settle_loop)
+            background.start_soon(self._extend_loop)
+            background.start_soon(self._maintenance_loop)
+            background.start_soon(self._watchdog_loop)
+            if self.app.periodics:
+                background.start_soon(self._cron_loop)
+            send, receive = anyio.create_memory_object_stream[_Run](math.inf)
+            async with anyio.create_task_group() as runs, send, receive:
+                self._spawn_slots(runs, receive)
+                task_status.started()
+                await self._claim_loop(runs, send, receive)
+                await self._drain()
+                send.close()
+            await self._flush()
+            background.cancel_scope.cancel()
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.app.backend.remove_worker(self.id)
+            except BackendError:
+                log.warning("could not deregister worker %s", self.id)
+        self._stopped.set()
+
+    async def _drain(self) -> None:
+        if self._running:
+            log.info("stopping: waiting up to %ss for %d task(s)", self.grace_period, len(self._running))
+            with anyio.move_on_after(self.grace_period):
+                while self._running:
+                    await self._slot_event.wait()
+                    self._slot_event = anyio.Event()
+        for run in list(self._running.values()):
+            run.stop_reason = "shutdown"
+            run.scope.cancel()
+
+    # -- claiming ---------------------------------------------------------------
+    def _spawn_slots(
+        self, runs: anyio.abc.TaskGroup, receive: MemoryObjectReceiveStream[_Run]
+    ) -> None:
+        """Long-lived slot coroutines take runs from the stream (no spawn per task)."""
+        while self._slots < self.target:
+            self._slots += 1
+            runs.start_soon(self._slot_loop, receive.clone())
+
+    async def _slot_loop(self, receive: MemoryObjectReceiveStream[_Run]) -> None:
+        async with receive:
+            while True:
+                try:
+                    run = receive.receive_nowait()  # no event-loop round trip while busy
+                except anyio.WouldBlock:
+                    try:
+                        run = await receive.receive()
+                    except anyio.EndOfStream:
+                        return
+                except anyio.EndOfStream:
+                    return
+                await self._execute(run)
+
+    async def _claim_loop(
+        self,
+        runs: anyio.abc.TaskGroup,
+        send: MemoryObjectSendStream[_Run],
+        receive: MemoryObjectReceiveStream[_Run],
+    ) -> None:
+        backend = self.app.backend
+        failures = 0
+        while not self._stopping:
+            free = self.target - len(self._running)
+            # batch claims: while tasks run, wait until a quarter of the slots are free
+            if free < (max(1, self.target // 4) if self._running else 1):
+                self._slot_event = anyio.Event()
+                await self._slot_event.wait()
+                continue
+            try:
+                if free > self.reserved_critical:
+                    leases = await backend.claim(
+                        self.queues, free - self.reserved_critical, self.lease_seconds, self.id
+                    )
+                else:
+                    leases = await backend.claim(
+                        self.queues, free, self.lease_seconds, self.id, max_priority=0
+                    )
+                failures = 0
+            except BackendError as exc:
+                failures += 1
+                delay = min(30.0, 0.1 * 2**failures)
+                log.warning("claim failed (%s); retrying in %.1fs", exc, delay)
+                await anyio.sleep(delay)
+                continue
+            if not leases:
+                with anyio.CancelScope() as self._wait_scope:
+                    try:
+                        await backend.wait(self.queues, self.poll_interval)
+                    except BackendError as exc:
+                        log.warning("wait failed: %s", exc)
+                        await anyio.sleep(self.poll_interval)
+                self._wait_scope = None
+                continue
+            if self._slots < self.target:
+                self._spawn_slots(runs, receive)
+            for lease in leases:
+                run = _Run(lease)
+                self._running[lease.message.id] = run
+                send.send_nowait(run)
+
+    # -- running ------------------------------------------------------------------
+    async def _execute(self, run: _Run) -> None:
+        lease = run.lease
+        outcome: Outcome | None = None
+        try:
+            with run.scope:
+                outcome = await self._process(run)
+            if run.scope.cancelled_caught or outcome is None:
+                outcome = self._stopped_outcome(run)
+                if run.stop_reason == "timeout" and run.task is not None and run.policy is not None:
+                    exc = TaskTimeout(
+                        f"task {run.task.name!r} ran past its timeout of {run.timeout}s",
+                        task_id=lease.message.id,
+                    )
+                    self.app.telemetry.failed.add(1, {"task": run.task.name})
+                    outcome = self._failure(lease, run.task, run.policy, exc, run.late)
+        finally:
+            del self._running[lease.message.id]
+            self._slot_event.set()
+            self.processed += 1
+        if outcome is not None:
+            self._outcomes.append(outcome)
+            self._outcome_event.set()
+
+    def _stopped_outcome(self, run: _Run) -> Outcome | None:
+        lease, now = run.lease, self.clock.now()
+        if run.stop_reason == "cancel":
+            return Outcome(
+                lease.message.id, lease.token, OutcomeKind.CANCELLED, now,
+                result_ttl=self.app.result_ttl,
+            )
+        if run.stop_reason == "shutdown":
+            return Outcome(lease.message.id, lease.token, OutcomeKind.RELEASED, now)
+        return None  # lease lost: another worker owns the task now
+
+    def _complexity(self, task: Task[Any, Any]) -> Complexity:
+        declared = task.options.complexity
+        if declared is Complexity.AUTO:
+            return self._classes.get(task.name, Complexity.AUTO)
+        return declared
+
+    def _dead(self, lease: Lease, kind: str, message: str) -> Outcome:
+        log.error("task %s dead-lettered: %s: %s", lease.message.id, kind, message)
+        now = self.clock.now()
+        self.app.telemetry.dead.add(1, {"task": lease.message.task, "queue": lease.message.queue})
+        return Outcome(
+            lease.message.id, lease.token, OutcomeKind.DEAD, now,
+            error=AttemptError(lease.attempt, kind, message, "", now),
+            result_ttl=self.app.dead_ttl,
+        )
+
+    def _plan(self, task: Task[Any, Any], queue: str, priority: int) -> _Plan:
+        key = (task.name, queue, priority)
+        plan = self._plans.get(key)
+        if plan is None:
+            complexity = self._complexity(task)
+            plan = self._plans[key] = _Plan(
+                policy=task.options.retry or complexity.retry_policy,
+                timeout=task.options.timeout or complexity.timeout,
+                pool=task.options.pool or complexity.pool(task.is_async),
+                labels={"task": task.name, "queue": queue, "priority": f"P{priority}"},
+                result_ttl=task.options.result_ttl or self.app.result_ttl,
+                auto=task.options.complexity is Complexity.AUTO,
+            )
+        return plan
+
+    async def _process(self, run: _Run) -> Outcome | None:
+        lease = run.lease
+        app, msg, tel = self.app, lease.message, self.app.telemetry
+        try:
+            env = app.codec.decode_envelope(msg.body)
+        except SerializationError as exc:
+            return self._dead(lease, "MalformedEnvelope", str(exc))
+        task = app.tasks.get(env.task)
+        if task is None:
+            err = UnknownTask(f"no task named {env.task!r} is registered in worker {self.id}")
+            return self._dead(lease, "UnknownTask", f"{err}; import its module in the worker")
+        try:
+            args, kwargs = task.decode_args(env.args)  # type: ignore[arg-type]
+        except SerializationError as exc:
+            return self._dead(lease, "InvalidArguments", f"task {task.name!r}: {exc}")
+        plan = self._plan(task, msg.queue, msg.priority)
+        labels, pool = plan.labels, plan.pool
+        waited = lease.claimed_at - (lease.ready_at or msg.eligible_at)
+        late = is_late(msg.priority, waited)
+        tel.wait_time.record(waited if waited > 0 else 0.0, labels)
+        if late:
+            tel.late.add(1, labels)
+        limit = task.options.rate_limit
+        if limit is not None:
+            wait = await app.backend.take_tokens(f"rate:{task.name}", limit.rate, limit.burst)
+            if wait > 0:
+                now = self.clock.now()
+                return Outcome(msg.id, lease.token, OutcomeKind.DEFER, now, retry_at=now + wait)
+        middleware = app.middleware
+        ctx = None
+        if middleware:
+            ctx = ExecutionContext(task, env, lease, args, kwargs, lease.attempt)
+            for mw in middleware:
+                await mw.before_run(ctx)
+        tel.started.add(1, labels)
+        timeout = env.timeout or plan.timeout
+        # one cancel scope per run serves cancellation, lease loss, shutdown and the
+        # timeout (enforced by the watchdog loop)
+        run.task, run.policy, run.timeout, run.late = task, plan.policy, timeout, late
+        run.deadline = time.monotonic() + timeout
+        self.busy[pool] += 1
+        error: BaseException | None = None
+        result: Any = None
+        t0 = time.perf_counter()
+        try:
+            if self._tracing:
+                with tel.run_span(task.name, msg.queue, env.trace, lease.attempt):
+                    result = await self._call(task, pool, args, kwargs, env.args)
+            elif pool == "async" and task.is_async:
+                result = await task.fn(*args, **kwargs)
+            else:
+                result = await self._call(task, pool, args, kwargs, env.args)
+            body = result if pool == "process" else app.codec.encode(result)
+            outcome = Outcome(
+                msg.id, lease.token, OutcomeKind.SUCCEEDED, self.clock.now(), result=body,
+                result_ttl=plan.result_ttl, late=late,
+            )
+            tel.succeeded.add(1, labels)
+        except SerializationError as exc:
+            # an unserialisable result will not get better on retry
+            error = exc
+            tel.failed.add(1, labels)
+            outcome = self._dead(lease, "ResultNotSerializable", f"task {task.name!r}: {exc}")
+        except RateLimited as exc:
+            error = exc
+            now = self.clock.now()
+            outcome = Outcome(msg.id, lease.token, OutcomeKind.DEFER, now,
+                              retry_at=now + exc.retry_after, late=late)
+        except Exception as exc:
+            error = exc
+            tel.failed.add(1, labels)
+            outcome = self._failure(lease, task, plan.policy, exc, late)
+        finally:
+            duration = time.perf_counter() - t0
+            self.busy[pool] -= 1
+            tel.run_time.record(duration, labels)
+            if plan.auto:
+                self._samples.append((task.name, duration))
+        if ctx is not None:
+            ctx.outcome, ctx.result, ctx.error, ctx.duration = outcome.kind, result, error, duration
+            for mw in middleware:
+                await mw.after_run(ctx)
+        return outcome
+
+    def _failure(
+        self, lease: Lease, task: Task[Any, Any], policy: RetryPolicy, exc: BaseException, late: bool
+    ) -> Outcome:
+        msg, now, tel = lease.message, self.clock.now(), self.app.telemetry
+        is_retry_request = isinstance(exc, Retry)
+        error = AttemptError(
+            lease.attempt,
+            type(exc).__qualname__,
+            str(exc),
+            "" if is_retry_request else "".join(traceback.format_exception(exc)),
+            now,
+        )
+        if is_retry_request:
+            retry = lease.attempt <= policy.retries
+        else:
+            retry = policy.should_retry(exc, lease.attempt)
+        if retry:
+            delay = exc.delay if isinstance(exc, Retry) and exc.delay is not None else policy.delay(lease.attempt)
+            tel.retried.add(1, {"task": task.name, "queue": msg.queue})
+            if not is_retry_request:
+                log.warning("task %s (%s) attempt %d failed: %r; retry in %.1fs",
+                            msg.id, task.name, lease.attempt, exc, delay)
+            return Outcome(msg.id, lease.token, OutcomeKind.RETRY, now, error=error,
+                           retry_at=now + delay, late=late)
+        log.error("task %s (%s) failed after %d attempt(s): %r", msg.id, task.name, lease.attempt, exc)
+        if task.options.dead_letter:
+            tel.dead.add(1, {"task": task.name, "queue": msg.queue})
+            return Outcome(msg.id, lease.token, OutcomeKind.DEAD, now, error=error,
+                           result_ttl=self.app.dead_ttl, late=late)
+        return Outcome(msg.id, lease.token, OutcomeKind.FAILED, now, error=error,
+                       result_ttl=self.app.result_ttl, late=late)
+
+    async def _call(
+        self, task: Task[Any, Any], pool: Pool, args: list[Any], kwargs: dict[str, Any], raw: Any
+    ) -> Any:
+        if pool == "async":
+            if task.is_async:
+                return await task.fn(*args, **kwargs)
+            return task.fn(*args, **kwargs)
+        if pool == "thread":
+            return await anyio.to_thread.run_sync(
+                lambda: task.fn(*args, **kwargs), limiter=self.thread_limiter, abandon_on_cancel=True
+            )
+        from . import _child
+
+        return await anyio.to_process.run_sync(
+            _child.run_in_child, task.fn.__module__, task.fn.__qualname__, bytes(raw),
+            cancellable=True, limiter=self.process_limiter,
+        )
+
+    # -- background loops -----------------------------------------------------------
+    async def _settle_loop(self) -> None:
+        while True:
+            await self._outcome_event.wait()
+            self._outcome_event = anyio.Event()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        failures = 0
+        while self._outcomes:
+            batch, self._outcomes = self._outcomes, []
+            try:
+                await self.app.backend.settle(batch)
+                failures = 0
+            except BackendError as exc:
+                # keep the batch: a lease that lapses meanwhile ends in a re-run, never a loss
+                self._outcomes[:0] = batch
+                failures += 1
+                delay = min(10.0, 0.05 * 2**failures)
+                log.warning("settle of %d outcome(s) failed (%s); retrying in %.2fs", len(batch), exc, delay)
+                await anyio.sleep(delay)
+
+    async def _extend_loop(self) -> None:
+        while True:
+            await self.clock.sleep(self.lease_seconds / 3)
+            await self.extend_leases()
+
+    async def extend_leases(self) -> None:
+        """Renew every running lease now; act on cancellations and lost leases."""
+        if not self._running:
+            return
+        items = [(tid, run.lease.token) for tid, run in self._running.items()]
+        try:
+            statuses = await self.app.backend.extend(items, self.lease_seconds)
+        except BackendError as exc:
+            log.warning("lease renewal failed: %s", exc)
+            return
+        for (tid, _), status in zip(items, statuses, strict=True):
+            run = self._running.get(tid)
+            if run is None or status is ExtendStatus.OK:
+                continue
+            run.stop_reason = "lost" if status is ExtendStatus.LOST else "cancel"
+            run.scope.cancel()
+
+    async def _watchdog_loop(self) -> None:
+        """Cancel runs past their timeout. One timer for all runs is far cheaper than a
+        deadline per run; timeouts are honoured within WATCHDOG_INTERVAL."""
+        while True:
+            await anyio.sleep(WATCHDOG_INTERVAL)
+            if not self._running:
+                continue
+            now = time.monotonic()
+            for run in list(self._running.values()):
+                if run.deadline <= now and run.stop_reason is None:
+                    run.stop_reason = "timeout"
+                    run.scope.cancel()
+
+    async def _maintenance_loop(self) -> None:
+        while True:
+            await self.clock.sleep(self.maintenance_interval)
+            await self.maintain()
+
+    async def maintain(self) -> None:
+        """One round of reaping, heartbeat, shared statistics and autoscaling."""
+        backend = self.app.backend
+        try:
+            await backend.reap()
+            await self._heartbeat()
+            if self._samples:
+                samples, self._samples = self._samples, []
+                await backend.record_runtimes(samples)
+            auto = [t.name for t in self.app.tasks.values() if t.options.complexity is Complexity.AUTO]
+            if auto:
+                for name, st in (await backend.runtime_stats(auto)).items():
+                    if self._classes.get(name) is not classify(st.mean):
+                        self._classes[name] = classify(st.mean)
+                        self._plans.clear()
+            stats = await backend.stats(self.queues)
+        except BackendError as exc:
+            log.warning("maintenance failed: %s", exc)
+            return
+        self._depth = sum(s.depth for s in stats)
+        for s in stats:
+            for p, n in s.depth_by_priority.items():
+                self.app.telemetry.depth[(s.queue, f"P{p}")] = n
+        self.app.telemetry.busy.update(self.busy)
+        if self.autoscaler is not None:
+            cpu = psutil.cpu_percent(interval=None)
+            new = self.autoscaler.decide(self.target, len(self._running), self._depth, cpu)
+            if new != self.target:
+                log.info("concurrency %d -> %d (depth %d, cpu %.0f%%)", self.target, new, self._depth, cpu)
+                self.target = new
+                self._slot_event.set()
+
+    async def _heartbeat(self) -> None:
+        now = self.clock.now()
+        info = WorkerInfo(
+            self.id, socket.gethostname(), os.getpid(), tuple(self.queues), self.target,
+            len(self._running), self._started_at, now,
+        )
+        await self.app.backend.heartbeat(info, self.maintenance_interval * 3)
+
+    async def _cron_loop(self) -> None:
+        periodics = self.app.periodics
+        while True:
+            now = self.clock.now()
+            due = [(p.next_after(now), p) for p in periodics]
+            tick = min(t for t, _ in due)
+            await self.clock.sleep(tick - now)
+            for t, p in due:
+                if t != tick:
+                    continue
+                key = p.dedupe_key(t)
+                try:
+                    if await self.app.backend.once(key, ttl=86400.0):
+                        task = self.app.tasks[p.task]
+                        await self.app.enqueue_call(task, (), {}, unique_key=key)
+                except BackendError as exc:
+                    log.warning("cron tick %s not enqueued: %s", key, exc)
+
+
+
+def _tracing_enabled() -> bool:
+    """Whether a real tracer provider is installed (spans cost time even when no-op)."""
+    provider = trace.get_tracer_provider()
+    return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
