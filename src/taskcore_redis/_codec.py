@@ -1,0 +1,105 @@
+"""How values are stored: messages as MessagePack, attempt errors as JSON lines."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import msgspec
+
+from taskcore.backend import AttemptError, Message, TaskRecord, WorkerInfo
+from taskcore.states import State
+
+__all__ = [
+    "decode_message",
+    "decode_record",
+    "decode_worker",
+    "encode_error",
+    "encode_message",
+    "encode_worker",
+    "fnum",
+    "opt",
+]
+
+_msg_enc = msgspec.msgpack.Encoder()
+_msg_dec = msgspec.msgpack.Decoder(Message)
+_json_enc = msgspec.json.Encoder()
+_err_dec = msgspec.json.Decoder(tuple[int, str, str, str, float])
+_worker_dec = msgspec.msgpack.Decoder(tuple[str, str, int, tuple[str, ...], int, int, float, float])
+
+
+def fnum(x: float | None) -> str:
+    """A number as a script argument ('' for None); repr round-trips every float."""
+    return "" if x is None else repr(x)
+
+
+def opt(s: str | None) -> str:
+    """An optional string as a script argument: '' is None, '=' marks a value."""
+    return "" if s is None else "=" + s
+
+
+def encode_message(m: Message) -> bytes:
+    return _msg_enc.encode(m)
+
+
+def decode_message(data: bytes) -> Message:
+    return _msg_dec.decode(data)
+
+
+def encode_error(e: AttemptError) -> bytes:
+    return _json_enc.encode((e.attempt, e.type, e.message, e.traceback, e.at))
+
+
+def _decode_errors(data: bytes | None) -> tuple[AttemptError, ...]:
+    if not data:
+        return ()
+    return tuple(AttemptError(*_err_dec.decode(line)) for line in data.split(b"\n"))
+
+
+def _f(v: bytes | None) -> float | None:
+    return None if v is None else float(v)
+
+
+def decode_record(h: Mapping[bytes, bytes]) -> TaskRecord:
+    """A task hash (HGETALL) as a :class:`TaskRecord`."""
+    m = decode_message(h[b"m"])
+    w = h.get(b"w")
+    return TaskRecord(
+        id=m.id,
+        task=m.task,
+        queue=m.queue,
+        priority=m.priority,
+        state=State(h[b"s"].decode()),
+        attempt=int(h[b"a"]),
+        enqueued_at=m.enqueued_at,
+        eligible_at=float(h[b"e"]),
+        updated_at=float(h[b"u"]),
+        body=m.body,
+        deadline=m.deadline,
+        unique_key=m.unique_key,
+        fairness_key=m.fairness_key,
+        worker=None if w is None else w.decode(),
+        result=h.get(b"r"),
+        errors=_decode_errors(h.get(b"E")),
+        cancel_requested=b"c" in h,
+        started_at=_f(h.get(b"st")),
+        finished_at=_f(h.get(b"f")),
+    )
+
+
+def encode_worker(info: WorkerInfo) -> bytes:
+    return _msg_enc.encode(
+        (
+            info.id,
+            info.hostname,
+            info.pid,
+            info.queues,
+            info.concurrency,
+            info.busy,
+            info.started_at,
+            info.heartbeat_at,
+        )
+    )
+
+
+def decode_worker(data: bytes) -> WorkerInfo:
+    return WorkerInfo(*_worker_dec.decode(data))

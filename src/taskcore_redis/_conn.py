@@ -1,0 +1,106 @@
+"""The connection: a redis-py asyncio client, scripts, error translation and retries."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import anyio
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from taskcore.errors import BackendError, BackendUnavailable
+
+from ._config import RedisConfig
+from ._scripts import Call, Scripts
+
+__all__ = ["Connection"]
+
+T = TypeVar("T")
+
+_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+class Connection:
+    """One pool of connections to one Redis server.
+
+    redis-py's own retries are switched off: a script that ran on the server but
+    whose reply was lost must not run again when running it twice changes the
+    result (claim, settle, take_tokens...). :meth:`call` retries only what the
+    caller marks idempotent.
+    """
+
+    def __init__(self, config: RedisConfig) -> None:
+        self.config = config
+        self.pool = BlockingConnectionPool(
+            max_connections=config.max_connections,
+            timeout=config.pool_timeout,
+            retry=Retry(NoBackoff(), 0),
+            **config.connection,
+        )
+        self.redis = Redis(connection_pool=self.pool)
+        self.scripts = Scripts()
+        self._backoff = ExponentialBackoff(cap=1.0, base=0.05)
+
+    async def open(self) -> None:
+        await self.call("load scripts", lambda: self.scripts.load(self.redis))
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self.pool.disconnect()
+
+    async def call(
+        self,
+        what: str,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        idempotent: bool = True,
+        task_id: str | None = None,
+    ) -> T:
+        """Run ``fn`` translating driver errors; retry with backoff if idempotent."""
+        attempts = self.config.retries + 1 if idempotent else 1
+        for attempt in range(attempts):
+            try:
+                return await fn()
+            except _UNAVAILABLE as exc:
+                if attempt + 1 >= attempts:
+                    raise BackendUnavailable(
+                        f"Redis at {self._where()} is unavailable during {what}: {exc}; "
+                        + (
+                            f"gave up after {attempts} attempts"
+                            if idempotent
+                            else "not retried because running it twice could change the "
+                            "result; the caller may retry"
+                        ),
+                        task_id=task_id,
+                    ) from exc
+                await anyio.sleep(self._backoff.compute(attempt + 1))
+            except RedisError as exc:
+                raise BackendError(f"Redis refused {what}: {exc}", task_id=task_id) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def run(
+        self,
+        what: str,
+        calls: Sequence[Call],
+        *,
+        idempotent: bool = True,
+        task_id: str | None = None,
+    ) -> list[Any]:
+        """Run script calls in one pipeline (see :meth:`Scripts.run`)."""
+        return await self.call(
+            what,
+            lambda: self.scripts.run(self.redis, calls),
+            idempotent=idempotent,
+            task_id=task_id,
+        )
+
+    def _where(self) -> str:
+        c = self.config.connection
+        if "path" in c:
+            return str(c["path"])
+        return f"{c.get('host', '127.0.0.1')}:{c.get('port', 6379)}/{c.get('db', 0)}"

@@ -1,0 +1,58 @@
+"""The key layout (documented in docs/redis.md).
+
+Every key of a queue starts with the hash tag ``{<prefix>:<queue>}`` so that all of
+them hash to one Redis Cluster slot and one Lua script can touch them together.
+Keys that are not about one queue start with ``{<prefix>}``.
+"""
+
+from __future__ import annotations
+
+from taskcore.errors import ConfigurationError
+
+__all__ = ["Keys"]
+
+
+class Keys:
+    def __init__(self, prefix: str) -> None:
+        if not prefix or "{" in prefix or "}" in prefix:
+            raise ConfigurationError(
+                f"invalid Redis key prefix {prefix!r}: use a non-empty string without "
+                "'{' or '}' (the backend adds the cluster hash tags itself)"
+            )
+        self.prefix = prefix
+        g = f"{{{prefix}}}"
+        self.index = f"{g}:idx"  # hash: task id -> queue name
+        self.queues = f"{g}:queues"  # set of queue names
+        self.workers = f"{g}:workers"  # hash: worker id -> WorkerInfo
+        self.worker_expiry = f"{g}:wexp"  # zset: worker id by heartbeat expiry
+        self.runtimes = f"{g}:rt"  # hash: "n:<task>" count, "s:<task>" seconds
+
+    def base(self, queue: str) -> str:
+        return f"{{{self.prefix}:{queue}}}"
+
+    def meta(self, queue: str) -> str:
+        return f"{self.base(queue)}:meta"
+
+    def task(self, queue: str, task_id: str) -> str:
+        return f"{self.base(queue)}:t:{task_id}"
+
+    def wake(self, queue: str) -> str:
+        return f"{self.base(queue)}:wake"
+
+    def done(self, queue: str, task_id: str) -> str:
+        return f"{self.base(queue)}:d:{task_id}"
+
+    def bucket(self, name: str) -> str:
+        return f"{{{self.prefix}}}:bucket:{name}"
+
+    def once(self, key: str) -> str:
+        return f"{{{self.prefix}}}:once:{key}"
+
+    def kv(self, key: str) -> str:
+        return f"{{{self.prefix}}}:kv:{key}"
+
+    def queue_keys(self, queue: str) -> list[str]:
+        """The fixed keys of a queue (per-task keys come on top)."""
+        b = self.base(queue)
+        suffixes = ("meta", "n", "all", "sched", "run", "purge", "uniq", "fin", "wake")
+        return [f"{b}:{s}" for s in suffixes] + [f"{b}:r{p}" for p in range(5)]

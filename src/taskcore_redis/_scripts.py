@@ -1,0 +1,97 @@
+"""The Lua scripts: loaded once with SCRIPT LOAD, called with EVALSHA, reloaded on
+NOSCRIPT (after a ``SCRIPT FLUSH`` or a failover to a replica without them)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+import attrs
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError, ResponseError
+
+from taskcore.scheduling import DEFAULT_POLICY
+
+__all__ = ["Call", "Script", "Scripts"]
+
+# Scripts on global keys; every other script works on one queue and gets the prelude.
+_GLOBAL = frozenset({"index", "tokens", "once", "kv_set"})
+
+
+@attrs.frozen
+class Script:
+    name: str
+    source: str
+    sha: str
+
+
+Call = tuple[Script, Sequence[str], Sequence[Any]]
+"""One script invocation: the script, its KEYS and its ARGV."""
+
+
+def _read(name: str) -> str:
+    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text("utf-8")
+
+
+def _build(name: str, prelude: str) -> Script:
+    body = _read(name)
+    source = body if name in _GLOBAL else f"{prelude}\n-- {name}.lua\n{body}"
+    return Script(name, source, hashlib.sha1(source.encode()).hexdigest())
+
+
+class Scripts:
+    """All scripts of the backend, addressed by file name."""
+
+    def __init__(self) -> None:
+        default = json.dumps(DEFAULT_POLICY.to_dict())
+        prelude = f"local DEFAULT_POLICY_JSON = [==[{default}]==]\n{_read('_lib')}"
+        names = sorted(
+            p.name.removesuffix(".lua")
+            for p in resources.files(__package__).joinpath("lua").iterdir()
+            if p.name.endswith(".lua") and not p.name.startswith("_")
+        )
+        self._by_name = {name: _build(name, prelude) for name in names}
+
+    def __getitem__(self, name: str) -> Script:
+        return self._by_name[name]
+
+    async def load(self, redis: Redis) -> None:
+        async with redis.pipeline(transaction=False) as pipe:
+            for script in self._by_name.values():
+                pipe.script_load(script.source)
+            await pipe.execute()
+
+    async def run(self, redis: Redis, calls: Sequence[Call]) -> list[Any]:
+        """Run ``calls`` in one pipeline (one round trip) and return their replies.
+
+        A call refused with NOSCRIPT did not run, so after reloading the scripts only
+        those calls are sent again; nothing runs twice.
+        """
+        if not calls:
+            return []
+        results = await self._send(redis, calls)
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:
+            await self.load(redis)
+            again = await self._send(redis, [calls[i] for i in missing])
+            for i, r in zip(missing, again, strict=True):
+                results[i] = r
+        for r in results:
+            if isinstance(r, ResponseError):
+                raise r
+        return results
+
+    async def _send(self, redis: Redis, calls: Sequence[Call]) -> list[Any]:
+        if len(calls) == 1:
+            script, keys, args = calls[0]
+            try:
+                return [await redis.evalsha(script.sha, len(keys), *keys, *args)]
+            except NoScriptError as exc:
+                return [exc]
+        async with redis.pipeline(transaction=False) as pipe:
+            for script, keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            return list(await pipe.execute(raise_on_error=False))

@@ -1,0 +1,584 @@
+"""The Redis backend: broker, results and admin on Redis (coordination in
+:mod:`taskcore_redis._coordination`).
+
+Every state change is one Lua script per queue (several queues: one pipeline of
+scripts, one round trip). Time always comes from the client's clock as an argument.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import anyio
+
+from taskcore.backend import (
+    EnqueueResult,
+    ExtendStatus,
+    Lease,
+    Message,
+    Outcome,
+    QueueSpec,
+    QueueStats,
+    TaskFilter,
+    TaskRecord,
+)
+from taskcore.clock import Clock, SystemClock
+from taskcore.scheduling import DEFAULT_POLICY, SchedulingPolicy
+from taskcore.states import TERMINAL, State
+
+from ._codec import decode_message, decode_record, encode_error, encode_message, fnum, opt
+from ._config import DEFAULT_URL, RedisConfig
+from ._conn import Connection
+from ._coordination import Coordination
+from ._keys import Keys
+from ._scripts import Call
+
+__all__ = ["RedisBackend"]
+
+_ENQUEUE_CHUNK = 1000  # messages per script call: keeps each call short
+_REAP_CHUNK = 2000
+_PURGE_CHUNK = 2000
+_WHERE_MAX = 100_000
+_POLL = 1.0  # longest a waiter blocks before it looks for due scheduled work
+
+
+def _s(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+class RedisBackend(Coordination):
+    """Tasks in Redis; ``redis://`` and ``rediss://`` (TLS) in a URL.
+
+    The driver is redis-py's asyncio client (with hiredis), so this backend runs
+    under asyncio only, not trio. Use it as an async context manager: entering
+    connects and loads the Lua scripts, leaving closes the pool.
+
+    Args:
+        url: ``redis://[user:password@]host:port/db`` or ``rediss://...``; query
+            parameters ``prefix``, ``max_connections`` (pool size, default 64),
+            ``socket_timeout``, ``socket_connect_timeout``, ``retries`` (attempts for
+            idempotent calls after the first, default 3), ``pool_timeout``
+            (seconds to wait for a free pooled connection, default 20) and
+            redis-py's TLS options (``ssl_cert_reqs``, ``ssl_ca_certs``...).
+        clock: time source; every time the backend stores comes from it.
+        prefix: key prefix (default ``"taskcore"``); overrides ``?prefix=``.
+        **options: redis-py connection options; they override the URL's.
+
+    Raises:
+        ConfigurationError: the URL or an option is invalid.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        clock: Clock | None = None,
+        prefix: str | None = None,
+        **options: Any,
+    ) -> None:
+        if prefix is not None:
+            options["prefix"] = prefix
+        config = RedisConfig.parse(url, **options)
+        self.clock: Clock = clock or SystemClock()
+        self.keys = Keys(config.prefix)
+        self.prefix = config.prefix
+        self._conn = Connection(config)
+        self._r = self._conn.redis
+        self._scripts = self._conn.scripts
+        # Which queue holds a task this backend leased (saves an index lookup on
+        # settle/extend); ids never move between queues, so it is never wrong.
+        self._where: dict[str, str] = {}
+        self._local_wake: anyio.Event | None = None
+        subscribe = getattr(self.clock, "subscribe", None)
+        if subscribe is not None:  # a fake clock: wake local waiters when it moves
+            subscribe(self._on_clock)
+
+    @classmethod
+    def from_url(cls, url: str, clock: Clock | None = None, **options: Any) -> RedisBackend:
+        return cls(url, clock=clock, **options)
+
+    @property
+    def config(self) -> RedisConfig:
+        return self._conn.config
+
+    async def __aenter__(self) -> RedisBackend:
+        await self._conn.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        self._on_clock()
+        await self._conn.close()
+
+    # -- internals ------------------------------------------------------------
+    def _on_clock(self) -> None:
+        if self._local_wake is not None:
+            self._local_wake.set()
+            self._local_wake = None
+
+    def _call(self, name: str, queue: str, args: Sequence[Any]) -> Call:
+        """A per-queue script call: KEYS[1] is the queue's meta key (cluster routing)."""
+        now = self.clock.now()
+        return (
+            self._scripts[name],
+            [self.keys.meta(queue)],
+            [repr(now), self.keys.base(queue), *args],
+        )
+
+    async def _locate(self, ids: Iterable[str]) -> dict[str, str]:
+        """Map task ids to their queues (unknown ids are left out)."""
+        found: dict[str, str] = {}
+        missing: list[str] = []
+        for task_id in ids:
+            q = self._where.get(task_id)
+            if q is None:
+                missing.append(task_id)
+            else:
+                found[task_id] = q
+        if missing:
+            missing = list(dict.fromkeys(missing))
+            qs: list[Any] = await self._conn.call(
+                "task lookup", lambda: self._r.hmget(self.keys.index, missing)
+            )
+            for task_id, name in zip(missing, qs, strict=True):
+                if name is not None:
+                    found[task_id] = name.decode()
+        return found
+
+    def _remember(self, task_id: str, queue: str) -> None:
+        if len(self._where) >= _WHERE_MAX:
+            self._where.clear()
+        self._where[task_id] = queue
+
+    async def _by_queue(
+        self,
+        what: str,
+        script: str,
+        ids: Sequence[str],
+        args_of: Any,
+        *,
+        idempotent: bool,
+        lead: Sequence[Any] = (),
+    ) -> list[Any]:
+        """Run a per-task batch script grouped by queue; replies in the order of
+        ``ids`` (None for unknown tasks)."""
+        where = await self._locate(ids)
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, task_id in enumerate(ids):
+            q = where.get(task_id)
+            if q is not None:
+                groups[q].append(i)
+        calls = []
+        for q, positions in groups.items():
+            args: list[Any] = list(lead)
+            for i in positions:
+                args.extend(args_of(i))
+            calls.append(self._call(script, q, args))
+        out: list[Any] = [None] * len(ids)
+        replies = await self._conn.run(
+            what, calls, idempotent=idempotent, task_id=ids[0] if len(ids) == 1 else None
+        )
+        for positions, reply in zip(groups.values(), replies, strict=True):
+            for i, r in zip(positions, reply, strict=True):
+                out[i] = r
+        return out
+
+    async def _fetch(self, located: Sequence[tuple[str, str]]) -> list[TaskRecord | None]:
+        """Records of ``(queue, task_id)`` pairs, in one round trip."""
+
+        async def go() -> list[Any]:
+            async with self._r.pipeline(transaction=False) as pipe:
+                for q, task_id in located:
+                    pipe.hgetall(self.keys.task(q, task_id))
+                return list(await pipe.execute())
+
+        if not located:
+            return []
+        rows = await self._conn.call("get", go)
+        return [decode_record(h) if h else None for h in rows]
+
+    async def _queue_names(self) -> list[str]:
+        names: set[Any] = await self._conn.call(
+            "queue list", lambda: self._r.smembers(self.keys.queues)
+        )
+        return sorted(n.decode() for n in names)
+
+    # -- broker ---------------------------------------------------------------
+    async def declare(self, specs: Sequence[QueueSpec]) -> None:
+        async def go() -> None:
+            async with self._r.pipeline(transaction=False) as pipe:
+                for spec in specs:
+                    pipe.hset(
+                        self.keys.meta(spec.name), "policy", json.dumps(spec.policy.to_dict())
+                    )
+                    pipe.sadd(self.keys.queues, spec.name)
+                await pipe.execute()
+
+        if specs:
+            await self._conn.call("declare", go)
+
+    async def enqueue(self, messages: Sequence[Message]) -> list[EnqueueResult]:
+        if not messages:
+            return []
+        index_args: list[str] = []
+        for m in messages:
+            index_args += (m.id, m.queue)
+        indexed = await self._conn.run(
+            "enqueue",
+            [(self._scripts["index"], [self.keys.index, self.keys.queues], index_args)],
+        )
+        known: dict[int, str] = {}
+        flat = indexed[0]
+        for j in range(0, len(flat), 2):
+            known[int(flat[j]) - 1] = flat[j + 1].decode()
+        groups: dict[str, list[int]] = defaultdict(list)
+        conflicts: list[int] = []
+        for i, m in enumerate(messages):
+            if known.get(i, m.queue) != m.queue:
+                conflicts.append(i)  # this id already names a task of another queue
+            else:
+                groups[m.queue].append(i)
+        calls: list[Call] = []
+        chunks: list[list[int]] = []
+        for q, positions in groups.items():
+            for c in range(0, len(positions), _ENQUEUE_CHUNK):
+                chunk = positions[c : c + _ENQUEUE_CHUNK]
+                args: list[Any] = []
+                for i in chunk:
+                    m = messages[i]
+                    args += (
+                        m.id,
+                        encode_message(m),
+                        m.priority,
+                        repr(m.eligible_at),
+                        repr(m.enqueued_at),
+                        fnum(m.deadline),
+                        opt(m.unique_key),
+                        opt(m.fairness_key),
+                        m.task,
+                    )
+                calls.append(self._call("enqueue", q, args))
+                chunks.append(chunk)
+        # Retried on a lost connection: enqueue is idempotent per id (a retry may
+        # report created=False for a task its first, lost, attempt created).
+        replies = await self._conn.run("enqueue", calls)
+        out: list[EnqueueResult | None] = [None] * len(messages)
+        orphans: list[str] = []
+        for chunk, reply in zip(chunks, replies, strict=True):
+            for i, (tid, created, state) in zip(chunk, reply, strict=True):
+                task_id = tid.decode()
+                out[i] = EnqueueResult(task_id, bool(created), State(state.decode()))
+                if task_id != messages[i].id and i not in known:
+                    orphans.append(messages[i].id)  # deduped by unique key: unindex
+        if conflicts:
+            states = await self._fetch([(known[i], messages[i].id) for i in conflicts])
+            for i, rec in zip(conflicts, states, strict=True):
+                state = State.QUEUED if rec is None else rec.state
+                out[i] = EnqueueResult(messages[i].id, False, state)
+        if orphans:
+            await self._conn.call("enqueue", lambda: self._r.hdel(self.keys.index, *orphans))
+        return [r for r in out if r is not None]
+
+    async def claim(
+        self,
+        queues: Sequence[str],
+        limit: int,
+        lease_seconds: float,
+        worker: str,
+        max_priority: int = 4,
+    ) -> list[Lease]:
+        leases: list[Lease] = []
+        if limit <= 0:
+            return leases
+        for q in queues:
+            now = self.clock.now()
+            expires = now + lease_seconds
+            call = self._call(
+                "claim", q, [limit - len(leases), worker, max_priority, repr(expires)]
+            )
+            # Not retried: a claim whose reply was lost leased tasks nobody holds;
+            # reap() returns them to the queue when the lease expires.
+            [rows] = await self._conn.run("claim", [call], idempotent=False)
+            for blob, token, attempt in rows:
+                msg = decode_message(blob)
+                self._remember(msg.id, q)
+                leases.append(Lease(msg, int(token), int(attempt), worker, expires, now))
+            if len(leases) >= limit:
+                break
+        return leases
+
+    async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        if not outcomes:
+            return []
+
+        def args_of(i: int) -> list[Any]:
+            o = outcomes[i]
+            return [
+                o.task_id,
+                str(o.token),
+                o.kind.value,
+                "1" if o.late else "",
+                b"" if o.error is None else encode_error(o.error),
+                b"" if o.result is None else b"=" + o.result,
+                fnum(o.retry_at),
+                fnum(o.result_ttl),
+            ]
+
+        ids = [o.task_id for o in outcomes]
+        replies = await self._by_queue("settle", "settle", ids, args_of, idempotent=False)
+        out = [bool(r) for r in replies]
+        for task_id, ok in zip(ids, out, strict=True):
+            if ok:
+                self._where.pop(task_id, None)
+        return out
+
+    async def extend(
+        self, leases: Sequence[tuple[str, int]], lease_seconds: float
+    ) -> list[ExtendStatus]:
+        if not leases:
+            return []
+        expires = repr(self.clock.now() + lease_seconds)
+        ids = [task_id for task_id, _ in leases]
+        replies = await self._by_queue(
+            "extend",
+            "extend",
+            ids,
+            lambda i: [leases[i][0], str(leases[i][1])],
+            idempotent=True,
+            lead=[expires],
+        )
+        return [ExtendStatus.LOST if r is None else ExtendStatus(_s(r)) for r in replies]
+
+    async def reap(self) -> list[str]:
+        requeued: list[str] = []
+        pending = await self._queue_names()
+        while pending:
+            calls = [self._call("reap", q, [_REAP_CHUNK]) for q in pending]
+            replies = await self._conn.run("reap", calls)
+            forgotten: list[str] = []
+            more: list[str] = []
+            for q, (back, gone, again) in zip(pending, replies, strict=True):
+                requeued += (t.decode() for t in back)
+                forgotten += (t.decode() for t in gone)
+                if again:
+                    more.append(q)
+            if forgotten:
+                await self._unindex(forgotten)
+            pending = more
+        await self._reap_coordination()
+        return requeued
+
+    async def _unindex(self, ids: Sequence[str]) -> None:
+        async def go() -> None:
+            async with self._r.pipeline(transaction=False) as pipe:
+                for c in range(0, len(ids), 1000):
+                    pipe.hdel(self.keys.index, *ids[c : c + 1000])
+                await pipe.execute()
+
+        for task_id in ids:
+            self._where.pop(task_id, None)
+        await self._conn.call("unindex", go)
+
+    async def wait(self, queues: Sequence[str], timeout: float) -> None:  # noqa: ASYNC109
+        if not queues:
+            await anyio.sleep(max(0.0, timeout))
+            return
+        deadline = anyio.current_time() + timeout
+        wake_keys = [self.keys.wake(q) for q in queues]
+        while True:
+            now = self.clock.now()
+            replies = await self._conn.run("wait", [self._call("peek", q, []) for q in queues])
+            if any(ready for ready, _ in replies):
+                return
+            remaining = deadline - anyio.current_time()
+            if remaining <= 0:
+                return
+            block = min(remaining, _POLL)
+            dues = [float(due) for _, due in replies if due]
+            if dues and not hasattr(self.clock, "subscribe"):  # real time: wake when due
+                block = min(block, max(min(dues) - now, 0.0))
+            if await self._block(wake_keys, max(block, 0.01)):
+                return
+
+    async def _block(self, keys: list[str], seconds: float) -> bool:
+        """BLPOP a marker from ``keys`` for up to ``seconds``; True if woken (by a
+        marker, or by a fake clock moving)."""
+        pop = lambda: self._r.blpop(keys, timeout=seconds)  # noqa: E731
+        if not hasattr(self.clock, "subscribe"):
+            return await self._conn.call("wait", pop) is not None
+        if self._local_wake is None:
+            self._local_wake = anyio.Event()
+        local = self._local_wake
+        woke = False
+
+        async def by_marker(scope: anyio.CancelScope) -> None:
+            nonlocal woke
+            woke = await self._conn.call("wait", pop) is not None
+            scope.cancel()
+
+        async def by_clock(scope: anyio.CancelScope) -> None:
+            nonlocal woke
+            await local.wait()
+            woke = True
+            scope.cancel()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(by_marker, tg.cancel_scope)
+            tg.start_soon(by_clock, tg.cancel_scope)
+        return woke
+
+    # -- results --------------------------------------------------------------
+    async def get(self, task_id: str) -> TaskRecord | None:
+        where = await self._locate([task_id])
+        q = where.get(task_id)
+        if q is None:
+            return None
+        [rec] = await self._fetch([(q, task_id)])
+        return rec
+
+    async def wait_done(self, task_id: str, timeout: float) -> TaskRecord | None:  # noqa: ASYNC109
+        q = (await self._locate([task_id])).get(task_id)
+        if q is None:
+            return None
+        [code] = await self._conn.run(
+            "wait_done", [self._call("watch", q, [task_id])], task_id=task_id
+        )
+        if code == 0:
+            return None
+        deadline = anyio.current_time() + timeout
+        done_key = self.keys.done(q, task_id)
+        while code == 2:
+            remaining = deadline - anyio.current_time()
+            if remaining <= 0:
+                break
+            seconds = max(min(remaining, _POLL), 0.01)
+            popped = await self._conn.call(
+                "wait_done",
+                lambda s=seconds: self._r.blpop([done_key], timeout=s),  # type: ignore[misc]
+                task_id=task_id,
+            )
+            if popped is not None:
+                break
+            [rec] = await self._fetch([(q, task_id)])
+            if rec is None or rec.state in TERMINAL:
+                return rec
+        [rec] = await self._fetch([(q, task_id)])
+        return rec
+
+    # -- admin ----------------------------------------------------------------
+    async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        if queues is None:
+            names = await self._queue_names()
+        else:
+            names = list(queues)
+            if names:
+                await self._conn.call("stats", lambda: self._r.sadd(self.keys.queues, *names))
+        replies = await self._conn.run("stats", [self._call("stats", q, []) for q in names])
+        out = []
+        policies: dict[bytes, SchedulingPolicy] = {}
+        for name, (paused, policy_json, counters, depth) in zip(names, replies, strict=True):
+            states = dict.fromkeys(State, 0)
+            late = dict.fromkeys(range(5), 0)
+            for j in range(0, len(counters), 2):
+                field, value = counters[j].decode(), int(counters[j + 1])
+                if field.startswith("late:"):
+                    late[int(field[5:])] = value
+                else:
+                    states[State(field)] = value
+            if policy_json:
+                policy = policies.get(policy_json)
+                if policy is None:
+                    policy = SchedulingPolicy.from_dict(json.loads(policy_json))
+                    policies[policy_json] = policy
+            else:
+                policy = DEFAULT_POLICY
+            out.append(
+                QueueStats(
+                    queue=name,
+                    paused=bool(paused),
+                    states=states,
+                    depth_by_priority={p: int(d) for p, d in enumerate(depth)},
+                    late_by_priority=late,
+                    policy=policy,
+                )
+            )
+        return out
+
+    async def list_tasks(self, filter: TaskFilter) -> list[TaskRecord]:
+        if filter.queue is not None:
+            names = [filter.queue]
+        else:
+            names = await self._queue_names()
+        # Like the memory backend, a limit below 1 still returns one record.
+        limit = max(filter.limit, 1)
+        need = filter.offset + limit
+        state = None if filter.state is None else filter.state.value
+        args = [need, opt(state), opt(filter.task), opt(filter.text)]
+        replies = await self._conn.run("list_tasks", [self._call("list", q, args) for q in names])
+        per_queue = [
+            [(float(flat[j + 1]), flat[j].decode(), q) for j in range(0, len(flat), 2)]
+            for q, flat in zip(names, replies, strict=True)
+        ]
+        merged = list(heapq.merge(*per_queue))[filter.offset : need]
+        records = await self._fetch([(q, task_id) for _, task_id, q in merged])
+        return [r for r in records if r is not None]
+
+    async def cancel(self, task_ids: Sequence[str]) -> list[bool]:
+        if not task_ids:
+            return []
+        replies = await self._by_queue(
+            "cancel", "cancel", task_ids, lambda i: [task_ids[i]], idempotent=False
+        )
+        return [bool(r) for r in replies]
+
+    async def retry(self, task_ids: Sequence[str]) -> list[bool]:
+        if not task_ids:
+            return []
+        replies = await self._by_queue(
+            "retry", "retry", task_ids, lambda i: [task_ids[i]], idempotent=False
+        )
+        return [bool(r) for r in replies]
+
+    async def purge(self, queue: str, states: Sequence[State]) -> int:
+        wanted = [s.value for s in states]
+        if not wanted:
+            return 0
+        start = deleted = 0
+        while True:
+            call = self._call("purge", queue, [start, _PURGE_CHUNK, *wanted])
+            [(gone, scanned)] = await self._conn.run("purge", [call], idempotent=False)
+            ids = [t.decode() for t in gone]
+            if ids:
+                await self._unindex(ids)
+            deleted += len(ids)
+            if scanned < _PURGE_CHUNK:
+                return deleted
+            start += scanned - len(ids)
+
+    async def pause(self, queue: str) -> None:
+        async def go() -> None:
+            async with self._r.pipeline(transaction=False) as pipe:
+                pipe.hset(self.keys.meta(queue), "paused", "1")
+                pipe.sadd(self.keys.queues, queue)
+                await pipe.execute()
+
+        await self._conn.call("pause", go)
+
+    async def resume(self, queue: str) -> None:
+        async def go() -> None:
+            wake = self.keys.wake(queue)
+            async with self._r.pipeline(transaction=False) as pipe:
+                pipe.hdel(self.keys.meta(queue), "paused")
+                pipe.sadd(self.keys.queues, queue)
+                pipe.rpush(wake, "1")
+                pipe.ltrim(wake, -16, -1)
+                pipe.pexpire(wake, 5000)
+                await pipe.execute()
+
+        await self._conn.call("resume", go)

@@ -1,0 +1,205 @@
+-- Prelude shared by every per-queue script; the loader prepends it to each script.
+--
+-- Conventions: KEYS[1] is the queue's meta hash "<B>:meta" (so Redis Cluster routes
+-- the call to the queue's slot); ARGV[1] is "now" from the client's clock (the
+-- server's TIME is never used, so a fake clock drives tests); ARGV[2] is the queue's
+-- key base B = "{<prefix>:<queue>}". Every other key of the queue is derived from B,
+-- so all of them share B's hash tag and live in one cluster slot.
+local NOW_S = ARGV[1]
+local NOW = tonumber(NOW_S)
+local B = ARGV[2]
+local K_META = KEYS[1]
+local K_CNT = B .. ':n'
+local K_ALL = B .. ':all'
+local K_SCHED = B .. ':sched'
+local K_RUN = B .. ':run'
+local K_PURGE = B .. ':purge'
+local K_UNIQ = B .. ':uniq'
+local K_FIN = B .. ':fin'
+local K_WAKE = B .. ':wake'
+local WAKE_MAX = 16
+local DONE_TTL_MS = 60000
+local SEQ_WIDTH = 15
+
+local function k_ready(p) return B .. ':r' .. p end
+local function k_task(id) return B .. ':t:' .. id end
+local function k_done(id) return B .. ':d:' .. id end
+
+-- Lua's tostring keeps 14 digits; %.17g round-trips every double.
+local function fmt(x) return string.format('%.17g', x) end
+
+local TERMINAL = {succeeded = true, failed = true, dead = true, cancelled = true}
+
+-- Per-state counters, applied once per script call.
+local DELTA = {}
+local function count(field, d) DELTA[field] = (DELTA[field] or 0) + d end
+
+-- Sorted-set additions, applied in bulk (one ZADD per key per 500 members).
+local ZADDS = {}
+local function zadd(key, score, member)
+  local t = ZADDS[key]
+  if t == nil then t = {}; ZADDS[key] = t end
+  if type(score) == 'number' then score = fmt(score) end
+  t[#t + 1] = score
+  t[#t + 1] = member
+end
+local function flush_zadds()
+  for key, t in pairs(ZADDS) do
+    for i = 1, #t, 1000 do
+      redis.call('ZADD', key, unpack(t, i, math.min(i + 999, #t)))
+    end
+  end
+  ZADDS = {}
+end
+
+local function zrem_all(key, members)
+  for i = 1, #members, 1000 do
+    redis.call('ZREM', key, unpack(members, i, math.min(i + 999, #members)))
+  end
+end
+
+-- Scheduling policy (taskcore.scheduling.SchedulingPolicy.to_dict() as JSON).
+local POL = nil
+local function policy()
+  if POL == nil then
+    local raw = redis.call('HGET', K_META, 'policy')
+    POL = cjson.decode(raw or DEFAULT_POLICY_JSON)
+  end
+  return POL
+end
+
+-- Arrival sequence (tie-break for equal scores), virtual time and finish tags of
+-- the weighted fair policy: read lazily, written back once by flush().
+local SEQ = nil
+local function next_seq()
+  if SEQ == nil then SEQ = tonumber(redis.call('HGET', K_META, 'seq') or '0') end
+  SEQ = SEQ + 1
+  return SEQ
+end
+local VT = nil
+local VT_DIRTY = false
+local function vtime()
+  if VT == nil then VT = tonumber(redis.call('HGET', K_META, 'vt') or '0') end
+  return VT
+end
+local FIN = {}
+local FIN_DIRTY = {}
+
+local function member_of(seq, id) return string.format('%015d', seq) .. id end
+local function id_of(member) return string.sub(member, SEQ_WIDTH + 1) end
+local function seq_of(member) return tonumber(string.sub(member, 1, SEQ_WIDTH)) end
+
+-- Score a task that just became ready and add it to its priority's ready set.
+-- Same formulas as taskcore.scheduling (static_score, FairState.tag).
+local function make_ready(id, p, e, d, fk)
+  local pol = policy()
+  local score
+  if pol.kind == 'fair' then
+    local cls
+    if pol.by == 'key' then cls = fk or '' else cls = 'P' .. p end
+    local f = FIN[cls]
+    if f == nil then f = tonumber(redis.call('ZSCORE', K_FIN, cls) or '0') end
+    local w = pol.weights[cls]
+    if w == nil then w = pol.default_weight end
+    f = math.max(vtime(), f) + 1.0 / w
+    FIN[cls] = f
+    FIN_DIRTY[cls] = true
+    score = f
+  elseif pol.kind == 'fifo' then
+    score = e
+  elseif pol.kind == 'priority' then
+    score = p * 8589934592.0 + e
+  else
+    score = e + pol.horizons[p + 1]
+    if d ~= nil and d <= score then score = d end
+  end
+  local member = member_of(next_seq(), id)
+  zadd(k_ready(p), score, member)
+  return member
+end
+
+-- Put a task on the scheduled set (due at e); returns its member.
+local function schedule(id, e)
+  local member = member_of(next_seq(), id)
+  zadd(K_SCHED, e, member)
+  return member
+end
+
+-- Record a failed attempt (one JSON array per line).
+local function add_error(k, err)
+  local cur = redis.call('HGET', k, 'E')
+  if cur then err = cur .. '\n' .. err end
+  redis.call('HSET', k, 'E', err)
+end
+
+-- Move a running/waiting task into a terminal state.
+local function terminal(id, k, from, to, uk, wd, ttl)
+  count(from, -1)
+  count(to, 1)
+  if ttl ~= nil then
+    local at = NOW + ttl
+    redis.call('HSET', k, 's', to, 'u', NOW_S, 'f', NOW_S, 'pa', fmt(at))
+    zadd(K_PURGE, at, id)
+  else
+    redis.call('HSET', k, 's', to, 'u', NOW_S, 'f', NOW_S)
+  end
+  redis.call('HDEL', k, 'w')
+  if uk and redis.call('HGET', K_UNIQ, uk) == id then
+    redis.call('HDEL', K_UNIQ, uk)
+  end
+  if wd then
+    local dk = k_done(id)
+    for _ = 1, tonumber(wd) do redis.call('RPUSH', dk, '1') end
+    redis.call('PEXPIRE', dk, DONE_TTL_MS)
+    redis.call('HDEL', k, 'wd')
+  end
+end
+
+-- Delete a task's record for good.
+local function forget(id, k, state)
+  redis.call('DEL', k)
+  redis.call('ZREM', K_ALL, id)
+  count(state, -1)
+end
+
+-- Wake idle workers blocked on the queue's marker list.
+local function wake(n)
+  if n > 0 then
+    local args = {}
+    for i = 1, math.min(n, WAKE_MAX) do args[i] = '1' end
+    redis.call('RPUSH', K_WAKE, unpack(args))
+    redis.call('LTRIM', K_WAKE, -WAKE_MAX, -1)
+    redis.call('PEXPIRE', K_WAKE, 5000)
+  end
+end
+
+local function flush()
+  flush_zadds()
+  for field, d in pairs(DELTA) do
+    if d ~= 0 then redis.call('HINCRBY', K_CNT, field, d) end
+  end
+  DELTA = {}
+  if SEQ ~= nil then redis.call('HSET', K_META, 'seq', string.format('%d', SEQ)) end
+  if VT_DIRTY then
+    redis.call('HSET', K_META, 'vt', fmt(VT))
+  end
+  local fin = {}
+  for cls, _ in pairs(FIN_DIRTY) do
+    fin[#fin + 1] = fmt(FIN[cls])
+    fin[#fin + 1] = cls
+  end
+  if #fin > 0 then redis.call('ZADD', K_FIN, unpack(fin)) end
+  FIN_DIRTY = {}
+  if VT_DIRTY then
+    -- A finish tag at or below V acts exactly like no tag (max(V, F) = V): drop it
+    -- so the set holds only classes with work in flight.
+    redis.call('ZREMRANGEBYSCORE', K_FIN, '-inf', fmt(VT))
+    VT_DIRTY = false
+  end
+end
+
+-- Optional string argument: '' is absent, otherwise '=' .. value.
+local function opt(s)
+  if s == '' then return nil end
+  return string.sub(s, 2)
+end

@@ -1,0 +1,27 @@
+-- Cancel waiting tasks at once; flag running ones (their worker learns on its next
+-- extend). ARGV[3..]: task ids. Returns 1/0 per id (0: unknown or terminal).
+local out = {}
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  local k = k_task(id)
+  local f = redis.call('HMGET', k, 's', 'z', 'p', 'uk', 'wd')
+  local s = f[1]
+  if not s or TERMINAL[s] then
+    out[#out + 1] = 0
+  elseif s == 'running' then
+    redis.call('HSET', k, 'c', '1')
+    out[#out + 1] = 1
+  else
+    if f[2] then
+      if s == 'queued' then
+        redis.call('ZREM', k_ready(f[3]), f[2])
+      else
+        redis.call('ZREM', K_SCHED, f[2])
+      end
+    end
+    terminal(id, k, s, 'cancelled', f[4] or nil, f[5] or nil, nil)
+    out[#out + 1] = 1
+  end
+end
+flush()
+return out

@@ -1,0 +1,87 @@
+-- Promote due scheduled/retrying tasks, then lease up to `limit` ready tasks in
+-- policy order (lowest score first, ties by arrival sequence).
+-- ARGV[3] limit, ARGV[4] worker, ARGV[5] max priority, ARGV[6] lease expiry.
+-- Returns one {stored message, token, attempt} per lease.
+if redis.call('HEXISTS', K_META, 'paused') == 1 then return {} end
+local limit = tonumber(ARGV[3])
+local worker = ARGV[4]
+local maxp = math.min(tonumber(ARGV[5]), 4)
+local exp_s = ARGV[6]
+
+local due = redis.call('ZRANGEBYSCORE', K_SCHED, '-inf', NOW_S)
+if #due > 0 then
+  for _, member in ipairs(due) do
+    local id = id_of(member)
+    local k = k_task(id)
+    local f = redis.call('HMGET', k, 's', 'p', 'e', 'd', 'fk')
+    if f[1] == 'scheduled' or f[1] == 'retrying' then
+      local d = nil
+      if f[4] then d = tonumber(f[4]) end
+      local fk = nil
+      if f[5] then fk = f[5] end
+      local m = make_ready(id, tonumber(f[2]), tonumber(f[3]), d, fk)
+      redis.call('HSET', k, 's', 'queued', 'u', NOW_S, 'z', m)
+      count(f[1], -1)
+      count('queued', 1)
+    end
+  end
+  redis.call('ZREMRANGEBYSCORE', K_SCHED, '-inf', NOW_S)
+  flush_zadds()
+end
+
+-- k-way merge of the priority sets' heads.
+local heads = {}
+for p = 0, maxp do
+  local r = redis.call('ZRANGE', k_ready(p), 0, limit - 1, 'WITHSCORES')
+  if #r > 0 then
+    heads[#heads + 1] = {p = p, r = r, i = 1, n = 0,
+                         s = tonumber(r[2]), q = seq_of(r[1])}
+  end
+end
+local picked = {}
+while #picked < limit do
+  local best = nil
+  for _, h in ipairs(heads) do
+    if h.s ~= nil and (best == nil or h.s < best.s or (h.s == best.s and h.q < best.q)) then
+      best = h
+    end
+  end
+  if best == nil then break end
+  picked[#picked + 1] = {best.r[best.i], best.s}
+  best.i = best.i + 2
+  best.n = best.n + 1
+  if best.i <= #best.r then
+    best.s = tonumber(best.r[best.i + 1])
+    best.q = seq_of(best.r[best.i])
+  else
+    best.s = nil
+  end
+end
+for _, h in ipairs(heads) do
+  if h.n > 0 then redis.call('ZREMRANGEBYRANK', k_ready(h.p), 0, h.n - 1) end
+end
+
+local fair = policy().kind == 'fair'
+local out = {}
+for _, pk in ipairs(picked) do
+  local id = id_of(pk[1])
+  local k = k_task(id)
+  if fair and pk[2] > vtime() then
+    VT = pk[2]
+    VT_DIRTY = true
+  end
+  local f = redis.call('HMGET', k, 'm', 'k', 'a')
+  if f[1] then
+    local tok = tonumber(f[2]) + 1
+    local att = tonumber(f[3]) + 1
+    redis.call('HSET', k, 's', 'running', 'k', string.format('%d', tok),
+               'a', string.format('%d', att), 'w', worker, 'st', NOW_S, 'x', exp_s,
+               'u', NOW_S, 'cs', string.format('%d', next_seq()))
+    zadd(K_RUN, exp_s, id)
+    count('queued', -1)
+    count('running', 1)
+    out[#out + 1] = {f[1], tok, att}
+  end
+end
+flush()
+return out

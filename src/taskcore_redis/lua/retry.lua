@@ -1,0 +1,27 @@
+-- Re-queue dead or failed tasks; the attempt count restarts, the history is kept.
+-- ARGV[3..]: task ids. Returns 1/0 per id.
+local out = {}
+local woke = 0
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  local k = k_task(id)
+  local f = redis.call('HMGET', k, 's', 'p', 'd', 'fk', 'uk')
+  if f[1] == 'dead' or f[1] == 'failed' then
+    redis.call('ZREM', K_PURGE, id)
+    redis.call('HDEL', k, 'pa', 'f')
+    local d = nil
+    if f[3] then d = tonumber(f[3]) end
+    local member = make_ready(id, tonumber(f[2]), NOW, d, f[4] or nil)
+    redis.call('HSET', k, 's', 'queued', 'a', '0', 'e', NOW_S, 'u', NOW_S, 'z', member)
+    count(f[1], -1)
+    count('queued', 1)
+    if f[5] then redis.call('HSETNX', K_UNIQ, f[5], id) end
+    woke = woke + 1
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+flush()
+wake(woke)
+return out

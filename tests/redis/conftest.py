@@ -1,0 +1,88 @@
+"""Redis service tests: a real server at ``TASKCORE_REDIS_URL``
+(default ``redis://127.0.0.1:6379/0``).
+
+Unreachable server: the tests are skipped, except in CI (``CI=true``) where that
+is a failure. Every test gets its own key prefix and its keys are deleted after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import pytest
+
+import redis as redis_sync
+from taskcore.clock import FakeClock
+from taskcore_redis import RedisBackend
+
+REDIS_URL = os.environ.get("TASKCORE_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # redis-py's client is asyncio-only
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    try:
+        client = redis_sync.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+        client.ping()
+        client.close()
+    except redis_sync.RedisError as exc:
+        reason = f"Redis server at {REDIS_URL} unreachable ({exc}); set TASKCORE_REDIS_URL"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def admin(redis_url: str) -> Iterator[redis_sync.Redis]:
+    """A plain synchronous client for inspecting the server."""
+    client = redis_sync.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def new_prefix() -> str:
+    return f"tctest-{uuid.uuid4().hex[:12]}"
+
+
+def delete_prefix(client: redis_sync.Redis, prefix: str) -> int:
+    """Delete every key a backend with ``prefix`` created; returns how many."""
+    n = 0
+    for pattern in (f"{{{prefix}:*", f"{{{prefix}}}:*"):
+        keys = list(client.scan_iter(match=pattern, count=1000))
+        for i in range(0, len(keys), 1000):
+            n += client.delete(*keys[i : i + 1000])
+    return n
+
+
+@pytest.fixture
+def prefix(admin: redis_sync.Redis) -> Iterator[str]:
+    p = new_prefix()
+    yield p
+    delete_prefix(admin, p)
+
+
+@pytest.fixture
+def make_redis_backend(
+    redis_url: str, admin: redis_sync.Redis
+) -> Iterator[Callable[[FakeClock], contextlib.AbstractAsyncContextManager[RedisBackend]]]:
+    """A factory of backends, each with a fresh prefix removed on exit."""
+    prefixes: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def make(clock: FakeClock) -> AsyncIterator[RedisBackend]:
+        p = new_prefix()
+        prefixes.append(p)
+        async with RedisBackend.from_url(redis_url, clock=clock, prefix=p) as backend:
+            yield backend
+
+    yield make
+    for p in prefixes:
+        delete_prefix(admin, p)
