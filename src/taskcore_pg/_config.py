@@ -1,0 +1,114 @@
+"""Backend settings and the ``postgresql://`` URL form."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import attrs
+
+from taskcore.errors import ConfigurationError
+
+from ._sql import check_schema
+
+__all__ = ["Settings", "split_url"]
+
+
+def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not value > 0:
+        raise ConfigurationError(f"PostgresBackend {attribute.name}={value!r}: must be > 0")
+
+
+@attrs.frozen
+class Settings:
+    """Everything tunable about a :class:`~taskcore_pg.PostgresBackend`.
+
+    Attributes:
+        schema: the PostgreSQL schema holding taskcore's tables.
+        min_size, max_size: connection pool bounds.
+        migrate_on_start: apply pending migrations when the backend opens.
+        listen: wake waiters through LISTEN/NOTIFY. Turn off behind a
+            transaction-mode pooler (PgBouncer), which cannot hold a LISTEN session;
+            waiters then poll every ``poll_interval`` seconds.
+        poll_interval: the poll fallback of ``wait``/``wait_done`` (at most 1 s).
+        application_name: shown in ``pg_stat_activity`` for the pool and listener.
+        timeout: seconds to wait for a pooled connection before BackendUnavailable.
+        batch_size: rows per statement for reaping, pruning and purging.
+        promote_limit: due scheduled tasks promoted per queue and claim (at least the
+            claim's limit).
+        enqueue_chunk: messages per INSERT statement in a bulk enqueue.
+        prepare_threshold: psycopg's server-side prepare threshold (None disables it,
+            needed behind PgBouncer < 1.21 in transaction mode).
+    """
+
+    schema: str = attrs.field(default="taskcore", validator=lambda _i, _a, v: check_schema(v))
+    min_size: int = 1
+    max_size: int = 10
+    migrate_on_start: bool = True
+    listen: bool = True
+    poll_interval: float = attrs.field(default=1.0, validator=_positive)
+    application_name: str = "taskcore"
+    timeout: float = attrs.field(default=10.0, validator=_positive)
+    batch_size: int = 1000
+    promote_limit: int = 1000
+    enqueue_chunk: int = 5000
+    prepare_threshold: int | None = 5
+
+    def __attrs_post_init__(self) -> None:
+        if self.poll_interval > 1.0:
+            raise ConfigurationError(
+                f"poll_interval={self.poll_interval!r}: the poll fallback must be at most 1 s"
+            )
+        if not 0 <= self.min_size <= self.max_size or self.max_size < 1:
+            raise ConfigurationError(
+                f"pool sizes min_size={self.min_size}, max_size={self.max_size}: "
+                "need 0 <= min_size <= max_size and max_size >= 1"
+            )
+
+
+_BOOL = {"1": True, "true": True, "yes": True, "on": True,
+         "0": False, "false": False, "no": False, "off": False}  # fmt: skip
+
+# URL query parameters that belong to taskcore, not to libpq.
+_URL_PARAMS: dict[str, type] = {
+    "schema": str,
+    "min_size": int,
+    "max_size": int,
+    "migrate": bool,
+    "listen": bool,
+    "poll_interval": float,
+    "application_name": str,
+    "timeout": float,
+}
+
+
+def split_url(url: str) -> tuple[str, dict[str, Any]]:
+    """Split a ``postgresql://`` URL into the DSN for psycopg and taskcore's settings.
+
+    ``?schema=app&listen=0`` and the other taskcore parameters are removed; every other
+    query parameter (``sslmode``, ``connect_timeout``...) stays for libpq.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigurationError(
+            f"not a PostgreSQL URL: {url!r}; use postgresql://user@host:5432/dbname"
+        )
+    keep: list[tuple[str, str]] = []
+    settings: dict[str, Any] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        kind = _URL_PARAMS.get(key)
+        if kind is None:
+            keep.append((key, value))
+            continue
+        name = "migrate_on_start" if key == "migrate" else key
+        try:
+            if kind is bool:
+                settings[name] = _BOOL[value.lower()]
+            else:
+                settings[name] = kind(value)
+        except (KeyError, ValueError):
+            raise ConfigurationError(
+                f"invalid value {value!r} for ?{key}= in the PostgreSQL URL"
+            ) from None
+    dsn = urlunsplit(parts._replace(query=urlencode(keep)))
+    return dsn, settings

@@ -1,0 +1,158 @@
+"""Wake-ups: a dedicated LISTEN connection and the waiters it wakes.
+
+Writers ``NOTIFY`` three channels per schema: ``<schema>.ready`` (payload: a queue
+name) when tasks become ready, ``<schema>.done`` (comma-separated task ids) when tasks
+end, and ``<schema>.cancel`` (a task id) when cancellation of a running task is asked
+for. One connection per backend listens and wakes the matching waiters. Lost
+notifications are harmless: every waiter also polls (see ``poll_interval``), and the
+listener wakes everybody whenever it (re)connects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import anyio
+import psycopg
+from psycopg import sql
+
+__all__ = ["Channels", "Listener", "Waiters"]
+
+log = logging.getLogger("taskcore_pg")
+
+
+class Channels:
+    def __init__(self, schema: str) -> None:
+        self.ready = f"{schema}.ready"
+        self.done = f"{schema}.done"
+        self.cancel = f"{schema}.cancel"
+
+
+class Waiters:
+    """Events of coroutines waiting for a queue to get work or a task to end."""
+
+    def __init__(self) -> None:
+        self._ready: dict[str, set[anyio.Event]] = {}
+        self._done: dict[str, set[anyio.Event]] = {}
+        self._cancel_callbacks: list[Callable[[str], None]] = []
+
+    @contextlib.contextmanager
+    def ready(self, queues: Iterable[str]) -> Iterator[anyio.Event]:
+        event = anyio.Event()
+        names = list(queues)
+        for name in names:
+            self._ready.setdefault(name, set()).add(event)
+        try:
+            yield event
+        finally:
+            for name in names:
+                self._discard(self._ready, name, event)
+
+    @contextlib.contextmanager
+    def done(self, task_id: str) -> Iterator[anyio.Event]:
+        event = anyio.Event()
+        self._done.setdefault(task_id, set()).add(event)
+        try:
+            yield event
+        finally:
+            self._discard(self._done, task_id, event)
+
+    @staticmethod
+    def _discard(table: dict[str, set[anyio.Event]], key: str, event: anyio.Event) -> None:
+        events = table.get(key)
+        if events is not None:
+            events.discard(event)
+            if not events:
+                del table[key]
+
+    def on_cancel(self, callback: Callable[[str], None]) -> None:
+        self._cancel_callbacks.append(callback)
+
+    def dispatch(self, channel: str, payload: str, channels: Channels) -> None:
+        if channel == channels.ready:
+            for event in self._ready.get(payload, ()):
+                event.set()
+        elif channel == channels.done:
+            for task_id in payload.split(","):
+                for event in self._done.get(task_id, ()):
+                    event.set()
+        elif channel == channels.cancel:
+            for callback in self._cancel_callbacks:
+                callback(payload)
+
+    def wake_all(self) -> None:
+        """Wake every waiter (the clock moved, or notifications may have been lost)."""
+        for table in (self._ready, self._done):
+            for events in table.values():
+                for event in events:
+                    event.set()
+
+
+class Listener:
+    """Owns the LISTEN connection; reconnects with backoff if it breaks."""
+
+    def __init__(
+        self, conninfo: str, kwargs: dict[str, Any], channels: Channels, waiters: Waiters
+    ) -> None:
+        self._conninfo = conninfo
+        self._kwargs = kwargs
+        self._channels = channels
+        self._waiters = waiters
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Connect and LISTEN before returning, then read in the background."""
+        self._conn = await self._connect()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="taskcore_pg.listen")
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        conn = await psycopg.AsyncConnection.connect(
+            self._conninfo, autocommit=True, **self._kwargs
+        )
+        try:
+            for channel in (self._channels.ready, self._channels.done, self._channels.cancel):
+                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            conn = self._conn
+            try:
+                if conn is None or conn.closed:
+                    conn = self._conn = await self._connect()
+                    backoff = 0.1
+                    self._waiters.wake_all()  # notifications may have been missed
+                async for note in conn.notifies():
+                    self._waiters.dispatch(note.channel, note.payload, self._channels)
+            except psycopg.Error as exc:
+                log.warning("taskcore_pg: LISTEN connection lost (%s); reconnecting", exc)
+                self._waiters.wake_all()
+                if self._conn is not None:
+                    await self._conn.close()
+                self._conn = None
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    @property
+    def backend_pid(self) -> int | None:
+        conn = self._conn
+        return None if conn is None or conn.closed else conn.info.backend_pid
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None

@@ -1,0 +1,67 @@
+"""SQL text: the statements in ``sql/queries`` and the migrations in ``sql/migrations``.
+
+Every file names its schema ``@schema@``; :func:`render` substitutes the quoted schema
+name. Schema names are restricted to plain identifiers (:func:`check_schema`), so the
+substitution can never change a statement's meaning.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from importlib import resources
+
+from taskcore.errors import ConfigurationError
+
+__all__ = ["Statements", "check_schema", "migrations", "query", "render"]
+
+_SCHEMA_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}")
+
+
+def check_schema(schema: str) -> str:
+    """Return ``schema`` if it is a plain identifier, else raise ConfigurationError."""
+    if not _SCHEMA_RE.fullmatch(schema):
+        raise ConfigurationError(
+            f"invalid PostgreSQL schema name {schema!r}: use 1-48 letters, digits or "
+            "underscores, not starting with a digit (e.g. 'taskcore')"
+        )
+    return schema
+
+
+def render(text: str, schema: str) -> str:
+    return text.replace("@schema@", f'"{check_schema(schema)}"')
+
+
+@cache
+def _read(folder: str, name: str) -> str:
+    return resources.files("taskcore_pg").joinpath("sql", folder, name).read_text("utf-8")
+
+
+def query(name: str, schema: str) -> str:
+    """The statement ``sql/queries/<name>.sql`` for ``schema``."""
+    return render(_read("queries", f"{name}.sql"), schema)
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """``(version, name, sql)`` of every migration file, in version order."""
+    folder = resources.files("taskcore_pg").joinpath("sql", "migrations")
+    out = []
+    for entry in folder.iterdir():
+        match = re.fullmatch(r"(\d{4})_(\w+)\.sql", entry.name)
+        if match:
+            out.append((int(match[1]), match[2], entry.read_text("utf-8")))
+    return sorted(out)
+
+
+class Statements:
+    """All statements rendered for one schema (rendered once per backend)."""
+
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+        self._cache: dict[str, str] = {}
+
+    def __getitem__(self, name: str) -> str:
+        text = self._cache.get(name)
+        if text is None:
+            text = self._cache[name] = query(name, self.schema)
+        return text

@@ -1,0 +1,691 @@
+"""The PostgreSQL backend: :class:`PostgresBackend`.
+
+psycopg's async API runs on asyncio only, so this backend does too (the core's trio
+support does not extend to it). Every state change is one SQL statement (claim,
+settle, reap and friends live in ``sql/queries``); times come from the backend's
+clock as parameters, never from ``now()``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import anyio
+import psycopg
+from psycopg.rows import TupleRow, tuple_row
+from psycopg_pool import AsyncConnectionPool
+
+from taskcore.backend import (
+    EnqueueResult,
+    ExtendStatus,
+    Lease,
+    Message,
+    Outcome,
+    QueueSpec,
+    QueueStats,
+    RuntimeStats,
+    TaskFilter,
+    TaskRecord,
+    WorkerInfo,
+)
+from taskcore.clock import Clock, SystemClock
+from taskcore.errors import BackendError, BackendUnavailable, ConfigurationError
+from taskcore.scheduling import DEFAULT_POLICY, SchedulingPolicy
+from taskcore.states import TERMINAL, State
+
+from . import _rows
+from ._config import Settings, split_url
+from ._notify import Channels, Listener, Waiters
+from ._sql import Statements
+from .migrations import check_async, migrate_async
+
+__all__ = ["PostgresBackend"]
+
+T = TypeVar("T")
+Conn = psycopg.AsyncConnection[TupleRow]
+
+_RECORD_COLUMNS = (
+    "id, task, queue, priority, state, attempt, enqueued_at, eligible_at, updated_at, body, "
+    "deadline, unique_key, fairness_key, worker, result, errors, cancel_requested, "
+    "started_at, finished_at"
+)
+
+
+def _rounds(keys: Sequence[object]) -> list[list[int]]:
+    """Split positions into rounds in which no key repeats, keeping order, so that a
+    batch naming one task twice behaves as the same calls made one after another."""
+    rounds: list[list[int]] = []
+    seen: list[set[object]] = []
+    last_round: dict[object, int] = {}
+    for pos, key in enumerate(keys):
+        r = last_round.get(key, -1) + 1
+        if r == len(rounds):
+            rounds.append([])
+            seen.append(set())
+        rounds[r].append(pos)
+        seen[r].add(key)
+        last_round[key] = r
+    return rounds
+
+
+class PostgresBackend:
+    """Tasks in PostgreSQL tables; ``postgresql://`` in a URL.
+
+    Runs on asyncio only (psycopg's async driver). Use it as an async context manager:
+    entering opens the connection pool, applies pending migrations (unless
+    ``migrate_on_start`` is off) and starts the LISTEN connection.
+
+    Args:
+        dsn: libpq connection string or URL, e.g. ``postgresql://user@host/db``.
+        clock: time source; all times stored are read from it.
+        schema: schema holding the tables (default ``taskcore``).
+        min_size: smallest connection pool size.
+        max_size: largest connection pool size.
+        migrate_on_start: apply pending migrations on entry.
+        listen: use LISTEN/NOTIFY wake-ups (turn off behind transaction-mode poolers).
+        poll_interval: poll fallback for ``wait``/``wait_done``, at most 1 s.
+        **settings: further :class:`~taskcore_pg._config.Settings` fields.
+
+    Raises:
+        ConfigurationError: a setting is invalid.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        clock: Clock | None = None,
+        schema: str = "taskcore",
+        min_size: int = 1,
+        max_size: int = 10,
+        migrate_on_start: bool = True,
+        listen: bool = True,
+        poll_interval: float = 1.0,
+        **settings: Any,
+    ) -> None:
+        try:
+            self.settings = Settings(
+                schema=schema,
+                min_size=min_size,
+                max_size=max_size,
+                migrate_on_start=migrate_on_start,
+                listen=listen,
+                poll_interval=poll_interval,
+                **settings,
+            )
+        except TypeError as exc:
+            raise ConfigurationError(f"PostgresBackend: {exc}") from None
+        self.clock: Clock = clock or SystemClock()
+        self._dsn = dsn
+        self._sql = Statements(self.settings.schema)
+        self._channels = Channels(self.settings.schema)
+        self._waiters = Waiters()
+        self._pool: AsyncConnectionPool[Conn] | None = None
+        self._listener: Listener | None = None
+        subscribe = getattr(self.clock, "subscribe", None)
+        if subscribe is not None:
+            subscribe(self._waiters.wake_all)
+
+    @classmethod
+    def from_url(cls, url: str, clock: Clock | None = None, **settings: Any) -> PostgresBackend:
+        """Build from ``postgresql://user@host:port/db?schema=app&listen=0``.
+
+        taskcore's own query parameters (``schema``, ``min_size``, ``max_size``,
+        ``migrate``, ``listen``, ``poll_interval``, ``application_name``, ``timeout``) are
+        stripped before the DSN reaches psycopg; keyword arguments override them.
+        """
+        dsn, from_query = split_url(url)
+        return cls(dsn, clock=clock, **{**from_query, **settings})
+
+    @property
+    def schema(self) -> str:
+        return self.settings.schema
+
+    def _where(self) -> str:
+        parts = urlsplit(self._dsn) if "://" in self._dsn else None
+        host = parts.hostname if parts is not None else None
+        return f"PostgreSQL at {host or 'the configured host'} (schema {self.schema!r})"
+
+    # -- lifecycle ------------------------------------------------------------------
+    async def __aenter__(self) -> PostgresBackend:
+        s = self.settings
+        kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "application_name": s.application_name,
+            "prepare_threshold": s.prepare_threshold,
+        }
+        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+            self._dsn,
+            kwargs=kwargs,
+            min_size=s.min_size,
+            max_size=s.max_size,
+            timeout=s.timeout,
+            name=f"taskcore_pg.{s.schema}",
+            open=False,
+        )
+        self._pool = pool
+        try:
+            await pool.open(wait=True, timeout=s.timeout)
+            if s.migrate_on_start:
+                await self._run(lambda conn: migrate_async(conn, s.schema))
+            elif not await self._run(lambda conn: check_async(conn, s.schema)):
+                raise ConfigurationError(
+                    f"schema {s.schema!r} is missing or out of date and migrate_on_start "
+                    "is off: run `taskcore pg migrate` first"
+                )
+            if s.listen:
+                self._listener = Listener(
+                    self._dsn,
+                    {"application_name": s.application_name},
+                    self._channels,
+                    self._waiters,
+                )
+                await self._listener.start()
+        except psycopg.OperationalError as exc:
+            await self.aclose()
+            raise BackendUnavailable(f"cannot open {self._where()}: {exc}") from exc
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop listening and close the pool; idempotent."""
+        self._waiters.wake_all()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.aclose()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    def on_cancel(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(task_id)`` as soon as cancellation of a running task is asked
+        for anywhere (through LISTEN; the worker's ``extend`` learns it regardless)."""
+        self._waiters.on_cancel(callback)
+
+    # -- plumbing -------------------------------------------------------------------
+    async def _run(self, op: Callable[[Conn], Awaitable[T]], *, idempotent: bool = False) -> T:
+        """Run ``op`` on a pooled connection, translating driver errors.
+
+        A lost connection becomes :class:`BackendUnavailable` after the pool is told to
+        check its idle connections, so the next call gets a healthy one. Read-only
+        operations (``idempotent``) are retried once first.
+        """
+        pool = self._pool
+        if pool is None:
+            raise BackendError(
+                "PostgresBackend is not open: use `async with backend:` before calling it"
+            )
+        attempts = 2 if idempotent else 1
+        for attempt in range(attempts):
+            try:
+                async with pool.connection() as conn:
+                    return await op(conn)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                await self._recover(pool)
+                if attempt + 1 < attempts:
+                    continue
+                raise BackendUnavailable(
+                    f"{self._where()} is unavailable ({type(exc).__name__}: {exc}); "
+                    "the operation may be retried"
+                ) from exc
+            except psycopg.Error as exc:
+                raise BackendError(
+                    f"{self._where()} refused an operation ({type(exc).__name__}: {exc})"
+                ) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    async def _recover(pool: AsyncConnectionPool[Conn]) -> None:
+        try:
+            await pool.check()
+        except psycopg.Error:  # pragma: no cover - check() replaces what it can
+            pass
+
+    async def _fetchall(
+        self, name: str, params: dict[str, Any], *, idempotent: bool = False
+    ) -> list[TupleRow]:
+        query = self._sql[name]
+
+        async def op(conn: Conn) -> list[TupleRow]:
+            cur = await conn.execute(query, params)
+            return await cur.fetchall() if cur.description is not None else []
+
+        return await self._run(op, idempotent=idempotent)
+
+    async def _fetchone(
+        self, name: str, params: dict[str, Any], *, idempotent: bool = False
+    ) -> TupleRow | None:
+        rows = await self._fetchall(name, params, idempotent=idempotent)
+        return rows[0] if rows else None
+
+    def _channel_params(self) -> dict[str, str]:
+        c = self._channels
+        return {"ready_channel": c.ready, "done_channel": c.done, "cancel_channel": c.cancel}
+
+    # -- broker ---------------------------------------------------------------------
+    async def declare(self, specs: Sequence[QueueSpec]) -> None:
+        query = self._sql["declare"]
+        params = [_rows.policy_params(spec.name, spec.policy) for spec in specs]
+
+        async def op(conn: Conn) -> None:
+            async with conn.transaction(), conn.cursor() as cur:
+                await cur.executemany(query, params)
+
+        if params:
+            await self._run(op)
+
+    async def enqueue(
+        self, messages: Sequence[Message], *, connection: Conn | None = None
+    ) -> list[EnqueueResult]:
+        """Store tasks (see :class:`~taskcore.backend.Backend`).
+
+        Args:
+            messages: the tasks; stored with multi-row INSERTs of ``enqueue_chunk``.
+            connection: an open psycopg async connection of the caller: the tasks are
+                written in its current transaction and exist only if it commits.
+        """
+        if connection is not None:
+            return await self.enqueue_in(connection, messages)
+        out: list[EnqueueResult] = []
+        chunk = self.settings.enqueue_chunk
+        for start in range(0, len(messages), chunk):
+            part = messages[start : start + chunk]
+            now = self.clock.now()
+
+            async def op(
+                conn: Conn, part: Sequence[Message] = part, now: float = now
+            ) -> list[EnqueueResult]:
+                return await self._enqueue_on(conn, part, now)
+
+            out += await self._run(op)
+        return out
+
+    async def enqueue_in(
+        self, conn: psycopg.AsyncConnection[Any], messages: Sequence[Message]
+    ) -> list[EnqueueResult]:
+        """Enqueue inside the caller's transaction on ``conn``.
+
+        The tasks (and their NOTIFY) become visible only when the caller commits; a
+        rollback leaves no trace. ``conn`` may be in a transaction or in autocommit
+        mode (then the enqueue is its own transaction).
+
+        Raises:
+            BackendUnavailable: the connection is broken.
+        """
+        if not messages:
+            return []
+        try:
+            return await self._enqueue_on(conn, messages, self.clock.now())
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise BackendUnavailable(f"{self._where()} is unavailable: {exc}") from exc
+        except psycopg.Error as exc:
+            raise BackendError(f"{self._where()} refused the enqueue: {exc}") from exc
+
+    async def _enqueue_on(
+        self, conn: psycopg.AsyncConnection[Any], messages: Sequence[Message], now: float
+    ) -> list[EnqueueResult]:
+        params = _rows.enqueue_params(messages, now)
+        params["ready_channel"] = self._channels.ready
+        async with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
+            await cur.execute(self._sql["enqueue"], params)
+            rows = await cur.fetchall()
+            to_tag = [row[2] for row in rows if row[4]]
+            if to_tag:
+                await cur.execute(self._sql["enqueue_fair"], {"ids": to_tag})
+            answers: list[tuple[str | None, bool, str | None]] = [
+                (row[2], row[1], row[3]) for row in rows
+            ]
+            missing = [i for i, a in enumerate(answers) if a[0] is None]
+            if missing:
+                # The holder of a key committed after our snapshot: ask again.
+                await cur.execute(
+                    self._sql["enqueue_lookup"],
+                    {
+                        "ids": [messages[i].id for i in missing],
+                        "queues": [messages[i].queue for i in missing],
+                        "unique_keys": [messages[i].unique_key for i in missing],
+                    },
+                )
+                for ord_, tid, state in await cur.fetchall():
+                    answers[missing[ord_ - 1]] = (tid, False, state)
+        out = []
+        for msg, (tid, created, state) in zip(messages, answers, strict=True):
+            if tid is None or state is None:
+                raise BackendError(
+                    f"enqueue of task {msg.id}: neither stored nor matched an existing task",
+                    task_id=msg.id,
+                )
+            out.append(EnqueueResult(tid, created, State(state)))
+        return out
+
+    async def claim(
+        self,
+        queues: Sequence[str],
+        limit: int,
+        lease_seconds: float,
+        worker: str,
+        max_priority: int = 4,
+    ) -> list[Lease]:
+        names = list(dict.fromkeys(queues))
+        if limit <= 0 or not names:
+            return []
+        now = self.clock.now()
+        expires_at = now + lease_seconds
+        rows = await self._fetchall(
+            "claim",
+            {
+                "queues": names,
+                "limit": limit,
+                "max_priority": max_priority,
+                "now": now,
+                "expires_at": expires_at,
+                "worker": worker,
+                "promote_limit": max(limit, self.settings.promote_limit),
+            },
+        )
+        return [_rows.lease_from_row(row, worker, now, expires_at) for row in rows]
+
+    async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        accepted = [False] * len(outcomes)
+        channels = self._channel_params()
+        for positions in _rounds([o.task_id for o in outcomes]):
+            params = _rows.settle_params([outcomes[p] for p in positions], self.clock.now())
+            params.update(channels)
+            row = await self._fetchone("settle", params)
+            for ord_ in row[0] if row else ():
+                accepted[positions[ord_ - 1]] = True
+        return accepted
+
+    async def extend(
+        self, leases: Sequence[tuple[str, int]], lease_seconds: float
+    ) -> list[ExtendStatus]:
+        out = [ExtendStatus.LOST] * len(leases)
+        for positions in _rounds(list(leases)):
+            rows = await self._fetchall(
+                "extend",
+                {
+                    "ids": [leases[p][0] for p in positions],
+                    "tokens": [leases[p][1] for p in positions],
+                    "expires_at": self.clock.now() + lease_seconds,
+                },
+            )
+            for ord_, cancel_requested in rows:
+                out[positions[ord_ - 1]] = (
+                    ExtendStatus.CANCEL if cancel_requested else ExtendStatus.OK
+                )
+        return out
+
+    async def reap(self) -> list[str]:
+        now = self.clock.now()
+        batch = self.settings.batch_size
+        requeued: list[str] = []
+        params = {"now": now, "at": json.dumps(now), "batch": batch, **self._channel_params()}
+        while True:
+            row = await self._fetchone("reap", params)
+            assert row is not None
+            requeued += row[0]
+            if row[1] < batch:
+                break
+        await self.prune_expired(batch_size=batch)
+        await self._fetchone("expire_coordination", {"now": now})
+        return requeued
+
+    async def prune_expired(
+        self, *, batch_size: int | None = None, max_batches: int | None = None
+    ) -> int:
+        """Delete finished tasks whose result TTL ran out, ``batch_size`` rows per
+        statement (each its own short transaction). Returns the number deleted."""
+        return await self._prune(
+            "prune_expired", {"now": self.clock.now()}, batch_size, max_batches
+        )
+
+    async def prune_finished(
+        self, older_than: float, *, batch_size: int | None = None, max_batches: int | None = None
+    ) -> int:
+        """Retention: delete terminal tasks that finished more than ``older_than``
+        seconds ago, in bounded batches. Returns the number deleted."""
+        params = {"before": self.clock.now() - older_than}
+        return await self._prune("prune_finished", params, batch_size, max_batches)
+
+    async def _prune(
+        self, name: str, params: dict[str, Any], batch_size: int | None, max_batches: int | None
+    ) -> int:
+        batch = batch_size or self.settings.batch_size
+        query = self._sql[name]
+        total = 0
+        batches = 0
+
+        async def op(conn: Conn) -> int:
+            cur = await conn.execute(query, {**params, "batch": batch})
+            return cur.rowcount
+
+        while max_batches is None or batches < max_batches:
+            deleted = await self._run(op)
+            total += deleted
+            batches += 1
+            if deleted < batch:
+                break
+        return total
+
+    async def wait(self, queues: Sequence[str], timeout: float) -> None:  # noqa: ASYNC109 - protocol signature
+        names = list(dict.fromkeys(queues))
+        deadline = anyio.current_time() + timeout
+        with self._waiters.ready(names) as event:
+            while True:
+                ready = await self._fetchone(
+                    "ready", {"queues": names, "now": self.clock.now()}, idempotent=True
+                )
+                if ready and ready[0]:
+                    return
+                remaining = deadline - anyio.current_time()
+                if remaining <= 0:
+                    return
+                with anyio.move_on_after(min(remaining, self.settings.poll_interval)):
+                    await event.wait()
+                if event.is_set():
+                    return
+
+    # -- results --------------------------------------------------------------------
+    async def get(self, task_id: str) -> TaskRecord | None:
+        row = await self._fetchone("get", {"id": task_id}, idempotent=True)
+        return None if row is None else _rows.record_from_row(row)
+
+    async def wait_done(self, task_id: str, timeout: float) -> TaskRecord | None:  # noqa: ASYNC109 - protocol signature
+        deadline = anyio.current_time() + timeout
+        with self._waiters.done(task_id) as event:
+            while True:
+                record = await self.get(task_id)
+                if record is None or record.state in TERMINAL:
+                    return record
+                remaining = deadline - anyio.current_time()
+                if remaining <= 0:
+                    return record
+                with anyio.move_on_after(min(remaining, self.settings.poll_interval)):
+                    await event.wait()
+                if event.is_set():
+                    return await self.get(task_id)
+
+    # -- admin ----------------------------------------------------------------------
+    async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        info_query, stats_query = self._sql["queue_info"], self._sql["stats"]
+        wanted = None if queues is None else list(queues)
+
+        async def op(conn: Conn) -> tuple[list[TupleRow], list[TupleRow]]:
+            cur = await conn.execute(info_query, {"queues": wanted})
+            info = await cur.fetchall()
+            names = wanted if wanted is not None else [row[0] for row in info]
+            cur = await conn.execute(stats_query, {"queues": names})
+            return info, await cur.fetchall()
+
+        info, counts = await self._run(op, idempotent=True)
+        names = wanted if wanted is not None else sorted(row[0] for row in info)
+        by_name = {row[0]: row for row in info}
+        states: dict[str, dict[State, int]] = {n: dict.fromkeys(State, 0) for n in names}
+        depth: dict[str, dict[int, int]] = {n: dict.fromkeys(range(5), 0) for n in names}
+        late: dict[str, dict[int, int]] = {n: dict.fromkeys(range(5), 0) for n in names}
+        for kind, queue, key, n in counts:
+            if kind == "state":
+                states[queue][State(key)] = int(n)
+            elif kind == "depth":
+                depth[queue][int(key)] = int(n)
+            else:
+                late[queue][int(key)] = int(n)
+        out = []
+        for name in names:
+            row = by_name.get(name)
+            policy = (
+                SchedulingPolicy.from_dict(row[2])
+                if row is not None and row[2] is not None
+                else DEFAULT_POLICY
+            )
+            out.append(
+                QueueStats(
+                    queue=name,
+                    paused=bool(row[1]) if row is not None else False,
+                    states=states[name],
+                    depth_by_priority=depth[name],
+                    late_by_priority=late[name],
+                    policy=policy,
+                )
+            )
+        return out
+
+    async def list_tasks(self, filter: TaskFilter) -> list[TaskRecord]:
+        clauses = []
+        params: dict[str, Any] = {"limit": filter.limit, "offset": filter.offset}
+        if filter.queue is not None:
+            clauses.append("queue = %(queue)s")
+            params["queue"] = filter.queue
+        if filter.state is not None:
+            clauses.append("state = %(state)s")
+            params["state"] = str(filter.state)
+        if filter.task is not None:
+            clauses.append("task = %(task)s")
+            params["task"] = filter.task
+        if filter.text is not None:
+            clauses.append(
+                "(strpos(id, %(text)s) > 0"
+                " OR strpos(coalesce(unique_key, ''), %(text)s) > 0 AND unique_key IS NOT NULL"
+                " OR strpos(coalesce(errors -> -1 ->> 'message', ''), %(text)s) > 0"
+                " AND jsonb_array_length(errors) > 0)"
+            )
+            params["text"] = filter.text
+        where = " AND ".join(clauses) or "true"
+        query = (
+            f'SELECT {_RECORD_COLUMNS} FROM "{self.schema}".tasks WHERE {where}'
+            ' ORDER BY enqueued_at, id COLLATE "C" LIMIT %(limit)s OFFSET %(offset)s'
+        )
+
+        async def op(conn: Conn) -> list[TupleRow]:
+            cur = await conn.execute(query, params)
+            return await cur.fetchall()
+
+        return [_rows.record_from_row(row) for row in await self._run(op, idempotent=True)]
+
+    async def _by_rounds(self, name: str, ids: Sequence[str], **extra: Any) -> list[bool]:
+        out = [False] * len(ids)
+        for positions in _rounds(list(ids)):
+            params = {"ids": [ids[p] for p in positions], "now": self.clock.now(), **extra}
+            row = await self._fetchone(name, params)
+            for ord_ in row[0] if row else ():
+                out[positions[ord_ - 1]] = True
+        return out
+
+    async def cancel(self, task_ids: Sequence[str]) -> list[bool]:
+        return await self._by_rounds("cancel", task_ids, **self._channel_params())
+
+    async def retry(self, task_ids: Sequence[str]) -> list[bool]:
+        return await self._by_rounds("retry", task_ids, ready_channel=self._channels.ready)
+
+    async def purge(self, queue: str, states: Sequence[State]) -> int:
+        batch = self.settings.batch_size
+        params = {
+            "queue": queue,
+            "states": [str(s) for s in states],
+            "batch": batch,
+            "done_channel": self._channels.done,
+        }
+        total = 0
+        while True:
+            row = await self._fetchone("purge", params)
+            deleted = int(row[0]) if row else 0
+            total += deleted
+            if deleted < batch:
+                return total
+
+    async def pause(self, queue: str) -> None:
+        await self._fetchall("pause", {"queue": queue, "paused": True})
+
+    async def resume(self, queue: str) -> None:
+        await self._fetchall("pause", {"queue": queue, "paused": False})
+        await self._fetchall("notify", {"channel": self._channels.ready, "payload": queue})
+
+    # -- coordination ---------------------------------------------------------------
+    async def heartbeat(self, info: WorkerInfo, ttl: float) -> None:
+        await self._fetchall(
+            "heartbeat",
+            {
+                "id": info.id,
+                "hostname": info.hostname,
+                "pid": info.pid,
+                "queues": list(info.queues),
+                "concurrency": info.concurrency,
+                "busy": info.busy,
+                "started_at": info.started_at,
+                "heartbeat_at": info.heartbeat_at,
+                "expires_at": self.clock.now() + ttl,
+            },
+        )
+
+    async def remove_worker(self, worker_id: str) -> None:
+        await self._fetchall("remove_worker", {"id": worker_id})
+
+    async def workers(self) -> list[WorkerInfo]:
+        rows = await self._fetchall("workers", {"now": self.clock.now()}, idempotent=True)
+        return [_rows.worker_from_row(row) for row in rows]
+
+    async def take_tokens(self, bucket: str, rate: float, capacity: float, n: float = 1) -> float:
+        row = await self._fetchone(
+            "take_tokens",
+            {
+                "name": bucket,
+                "rate": float(rate),
+                "capacity": float(capacity),
+                "n": float(n),
+                "now": self.clock.now(),
+            },
+        )
+        assert row is not None
+        return float(row[0])
+
+    async def once(self, key: str, ttl: float) -> bool:
+        now = self.clock.now()
+        row = await self._fetchone("once", {"key": key, "now": now, "expires_at": now + ttl})
+        return row is not None
+
+    async def kv_get(self, key: str) -> bytes | None:
+        row = await self._fetchone("kv_get", {"key": key, "now": self.clock.now()}, idempotent=True)
+        return None if row is None else bytes(row[0])
+
+    async def kv_set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        expires_at = None if ttl is None else self.clock.now() + ttl
+        await self._fetchall("kv_set", {"key": key, "value": value, "expires_at": expires_at})
+
+    async def record_runtimes(self, samples: Sequence[tuple[str, float]]) -> None:
+        if samples:
+            await self._fetchall(
+                "record_runtimes",
+                {"tasks": [t for t, _ in samples], "seconds": [float(s) for _, s in samples]},
+            )
+
+    async def runtime_stats(self, tasks: Sequence[str]) -> dict[str, RuntimeStats]:
+        rows = await self._fetchall("runtime_stats", {"tasks": list(tasks)}, idempotent=True)
+        return {task: RuntimeStats(int(n), total / n) for task, n, total in rows}

@@ -1,0 +1,5 @@
+-- Forget expired cron-tick keys, kv entries and worker registrations.
+WITH o AS (DELETE FROM @schema@.once_keys WHERE expires_at <= %(now)s RETURNING 1),
+     k AS (DELETE FROM @schema@.kv WHERE expires_at <= %(now)s RETURNING 1),
+     w AS (DELETE FROM @schema@.workers WHERE expires_at <= %(now)s RETURNING 1)
+SELECT (SELECT count(*) FROM o) + (SELECT count(*) FROM k) + (SELECT count(*) FROM w)

@@ -1,0 +1,1 @@
+SELECT task, n, total FROM @schema@.runtimes WHERE task = ANY(%(tasks)s::text[]) AND n > 0

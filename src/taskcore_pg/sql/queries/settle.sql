@@ -1,0 +1,68 @@
+-- Record a batch of outcomes in one statement. Only rows still running under the
+-- outcome's token are touched (fencing); the rest are refused. Released tasks become
+-- ready again (policy score or fair tag); terminal ones wake result waiters.
+WITH input AS (
+    SELECT * FROM unnest(%(ids)s::text[], %(tokens)s::bigint[], %(kinds)s::text[],
+                         %(results)s::bytea[], %(errors)s::jsonb[], %(retry_at)s::float8[],
+                         %(ttls)s::float8[], %(late)s::boolean[])
+           WITH ORDINALITY AS i(id, token, kind, result, error, retry_at, ttl, late, ord)
+), locked AS MATERIALIZED (
+    SELECT i.*, t.queue, t.priority, t.deadline
+      FROM input i
+      JOIN @schema@.tasks t ON t.id = i.id
+     WHERE t.state = 'running' AND t.token = i.token
+     ORDER BY i.ord
+       FOR UPDATE OF t
+), fair AS MATERIALIZED (
+    SELECT f.task_id, f.tag
+      FROM @schema@.fair_tags(ARRAY(SELECT l.id FROM locked l WHERE l.kind = 'released'
+                                     ORDER BY l.ord)) f
+), settled AS (
+    UPDATE @schema@.tasks t SET
+        state = CASE l.kind WHEN 'retry' THEN 'retrying' WHEN 'defer' THEN 'retrying'
+                            WHEN 'released' THEN 'queued' ELSE l.kind END,
+        attempt = t.attempt - CASE WHEN l.kind IN ('defer', 'released') THEN 1 ELSE 0 END,
+        result = CASE WHEN l.kind = 'succeeded' THEN l.result ELSE t.result END,
+        errors = CASE WHEN l.error IS NULL THEN t.errors
+                      ELSE t.errors || jsonb_build_array(l.error) END,
+        eligible_at = CASE WHEN l.kind IN ('retry', 'defer') THEN coalesce(l.retry_at, %(now)s)
+                           WHEN l.kind = 'released' THEN %(now)s
+                           ELSE t.eligible_at END,
+        seq = CASE WHEN l.kind IN ('retry', 'defer', 'released')
+                   THEN nextval('@schema@.task_seq') ELSE t.seq END,
+        score = CASE WHEN l.kind <> 'released' THEN t.score
+                     ELSE coalesce(f.tag, @schema@.static_score(
+                              coalesce(q.kind, 'deadline'),
+                              coalesce(q.horizons, '{0,60,300,1800,7200}'),
+                              l.priority, %(now)s, l.deadline)) END,
+        worker = NULL,
+        updated_at = %(now)s,
+        finished_at = CASE WHEN l.kind IN ('succeeded', 'failed', 'dead', 'cancelled')
+                           THEN %(now)s ELSE t.finished_at END,
+        purge_at = CASE WHEN l.kind IN ('succeeded', 'failed', 'dead', 'cancelled')
+                             AND l.ttl IS NOT NULL
+                        THEN %(now)s + l.ttl ELSE t.purge_at END
+      FROM locked l
+      LEFT JOIN @schema@.queues q ON q.name = l.queue
+      LEFT JOIN fair f ON f.task_id = l.id
+     WHERE t.id = l.id
+    RETURNING t.id, t.queue, t.state, l.ord
+), late AS (
+    INSERT INTO @schema@.late_counts AS c (queue, priority, n)
+    SELECT l.queue, l.priority, count(*) FROM locked l WHERE l.late
+     GROUP BY l.queue, l.priority
+     ORDER BY 1, 2
+    ON CONFLICT (queue, priority) DO UPDATE SET n = c.n + EXCLUDED.n
+), woken AS (
+    SELECT count(pg_notify(%(ready_channel)s, r.queue)) AS n
+      FROM (SELECT DISTINCT s.queue FROM settled s WHERE s.state = 'queued') r
+), finished AS (
+    SELECT count(pg_notify(%(done_channel)s, c.ids)) AS n
+      FROM (SELECT string_agg(d.id, ',') AS ids
+              FROM (SELECT s.id, (row_number() OVER ()) / 200 AS chunk FROM settled s
+                     WHERE s.state IN ('succeeded', 'failed', 'dead', 'cancelled')) d
+             GROUP BY d.chunk) c
+)
+SELECT coalesce(array_agg(s.ord), '{}') AS accepted,
+       (SELECT n FROM woken) + (SELECT n FROM finished) AS notified
+  FROM settled s
