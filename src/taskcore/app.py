@@ -372,9 +372,15 @@ class App:
         if messages:
             self.telemetry.enqueued.add(
                 len(messages),
-                {"task": task.name, "queue": messages[0].queue, "priority": f"P{messages[0].priority}"},
+                {
+                    "task": task.name,
+                    "queue": messages[0].queue,
+                    "priority": f"P{messages[0].priority}",
+                },
             )
-        return [TaskHandle(self, r.id, created=r.created, return_type=task.return_type) for r in results]
+        return [
+            TaskHandle(self, r.id, created=r.created, return_type=task.return_type) for r in results
+        ]
 
     def handle(self, task_id: str) -> TaskHandle[Any]:
         """A handle on an existing task by id."""
@@ -436,6 +442,4 @@ def _with_body(msg: Message, body: bytes) -> Message:
 
 def _check_name(value: str, what: str, error: type[Exception] = ConfigurationError) -> None:
     if not value or len(value) > 200 or any(c.isspace() or not c.isprintable() for c in value):
-        raise error(
-            f"invalid {what} {value!r}: use 1-200 printable characters without whitespace"
-        )
+        raise error(f"invalid {what} {value!r}: use 1-200 printable characters without whitespace")

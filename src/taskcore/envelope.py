@@ -90,7 +90,7 @@ class Codec:
 
     def decode(self, data: bytes, type: object = object) -> object:
         try:
-            return self._module.decode(data, type=type)  # type: ignore[attr-defined,no-any-return]
+            return self._module.decode(data, type=type)  # type: ignore[attr-defined]
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise SerializationError(f"cannot decode {self.format} payload: {exc}") from exc
 

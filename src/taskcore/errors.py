@@ -109,7 +109,7 @@ class ResultTimeout(TaskError):
     """The task did not finish within the time given to ``result()``."""
 
 
-class TaskControl(Exception):  # noqa: N818 - control flow, not an error
+class TaskControl(Exception):
     """Base for exceptions a task raises to steer its own execution."""
 
 

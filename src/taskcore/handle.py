@@ -24,7 +24,9 @@ class TaskHandle(Generic[R]):
     refers to that task.
     """
 
-    def __init__(self, app: App, task_id: str, *, created: bool = True, return_type: Any = Any) -> None:
+    def __init__(
+        self, app: App, task_id: str, *, created: bool = True, return_type: Any = Any
+    ) -> None:
         self.app = app
         self.id = task_id
         self.created = created

@@ -467,9 +467,14 @@ class MemoryBackend:
         out = []
         for task_id in task_ids:
             t = self._tasks.get(task_id)
-            if t is None or not can_transition(t.state, State.QUEUED) or t.state not in (
-                State.DEAD,
-                State.FAILED,
+            if (
+                t is None
+                or not can_transition(t.state, State.QUEUED)
+                or t.state
+                not in (
+                    State.DEAD,
+                    State.FAILED,
+                )
             ):
                 out.append(False)
                 continue

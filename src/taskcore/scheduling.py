@@ -63,9 +63,7 @@ class SchedulingPolicy:
     """
 
     kind: PolicyKind = "deadline"
-    weights: tuple[tuple[str, float], ...] = attrs.field(
-        default=None, converter=_freeze_weights
-    )
+    weights: tuple[tuple[str, float], ...] = attrs.field(default=None, converter=_freeze_weights)
     by: Literal["priority", "key"] = "priority"
     default_weight: float = 1.0
     batch_horizon: float = DEFAULT_BATCH_HORIZON
@@ -98,7 +96,7 @@ class SchedulingPolicy:
         ``by="key"``, by the tasks' fairness keys (unlisted keys get ``default_weight``)."""
         if weights is None and by == "key":
             weights = {}
-        return cls("fair", weights, by, default_weight)  # type: ignore[arg-type]
+        return cls("fair", weights, by, default_weight)
 
     @classmethod
     def deadline_aware(cls, batch_horizon: float = DEFAULT_BATCH_HORIZON) -> SchedulingPolicy:

@@ -75,7 +75,9 @@ class _ArgsBase(msgspec.Struct, forbid_unknown_fields=True):
     pass
 
 
-def _build_args_type(fn: Callable[..., Any], name: str) -> tuple[type[msgspec.Struct], inspect.Signature]:
+def _build_args_type(
+    fn: Callable[..., Any], name: str
+) -> tuple[type[msgspec.Struct], inspect.Signature]:
     sig = inspect.signature(fn)
     try:
         hints = typing.get_type_hints(fn)
@@ -104,7 +106,9 @@ class Task(Generic[P, R]):
     """A function registered with :meth:`App.task`. Call it to run it in-process;
     :meth:`enqueue` to run it on a worker."""
 
-    def __init__(self, app: App, fn: Callable[P, R] | Callable[P, Awaitable[R]], options: TaskOptions) -> None:
+    def __init__(
+        self, app: App, fn: Callable[P, R] | Callable[P, Awaitable[R]], options: TaskOptions
+    ) -> None:
         self.app = app
         self.fn = fn
         self.options = options
@@ -122,10 +126,12 @@ class Task(Generic[P, R]):
         self._has_var = any(
             p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in self.signature.parameters.values()
         )
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def __repr__(self) -> str:
-        return f"<Task {self.name} queue={self.options.queue} priority={self.options.priority.label}>"
+        return (
+            f"<Task {self.name} queue={self.options.queue} priority={self.options.priority.label}>"
+        )
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R | Awaitable[R]:
         return self.fn(*args, **kwargs)
@@ -156,7 +162,9 @@ class Task(Generic[P, R]):
         try:
             body = codec.encode(data)
         except SerializationError as exc:
-            raise TaskValidationError(f"task {self.name!r}: arguments cannot be encoded: {exc}") from None
+            raise TaskValidationError(
+                f"task {self.name!r}: arguments cannot be encoded: {exc}"
+            ) from None
         try:
             codec.decode(body, self.args_type)
         except SerializationError as exc:
@@ -169,7 +177,7 @@ class Task(Generic[P, R]):
     def decode_args(self, body: bytes) -> tuple[list[Any], dict[str, Any]]:
         """Decode and validate encoded arguments into ``(args, kwargs)`` for a call."""
         struct = self.app.codec.decode(body, self.args_type)
-        kwargs = {f: getattr(struct, f) for f in struct.__struct_fields__}
+        kwargs = {f: getattr(struct, f) for f in self.args_type.__struct_fields__}
         args = [kwargs.pop(name) for name in self._positional]
         if self._has_var:
             args.extend(kwargs.pop(_VAR_ARGS, []))
@@ -208,5 +216,15 @@ class BoundTask(Generic[P, R]):
 
 
 _CALL_OPTIONS = frozenset(
-    {"delay", "eta", "priority", "deadline", "queue", "unique_key", "fairness_key", "task_id", "headers"}
+    {
+        "delay",
+        "eta",
+        "priority",
+        "deadline",
+        "queue",
+        "unique_key",
+        "fairness_key",
+        "task_id",
+        "headers",
+    }
 )

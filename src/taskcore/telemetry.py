@@ -28,17 +28,30 @@ class Telemetry:
         self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("taskcore")
         self.enqueued = meter.create_counter("taskcore.tasks.enqueued", "{task}", "Tasks enqueued")
         self.started = meter.create_counter("taskcore.tasks.started", "{task}", "Task runs started")
-        self.succeeded = meter.create_counter("taskcore.tasks.succeeded", "{task}", "Runs that succeeded")
+        self.succeeded = meter.create_counter(
+            "taskcore.tasks.succeeded", "{task}", "Runs that succeeded"
+        )
         self.failed = meter.create_counter("taskcore.tasks.failed", "{task}", "Runs that raised")
         self.retried = meter.create_counter("taskcore.tasks.retried", "{task}", "Retries scheduled")
-        self.dead = meter.create_counter("taskcore.tasks.dead_lettered", "{task}", "Tasks dead-lettered")
-        self.late = meter.create_counter("taskcore.tasks.late", "{task}", "Runs that started past their SLA")
-        self.run_time = meter.create_histogram("taskcore.task.run_time", "s", "Run time per attempt")
-        self.wait_time = meter.create_histogram("taskcore.task.wait_time", "s", "Ready-to-start wait")
+        self.dead = meter.create_counter(
+            "taskcore.tasks.dead_lettered", "{task}", "Tasks dead-lettered"
+        )
+        self.late = meter.create_counter(
+            "taskcore.tasks.late", "{task}", "Runs that started past their SLA"
+        )
+        self.run_time = meter.create_histogram(
+            "taskcore.task.run_time", "s", "Run time per attempt"
+        )
+        self.wait_time = meter.create_histogram(
+            "taskcore.task.wait_time", "s", "Ready-to-start wait"
+        )
         self.depth: dict[tuple[str, str], int] = {}
         self.busy: dict[str, int] = {}
         meter.create_observable_gauge(
-            "taskcore.queue.depth", [self._observe_depth], "{task}", "Ready tasks per queue and priority"
+            "taskcore.queue.depth",
+            [self._observe_depth],
+            "{task}",
+            "Ready tasks per queue and priority",
         )
         meter.create_observable_gauge(
             "taskcore.worker.busy_slots", [self._observe_busy], "{slot}", "Busy slots per pool"
@@ -64,13 +77,19 @@ class Telemetry:
             yield
 
     @contextlib.contextmanager
-    def run_span(self, task: str, queue: str, carrier: dict[str, str], attempt: int) -> Iterator[Any]:
+    def run_span(
+        self, task: str, queue: str, carrier: dict[str, str], attempt: int
+    ) -> Iterator[Any]:
         """A CONSUMER span around a run, child of the enqueue span's context."""
         ctx = propagate.extract(carrier) if carrier else None
         with self.tracer.start_as_current_span(
             f"run {task}",
             context=ctx,
             kind=trace.SpanKind.CONSUMER,
-            attributes={"taskcore.task": task, "taskcore.queue": queue, "taskcore.attempt": attempt},
+            attributes={
+                "taskcore.task": task,
+                "taskcore.queue": queue,
+                "taskcore.attempt": attempt,
+            },
         ) as span:
             yield span

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.abc
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 import attrs
 import psutil
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from opentelemetry import trace
 
 from .autoscale import Autoscaler
@@ -130,8 +130,10 @@ class Worker:
             raise ConfigurationError("lease_seconds and poll_interval must be > 0, grace >= 0")
         self.app = app
         self.clock = app.clock
-        self.queues = list(queues) if queues else sorted(
-            {t.options.queue for t in app.tasks.values()} | {"default"}
+        self.queues = (
+            list(queues)
+            if queues
+            else sorted({t.options.queue for t in app.tasks.values()} | {"default"})
         )
         self.target = concurrency
         self.autoscaler: Autoscaler | None = None
@@ -189,7 +191,9 @@ class Worker:
         assert self._tg is not None
         await self._tg.__aexit__(None, None, None)
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Run until :meth:`stop` (or SIGINT/SIGTERM through the CLI)."""
         await self.app.open()
         await self._heartbeat()
@@ -218,7 +222,9 @@ class Worker:
 
     async def _drain(self) -> None:
         if self._running:
-            log.info("stopping: waiting up to %ss for %d task(s)", self.grace_period, len(self._running))
+            log.info(
+                "stopping: waiting up to %ss for %d task(s)", self.grace_period, len(self._running)
+            )
             with anyio.move_on_after(self.grace_period):
                 while self._running:
                     await self._slot_event.wait()
@@ -325,7 +331,10 @@ class Worker:
         lease, now = run.lease, self.clock.now()
         if run.stop_reason == "cancel":
             return Outcome(
-                lease.message.id, lease.token, OutcomeKind.CANCELLED, now,
+                lease.message.id,
+                lease.token,
+                OutcomeKind.CANCELLED,
+                now,
                 result_ttl=self.app.result_ttl,
             )
         if run.stop_reason == "shutdown":
@@ -343,7 +352,10 @@ class Worker:
         now = self.clock.now()
         self.app.telemetry.dead.add(1, {"task": lease.message.task, "queue": lease.message.queue})
         return Outcome(
-            lease.message.id, lease.token, OutcomeKind.DEAD, now,
+            lease.message.id,
+            lease.token,
+            OutcomeKind.DEAD,
+            now,
             error=AttemptError(lease.attempt, kind, message, "", now),
             result_ttl=self.app.dead_ttl,
         )
@@ -375,7 +387,7 @@ class Worker:
             err = UnknownTask(f"no task named {env.task!r} is registered in worker {self.id}")
             return self._dead(lease, "UnknownTask", f"{err}; import its module in the worker")
         try:
-            args, kwargs = task.decode_args(env.args)  # type: ignore[arg-type]
+            args, kwargs = task.decode_args(env.args)
         except SerializationError as exc:
             return self._dead(lease, "InvalidArguments", f"task {task.name!r}: {exc}")
         plan = self._plan(task, msg.queue, msg.priority)
@@ -417,8 +429,13 @@ class Worker:
                 result = await self._call(task, pool, args, kwargs, env.args)
             body = result if pool == "process" else app.codec.encode(result)
             outcome = Outcome(
-                msg.id, lease.token, OutcomeKind.SUCCEEDED, self.clock.now(), result=body,
-                result_ttl=plan.result_ttl, late=late,
+                msg.id,
+                lease.token,
+                OutcomeKind.SUCCEEDED,
+                self.clock.now(),
+                result=body,
+                result_ttl=plan.result_ttl,
+                late=late,
             )
             tel.succeeded.add(1, labels)
         except SerializationError as exc:
@@ -429,8 +446,14 @@ class Worker:
         except RateLimited as exc:
             error = exc
             now = self.clock.now()
-            outcome = Outcome(msg.id, lease.token, OutcomeKind.DEFER, now,
-                              retry_at=now + exc.retry_after, late=late)
+            outcome = Outcome(
+                msg.id,
+                lease.token,
+                OutcomeKind.DEFER,
+                now,
+                retry_at=now + exc.retry_after,
+                late=late,
+            )
         except Exception as exc:
             error = exc
             tel.failed.add(1, labels)
@@ -448,7 +471,12 @@ class Worker:
         return outcome
 
     def _failure(
-        self, lease: Lease, task: Task[Any, Any], policy: RetryPolicy, exc: BaseException, late: bool
+        self,
+        lease: Lease,
+        task: Task[Any, Any],
+        policy: RetryPolicy,
+        exc: BaseException,
+        late: bool,
     ) -> Outcome:
         msg, now, tel = lease.message, self.clock.now(), self.app.telemetry
         is_retry_request = isinstance(exc, Retry)
@@ -464,20 +492,53 @@ class Worker:
         else:
             retry = policy.should_retry(exc, lease.attempt)
         if retry:
-            delay = exc.delay if isinstance(exc, Retry) and exc.delay is not None else policy.delay(lease.attempt)
+            delay = (
+                exc.delay
+                if isinstance(exc, Retry) and exc.delay is not None
+                else policy.delay(lease.attempt)
+            )
             tel.retried.add(1, {"task": task.name, "queue": msg.queue})
             if not is_retry_request:
-                log.warning("task %s (%s) attempt %d failed: %r; retry in %.1fs",
-                            msg.id, task.name, lease.attempt, exc, delay)
-            return Outcome(msg.id, lease.token, OutcomeKind.RETRY, now, error=error,
-                           retry_at=now + delay, late=late)
-        log.error("task %s (%s) failed after %d attempt(s): %r", msg.id, task.name, lease.attempt, exc)
+                log.warning(
+                    "task %s (%s) attempt %d failed: %r; retry in %.1fs",
+                    msg.id,
+                    task.name,
+                    lease.attempt,
+                    exc,
+                    delay,
+                )
+            return Outcome(
+                msg.id,
+                lease.token,
+                OutcomeKind.RETRY,
+                now,
+                error=error,
+                retry_at=now + delay,
+                late=late,
+            )
+        log.error(
+            "task %s (%s) failed after %d attempt(s): %r", msg.id, task.name, lease.attempt, exc
+        )
         if task.options.dead_letter:
             tel.dead.add(1, {"task": task.name, "queue": msg.queue})
-            return Outcome(msg.id, lease.token, OutcomeKind.DEAD, now, error=error,
-                           result_ttl=self.app.dead_ttl, late=late)
-        return Outcome(msg.id, lease.token, OutcomeKind.FAILED, now, error=error,
-                       result_ttl=self.app.result_ttl, late=late)
+            return Outcome(
+                msg.id,
+                lease.token,
+                OutcomeKind.DEAD,
+                now,
+                error=error,
+                result_ttl=self.app.dead_ttl,
+                late=late,
+            )
+        return Outcome(
+            msg.id,
+            lease.token,
+            OutcomeKind.FAILED,
+            now,
+            error=error,
+            result_ttl=self.app.result_ttl,
+            late=late,
+        )
 
     async def _call(
         self, task: Task[Any, Any], pool: Pool, args: list[Any], kwargs: dict[str, Any], raw: Any
@@ -488,13 +549,19 @@ class Worker:
             return task.fn(*args, **kwargs)
         if pool == "thread":
             return await anyio.to_thread.run_sync(
-                lambda: task.fn(*args, **kwargs), limiter=self.thread_limiter, abandon_on_cancel=True
+                lambda: task.fn(*args, **kwargs),
+                limiter=self.thread_limiter,
+                abandon_on_cancel=True,
             )
         from . import _child
 
         return await anyio.to_process.run_sync(
-            _child.run_in_child, task.fn.__module__, task.fn.__qualname__, bytes(raw),
-            cancellable=True, limiter=self.process_limiter,
+            _child.run_in_child,
+            task.fn.__module__,
+            task.fn.__qualname__,
+            bytes(raw),
+            cancellable=True,
+            limiter=self.process_limiter,
         )
 
     # -- background loops -----------------------------------------------------------
@@ -516,7 +583,9 @@ class Worker:
                 self._outcomes[:0] = batch
                 failures += 1
                 delay = min(10.0, 0.05 * 2**failures)
-                log.warning("settle of %d outcome(s) failed (%s); retrying in %.2fs", len(batch), exc, delay)
+                log.warning(
+                    "settle of %d outcome(s) failed (%s); retrying in %.2fs", len(batch), exc, delay
+                )
                 await anyio.sleep(delay)
 
     async def _extend_loop(self) -> None:
@@ -568,7 +637,9 @@ class Worker:
             if self._samples:
                 samples, self._samples = self._samples, []
                 await backend.record_runtimes(samples)
-            auto = [t.name for t in self.app.tasks.values() if t.options.complexity is Complexity.AUTO]
+            auto = [
+                t.name for t in self.app.tasks.values() if t.options.complexity is Complexity.AUTO
+            ]
             if auto:
                 for name, st in (await backend.runtime_stats(auto)).items():
                     if self._classes.get(name) is not classify(st.mean):
@@ -582,20 +653,32 @@ class Worker:
         for s in stats:
             for p, n in s.depth_by_priority.items():
                 self.app.telemetry.depth[(s.queue, f"P{p}")] = n
-        self.app.telemetry.busy.update(self.busy)
+        self.app.telemetry.busy.update({str(k): v for k, v in self.busy.items()})
         if self.autoscaler is not None:
             cpu = psutil.cpu_percent(interval=None)
             new = self.autoscaler.decide(self.target, len(self._running), self._depth, cpu)
             if new != self.target:
-                log.info("concurrency %d -> %d (depth %d, cpu %.0f%%)", self.target, new, self._depth, cpu)
+                log.info(
+                    "concurrency %d -> %d (depth %d, cpu %.0f%%)",
+                    self.target,
+                    new,
+                    self._depth,
+                    cpu,
+                )
                 self.target = new
                 self._slot_event.set()
 
     async def _heartbeat(self) -> None:
         now = self.clock.now()
         info = WorkerInfo(
-            self.id, socket.gethostname(), os.getpid(), tuple(self.queues), self.target,
-            len(self._running), self._started_at, now,
+            self.id,
+            socket.gethostname(),
+            os.getpid(),
+            tuple(self.queues),
+            self.target,
+            len(self._running),
+            self._started_at,
+            now,
         )
         await self.app.backend.heartbeat(info, self.maintenance_interval * 3)
 
@@ -616,7 +699,6 @@ class Worker:
                         await self.app.enqueue_call(task, (), {}, unique_key=key)
                 except BackendError as exc:
                     log.warning("cron tick %s not enqueued: %s", key, exc)
-
 
 
 def _tracing_enabled() -> bool:

@@ -12,8 +12,9 @@ Third-party backend authors subclass :class:`BackendConformance`::
 
 from __future__ import annotations
 
-from ..clock import FakeClock
-from ..memory import MemoryBackend
+from taskcore.clock import FakeClock
+from taskcore.memory import MemoryBackend
+
 from .conformance import BackendConformance, make_message
 
 __all__ = ["BackendConformance", "FakeClock", "MemoryBackend", "make_message"]

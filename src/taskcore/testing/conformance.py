@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
-from ..backend import (
+from taskcore.backend import (
     AttemptError,
     Backend,
     ExtendStatus,
@@ -28,10 +28,10 @@ from ..backend import (
     TaskFilter,
     WorkerInfo,
 )
-from ..clock import FakeClock
-from ..envelope import new_task_id
-from ..scheduling import SchedulingPolicy
-from ..states import State
+from taskcore.clock import FakeClock
+from taskcore.envelope import new_task_id
+from taskcore.scheduling import SchedulingPolicy
+from taskcore.states import State
 
 __all__ = ["BackendConformance", "make_message"]
 
@@ -61,7 +61,9 @@ def make_message(
         priority=priority,
         enqueued_at=now,
         eligible_at=now + delay,
-        body=body if body is not None else b'{"id":"%s","task":"%s"}' % (tid.encode(), task.encode()),
+        body=body
+        if body is not None
+        else b'{"id":"%s","task":"%s"}' % (tid.encode(), task.encode()),
         deadline=deadline,
         unique_key=unique_key,
         fairness_key=fairness_key,
@@ -95,7 +97,9 @@ class BackendConformance:
             yield backend
 
     # -- helpers ----------------------------------------------------------------
-    async def _enqueue(self, backend: Backend, clock: FakeClock, n: int = 1, **kw: object) -> list[str]:
+    async def _enqueue(
+        self, backend: Backend, clock: FakeClock, n: int = 1, **kw: object
+    ) -> list[str]:
         msgs = [make_message(clock, **kw) for _ in range(n)]  # type: ignore[arg-type]
         res = await backend.enqueue(msgs)
         return [r.id for r in res]
@@ -113,12 +117,18 @@ class BackendConformance:
         rec = await backend.get(msg.id)
         assert rec is not None
         assert (rec.state, rec.task, rec.queue, rec.priority, rec.attempt) == (
-            State.QUEUED, msg.task, "q", 1, 0,
+            State.QUEUED,
+            msg.task,
+            "q",
+            1,
+            0,
         )
         assert rec.body == msg.body and rec.fairness_key == "tenant-a"
         assert await backend.get("nope") is None
 
-    async def test_unique_key_dedupes_until_terminal(self, backend: Backend, clock: FakeClock) -> None:
+    async def test_unique_key_dedupes_until_terminal(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
         a = make_message(clock, unique_key="k")
         b = make_message(clock, unique_key="k")
         other_queue = make_message(clock, unique_key="k", queue="q2")
@@ -130,7 +140,9 @@ class BackendConformance:
         [again] = await backend.enqueue([make_message(clock, unique_key="k")])
         assert again.created and again.id != a.id
 
-    async def test_enqueue_same_id_twice_is_idempotent(self, backend: Backend, clock: FakeClock) -> None:
+    async def test_enqueue_same_id_twice_is_idempotent(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
         msg = make_message(clock)
         await backend.enqueue([msg])
         [res] = await backend.enqueue([msg])
@@ -162,22 +174,30 @@ class BackendConformance:
         expected = [i for p in range(5) for i in by_p[p]]
         assert await self._drain_order(backend, 10) == expected
 
-    async def test_deadline_policy_orders_by_priority_when_fresh(self, backend: Backend, clock: FakeClock) -> None:
+    async def test_deadline_policy_orders_by_priority_when_fresh(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
         ids = {p: (await self._enqueue(backend, clock, priority=p))[0] for p in (3, 4, 1, 2, 0)}
         assert await self._drain_order(backend, 5) == [ids[p] for p in range(5)]
 
-    async def test_deadline_policy_ages_old_low_priority(self, backend: Backend, clock: FakeClock) -> None:
+    async def test_deadline_policy_ages_old_low_priority(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
         [old_p3] = await self._enqueue(backend, clock, priority=3)
         clock.advance(1741)  # P3 horizon 1800 s: old P3 due in 59 s, fresh P1 due in 60 s
         [fresh_p1] = await self._enqueue(backend, clock, priority=1)
         assert await self._drain_order(backend, 2) == [old_p3, fresh_p1]
 
-    async def test_deadline_policy_explicit_deadline_wins(self, backend: Backend, clock: FakeClock) -> None:
+    async def test_deadline_policy_explicit_deadline_wins(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
         [p1] = await self._enqueue(backend, clock, priority=1)
         [p4] = await self._enqueue(backend, clock, priority=4, deadline=clock.now() + 5)
         assert await self._drain_order(backend, 2) == [p4, p1]
 
-    async def test_weighted_fair_shares_and_no_starvation(self, backend: Backend, clock: FakeClock) -> None:
+    async def test_weighted_fair_shares_and_no_starvation(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
         await backend.declare([QueueSpec("q", SchedulingPolicy.weighted_fair())])
         msgs = [make_message(clock, priority=p) for p in range(5) for _ in range(3100)]
         await backend.enqueue(msgs)
@@ -204,7 +224,9 @@ class BackendConformance:
         got = Counter(lease.message.fairness_key for lease in await self._claim(backend, 400))
         assert abs(got["big"] - 300) <= 30 and abs(got["small"] - 100) <= 10, got
 
-    async def test_claim_respects_limit_queues_and_max_priority(self, backend: Backend, clock: FakeClock) -> None:
+    async def test_claim_respects_limit_queues_and_max_priority(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
         await self._enqueue(backend, clock, 3, priority=3)
         [p0] = await self._enqueue(backend, clock, priority=0)
         await self._enqueue(backend, clock, 2, queue="other")
@@ -223,7 +245,9 @@ class BackendConformance:
         assert rec is not None and rec.state is State.RUNNING and rec.worker == "w1"
 
     # -- delayed ------------------------------------------------------------------
-    async def test_delayed_task_is_scheduled_until_due(self, backend: Backend, clock: FakeClock) -> None:
+    async def test_delayed_task_is_scheduled_until_due(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
         [tid] = await self._enqueue(backend, clock, delay=60)
         rec = await backend.get(tid)
         assert rec is not None and rec.state is State.SCHEDULED
@@ -239,16 +263,22 @@ class BackendConformance:
         await self._enqueue(backend, clock)
         [lease] = await self._claim(backend)
         clock.advance(20)
-        assert await backend.extend([(lease.message.id, lease.token)], self.LEASE) == [ExtendStatus.OK]
+        assert await backend.extend([(lease.message.id, lease.token)], self.LEASE) == [
+            ExtendStatus.OK
+        ]
         clock.advance(20)  # past the first expiry, within the extended one
         assert await backend.reap() == []
-        assert await backend.extend([(lease.message.id, lease.token + 1000)], 30) == [ExtendStatus.LOST]
+        assert await backend.extend([(lease.message.id, lease.token + 1000)], 30) == [
+            ExtendStatus.LOST
+        ]
         stale = Outcome(lease.message.id, lease.token - 1, OutcomeKind.SUCCEEDED, clock.now())
         assert await backend.settle([stale]) == [False]
         assert await backend.settle([_ok(lease, clock)]) == [True]
         assert await backend.settle([_ok(lease, clock)]) == [False]  # already settled
 
-    async def test_reap_requeues_expired_lease_and_fences_old_holder(self, backend: Backend, clock: FakeClock) -> None:
+    async def test_reap_requeues_expired_lease_and_fences_old_holder(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
         [tid] = await self._enqueue(backend, clock)
         [first] = await self._claim(backend)
         clock.advance(self.LEASE + 1)
@@ -265,11 +295,19 @@ class BackendConformance:
         assert rec is not None and rec.state is State.SUCCEEDED and rec.result == b"42"
 
     # -- retries and dead letters ---------------------------------------------------
-    async def test_retry_then_dead_letter_keeps_history(self, backend: Backend, clock: FakeClock) -> None:
+    async def test_retry_then_dead_letter_keeps_history(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
         [tid] = await self._enqueue(backend, clock)
         [lease] = await self._claim(backend)
-        retry = Outcome(tid, lease.token, OutcomeKind.RETRY, clock.now(),
-                        error=_err(1, clock, "first"), retry_at=clock.now() + 5)
+        retry = Outcome(
+            tid,
+            lease.token,
+            OutcomeKind.RETRY,
+            clock.now(),
+            error=_err(1, clock, "first"),
+            retry_at=clock.now() + 5,
+        )
         assert await backend.settle([retry]) == [True]
         rec = await backend.get(tid)
         assert rec is not None and rec.state is State.RETRYING
@@ -278,7 +316,9 @@ class BackendConformance:
         clock.advance(5)
         [lease2] = await self._claim(backend)
         assert lease2.attempt == 2
-        dead = Outcome(tid, lease2.token, OutcomeKind.DEAD, clock.now(), error=_err(2, clock, "second"))
+        dead = Outcome(
+            tid, lease2.token, OutcomeKind.DEAD, clock.now(), error=_err(2, clock, "second")
+        )
         assert await backend.settle([dead]) == [True]
         rec = await backend.get(tid)
         assert rec is not None and rec.state is State.DEAD
@@ -293,7 +333,9 @@ class BackendConformance:
         rec = await backend.get(tid)
         assert rec is not None and len(rec.errors) == 2
 
-    async def test_defer_and_release_do_not_spend_attempts(self, backend: Backend, clock: FakeClock) -> None:
+    async def test_defer_and_release_do_not_spend_attempts(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
         [tid] = await self._enqueue(backend, clock)
         [lease] = await self._claim(backend)
         defer = Outcome(tid, lease.token, OutcomeKind.DEFER, clock.now(), retry_at=clock.now() + 2)
@@ -308,7 +350,9 @@ class BackendConformance:
         [lease] = await self._claim(backend)
         assert lease.attempt == 1
 
-    async def test_failed_is_terminal_and_retryable_by_hand(self, backend: Backend, clock: FakeClock) -> None:
+    async def test_failed_is_terminal_and_retryable_by_hand(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
         [tid] = await self._enqueue(backend, clock)
         [lease] = await self._claim(backend)
         failed = Outcome(tid, lease.token, OutcomeKind.FAILED, clock.now(), error=_err(1, clock))
@@ -320,10 +364,18 @@ class BackendConformance:
     async def test_purge_dead(self, backend: Backend, clock: FakeClock) -> None:
         ids = await self._enqueue(backend, clock, 3)
         leases = await self._claim(backend, 3)
-        await backend.settle([
-            Outcome(lease.message.id, lease.token, OutcomeKind.DEAD, clock.now(), error=_err(1, clock))
-            for lease in leases[:2]
-        ])
+        await backend.settle(
+            [
+                Outcome(
+                    lease.message.id,
+                    lease.token,
+                    OutcomeKind.DEAD,
+                    clock.now(),
+                    error=_err(1, clock),
+                )
+                for lease in leases[:2]
+            ]
+        )
         assert await backend.purge("q", [State.DEAD]) == 2
         assert await backend.get(ids[0]) is None
         assert await backend.list_tasks(TaskFilter(state=State.DEAD)) == []
@@ -374,7 +426,9 @@ class BackendConformance:
         [again] = await backend.enqueue([make_message(clock, unique_key="u")])
         assert again.created
 
-    async def test_cancel_running_reaches_worker_through_extend(self, backend: Backend, clock: FakeClock) -> None:
+    async def test_cancel_running_reaches_worker_through_extend(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
         [tid] = await self._enqueue(backend, clock)
         [lease] = await self._claim(backend)
         assert await backend.cancel([tid]) == [True]
@@ -437,7 +491,9 @@ class BackendConformance:
         assert rec is not None and rec.state is State.SUCCEEDED
 
     # -- wait ---------------------------------------------------------------------------
-    async def test_wait_returns_when_work_is_ready(self, backend: Backend, clock: FakeClock) -> None:
+    async def test_wait_returns_when_work_is_ready(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
         import anyio
 
         await self._enqueue(backend, clock)

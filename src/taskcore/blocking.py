@@ -1,0 +1,132 @@
+"""A blocking facade for sync callers (Django, Flask, scripts): same names, no await.
+
+::
+
+    with app.blocking() as tc:
+        handle = tc.enqueue(resize, 42, width=320)
+        print(handle.result(timeout=10))
+
+The facade runs the app's event loop in a background thread (an anyio blocking
+portal); every call is forwarded there and waited for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from .backend import QueueStats, TaskRecord
+from .errors import TaskcoreError
+from .handle import TaskHandle
+from .states import State
+from .task import Task
+
+if TYPE_CHECKING:
+    from .app import App
+
+__all__ = ["BlockingApp", "BlockingHandle"]
+
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+class BlockingHandle(Generic[R]):
+    """The blocking twin of :class:`~taskcore.handle.TaskHandle`."""
+
+    def __init__(self, portal: BlockingPortal, handle: TaskHandle[R]) -> None:
+        self._portal = portal
+        self._handle = handle
+        self.id = handle.id
+        self.created = handle.created
+
+    def result(self, timeout: float | None = None) -> R:
+        return self._portal.call(lambda: self._handle.result(timeout))
+
+    def status(self) -> State | None:
+        return self._portal.call(self._handle.status)
+
+    def record(self) -> TaskRecord | None:
+        return self._portal.call(self._handle.record)
+
+    def cancel(self) -> bool:
+        return self._portal.call(self._handle.cancel)
+
+
+class BlockingApp:
+    """Blocking versions of the :class:`~taskcore.app.App` calls."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self._stack: contextlib.ExitStack | None = None
+        self._portal: BlockingPortal | None = None
+
+    def __enter__(self) -> BlockingApp:
+        stack = contextlib.ExitStack()
+        self._portal = stack.enter_context(start_blocking_portal())
+        self._stack = stack
+        self._portal.call(self.app.open)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._stack is not None and self._portal is not None:
+            try:
+                self._portal.call(self.app.aclose)
+            finally:
+                self._stack.close()
+                self._stack = self._portal = None
+
+    @property
+    def portal(self) -> BlockingPortal:
+        if self._portal is None:
+            raise TaskcoreError("use the blocking facade inside 'with app.blocking() as tc:'")
+        return self._portal
+
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        return self.portal.call(fn)
+
+    def enqueue(self, task: Task[Any, R], *args: Any, **kwargs: Any) -> BlockingHandle[R]:
+        handle = self._call(lambda: task.enqueue(*args, **kwargs))
+        return BlockingHandle(self.portal, handle)
+
+    def enqueue_with(
+        self, task: Task[Any, R], options: Mapping[str, Any], *args: Any, **kwargs: Any
+    ) -> BlockingHandle[R]:
+        """Enqueue with per-call options (see :meth:`Task.with_options`)."""
+        bound = task.with_options(**options)
+        handle = self._call(lambda: bound.enqueue(*args, **kwargs))
+        return BlockingHandle(self.portal, handle)
+
+    def enqueue_many(
+        self, task: Task[Any, R], calls: Sequence[Any], **options: Any
+    ) -> list[BlockingHandle[R]]:
+        handles = self._call(lambda: self.app.enqueue_many(task, calls, **options))
+        return [BlockingHandle(self.portal, h) for h in handles]
+
+    def handle(self, task_id: str) -> BlockingHandle[Any]:
+        return BlockingHandle(self.portal, self.app.handle(task_id))
+
+    def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        result: list[QueueStats] = self._call(lambda: self.app.stats(queues))
+        return result
+
+    def list_tasks(self, **filter: Any) -> list[TaskRecord]:
+        result: list[TaskRecord] = self._call(lambda: self.app.list_tasks(**filter))
+        return result
+
+    def cancel(self, task_ids: Sequence[str]) -> list[bool]:
+        result: list[bool] = self._call(lambda: self.app.cancel(task_ids))
+        return result
+
+    def retry_dead(self, task_ids: Sequence[str]) -> list[bool]:
+        result: list[bool] = self._call(lambda: self.app.retry_dead(task_ids))
+        return result
+
+    def purge(self, queue: str, states: Sequence[State] = (State.DEAD,)) -> int:
+        result: int = self._call(lambda: self.app.purge(queue, states))
+        return result

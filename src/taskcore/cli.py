@@ -1,0 +1,182 @@
+"""The ``taskcore`` command: worker, status, demo, bench, pg."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+import anyio
+from rich.console import Console
+from rich.table import Table
+
+from .app import App
+from .backend import QueueStats
+from .errors import ConfigurationError, TaskcoreError
+from .states import State
+
+__all__ = ["load_app", "main"]
+
+
+def load_app(spec: str) -> App:
+    """Import ``module:attribute`` (the attribute defaults to ``app``)."""
+    module_name, _, attr = spec.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"cannot import {module_name!r} for {spec!r}: {exc}") from exc
+    app = getattr(module, attr or "app", None)
+    if not isinstance(app, App):
+        raise ConfigurationError(
+            f"{spec!r} does not name a taskcore App; write it as 'package.module:app'"
+        )
+    return app
+
+
+def status_table(stats: Sequence[QueueStats]) -> Table:
+    table = Table(title="taskcore queues")
+    for col in (
+        "queue",
+        "policy",
+        "P0",
+        "P1",
+        "P2",
+        "P3",
+        "P4",
+        "running",
+        "scheduled",
+        "retrying",
+        "succeeded",
+        "dead",
+        "late",
+    ):
+        table.add_column(col, justify="left" if col in ("queue", "policy") else "right")
+    for s in stats:
+        name = s.queue + (" (paused)" if s.paused else "")
+        table.add_row(
+            name,
+            s.policy.kind,
+            *(str(s.depth_by_priority.get(p, 0)) for p in range(5)),
+            str(s.states.get(State.RUNNING, 0)),
+            str(s.states.get(State.SCHEDULED, 0)),
+            str(s.states.get(State.RETRYING, 0)),
+            str(s.states.get(State.SUCCEEDED, 0)),
+            str(s.states.get(State.DEAD, 0)),
+            str(s.late),
+        )
+    return table
+
+
+async def _run_worker(app: App, args: argparse.Namespace) -> None:
+    worker = app.worker(
+        queues=args.queues.split(",") if args.queues else None,
+        concurrency=args.concurrency,
+        min_concurrency=args.min_concurrency,
+        max_concurrency=args.max_concurrency,
+        threads=args.threads,
+        processes=args.processes,
+        reserved_critical=args.reserved_critical,
+        lease_seconds=args.lease,
+        grace_period=args.grace,
+    )
+    async with anyio.create_task_group() as tg:
+
+        async def on_signal() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    logging.getLogger("taskcore.worker").info(
+                        "%s: stopping (grace %ss)", signal.Signals(signum).name, args.grace
+                    )
+                    worker.stop()
+                    return
+
+        tg.start_soon(on_signal)
+        async with app:
+            await worker.run()
+        tg.cancel_scope.cancel()
+
+
+async def _status(app: App) -> None:
+    async with app:
+        stats = await app.stats()
+        workers = await app.backend.workers()
+    console = Console()
+    console.print(status_table(stats))
+    console.print(f"{len(workers)} worker(s) alive")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="taskcore", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    w = sub.add_parser("worker", help="run a worker for module:app")
+    w.add_argument("app", help="the app, as package.module:app")
+    w.add_argument("--queues", "-q", help="comma-separated queues (default: all the app's)")
+    w.add_argument("--concurrency", "-c", type=int, default=100)
+    w.add_argument("--min-concurrency", type=int)
+    w.add_argument("--max-concurrency", type=int)
+    w.add_argument("--threads", type=int, default=16)
+    w.add_argument("--processes", type=int)
+    w.add_argument("--reserved-critical", type=int, default=0)
+    w.add_argument("--lease", type=float, default=30.0)
+    w.add_argument("--grace", type=float, default=30.0)
+    w.add_argument("--log-level", default="INFO")
+
+    s = sub.add_parser("status", help="print queue depths for module:app")
+    s.add_argument("app")
+
+    d = sub.add_parser("demo", help="a self-contained demo on the in-memory backend")
+    d.add_argument("--tasks", type=int, default=2400)
+    d.add_argument("--no-live", action="store_true", help="no live progress display")
+
+    b = sub.add_parser("bench", help="run the benchmark harness (python -m benchmarks)")
+    b.add_argument("rest", nargs=argparse.REMAINDER)
+
+    p = sub.add_parser("pg", help="PostgreSQL backend tools (migrate)")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "worker":
+            logging.basicConfig(
+                level=args.log_level.upper(),
+                format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            )
+            anyio.run(_run_worker, load_app(args.app), args)
+        elif args.command == "status":
+            anyio.run(_status, load_app(args.app))
+        elif args.command == "demo":
+            from .demo import run_demo
+
+            return run_demo(args.tasks, live=not args.no_live)
+        elif args.command == "bench":
+            try:
+                bench = importlib.import_module("benchmarks.__main__")
+            except ImportError:
+                raise ConfigurationError(
+                    "the benchmark harness lives in the source tree: run 'taskcore bench' from "
+                    "a checkout of taskcore"
+                ) from None
+            return int(bench.main(args.rest))
+        elif args.command == "pg":
+            try:
+                pg_cli = importlib.import_module("taskcore_pg.cli")
+            except ImportError as exc:
+                raise ConfigurationError(
+                    f'the pg command needs the PostgreSQL extra ({exc}): pip install "taskcore[pg]"'
+                ) from None
+            return int(pg_cli.main(args.rest))
+    except TaskcoreError as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
