@@ -475,7 +475,7 @@ class PostgresBackend:
                 break
         return total
 
-    async def wait(self, queues: Sequence[str], timeout: float) -> None:  # noqa: ASYNC109 - protocol signature
+    async def wait(self, queues: Sequence[str], timeout: float) -> None:
         names = list(dict.fromkeys(queues))
         deadline = anyio.current_time() + timeout
         with self._waiters.ready(names) as event:
@@ -498,7 +498,7 @@ class PostgresBackend:
         row = await self._fetchone("get", {"id": task_id}, idempotent=True)
         return None if row is None else _rows.record_from_row(row)
 
-    async def wait_done(self, task_id: str, timeout: float) -> TaskRecord | None:  # noqa: ASYNC109 - protocol signature
+    async def wait_done(self, task_id: str, timeout: float) -> TaskRecord | None:
         deadline = anyio.current_time() + timeout
         with self._waiters.done(task_id) as event:
             while True:

@@ -13,6 +13,11 @@ WITH input AS (
      WHERE t.state = 'running' AND t.token = i.token
      ORDER BY i.ord
        FOR UPDATE OF t
+), ordered AS MATERIALIZED (
+    -- tasks going back to a queue draw their new arrival seq in outcome order
+    SELECT l.id, nextval('@schema@.task_seq') AS new_seq
+      FROM (SELECT * FROM locked WHERE locked.kind IN ('retry', 'defer', 'released')
+             ORDER BY locked.ord) l
 ), fair AS MATERIALIZED (
     SELECT f.task_id, f.tag
       FROM @schema@.fair_tags(ARRAY(SELECT l.id FROM locked l WHERE l.kind = 'released'
@@ -28,8 +33,7 @@ WITH input AS (
         eligible_at = CASE WHEN l.kind IN ('retry', 'defer') THEN coalesce(l.retry_at, %(now)s)
                            WHEN l.kind = 'released' THEN %(now)s
                            ELSE t.eligible_at END,
-        seq = CASE WHEN l.kind IN ('retry', 'defer', 'released')
-                   THEN nextval('@schema@.task_seq') ELSE t.seq END,
+        seq = coalesce(o.new_seq, t.seq),
         score = CASE WHEN l.kind <> 'released' THEN t.score
                      ELSE coalesce(f.tag, @schema@.static_score(
                               coalesce(q.kind, 'deadline'),
@@ -44,6 +48,7 @@ WITH input AS (
                         THEN %(now)s + l.ttl ELSE t.purge_at END
       FROM locked l
       LEFT JOIN @schema@.queues q ON q.name = l.queue
+      LEFT JOIN ordered o ON o.id = l.id
       LEFT JOIN fair f ON f.task_id = l.id
      WHERE t.id = l.id
     RETURNING t.id, t.queue, t.state, l.ord

@@ -1,0 +1,418 @@
+"""PostgreSQL-specific behaviour: migrations, transactions, concurrency, wake-ups,
+connection loss, retention. Everything runs against a real server, no mocks."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import psycopg
+import pytest
+
+from taskcore.backend import Outcome, OutcomeKind, QueueSpec
+from taskcore.clock import Clock, FakeClock, SystemClock
+from taskcore.errors import BackendUnavailable, ConfigurationError
+from taskcore.memory import MemoryBackend
+from taskcore.scheduling import SchedulingPolicy
+from taskcore.states import State
+from taskcore.testing import make_message
+from taskcore_pg import LATEST_VERSION, PostgresBackend, check, check_async, migrate, migrate_async
+from taskcore_pg.cli import main as cli_main
+
+pytestmark = pytest.mark.anyio
+
+
+@contextlib.asynccontextmanager
+async def open_backend(
+    dsn: str, schema: str, clock: Clock | None = None, **kw: Any
+) -> AsyncIterator[PostgresBackend]:
+    kw.setdefault("min_size", 1)
+    kw.setdefault("max_size", 4)
+    async with PostgresBackend(dsn, clock=clock or FakeClock(), schema=schema, **kw) as backend:
+        yield backend
+
+
+async def _count(dsn: str, schema: str, where: str = "true") -> int:
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        cur = await conn.execute(f'SELECT count(*) FROM "{schema}".tasks WHERE {where}')
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+# -- migrations ----------------------------------------------------------------------
+async def test_migrations_are_idempotent_and_checked(pg_dsn: str, pg_schema: str) -> None:
+    async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+        assert not await check_async(conn, pg_schema)
+        assert await migrate_async(conn, pg_schema) == list(range(1, LATEST_VERSION + 1))
+        assert await migrate_async(conn, pg_schema) == []
+        assert await check_async(conn, pg_schema)
+        cur = await conn.execute(f'SELECT version FROM "{pg_schema}".schema_version')
+        assert [r[0] for r in await cur.fetchall()] == list(range(1, LATEST_VERSION + 1))
+        # Every file is idempotent on its own, too: re-running it changes nothing.
+        from taskcore_pg._sql import migrations, render
+
+        for _, _, text in migrations():
+            await conn.execute(render(text, pg_schema))
+
+
+async def test_concurrent_migrations_apply_once(pg_dsn: str, pg_schema: str) -> None:
+    async def run(results: list[list[int]]) -> None:
+        async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+            results.append(await migrate_async(conn, pg_schema))
+
+    results: list[list[int]] = []
+    async with anyio.create_task_group() as tg:
+        for _ in range(4):
+            tg.start_soon(run, results)
+    assert sorted(results, key=len) == [[], [], [], list(range(1, LATEST_VERSION + 1))]
+
+
+def test_blocking_helpers_and_cli(pg_dsn: str, pg_schema: str, capsys: Any) -> None:
+    url = f"{pg_dsn}?schema={pg_schema}"
+    assert not check(pg_dsn, pg_schema)
+    assert cli_main(["migrate", "--check", "--url", url]) == 1
+    assert cli_main(["migrate", "--url", url]) == 0
+    assert cli_main(["migrate", "--check", "--url", url]) == 0
+    assert check(pg_dsn, pg_schema)
+    migrate(pg_dsn, pg_schema)  # again: nothing to do
+    assert "up to date" in capsys.readouterr().out
+    assert cli_main(["migrate", "--url", "postgresql://postgres@127.0.0.1:1/test"]) == 3
+
+
+@pytest.mark.anyio
+async def test_no_migrate_on_start_requires_a_migrated_schema(pg_dsn: str, pg_schema: str) -> None:
+    with pytest.raises(ConfigurationError, match="taskcore pg migrate"):
+        async with open_backend(pg_dsn, pg_schema, migrate_on_start=False):
+            pass
+
+
+# -- configuration -------------------------------------------------------------------
+def test_from_url_strips_taskcore_parameters() -> None:
+    backend = PostgresBackend.from_url(
+        "postgresql://u@h:5432/db?schema=app_1&sslmode=disable&listen=0&max_size=3"
+    )
+    assert backend.schema == "app_1"
+    assert not backend.settings.listen and backend.settings.max_size == 3
+    assert backend._dsn == "postgresql://u@h:5432/db?sslmode=disable"
+    with pytest.raises(ConfigurationError, match="schema"):
+        PostgresBackend.from_url("postgresql://u@h/db?schema=bad;name")
+    with pytest.raises(ConfigurationError, match="poll_interval"):
+        PostgresBackend("postgresql://u@h/db", poll_interval=5)
+
+
+async def test_unreachable_server_is_backend_unavailable() -> None:
+    backend = PostgresBackend("postgresql://postgres@127.0.0.1:1/test", timeout=1.0)
+    with pytest.raises(BackendUnavailable) as info:
+        async with backend:
+            pass
+    assert isinstance(info.value.__cause__, psycopg.OperationalError)
+
+
+# -- enqueue -------------------------------------------------------------------------
+async def test_enqueue_in_caller_transaction_commit_and_rollback(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    clock = FakeClock()
+    async with open_backend(pg_dsn, pg_schema, clock) as backend:
+        kept = make_message(clock, unique_key="order-1")
+        dropped = make_message(clock, unique_key="order-2")
+        async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
+            async with conn.transaction():
+                await conn.execute("SELECT 1")  # the caller's own work
+                [res] = await backend.enqueue_in(conn, [kept])
+                assert res.created
+                assert await backend.get(kept.id) is None  # not visible before commit
+            assert (await backend.get(kept.id)) is not None
+
+            with pytest.raises(RuntimeError):
+                async with conn.transaction():
+                    [res] = await backend.enqueue([dropped], connection=conn)
+                    assert res.created
+                    raise RuntimeError("the caller's transaction fails")
+        assert await backend.get(dropped.id) is None
+        leases = await backend.claim(["q"], 10, 30, "w")
+        assert [lease.message.id for lease in leases] == [kept.id]
+        # The rolled-back task's unique key was never taken.
+        [again] = await backend.enqueue([make_message(clock, unique_key="order-2")])
+        assert again.created
+
+
+async def test_concurrent_enqueues_of_one_unique_key_create_exactly_one(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    clock = FakeClock()
+    async with open_backend(pg_dsn, pg_schema, clock, max_size=10) as backend:
+        msgs = [make_message(clock, unique_key="only-one") for _ in range(50)]
+        results: list[Any] = [None] * 50
+
+        async def one(i: int) -> None:
+            [results[i]] = await backend.enqueue([msgs[i]])
+
+        async with anyio.create_task_group() as tg:
+            for i in range(50):
+                tg.start_soon(one, i)
+        created = [r for r in results if r.created]
+        assert len(created) == 1
+        assert {r.id for r in results} == {created[0].id}
+        assert await _count(pg_dsn, pg_schema) == 1
+
+
+async def test_bulk_enqueue_with_duplicates_in_the_batch(pg_dsn: str, pg_schema: str) -> None:
+    clock = FakeClock()
+    async with open_backend(pg_dsn, pg_schema, clock, enqueue_chunk=1000) as backend:
+        msgs = [make_message(clock, priority=i % 5) for i in range(2500)]
+        twice = msgs[:10]
+        keyed = [make_message(clock, unique_key="k") for _ in range(3)]
+        results = await backend.enqueue([*msgs, *twice, *keyed])
+        assert [r.created for r in results] == [True] * 2500 + [False] * 10 + [True, False, False]
+        assert [r.id for r in results[2500:2510]] == [m.id for m in twice]
+        assert {r.id for r in results[-3:]} == {keyed[0].id}
+        [stats] = await backend.stats(["q"])
+        assert stats.states[State.QUEUED] == 2501 and stats.depth_by_priority[0] == 500
+
+
+# -- scheduling: the same observable order as the reference backend ------------------
+POLICIES = [
+    SchedulingPolicy.fifo(),
+    SchedulingPolicy.strict_priority(),
+    SchedulingPolicy.deadline_aware(batch_horizon=100.0),
+    SchedulingPolicy.weighted_fair(),
+    SchedulingPolicy.weighted_fair({"a": 3.0, "b": 0.7}, by="key", default_weight=1.3),
+]
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=lambda p: f"{p.kind}-{p.by}")
+async def test_claim_order_matches_memory_backend(
+    pg_dsn: str, pg_schema: str, policy: SchedulingPolicy
+) -> None:
+    """Drive both backends through the same script (enqueue, delays, deadlines,
+    releases, retries, lease expiry) and compare every claim."""
+    mem_clock, pg_clock = FakeClock(), FakeClock()
+    async with open_backend(pg_dsn, pg_schema, pg_clock) as pg:
+        mem = MemoryBackend(clock=mem_clock)
+        backends: list[tuple[Any, FakeClock]] = [(mem, mem_clock), (pg, pg_clock)]
+        for b, _ in backends:
+            await b.declare([QueueSpec("q", policy)])
+        orders: list[list[str]] = [[], []]
+        for step in range(12):
+            batch = []
+            for i in range(25):
+                n = step * 25 + i
+                batch.append(
+                    {
+                        "task_id": f"t{n:04d}",
+                        "priority": (n * 7) % 5,
+                        "delay": float((n * 13) % 4 * 3) if n % 3 == 0 else 0.0,
+                        "deadline": 1_700_000_000.0 + step * 10 + (n % 17) * 20
+                        if n % 4 == 0
+                        else None,
+                        "fairness_key": "abc"[n % 3],
+                    }
+                )
+            for k, (b, clock) in enumerate(backends):
+                await b.enqueue([make_message(clock, **kw) for kw in batch])  # type: ignore[arg-type]
+                leases = await b.claim(["q"], 9, 10.0, "w")
+                orders[k] += [lease.message.id for lease in leases]
+                outcomes = []
+                for j, lease in enumerate(leases):
+                    kind = [OutcomeKind.RELEASED, OutcomeKind.RETRY, OutcomeKind.SUCCEEDED][j % 3]
+                    if j == 4:
+                        continue  # left running: its lease expires and reap requeues it
+                    outcomes.append(
+                        Outcome(
+                            lease.message.id,
+                            lease.token,
+                            kind,
+                            clock.now(),
+                            retry_at=clock.now() + 4 if kind is OutcomeKind.RETRY else None,
+                        )
+                    )
+                await b.settle(outcomes)
+                clock.advance(5.5)
+                await b.reap()
+        for k, (b, _) in enumerate(backends):
+            while leases := await b.claim(["q"], 7, 10.0, "w"):
+                orders[k] += [lease.message.id for lease in leases]
+                await b.settle(
+                    [
+                        Outcome(lease.message.id, lease.token, OutcomeKind.SUCCEEDED, 0.0)
+                        for lease in leases
+                    ]
+                )
+        assert len(orders[0]) > 300
+        assert orders[1] == orders[0]
+
+
+# -- wake-ups ------------------------------------------------------------------------
+async def test_notify_from_another_process_wakes_waiters(pg_dsn: str, pg_schema: str) -> None:
+    clock = SystemClock()
+    async with (
+        open_backend(pg_dsn, pg_schema, clock) as consumer,
+        open_backend(pg_dsn, pg_schema, clock) as producer,
+    ):
+        cancelled: list[str] = []
+        got_cancel = anyio.Event()
+
+        def on_cancel(task_id: str) -> None:
+            cancelled.append(task_id)
+            got_cancel.set()
+
+        consumer.on_cancel(on_cancel)
+        # Only a NOTIFY sets these events (the system clock never wakes waiters).
+        with consumer._waiters.ready(["q"]) as ready, anyio.fail_after(5):
+            msg = make_message(clock)  # type: ignore[arg-type]
+            await producer.enqueue([msg])
+            await ready.wait()
+        [lease] = await consumer.claim(["q"], 1, 30, "w")
+        assert await producer.cancel([msg.id]) == [True]
+        with anyio.fail_after(5):
+            await got_cancel.wait()
+        assert cancelled == [msg.id]
+        with consumer._waiters.done(msg.id) as done, anyio.fail_after(5):
+            out = Outcome(msg.id, lease.token, OutcomeKind.CANCELLED, clock.now())
+            assert await producer.settle([out]) == [True]
+            await done.wait()
+        # And end to end: a worker blocked in wait() wakes on another process's enqueue.
+        woke = anyio.Event()
+
+        async def waiter() -> None:
+            await consumer.wait(["q"], 60)
+            woke.set()
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(waiter)
+                await producer.enqueue([make_message(clock)])  # type: ignore[arg-type]
+                await woke.wait()
+
+
+async def test_poll_fallback_without_listen(pg_dsn: str, pg_schema: str) -> None:
+    clock = SystemClock()
+    async with (
+        open_backend(pg_dsn, pg_schema, clock, listen=False, poll_interval=0.2) as consumer,
+        open_backend(pg_dsn, pg_schema, clock) as producer,
+    ):
+        assert consumer._listener is None
+        msg = make_message(clock)  # type: ignore[arg-type]
+        done = anyio.Event()
+
+        async def waiter() -> None:
+            await consumer.wait(["q"], 60)
+            [lease] = await consumer.claim(["q"], 1, 30, "w")
+            out = Outcome(msg.id, lease.token, OutcomeKind.SUCCEEDED, clock.now(), result=b"1")
+            await consumer.settle([out])
+            done.set()
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(waiter)
+                await producer.enqueue([msg])
+                rec = await consumer.wait_done(msg.id, 60)
+                assert rec is not None and rec.state is State.SUCCEEDED and rec.result == b"1"
+                await done.wait()
+
+
+# -- connection loss -----------------------------------------------------------------
+async def _terminate(dsn: str, app: str) -> int:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = %s",
+            [app],
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+async def test_recovers_after_connections_are_terminated(pg_dsn: str, pg_schema: str) -> None:
+    clock = FakeClock()
+    app = f"taskcore-test-{uuid.uuid4().hex[:8]}"
+    async with open_backend(
+        pg_dsn, pg_schema, clock, application_name=app, min_size=2, max_size=4
+    ) as backend:
+        ids = [r.id for r in await backend.enqueue([make_message(clock) for _ in range(100)])]
+        assert await _terminate(pg_dsn, app) >= 2  # pool connections and the listener
+
+        # Reads retry once on a fresh connection: no error at all.
+        rec = await backend.get(ids[0])
+        assert rec is not None and rec.state is State.QUEUED
+
+        assert await _terminate(pg_dsn, app) >= 1
+        # Writes surface at most one BackendUnavailable per dead connection, chained to
+        # the driver's error, and then work again.
+        failures = 0
+        leases = []
+        while len(leases) < 100:
+            try:
+                leases += await backend.claim(["q"], 25, 30, "w")
+            except BackendUnavailable as exc:
+                assert isinstance(exc.__cause__, psycopg.OperationalError)
+                failures += 1
+                assert failures <= 4
+        assert sorted(lease.message.id for lease in leases) == sorted(ids)
+        outcomes = [
+            Outcome(lease.message.id, lease.token, OutcomeKind.SUCCEEDED, clock.now())
+            for lease in leases
+        ]
+        assert await backend.settle(outcomes) == [True] * 100
+        [stats] = await backend.stats(["q"])
+        assert stats.states[State.SUCCEEDED] == 100 and stats.depth == 0
+
+        # The listener reconnects by itself and wakes waiters again.
+        woke = anyio.Event()
+
+        async def waiter() -> None:
+            await backend.wait(["q"], 60)
+            woke.set()
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(waiter)
+                await backend.enqueue([make_message(clock)])
+                await woke.wait()
+
+
+# -- retention -----------------------------------------------------------------------
+async def test_retention_prunes_in_bounded_batches(pg_dsn: str, pg_schema: str) -> None:
+    clock = FakeClock()
+    async with open_backend(pg_dsn, pg_schema, clock, batch_size=1000) as backend:
+        await backend.enqueue([make_message(clock) for _ in range(2600)])
+        leases = await backend.claim(["q"], 3000, 30, "w")
+        ttl = list(leases[:2500])
+        await backend.settle(
+            [
+                Outcome(
+                    lease.message.id, lease.token, OutcomeKind.SUCCEEDED, clock.now(), result_ttl=10
+                )
+                for lease in ttl
+            ]
+        )
+        await backend.settle(
+            [
+                Outcome(lease.message.id, lease.token, OutcomeKind.DEAD, clock.now())
+                for lease in leases[2500:]
+            ]
+        )
+        clock.advance(11)
+        assert await backend.prune_expired(batch_size=1000, max_batches=1) == 1000
+        assert await _count(pg_dsn, pg_schema) == 1600
+        assert await backend.prune_expired(batch_size=600, max_batches=2) == 1200
+        await backend.reap()  # the reaper expires the rest, batch by batch
+        assert await _count(pg_dsn, pg_schema) == 100
+        clock.advance(3600)
+        assert await backend.prune_finished(older_than=3000, batch_size=30) == 100
+        assert await _count(pg_dsn, pg_schema) == 0
+
+
+async def test_purge_works_in_batches(pg_dsn: str, pg_schema: str) -> None:
+    clock = FakeClock()
+    async with open_backend(pg_dsn, pg_schema, clock, batch_size=100) as backend:
+        await backend.enqueue([make_message(clock) for _ in range(250)])
+        await backend.enqueue([make_message(clock, delay=100) for _ in range(5)])
+        assert await backend.purge("q", [State.QUEUED, State.SCHEDULED]) == 255
+        assert await _count(pg_dsn, pg_schema) == 0
