@@ -250,20 +250,20 @@ class PostgresBackend:
             pass
 
     async def _fetchall(
-        self, name: str, params: dict[str, Any], *, idempotent: bool = False
+        self, name: str, params: dict[str, Any], *, idempotent: bool = False, binary: bool = False
     ) -> list[TupleRow]:
         query = self._sql[name]
 
         async def op(conn: Conn) -> list[TupleRow]:
-            cur = await conn.execute(query, params)
+            cur = await conn.execute(query, params, binary=binary)
             return await cur.fetchall() if cur.description is not None else []
 
         return await self._run(op, idempotent=idempotent)
 
     async def _fetchone(
-        self, name: str, params: dict[str, Any], *, idempotent: bool = False
+        self, name: str, params: dict[str, Any], *, idempotent: bool = False, binary: bool = False
     ) -> TupleRow | None:
-        rows = await self._fetchall(name, params, idempotent=idempotent)
+        rows = await self._fetchall(name, params, idempotent=idempotent, binary=binary)
         return rows[0] if rows else None
 
     def _channel_params(self) -> dict[str, str]:
@@ -335,17 +335,17 @@ class PostgresBackend:
         params = _rows.enqueue_params(messages, now)
         params["ready_channel"] = self._channels.ready
         async with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
-            await cur.execute(self._sql["enqueue"], params)
-            rows = await cur.fetchall()
-            to_tag = [row[2] for row in rows if row[4]]
+            await cur.execute(self._sql["enqueue"], params, binary=True)
+            stored = {row[0]: (row[1], row[2]) for row in await cur.fetchall()}
+            to_tag = [m.id for m in messages if stored.get(m.id, ("", False))[1]]
             if to_tag:
                 await cur.execute(self._sql["enqueue_fair"], {"ids": to_tag})
-            answers: list[tuple[str | None, bool, str | None]] = [
-                (row[2], row[1], row[3]) for row in rows
-            ]
+            answers: list[tuple[str | None, bool, str | None]] = []
+            for m in messages:
+                state = stored.pop(m.id, (None, False))[0]  # a repeated id: only the first
+                answers.append((m.id, True, state) if state else (None, False, None))
             missing = [i for i, a in enumerate(answers) if a[0] is None]
             if missing:
-                # The holder of a key committed after our snapshot: ask again.
                 await cur.execute(
                     self._sql["enqueue_lookup"],
                     {
@@ -354,8 +354,8 @@ class PostgresBackend:
                         "unique_keys": [messages[i].unique_key for i in missing],
                     },
                 )
-                for ord_, tid, state in await cur.fetchall():
-                    answers[missing[ord_ - 1]] = (tid, False, state)
+                for ord_, tid, found_state in await cur.fetchall():
+                    answers[missing[ord_ - 1]] = (tid, False, found_state)
         out = []
         for msg, (tid, created, state) in zip(messages, answers, strict=True):
             if tid is None or state is None:
@@ -390,6 +390,7 @@ class PostgresBackend:
                 "worker": worker,
                 "promote_limit": max(limit, self.settings.promote_limit),
             },
+            binary=True,
         )
         return [_rows.lease_from_row(row, worker, now, expires_at) for row in rows]
 
@@ -399,7 +400,7 @@ class PostgresBackend:
         for positions in _rounds([o.task_id for o in outcomes]):
             params = _rows.settle_params([outcomes[p] for p in positions], self.clock.now())
             params.update(channels)
-            row = await self._fetchone("settle", params)
+            row = await self._fetchone("settle", params, binary=True)
             for ord_ in row[0] if row else ():
                 accepted[positions[ord_ - 1]] = True
         return accepted

@@ -2,7 +2,7 @@
 --   1. lock the due scheduled / retrying rows of the requested, unpaused queues and
 --      score them (they become ready now: new arrival seq, policy score or fair tag);
 --   2. lock the best ready rows (partial index tasks_ready, SKIP LOCKED);
---   3. choose the best of both in (queue order, score, seq) order;
+--   3. rank both in (queue order, score, seq) order;
 --   4. one UPDATE leases the chosen rows and queues the promoted rows not chosen;
 --   5. weighted fair queues advance their virtual time to the top claimed score.
 WITH qs AS MATERIALIZED (
@@ -28,8 +28,10 @@ WITH qs AS MATERIALIZED (
       FROM (SELECT * FROM due ORDER BY due.ord, due.eligible_at, due.seq) d
 ), fair AS MATERIALIZED (
     SELECT f.task_id, f.tag
-      FROM @schema@.fair_tags(ARRAY(SELECT p.id FROM promoted p WHERE p.kind = 'fair'
-                                     ORDER BY p.new_seq)) f
+      FROM (SELECT ARRAY(SELECT p.id FROM promoted p WHERE p.kind = 'fair'
+                          ORDER BY p.new_seq) AS ids) a
+     CROSS JOIN LATERAL @schema@.fair_tags(a.ids) f
+     WHERE cardinality(a.ids) > 0
 ), candidates AS MATERIALIZED (
     SELECT p.id, p.ord, p.priority, true AS promoted, p.new_seq AS seq,
            coalesce(f.tag, @schema@.static_score(p.kind, p.horizons, p.priority,
@@ -47,29 +49,29 @@ WITH qs AS MATERIALIZED (
              ORDER BY t.score, t.seq
              LIMIT %(limit)s
                FOR UPDATE SKIP LOCKED) r
-), chosen AS MATERIALIZED (
-    SELECT c.id FROM candidates c
-     WHERE c.priority <= %(max_priority)s
-     ORDER BY c.ord, c.score, c.seq
-     LIMIT %(limit)s
+), ranked AS MATERIALIZED (
+    -- take = among the best %(limit)s eligible candidates; promoted rows are updated
+    -- either way (leased, or queued with their new score)
+    SELECT c.*, c.priority <= %(max_priority)s
+                AND row_number() OVER (PARTITION BY c.priority <= %(max_priority)s
+                                       ORDER BY c.ord, c.score, c.seq) <= %(limit)s AS take
+      FROM candidates c
 ), leased AS (
     UPDATE @schema@.tasks t SET
-        state = CASE WHEN ch.id IS NULL THEN 'queued' ELSE 'running' END,
-        score = c.score,
-        seq = c.seq,
+        state = CASE WHEN x.take THEN 'running' ELSE 'queued' END,
+        score = x.score,
+        seq = x.seq,
         updated_at = %(now)s,
-        attempt = t.attempt + CASE WHEN ch.id IS NULL THEN 0 ELSE 1 END,
-        token = CASE WHEN ch.id IS NULL THEN t.token
-                     ELSE nextval('@schema@.token_seq') END,
-        worker = CASE WHEN ch.id IS NULL THEN t.worker ELSE %(worker)s END,
-        started_at = CASE WHEN ch.id IS NULL THEN t.started_at ELSE %(now)s END,
-        expires_at = CASE WHEN ch.id IS NULL THEN t.expires_at ELSE %(expires_at)s END
-      FROM candidates c
-      LEFT JOIN chosen ch ON ch.id = c.id
-     WHERE t.id = c.id AND (c.promoted OR ch.id IS NOT NULL)
+        attempt = t.attempt + CASE WHEN x.take THEN 1 ELSE 0 END,
+        token = CASE WHEN x.take THEN nextval('@schema@.token_seq') ELSE t.token END,
+        worker = CASE WHEN x.take THEN %(worker)s ELSE t.worker END,
+        started_at = CASE WHEN x.take THEN %(now)s ELSE t.started_at END,
+        expires_at = CASE WHEN x.take THEN %(expires_at)s ELSE t.expires_at END
+      FROM ranked x
+     WHERE t.id = x.id AND (x.promoted OR x.take)
     RETURNING t.id, t.task, t.queue, t.priority, t.enqueued_at, t.msg_eligible_at, t.body,
               t.deadline, t.unique_key, t.fairness_key, t.result_ttl, t.token, t.attempt,
-              t.score, t.seq, c.ord, (ch.id IS NOT NULL) AS taken
+              t.score, t.seq, x.ord, x.take AS taken
 ), advanced AS (
     UPDATE @schema@.queues q SET virtual_time = m.top
       FROM (SELECT l.queue, max(l.score) AS top FROM leased l WHERE l.taken

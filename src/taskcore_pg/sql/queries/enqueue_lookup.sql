@@ -1,4 +1,5 @@
--- A task not created whose holder committed after the insert's snapshot: look again.
+-- Answer the tasks enqueue.sql did not create: the live task holding the same unique
+-- key of the queue, else the task with the same id.
 SELECT i.ord, t.id, t.state
   FROM unnest(%(ids)s::text[], %(queues)s::text[], %(unique_keys)s::text[])
        WITH ORDINALITY AS i(id, queue, unique_key, ord)

@@ -2,9 +2,9 @@
 -- outcome's token are touched (fencing); the rest are refused. Released tasks become
 -- ready again (policy score or fair tag); terminal ones wake result waiters.
 WITH input AS (
-    SELECT * FROM unnest(%(ids)s::text[], %(tokens)s::bigint[], %(kinds)s::text[],
-                         %(results)s::bytea[], %(errors)s::jsonb[], %(retry_at)s::float8[],
-                         %(ttls)s::float8[], %(late)s::boolean[])
+    SELECT * FROM unnest(%(ids)b::text[], %(tokens)b::bigint[], %(kinds)b::text[],
+                         %(results)b::bytea[], %(errors)b::jsonb[], %(retry_at)b::float8[],
+                         %(ttls)b::float8[], %(late)b::boolean[])
            WITH ORDINALITY AS i(id, token, kind, result, error, retry_at, ttl, late, ord)
 ), locked AS MATERIALIZED (
     SELECT i.*, t.queue, t.priority, t.deadline
@@ -13,15 +13,19 @@ WITH input AS (
      WHERE t.state = 'running' AND t.token = i.token
      ORDER BY i.ord
        FOR UPDATE OF t
-), ordered AS MATERIALIZED (
-    -- tasks going back to a queue draw their new arrival seq in outcome order
-    SELECT l.id, nextval('@schema@.task_seq') AS new_seq
-      FROM (SELECT * FROM locked WHERE locked.kind IN ('retry', 'defer', 'released')
-             ORDER BY locked.ord) l
 ), fair AS MATERIALIZED (
     SELECT f.task_id, f.tag
-      FROM @schema@.fair_tags(ARRAY(SELECT l.id FROM locked l WHERE l.kind = 'released'
-                                     ORDER BY l.ord)) f
+      FROM (SELECT ARRAY(SELECT l.id FROM locked l WHERE l.kind = 'released'
+                          ORDER BY l.ord) AS ids) a
+     CROSS JOIN LATERAL @schema@.fair_tags(a.ids) f
+     WHERE cardinality(a.ids) > 0
+), sequenced AS MATERIALIZED (
+    -- tasks going back to a queue draw their new arrival seq in outcome order
+    SELECT l.*, CASE WHEN l.kind IN ('retry', 'defer', 'released')
+                     THEN nextval('@schema@.task_seq') END AS new_seq
+      FROM (SELECT * FROM locked ORDER BY locked.ord) l
+), prepared AS (
+    SELECT s.*, f.tag FROM sequenced s LEFT JOIN fair f ON f.task_id = s.id
 ), settled AS (
     UPDATE @schema@.tasks t SET
         state = CASE l.kind WHEN 'retry' THEN 'retrying' WHEN 'defer' THEN 'retrying'
@@ -33,9 +37,9 @@ WITH input AS (
         eligible_at = CASE WHEN l.kind IN ('retry', 'defer') THEN coalesce(l.retry_at, %(now)s)
                            WHEN l.kind = 'released' THEN %(now)s
                            ELSE t.eligible_at END,
-        seq = coalesce(o.new_seq, t.seq),
+        seq = coalesce(l.new_seq, t.seq),
         score = CASE WHEN l.kind <> 'released' THEN t.score
-                     ELSE coalesce(f.tag, @schema@.static_score(
+                     ELSE coalesce(l.tag, @schema@.static_score(
                               coalesce(q.kind, 'deadline'),
                               coalesce(q.horizons, '{0,60,300,1800,7200}'),
                               l.priority, %(now)s, l.deadline)) END,
@@ -46,10 +50,8 @@ WITH input AS (
         purge_at = CASE WHEN l.kind IN ('succeeded', 'failed', 'dead', 'cancelled')
                              AND l.ttl IS NOT NULL
                         THEN %(now)s + l.ttl ELSE t.purge_at END
-      FROM locked l
+      FROM prepared l
       LEFT JOIN @schema@.queues q ON q.name = l.queue
-      LEFT JOIN ordered o ON o.id = l.id
-      LEFT JOIN fair f ON f.task_id = l.id
      WHERE t.id = l.id
     RETURNING t.id, t.queue, t.state, l.ord
 ), late AS (
