@@ -22,6 +22,11 @@ from ._keys import Keys
 __all__ = ["Coordination"]
 
 
+# Redis drops an expired once-key or value this long after the clock says it expired:
+# the clock decides (a fake clock may run behind real time), Redis only cleans up.
+_BACKSTOP = 60.0
+
+
 def _ms(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
 
@@ -103,7 +108,7 @@ class Coordination:
         return float(wait)
 
     async def once(self, key: str, ttl: float) -> bool:
-        args = [repr(self.clock.now()), repr(float(ttl)), _ms(ttl)]
+        args = [repr(self.clock.now()), repr(float(ttl)), _ms(ttl + _BACKSTOP)]
         [first] = await self._conn.run(
             "once", [(self._conn.scripts["once"], [self.keys.once(key)], args)], idempotent=False
         )
@@ -123,7 +128,7 @@ class Coordination:
         if ttl is None:
             args: list[object] = [value, "", ""]
         else:
-            args = [value, repr(self.clock.now() + ttl), _ms(ttl)]
+            args = [value, repr(self.clock.now() + ttl), _ms(ttl + _BACKSTOP)]
         await self._conn.run("kv_set", [(self._conn.scripts["kv_set"], [self.keys.kv(key)], args)])
 
     async def record_runtimes(self, samples: Sequence[tuple[str, float]]) -> None:

@@ -93,6 +93,8 @@ class RedisBackend(Coordination):
         # settle/extend); ids never move between queues, so it is never wrong.
         self._where: dict[str, str] = {}
         self._local_wake: anyio.Event | None = None
+        # Queues this backend has seen in the registry (saves a SADD per enqueue).
+        self._registered: set[str] = set()
         subscribe = getattr(self.clock, "subscribe", None)
         if subscribe is not None:  # a fake clock: wake local waiters when it moves
             subscribe(self._on_clock)
@@ -231,19 +233,15 @@ class RedisBackend(Coordination):
             index_args += (m.id, m.queue)
         indexed = await self._conn.run(
             "enqueue",
-            [(self._scripts["index"], [self.keys.index, self.keys.queues], index_args)],
+            [(self._scripts["index"], [self.keys.index], index_args)],
         )
         known: dict[int, str] = {}
         flat = indexed[0]
         for j in range(0, len(flat), 2):
             known[int(flat[j]) - 1] = flat[j + 1].decode()
         groups: dict[str, list[int]] = defaultdict(list)
-        conflicts: list[int] = []
         for i, m in enumerate(messages):
-            if known.get(i, m.queue) != m.queue:
-                conflicts.append(i)  # this id already names a task of another queue
-            else:
-                groups[m.queue].append(i)
+            groups[m.queue].append(i)
         calls: list[Call] = []
         chunks: list[list[int]] = []
         for q, positions in groups.items():
@@ -252,9 +250,10 @@ class RedisBackend(Coordination):
                 args: list[Any] = []
                 for i in chunk:
                     m = messages[i]
+                    foreign = known.get(i, m.queue) != m.queue  # id names another task
                     args += (
                         m.id,
-                        encode_message(m),
+                        b"" if foreign else encode_message(m),
                         m.priority,
                         repr(m.eligible_at),
                         repr(m.enqueued_at),
@@ -270,20 +269,41 @@ class RedisBackend(Coordination):
         replies = await self._conn.run("enqueue", calls)
         out: list[EnqueueResult | None] = [None] * len(messages)
         orphans: list[str] = []
+        elsewhere: list[tuple[int, str]] = []
         for chunk, reply in zip(chunks, replies, strict=True):
             for i, (tid, created, state) in zip(chunk, reply, strict=True):
                 task_id = tid.decode()
-                out[i] = EnqueueResult(task_id, bool(created), State(state.decode()))
                 if task_id != messages[i].id and i not in known:
                     orphans.append(messages[i].id)  # deduped by unique key: unindex
-        if conflicts:
-            states = await self._fetch([(known[i], messages[i].id) for i in conflicts])
-            for i, rec in zip(conflicts, states, strict=True):
+                if not state:  # the task this id names lives in another queue
+                    elsewhere.append((i, task_id))
+                    continue
+                out[i] = EnqueueResult(task_id, bool(created), State(state.decode()))
+        if elsewhere:
+            where = await self._locate(task_id for _, task_id in elsewhere)
+            records = await self._fetch(
+                [(where.get(task_id, ""), task_id) for _, task_id in elsewhere]
+            )
+            for (i, task_id), rec in zip(elsewhere, records, strict=True):
                 state = State.QUEUED if rec is None else rec.state
-                out[i] = EnqueueResult(messages[i].id, False, state)
-        if orphans:
-            await self._conn.call("enqueue", lambda: self._r.hdel(self.keys.index, *orphans))
+                out[i] = EnqueueResult(task_id, False, state)
+        fresh = {
+            messages[i].queue
+            for i, r in enumerate(out)
+            if r is not None and r.created and messages[i].queue not in self._registered
+        }
+        if orphans or fresh:
+            await self._conn.call("enqueue", lambda: self._after_enqueue(orphans, fresh))
+            self._registered |= fresh
         return [r for r in out if r is not None]
+
+    async def _after_enqueue(self, orphans: list[str], queues: set[str]) -> None:
+        async with self._r.pipeline(transaction=False) as pipe:
+            if orphans:
+                pipe.hdel(self.keys.index, *orphans)
+            if queues:
+                pipe.sadd(self.keys.queues, *queues)
+            await pipe.execute()
 
     async def claim(
         self,
@@ -385,7 +405,7 @@ class RedisBackend(Coordination):
             self._where.pop(task_id, None)
         await self._conn.call("unindex", go)
 
-    async def wait(self, queues: Sequence[str], timeout: float) -> None:  # noqa: ASYNC109
+    async def wait(self, queues: Sequence[str], timeout: float) -> None:
         if not queues:
             await anyio.sleep(max(0.0, timeout))
             return
@@ -442,7 +462,7 @@ class RedisBackend(Coordination):
         [rec] = await self._fetch([(q, task_id)])
         return rec
 
-    async def wait_done(self, task_id: str, timeout: float) -> TaskRecord | None:  # noqa: ASYNC109
+    async def wait_done(self, task_id: str, timeout: float) -> TaskRecord | None:
         q = (await self._locate([task_id])).get(task_id)
         if q is None:
             return None

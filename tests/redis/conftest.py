@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
+from redis_helpers import delete_prefix, new_prefix
 
 import redis as redis_sync
 from taskcore.clock import FakeClock
@@ -46,20 +46,6 @@ def admin(redis_url: str) -> Iterator[redis_sync.Redis]:
     client = redis_sync.Redis.from_url(redis_url)
     yield client
     client.close()
-
-
-def new_prefix() -> str:
-    return f"tctest-{uuid.uuid4().hex[:12]}"
-
-
-def delete_prefix(client: redis_sync.Redis, prefix: str) -> int:
-    """Delete every key a backend with ``prefix`` created; returns how many."""
-    n = 0
-    for pattern in (f"{{{prefix}:*", f"{{{prefix}}}:*"):
-        keys = list(client.scan_iter(match=pattern, count=1000))
-        for i in range(0, len(keys), 1000):
-            n += client.delete(*keys[i : i + 1000])
-    return n
 
 
 @pytest.fixture

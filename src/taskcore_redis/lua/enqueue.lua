@@ -1,7 +1,9 @@
 -- Enqueue a batch of messages into one queue.
 -- ARGV[3..]: 9 per message: id, stored message, priority, eligible_at, enqueued_at,
 --   deadline ('' = none), unique key (opt), fairness key (opt), task name.
--- Returns one {id, created (0/1), state} per message.
+--   An empty stored message means "this id names a task of another queue".
+-- Returns one {id, created (0/1), state} per message ('' state: in another queue).
+-- Same order of checks as the memory backend: the unique key first, then the id.
 local out = {}
 local ready = 0
 for i = 3, #ARGV, 9 do
@@ -13,7 +15,9 @@ for i = 3, #ARGV, 9 do
     if not existing then redis.call('HSET', K_UNIQ, uk, id) end
   end
   if existing then
-    out[#out + 1] = {existing, 0, redis.call('HGET', k_task(existing), 's') or 'queued'}
+    out[#out + 1] = {existing, 0, redis.call('HGET', k_task(existing), 's') or ''}
+  elseif ARGV[i + 1] == '' then
+    out[#out + 1] = {id, 0, ''}
   else
     local k = k_task(id)
     local state = redis.call('HGET', k, 's')

@@ -1,10 +1,8 @@
--- Global: record which queue holds each task id, and register the queues.
--- KEYS[1] id -> queue hash, KEYS[2] set of queue names.
+-- Global: record which queue holds each task id. KEYS[1] id -> queue hash.
 -- ARGV: pairs id, queue. Returns a flat list position, queue for every id that was
 -- already indexed (same queue: re-enqueue; another queue: id conflict).
 local out = {}
 local fresh = {}
-local queues = {}
 for i = 1, #ARGV, 2 do
   local id, q = ARGV[i], ARGV[i + 1]
   local existing = redis.call('HGET', KEYS[1], id)
@@ -15,10 +13,8 @@ for i = 1, #ARGV, 2 do
     fresh[#fresh + 1] = id
     fresh[#fresh + 1] = q
   end
-  queues[q] = true
 end
 for i = 1, #fresh, 1000 do
   redis.call('HSET', KEYS[1], unpack(fresh, i, math.min(i + 999, #fresh)))
 end
-for q, _ in pairs(queues) do redis.call('SADD', KEYS[2], q) end
 return out
