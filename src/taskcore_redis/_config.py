@@ -28,12 +28,12 @@ class RedisConfig:
     password, ``connection_class`` for TLS, timeouts...).
     """
 
-    url: str
+    url: str = attrs.field(repr=False)  # may carry a password
     prefix: str
     max_connections: int
     pool_timeout: float | None
     retries: int
-    connection: dict[str, Any]
+    connection: dict[str, Any] = attrs.field(repr=False)
 
     @classmethod
     def parse(cls, url: str, **overrides: Any) -> RedisConfig:

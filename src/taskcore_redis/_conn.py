@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import anyio
+import anyio.lowlevel
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
@@ -45,11 +47,19 @@ class Connection:
         self.redis = Redis(connection_pool=self.pool)
         self.scripts = Scripts()
         self._backoff = ExponentialBackoff(cap=1.0, base=0.05)
+        self._kept: list[str] = []  # reply keys whose replies arrived
 
     async def open(self) -> None:
         await self.call("load scripts", lambda: self.scripts.load(self.redis))
 
     async def close(self) -> None:
+        if self._kept:
+            with contextlib.suppress(RedisError, OSError):
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for key in self._kept:
+                        pipe.unlink(key)
+                    await pipe.execute()
+            self._kept = []
         await self.redis.aclose()
         await self.pool.disconnect()
 
@@ -64,6 +74,9 @@ class Connection:
         """Run ``fn`` translating driver errors; retry with backoff if idempotent."""
         attempts = self.config.retries + 1 if idempotent else 1
         for attempt in range(attempts):
+            # One turn of the event loop first, so that connections the server
+            # closed while they sat in the pool are seen closed and replaced.
+            await anyio.lowlevel.checkpoint()
             try:
                 return await fn()
             except _UNAVAILABLE as exc:
@@ -91,13 +104,25 @@ class Connection:
         idempotent: bool = True,
         task_id: str | None = None,
     ) -> list[Any]:
-        """Run script calls in one pipeline (see :meth:`Scripts.run`)."""
-        return await self.call(
-            what,
-            lambda: self.scripts.run(self.redis, calls),
-            idempotent=idempotent,
-            task_id=task_id,
-        )
+        """Run script calls in one pipeline (see :meth:`Scripts.run`).
+
+        Kept replies (see ``_REPLAY`` in :mod:`._scripts`) are only needed until the
+        reply arrives; they are deleted in the next round trip, so they cost memory
+        only for the few that are in flight.
+        """
+        unlink, self._kept = self._kept[:256], self._kept[256:]
+        try:
+            result = await self.call(
+                what,
+                lambda: self.scripts.run(self.redis, calls, unlink),
+                idempotent=idempotent,
+                task_id=task_id,
+            )
+        except BaseException:
+            self._kept += unlink
+            raise
+        self._kept += [keys[1] for _, keys, _ in calls if len(keys) > 1]
+        return result
 
     def _where(self) -> str:
         c = self.config.connection

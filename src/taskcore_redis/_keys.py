@@ -42,6 +42,9 @@ class Keys:
     def done(self, queue: str, task_id: str) -> str:
         return f"{self.base(queue)}:d:{task_id}"
 
+    def reply(self, queue: str, request: str) -> str:
+        return f"{self.base(queue)}:reply:{request}"
+
     def bucket(self, name: str) -> str:
         return f"{{{self.prefix}}}:bucket:{name}"
 

@@ -19,6 +19,8 @@ __all__ = ["Call", "Script", "Scripts"]
 
 # Scripts on global keys; every other script works on one queue and gets the prelude.
 _GLOBAL = frozenset({"index", "tokens", "once", "kv_set"})
+# Scripts that keep a compact reply themselves (a claim's reply holds whole messages).
+_OWN_REPLAY = frozenset({"claim"})
 
 
 @attrs.frozen
@@ -36,9 +38,29 @@ def _read(name: str) -> str:
     return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text("utf-8")
 
 
+# A per-queue script runs as main(). When the call names a reply key (KEYS[2]) the
+# reply is kept there for a while, and a repeated call with the same key returns it
+# without running again: a client that lost the reply can safely send the call again.
+_REPLAY = """
+local REPLY_KEY = KEYS[2]
+if REPLY_KEY then
+  local kept = redis.call('GET', REPLY_KEY)
+  if kept then return cmsgpack.unpack(kept) end
+end
+local reply = main()
+if REPLY_KEY then redis.call('SET', REPLY_KEY, cmsgpack.pack(reply), 'PX', REPLY_TTL_MS) end
+return reply
+"""
+
+
 def _build(name: str, prelude: str) -> Script:
     body = _read(name)
-    source = body if name in _GLOBAL else f"{prelude}\n-- {name}.lua\n{body}"
+    if name in _GLOBAL:
+        source = body
+    elif name in _OWN_REPLAY:
+        source = f"{prelude}\n-- {name}.lua\n{body}"
+    else:
+        source = f"{prelude}\n-- {name}.lua\nlocal function main()\n{body}\nend\n{_REPLAY}"
     return Script(name, source, hashlib.sha1(source.encode()).hexdigest())
 
 
@@ -64,15 +86,18 @@ class Scripts:
                 pipe.script_load(script.source)
             await pipe.execute()
 
-    async def run(self, redis: Redis, calls: Sequence[Call]) -> list[Any]:
+    async def run(
+        self, redis: Redis, calls: Sequence[Call], unlink: Sequence[str] = ()
+    ) -> list[Any]:
         """Run ``calls`` in one pipeline (one round trip) and return their replies.
 
         A call refused with NOSCRIPT did not run, so after reloading the scripts only
-        those calls are sent again; nothing runs twice.
+        those calls are sent again; nothing runs twice. ``unlink`` keys are deleted
+        in the same round trip.
         """
         if not calls:
             return []
-        results = await self._send(redis, calls)
+        results = await self._send(redis, calls, unlink)
         missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
         if missing:
             await self.load(redis)
@@ -84,8 +109,10 @@ class Scripts:
                 raise r
         return results
 
-    async def _send(self, redis: Redis, calls: Sequence[Call]) -> list[Any]:
-        if len(calls) == 1:
+    async def _send(
+        self, redis: Redis, calls: Sequence[Call], unlink: Sequence[str] = ()
+    ) -> list[Any]:
+        if len(calls) == 1 and not unlink:
             script, keys, args = calls[0]
             try:
                 return [await redis.evalsha(script.sha, len(keys), *keys, *args)]
@@ -94,4 +121,6 @@ class Scripts:
         async with redis.pipeline(transaction=False) as pipe:
             for script, keys, args in calls:
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
-            return list(await pipe.execute(raise_on_error=False))
+            for key in unlink:  # one key per command: they may be in different slots
+                pipe.unlink(key)
+            return list(await pipe.execute(raise_on_error=False))[: len(calls)]

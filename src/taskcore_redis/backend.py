@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -124,14 +125,17 @@ class RedisBackend(Coordination):
             self._local_wake.set()
             self._local_wake = None
 
-    def _call(self, name: str, queue: str, args: Sequence[Any]) -> Call:
-        """A per-queue script call: KEYS[1] is the queue's meta key (cluster routing)."""
+    def _call(self, name: str, queue: str, args: Sequence[Any], request: str | None = None) -> Call:
+        """A per-queue script call: KEYS[1] is the queue's meta key (cluster routing).
+
+        ``request`` names the call so it can be sent again after a lost reply: the
+        script keeps its reply under that name and does not run twice.
+        """
         now = self.clock.now()
-        return (
-            self._scripts[name],
-            [self.keys.meta(queue)],
-            [repr(now), self.keys.base(queue), *args],
-        )
+        keys = [self.keys.meta(queue)]
+        if request is not None:
+            keys.append(self.keys.reply(queue, request))
+        return (self._scripts[name], keys, [repr(now), self.keys.base(queue), *args])
 
     async def _locate(self, ids: Iterable[str]) -> dict[str, str]:
         """Map task ids to their queues (unknown ids are left out)."""
@@ -146,7 +150,9 @@ class RedisBackend(Coordination):
         if missing:
             missing = list(dict.fromkeys(missing))
             qs: list[Any] = await self._conn.call(
-                "task lookup", lambda: self._r.hmget(self.keys.index, missing)
+                "task lookup",
+                lambda: self._r.hmget(self.keys.index, missing),
+                task_id=missing[0] if len(missing) == 1 else None,
             )
             for task_id, name in zip(missing, qs, strict=True):
                 if name is not None:
@@ -165,11 +171,13 @@ class RedisBackend(Coordination):
         ids: Sequence[str],
         args_of: Any,
         *,
-        idempotent: bool,
+        replayable: bool,
         lead: Sequence[Any] = (),
     ) -> list[Any]:
         """Run a per-task batch script grouped by queue; replies in the order of
-        ``ids`` (None for unknown tasks)."""
+        ``ids`` (None for unknown tasks). ``replayable``: the calls change state, so
+        they carry a request id that makes sending them again safe."""
+        request = uuid.uuid4().hex if replayable else None
         where = await self._locate(ids)
         groups: dict[str, list[int]] = defaultdict(list)
         for i, task_id in enumerate(ids):
@@ -181,11 +189,9 @@ class RedisBackend(Coordination):
             args: list[Any] = list(lead)
             for i in positions:
                 args.extend(args_of(i))
-            calls.append(self._call(script, q, args))
+            calls.append(self._call(script, q, args, request))
         out: list[Any] = [None] * len(ids)
-        replies = await self._conn.run(
-            what, calls, idempotent=idempotent, task_id=ids[0] if len(ids) == 1 else None
-        )
+        replies = await self._conn.run(what, calls, task_id=ids[0] if len(ids) == 1 else None)
         for positions, reply in zip(groups.values(), replies, strict=True):
             for i, r in zip(positions, reply, strict=True):
                 out[i] = r
@@ -242,6 +248,7 @@ class RedisBackend(Coordination):
         groups: dict[str, list[int]] = defaultdict(list)
         for i, m in enumerate(messages):
             groups[m.queue].append(i)
+        request = uuid.uuid4().hex
         calls: list[Call] = []
         chunks: list[list[int]] = []
         for q, positions in groups.items():
@@ -262,23 +269,25 @@ class RedisBackend(Coordination):
                         opt(m.fairness_key),
                         m.task,
                     )
-                calls.append(self._call("enqueue", q, args))
+                calls.append(self._call("enqueue", q, args, f"{request}.{len(calls)}"))
                 chunks.append(chunk)
-        # Retried on a lost connection: enqueue is idempotent per id (a retry may
-        # report created=False for a task its first, lost, attempt created).
         replies = await self._conn.run("enqueue", calls)
         out: list[EnqueueResult | None] = [None] * len(messages)
         orphans: list[str] = []
         elsewhere: list[tuple[int, str]] = []
         for chunk, reply in zip(chunks, replies, strict=True):
-            for i, (tid, created, state) in zip(chunk, reply, strict=True):
+            for i, item in zip(chunk, reply, strict=True):
+                if isinstance(item, bytes):  # created
+                    out[i] = EnqueueResult(messages[i].id, True, State(item.decode()))
+                    continue
+                tid, state = item
                 task_id = tid.decode()
                 if task_id != messages[i].id and i not in known:
                     orphans.append(messages[i].id)  # deduped by unique key: unindex
                 if not state:  # the task this id names lives in another queue
                     elsewhere.append((i, task_id))
                     continue
-                out[i] = EnqueueResult(task_id, bool(created), State(state.decode()))
+                out[i] = EnqueueResult(task_id, False, State(state.decode()))
         if elsewhere:
             where = await self._locate(task_id for _, task_id in elsewhere)
             records = await self._fetch(
@@ -320,11 +329,12 @@ class RedisBackend(Coordination):
             now = self.clock.now()
             expires = now + lease_seconds
             call = self._call(
-                "claim", q, [limit - len(leases), worker, max_priority, repr(expires)]
+                "claim",
+                q,
+                [limit - len(leases), worker, max_priority, repr(expires)],
+                uuid.uuid4().hex,
             )
-            # Not retried: a claim whose reply was lost leased tasks nobody holds;
-            # reap() returns them to the queue when the lease expires.
-            [rows] = await self._conn.run("claim", [call], idempotent=False)
+            [rows] = await self._conn.run("claim", [call])
             for blob, token, attempt in rows:
                 msg = decode_message(blob)
                 self._remember(msg.id, q)
@@ -351,7 +361,7 @@ class RedisBackend(Coordination):
             ]
 
         ids = [o.task_id for o in outcomes]
-        replies = await self._by_queue("settle", "settle", ids, args_of, idempotent=False)
+        replies = await self._by_queue("settle", "settle", ids, args_of, replayable=True)
         out = [bool(r) for r in replies]
         for task_id, ok in zip(ids, out, strict=True):
             if ok:
@@ -370,7 +380,7 @@ class RedisBackend(Coordination):
             "extend",
             ids,
             lambda i: [leases[i][0], str(leases[i][1])],
-            idempotent=True,
+            replayable=False,  # extending twice is harmless
             lead=[expires],
         )
         return [ExtendStatus.LOST if r is None else ExtendStatus(_s(r)) for r in replies]
@@ -379,7 +389,8 @@ class RedisBackend(Coordination):
         requeued: list[str] = []
         pending = await self._queue_names()
         while pending:
-            calls = [self._call("reap", q, [_REAP_CHUNK]) for q in pending]
+            request = uuid.uuid4().hex
+            calls = [self._call("reap", q, [_REAP_CHUNK], request) for q in pending]
             replies = await self._conn.run("reap", calls)
             forgotten: list[str] = []
             more: list[str] = []
@@ -411,7 +422,10 @@ class RedisBackend(Coordination):
             return
         deadline = anyio.current_time() + timeout
         wake_keys = [self.keys.wake(q) for q in queues]
+        fake = hasattr(self.clock, "subscribe")
         while True:
+            # Armed before looking, so a fake clock moving meanwhile is not missed.
+            local = self._arm_local() if fake else None
             now = self.clock.now()
             replies = await self._conn.run("wait", [self._call("peek", q, []) for q in queues])
             if any(ready for ready, _ in replies):
@@ -421,20 +435,25 @@ class RedisBackend(Coordination):
                 return
             block = min(remaining, _POLL)
             dues = [float(due) for _, due in replies if due]
-            if dues and not hasattr(self.clock, "subscribe"):  # real time: wake when due
+            if dues and not fake:  # real time: wake when the next scheduled task is due
                 block = min(block, max(min(dues) - now, 0.0))
-            if await self._block(wake_keys, max(block, 0.01)):
-                return
+            # Woken or not, look again: a marker may be stale (pushed for work that
+            # another worker took, or for a queue that is paused).
+            await self._block(wake_keys, max(block, 0.01), local)
 
-    async def _block(self, keys: list[str], seconds: float) -> bool:
-        """BLPOP a marker from ``keys`` for up to ``seconds``; True if woken (by a
-        marker, or by a fake clock moving)."""
-        pop = lambda: self._r.blpop(keys, timeout=seconds)  # noqa: E731
-        if not hasattr(self.clock, "subscribe"):
-            return await self._conn.call("wait", pop) is not None
+    def _arm_local(self) -> anyio.Event:
         if self._local_wake is None:
             self._local_wake = anyio.Event()
-        local = self._local_wake
+        return self._local_wake
+
+    async def _block(self, keys: list[str], seconds: float, local: anyio.Event | None) -> bool:
+        """BLPOP a marker from ``keys`` for up to ``seconds``; True if woken (by a
+        marker, or by the fake clock moving: ``local`` is set)."""
+        pop = lambda: self._r.blpop(keys, timeout=seconds)  # noqa: E731
+        if local is None:
+            return await self._conn.call("wait", pop) is not None
+        if local.is_set():
+            return True
         woke = False
 
         async def by_marker(scope: anyio.CancelScope) -> None:
@@ -553,7 +572,7 @@ class RedisBackend(Coordination):
         if not task_ids:
             return []
         replies = await self._by_queue(
-            "cancel", "cancel", task_ids, lambda i: [task_ids[i]], idempotent=False
+            "cancel", "cancel", task_ids, lambda i: [task_ids[i]], replayable=True
         )
         return [bool(r) for r in replies]
 
@@ -561,7 +580,7 @@ class RedisBackend(Coordination):
         if not task_ids:
             return []
         replies = await self._by_queue(
-            "retry", "retry", task_ids, lambda i: [task_ids[i]], idempotent=False
+            "retry", "retry", task_ids, lambda i: [task_ids[i]], replayable=True
         )
         return [bool(r) for r in replies]
 
@@ -571,8 +590,8 @@ class RedisBackend(Coordination):
             return 0
         start = deleted = 0
         while True:
-            call = self._call("purge", queue, [start, _PURGE_CHUNK, *wanted])
-            [(gone, scanned)] = await self._conn.run("purge", [call], idempotent=False)
+            call = self._call("purge", queue, [start, _PURGE_CHUNK, *wanted], uuid.uuid4().hex)
+            [(gone, scanned)] = await self._conn.run("purge", [call])
             ids = [t.decode() for t in gone]
             if ids:
                 await self._unindex(ids)

@@ -19,6 +19,7 @@ local K_FIN = B .. ':fin'
 local K_WAKE = B .. ':wake'
 local WAKE_MAX = 16
 local DONE_TTL_MS = 60000
+local REPLY_TTL_MS = 10000
 local SEQ_WIDTH = 15
 
 local function k_ready(p) return B .. ':r' .. p end

@@ -2,7 +2,26 @@
 -- policy order (lowest score first, ties by arrival sequence).
 -- ARGV[3] limit, ARGV[4] worker, ARGV[5] max priority, ARGV[6] lease expiry.
 -- Returns one {stored message, token, attempt} per lease.
-if redis.call('HEXISTS', K_META, 'paused') == 1 then return {} end
+-- KEYS[2] (optional) keeps {id, token, attempt, ...} so that a repeated call with the
+-- same key (the client lost the reply) returns the same leases instead of new ones.
+local REPLY_KEY = KEYS[2]
+if REPLY_KEY then
+  local kept = redis.call('GET', REPLY_KEY)
+  if kept then
+    local t = cmsgpack.unpack(kept)
+    local out = {}
+    for j = 1, #t, 3 do
+      out[#out + 1] = {redis.call('HGET', k_task(t[j]), 'm'), t[j + 1], t[j + 2]}
+    end
+    return out
+  end
+end
+local function keep(compact)
+  if REPLY_KEY then
+    redis.call('SET', REPLY_KEY, cmsgpack.pack(compact), 'PX', REPLY_TTL_MS)
+  end
+end
+if redis.call('HEXISTS', K_META, 'paused') == 1 then keep({}); return {} end
 local limit = tonumber(ARGV[3])
 local worker = ARGV[4]
 local maxp = math.min(tonumber(ARGV[5]), 4)
@@ -63,6 +82,7 @@ end
 
 local fair = policy().kind == 'fair'
 local out = {}
+local compact = {}
 for _, pk in ipairs(picked) do
   local id = id_of(pk[1])
   local k = k_task(id)
@@ -81,7 +101,11 @@ for _, pk in ipairs(picked) do
     count('queued', -1)
     count('running', 1)
     out[#out + 1] = {f[1], tok, att}
+    compact[#compact + 1] = id
+    compact[#compact + 1] = tok
+    compact[#compact + 1] = att
   end
 end
 flush()
+keep(compact)
 return out

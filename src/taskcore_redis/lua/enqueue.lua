@@ -2,7 +2,8 @@
 -- ARGV[3..]: 9 per message: id, stored message, priority, eligible_at, enqueued_at,
 --   deadline ('' = none), unique key (opt), fairness key (opt), task name.
 --   An empty stored message means "this id names a task of another queue".
--- Returns one {id, created (0/1), state} per message ('' state: in another queue).
+-- Returns per message: the state (a string) when it was created, else {id of the
+-- task it names, its state ('' when that task is in another queue)}.
 -- Same order of checks as the memory backend: the unique key first, then the id.
 local out = {}
 local ready = 0
@@ -15,14 +16,14 @@ for i = 3, #ARGV, 9 do
     if not existing then redis.call('HSET', K_UNIQ, uk, id) end
   end
   if existing then
-    out[#out + 1] = {existing, 0, redis.call('HGET', k_task(existing), 's') or ''}
+    out[#out + 1] = {existing, redis.call('HGET', k_task(existing), 's') or ''}
   elseif ARGV[i + 1] == '' then
-    out[#out + 1] = {id, 0, ''}
+    out[#out + 1] = {id, ''}
   else
     local k = k_task(id)
     local state = redis.call('HGET', k, 's')
     if state then
-      out[#out + 1] = {id, 0, state}
+      out[#out + 1] = {id, state}
     else
       local p = tonumber(ARGV[i + 2])
       local e_s = ARGV[i + 3]
@@ -48,7 +49,7 @@ for i = 3, #ARGV, 9 do
       redis.call('HSET', k, unpack(f))
       count(state, 1)
       zadd(K_ALL, ARGV[i + 4], id)
-      out[#out + 1] = {id, 1, state}
+      out[#out + 1] = state
     end
   end
 end

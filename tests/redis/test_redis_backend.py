@@ -1,0 +1,226 @@
+"""Redis-specific behaviour: configuration, script cache, key layout, blocking waits."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+from redis.asyncio.connection import SSLConnection
+from redis.crc import key_slot
+from redis_helpers import prefix_keys
+
+import redis as redis_sync
+from taskcore.backend import Outcome, OutcomeKind, QueueSpec, TaskFilter
+from taskcore.clock import FakeClock, SystemClock
+from taskcore.errors import ConfigurationError
+from taskcore.scheduling import SchedulingPolicy
+from taskcore.states import State
+from taskcore.testing import make_message
+from taskcore_redis import RedisBackend
+
+pytestmark = pytest.mark.anyio
+
+
+@contextlib.asynccontextmanager
+async def _backend(url: str, prefix: str, clock: object = None) -> AsyncIterator[RedisBackend]:
+    async with RedisBackend.from_url(url, clock=clock or FakeClock(), prefix=prefix) as b:  # type: ignore[arg-type]
+        yield b
+
+
+# -- configuration -------------------------------------------------------------------
+def test_url_options() -> None:
+    b = RedisBackend.from_url(
+        "redis://:secret@cache.internal:6380/3?prefix=shop&max_connections=7"
+        "&socket_timeout=5&retries=1&pool_timeout=2"
+    )
+    c = b.config
+    assert b.prefix == "shop" and b.keys.base("q") == "{shop:q}"
+    assert (c.max_connections, c.retries, c.pool_timeout) == (7, 1, 2.0)
+    assert c.connection["host"] == "cache.internal" and c.connection["port"] == 6380
+    assert c.connection["db"] == 3 and c.connection["socket_timeout"] == 5.0
+    assert "secret" not in repr(c)  # the password stays out of logs
+
+
+def test_defaults_and_keyword_overrides() -> None:
+    b = RedisBackend.from_url("redis://localhost", prefix="p2", max_connections=3)
+    assert b.prefix == "p2" and b.config.max_connections == 3
+    assert RedisBackend().prefix == "taskcore"
+    assert RedisBackend().config.max_connections == 64
+
+
+def test_rediss_uses_tls() -> None:
+    b = RedisBackend.from_url("rediss://h:6390/0?ssl_cert_reqs=none")
+    assert b.config.connection["connection_class"] is SSLConnection
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://localhost:6379", "redis://h/0?prefix=a{b}", "redis://h/0?max_connections=0"],
+)
+def test_bad_urls_say_what_is_wrong(url: str) -> None:
+    with pytest.raises(ConfigurationError):
+        RedisBackend.from_url(url)
+
+
+# -- script cache ----------------------------------------------------------------------
+async def test_scripts_reload_after_script_flush(
+    redis_url: str, prefix: str, admin: redis_sync.Redis
+) -> None:
+    clock = FakeClock()
+    async with _backend(redis_url, prefix, clock) as b:
+        await b.enqueue([make_message(clock, queue=q) for q in ("a", "b")])
+        admin.script_flush()
+        # one script call, then a pipeline of several (reap runs one per queue)
+        leases = await b.claim(["a", "b"], 10, 30, "w")
+        assert len(leases) == 2
+        admin.script_flush()
+        clock.advance(31)
+        assert sorted(await b.reap()) == sorted(lease.message.id for lease in leases)
+        admin.script_flush()
+        settled = await b.settle(
+            [Outcome(lease.message.id, lease.token, OutcomeKind.SUCCEEDED, 0.0) for lease in leases]
+        )
+        assert settled == [False, False]  # reaped: the old tokens are fenced out
+
+
+# -- key layout --------------------------------------------------------------------------
+async def test_every_key_of_a_queue_is_in_one_cluster_slot(
+    redis_url: str, prefix: str, admin: redis_sync.Redis
+) -> None:
+    clock = FakeClock()
+    async with _backend(redis_url, prefix, clock) as b:
+        await b.declare([QueueSpec("fair", SchedulingPolicy.weighted_fair())])
+        for q in ("fair", "mail", "x:y"):
+            await b.enqueue(
+                [make_message(clock, queue=q, unique_key=f"u{p}", priority=p) for p in range(5)]
+                + [make_message(clock, queue=q, delay=100, fairness_key="k")]
+            )
+        leases = await b.claim(["fair", "mail", "x:y"], 10, 30, "w")
+        tid = leases[0].message.id
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(b.wait_done, tid, 5)
+            await b.settle([Outcome(tid, leases[0].token, OutcomeKind.DEAD, clock.now())])
+        await b.settle(
+            [Outcome(x.message.id, x.token, OutcomeKind.RETRY, clock.now()) for x in leases[1:3]]
+        )
+        await b.cancel([leases[3].message.id])
+        await b.pause("mail")
+        await b.take_tokens("api", 1, 1)
+        await b.once("tick", 60)
+        await b.kv_set("cfg", b"1", ttl=60)
+        await b.record_runtimes([("t", 1.0)])
+        keys = [k.decode() for k in prefix_keys(admin, prefix)]
+        by_tag: dict[str, set[int]] = {}
+        for key in keys:
+            tag = key[1 : key.index("}")]
+            by_tag.setdefault(tag, set()).add(key_slot(key.encode()))
+        assert set(by_tag) == {prefix, f"{prefix}:fair", f"{prefix}:mail", f"{prefix}:x:y"}
+        assert all(len(slots) == 1 for slots in by_tag.values()), by_tag
+        assert sum(k.startswith(f"{{{prefix}:fair}}:t:") for k in keys) == 6
+
+
+async def test_purge_and_ttl_leave_only_fixed_keys(
+    redis_url: str, prefix: str, admin: redis_sync.Redis
+) -> None:
+    clock = FakeClock()
+    async with _backend(redis_url, prefix, clock) as b:
+        await b.enqueue([make_message(clock, unique_key=f"u{i}") for i in range(20)])
+        leases = await b.claim(["q"], 10, 30, "w")
+        await b.settle(
+            [
+                Outcome(x.message.id, x.token, OutcomeKind.SUCCEEDED, clock.now(), result_ttl=5)
+                for x in leases
+            ]
+        )
+        assert await b.purge("q", [State.QUEUED]) == 10
+        clock.advance(6)
+        await b.reap()
+        assert await b.list_tasks(TaskFilter()) == []
+        keys = {k.decode() for k in prefix_keys(admin, prefix)}
+        base = f"{{{prefix}:q}}"
+        assert keys <= {f"{base}:meta", f"{base}:n", f"{base}:wake", f"{{{prefix}}}:queues"}, keys
+
+
+# -- blocking waits -------------------------------------------------------------------------
+async def test_wait_wakes_on_enqueue_from_another_client(redis_url: str, prefix: str) -> None:
+    clock = FakeClock()
+    async with (
+        _backend(redis_url, prefix, clock) as idle,
+        _backend(redis_url, prefix, clock) as producer,
+    ):
+        woke = anyio.Event()
+
+        async def waiter() -> None:
+            await idle.wait(["q", "other"], 30)
+            woke.set()
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(waiter)
+                await producer.enqueue([make_message(clock, queue="other")])
+                await woke.wait()
+
+
+async def test_wait_skips_paused_queues_and_times_out(redis_url: str, prefix: str) -> None:
+    clock = FakeClock()
+    async with _backend(redis_url, prefix, clock) as b:
+        await b.enqueue([make_message(clock)])
+        await b.pause("q")
+        start = anyio.current_time()
+        await b.wait(["q"], 0.2)
+        assert anyio.current_time() - start >= 0.2
+        await b.resume("q")
+        with anyio.fail_after(1):
+            await b.wait(["q"], 30)
+
+
+async def test_wait_wakes_when_fake_clock_makes_work_due(redis_url: str, prefix: str) -> None:
+    clock = FakeClock()
+    async with _backend(redis_url, prefix, clock) as b:
+        await b.enqueue([make_message(clock, delay=60)])
+        woke = anyio.Event()
+
+        async def waiter() -> None:
+            await b.wait(["q"], 30)
+            woke.set()
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(waiter)
+                await anyio.wait_all_tasks_blocked()
+                clock.advance(60)
+                await woke.wait()
+
+
+async def test_wait_wakes_for_scheduled_work_on_the_real_clock(redis_url: str, prefix: str) -> None:
+    clock = SystemClock()
+    async with _backend(redis_url, prefix, clock) as b:
+        await b.enqueue([make_message(FakeClock(clock.now()), delay=0.3)])
+        start = anyio.current_time()
+        with anyio.fail_after(2):
+            await b.wait(["q"], 30)
+        assert anyio.current_time() - start >= 0.25
+        assert len(await b.claim(["q"], 1, 30, "w")) == 1
+
+
+async def test_wait_done_across_clients(redis_url: str, prefix: str) -> None:
+    clock = FakeClock()
+    async with _backend(redis_url, prefix, clock) as a, _backend(redis_url, prefix, clock) as w:
+        [res] = await a.enqueue([make_message(clock)])
+        [lease] = await w.claim(["q"], 1, 30, "w")
+        got = []
+
+        async def waiter() -> None:
+            got.append(await a.wait_done(res.id, 10))
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(waiter)
+                tg.start_soon(waiter)
+                await w.settle(
+                    [Outcome(res.id, lease.token, OutcomeKind.SUCCEEDED, clock.now(), result=b"7")]
+                )
+        assert [r.result for r in got if r is not None] == [b"7", b"7"]
+        assert await a.wait_done("unknown", 1) is None

@@ -1,0 +1,133 @@
+"""Lost connections: operations fail with BackendUnavailable or recover, and no task
+is lost or duplicated."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import anyio
+import anyio.lowlevel
+import pytest
+from redis_helpers import TcpProxy
+
+import redis as redis_sync
+from taskcore.backend import Outcome, OutcomeKind
+from taskcore.clock import FakeClock
+from taskcore.errors import BackendUnavailable
+from taskcore.states import State
+from taskcore.testing import make_message
+from taskcore_redis import RedisBackend
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def proxy(redis_url: str) -> AsyncIterator[TcpProxy]:
+    parts = urlsplit(redis_url)
+    p = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 6379)
+    await p.start()
+    yield p
+    await p.stop()
+
+
+def _ok(lease: object, clock: FakeClock) -> Outcome:
+    return Outcome(lease.message.id, lease.token, OutcomeKind.SUCCEEDED, clock.now())  # type: ignore[attr-defined]
+
+
+async def _count(b: RedisBackend, state: State) -> int:
+    [stats] = await b.stats(["q"])
+    return stats.states[state]
+
+
+async def test_client_kill_between_operations(
+    redis_url: str, prefix: str, admin: redis_sync.Redis
+) -> None:
+    clock = FakeClock()
+    async with RedisBackend.from_url(redis_url, clock=clock, prefix=prefix) as b:
+        await b.enqueue([make_message(clock) for _ in range(30)])
+        leases = await b.claim(["q"], 10, 30, "w")
+        assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+        # Dead pooled connections are replaced at checkout: even calls that are
+        # never retried (settle, claim) go through.
+        assert await b.settle([_ok(x, clock) for x in leases]) == [True] * 10
+        admin.client_kill_filter(_type="normal", skipme=True)
+        more = await b.claim(["q"], 100, 30, "w")
+        admin.client_kill_filter(_type="normal", skipme=True)
+        assert await b.settle([_ok(x, clock) for x in more]) == [True] * 20
+        assert await _count(b, State.SUCCEEDED) == 30
+
+
+async def test_waiter_survives_client_kill(
+    redis_url: str, prefix: str, admin: redis_sync.Redis
+) -> None:
+    clock = FakeClock()
+    async with (
+        RedisBackend.from_url(redis_url, clock=clock, prefix=prefix) as idle,
+        RedisBackend.from_url(redis_url, clock=clock, prefix=prefix) as producer,
+    ):
+        woke = anyio.Event()
+
+        async def waiter() -> None:
+            await idle.wait(["q"], 30)
+            woke.set()
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(waiter)
+                while not any(c.get("cmd") == "blpop" for c in admin.client_list()):
+                    await anyio.wait_all_tasks_blocked()
+                    await anyio.lowlevel.checkpoint()  # let the BLPOP reach the server
+                admin.client_kill_filter(_type="normal", skipme=True)
+                await producer.enqueue([make_message(clock)])
+                await woke.wait()
+
+
+async def test_outage_raises_backend_unavailable_then_recovers(
+    proxy: TcpProxy, prefix: str
+) -> None:
+    clock = FakeClock()
+    async with RedisBackend.from_url(proxy.url, clock=clock, prefix=prefix, retries=2) as b:
+        [res] = await b.enqueue([make_message(clock)])
+        await proxy.stop()
+        with pytest.raises(BackendUnavailable, match="gave up after 3 attempts") as info:
+            await b.get(res.id)
+        assert info.value.task_id == res.id
+        with pytest.raises(BackendUnavailable, match="unavailable during claim"):
+            await b.claim(["q"], 1, 30, "w")
+        with pytest.raises(BackendUnavailable):
+            await b.enqueue([make_message(clock)])
+        await proxy.start()
+        rec = await b.get(res.id)
+        assert rec is not None and rec.state is State.QUEUED  # nothing lost
+        [lease] = await b.claim(["q"], 10, 30, "w")
+        assert await b.settle([_ok(lease, clock)]) == [True]
+
+
+async def test_lost_replies_are_replayed_not_run_twice(proxy: TcpProxy, prefix: str) -> None:
+    """Each state change carries a request id; sent again after a lost reply, the
+    script returns the reply it kept instead of running a second time."""
+    clock = FakeClock()
+    async with RedisBackend.from_url(proxy.url, clock=clock, prefix=prefix) as b:
+        msgs = [make_message(clock, unique_key=f"order-{i}") for i in range(50)]
+        await b.enqueue(msgs[:1])
+        proxy.swallow_next_reply()  # the index script's reply
+        assert all(r.created for r in await b.enqueue(msgs[1:25]))
+        proxy.swallow_next_reply(skip=1)  # the enqueue script's reply
+        results = await b.enqueue(msgs[25:])
+        assert [(r.id, r.created) for r in results] == [(m.id, True) for m in msgs[25:]]
+
+        proxy.swallow_next_reply()
+        leases = await b.claim(["q"], 10, 30, "w")  # replayed: the same 10 leases
+        assert [x.attempt for x in leases] == [1] * 10
+        proxy.swallow_next_reply()
+        assert await b.settle([_ok(x, clock) for x in leases]) == [True] * 10
+        proxy.swallow_next_reply()
+        assert await b.cancel([msgs[-1].id]) == [True]  # a second run would say False
+        assert proxy.swallowed == 5
+
+        assert await _count(b, State.SUCCEEDED) == 10
+        assert await _count(b, State.CANCELLED) == 1
+        rest = await b.claim(["q"], 100, 30, "w")
+        assert len(rest) == 39 and all(x.attempt == 1 for x in rest)
+        assert len({x.message.id for x in leases + rest}) == 49  # nothing lost or doubled
