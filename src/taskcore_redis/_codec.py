@@ -18,6 +18,8 @@ __all__ = [
     "encode_worker",
     "fnum",
     "opt",
+    "pack",
+    "raw_str",
 ]
 
 _msg_enc = msgspec.msgpack.Encoder()
@@ -35,6 +37,27 @@ def fnum(x: float | None) -> str:
 def opt(s: str | None) -> str:
     """An optional string as a script argument: '' is None, '=' marks a value."""
     return "" if s is None else "=" + s
+
+
+def raw_str(data: bytes) -> msgspec.Raw:
+    """Bytes for :func:`pack`, as a MessagePack *str*: Redis's cmsgpack predates the
+    bin types, and its strings are byte strings anyway."""
+    n = len(data)
+    if n < 32:
+        head = bytes((0xA0 | n,))
+    elif n < 0x100:
+        head = b"\xd9" + n.to_bytes(1, "big")
+    elif n < 0x10000:
+        head = b"\xda" + n.to_bytes(2, "big")
+    else:
+        head = b"\xdb" + n.to_bytes(4, "big")
+    return msgspec.Raw(head + data)
+
+
+def pack(items: object) -> bytes:
+    """A batch of script arguments as one MessagePack value (unpacked by cmsgpack):
+    one argument instead of thousands keeps the client's command packing cheap."""
+    return _msg_enc.encode(items)
 
 
 def encode_message(m: Message) -> bytes:
@@ -77,7 +100,9 @@ def decode_record(h: Mapping[bytes, bytes]) -> TaskRecord:
         deadline=m.deadline,
         unique_key=m.unique_key,
         fairness_key=m.fairness_key,
-        worker=None if w is None else w.decode(),
+        # The worker is kept in the hash after the lease ends; it is only reported
+        # while the task runs, as the memory backend does.
+        worker=None if w is None or h[b"s"] != b"running" else w.decode(),
         result=h.get(b"r"),
         errors=_decode_errors(h.get(b"E")),
         cancel_requested=b"c" in h,

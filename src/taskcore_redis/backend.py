@@ -31,7 +31,7 @@ from taskcore.clock import Clock, SystemClock
 from taskcore.scheduling import DEFAULT_POLICY, SchedulingPolicy
 from taskcore.states import TERMINAL, State
 
-from ._codec import decode_message, decode_record, encode_error, encode_message, fnum, opt
+from ._codec import decode_message, decode_record, encode_error, encode_message, opt, pack, raw_str
 from ._config import DEFAULT_URL, RedisConfig
 from ._conn import Connection
 from ._coordination import Coordination
@@ -169,7 +169,7 @@ class RedisBackend(Coordination):
         what: str,
         script: str,
         ids: Sequence[str],
-        args_of: Any,
+        item_of: Any,
         *,
         replayable: bool,
         lead: Sequence[Any] = (),
@@ -186,10 +186,8 @@ class RedisBackend(Coordination):
                 groups[q].append(i)
         calls = []
         for q, positions in groups.items():
-            args: list[Any] = list(lead)
-            for i in positions:
-                args.extend(args_of(i))
-            calls.append(self._call(script, q, args, request))
+            items = pack([item_of(i) for i in positions])
+            calls.append(self._call(script, q, [*lead, items], request))
         out: list[Any] = [None] * len(ids)
         replies = await self._conn.run(what, calls, task_id=ids[0] if len(ids) == 1 else None)
         for positions, reply in zip(groups.values(), replies, strict=True):
@@ -234,12 +232,9 @@ class RedisBackend(Coordination):
     async def enqueue(self, messages: Sequence[Message]) -> list[EnqueueResult]:
         if not messages:
             return []
-        index_args: list[str] = []
-        for m in messages:
-            index_args += (m.id, m.queue)
+        index_args = [pack([(m.id, m.queue) for m in messages])]
         indexed = await self._conn.run(
-            "enqueue",
-            [(self._scripts["index"], [self.keys.index], index_args)],
+            "enqueue", [(self._scripts["index"], [self.keys.index], index_args)]
         )
         known: dict[int, str] = {}
         flat = indexed[0]
@@ -254,22 +249,25 @@ class RedisBackend(Coordination):
         for q, positions in groups.items():
             for c in range(0, len(positions), _ENQUEUE_CHUNK):
                 chunk = positions[c : c + _ENQUEUE_CHUNK]
-                args: list[Any] = []
+                items = []
                 for i in chunk:
                     m = messages[i]
                     foreign = known.get(i, m.queue) != m.queue  # id names another task
-                    args += (
-                        m.id,
-                        b"" if foreign else encode_message(m),
-                        m.priority,
-                        repr(m.eligible_at),
-                        repr(m.enqueued_at),
-                        fnum(m.deadline),
-                        opt(m.unique_key),
-                        opt(m.fairness_key),
-                        m.task,
+                    items.append(
+                        (
+                            m.id,
+                            raw_str(b"" if foreign else encode_message(m)),
+                            m.priority,
+                            float(m.eligible_at),
+                            float(m.enqueued_at),
+                            None if m.deadline is None else float(m.deadline),
+                            m.unique_key,
+                            m.fairness_key,
+                            m.task,
+                        )
                     )
-                calls.append(self._call("enqueue", q, args, f"{request}.{len(calls)}"))
+                call = self._call("enqueue", q, [pack(items)], f"{request}.{len(calls)}")
+                calls.append(call)
                 chunks.append(chunk)
         replies = await self._conn.run("enqueue", calls)
         out: list[EnqueueResult | None] = [None] * len(messages)
@@ -347,21 +345,21 @@ class RedisBackend(Coordination):
         if not outcomes:
             return []
 
-        def args_of(i: int) -> list[Any]:
+        def item_of(i: int) -> tuple[Any, ...]:
             o = outcomes[i]
-            return [
+            return (
                 o.task_id,
-                str(o.token),
+                o.token,
                 o.kind.value,
-                "1" if o.late else "",
-                b"" if o.error is None else encode_error(o.error),
-                b"" if o.result is None else b"=" + o.result,
-                fnum(o.retry_at),
-                fnum(o.result_ttl),
-            ]
+                o.late,
+                None if o.error is None else raw_str(encode_error(o.error)),
+                None if o.result is None else raw_str(o.result),
+                None if o.retry_at is None else float(o.retry_at),
+                None if o.result_ttl is None else float(o.result_ttl),
+            )
 
         ids = [o.task_id for o in outcomes]
-        replies = await self._by_queue("settle", "settle", ids, args_of, replayable=True)
+        replies = await self._by_queue("settle", "settle", ids, item_of, replayable=True)
         out = [bool(r) for r in replies]
         for task_id, ok in zip(ids, out, strict=True):
             if ok:
@@ -379,7 +377,7 @@ class RedisBackend(Coordination):
             "extend",
             "extend",
             ids,
-            lambda i: [leases[i][0], str(leases[i][1])],
+            lambda i: (leases[i][0], leases[i][1]),
             replayable=False,  # extending twice is harmless
             lead=[expires],
         )
@@ -572,7 +570,7 @@ class RedisBackend(Coordination):
         if not task_ids:
             return []
         replies = await self._by_queue(
-            "cancel", "cancel", task_ids, lambda i: [task_ids[i]], replayable=True
+            "cancel", "cancel", task_ids, lambda i: task_ids[i], replayable=True
         )
         return [bool(r) for r in replies]
 
@@ -580,7 +578,7 @@ class RedisBackend(Coordination):
         if not task_ids:
             return []
         replies = await self._by_queue(
-            "retry", "retry", task_ids, lambda i: [task_ids[i]], replayable=True
+            "retry", "retry", task_ids, lambda i: task_ids[i], replayable=True
         )
         return [bool(r) for r in replies]
 

@@ -144,7 +144,6 @@ local function terminal(id, k, from, to, uk, wd, ttl)
   else
     redis.call('HSET', k, 's', to, 'u', NOW_S, 'f', NOW_S)
   end
-  redis.call('HDEL', k, 'w')
   if uk and redis.call('HGET', K_UNIQ, uk) == id then
     redis.call('HDEL', K_UNIQ, uk)
   end

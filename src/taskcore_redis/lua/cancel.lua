@@ -1,8 +1,9 @@
 -- Cancel waiting tasks at once; flag running ones (their worker learns on its next
--- extend). ARGV[3..]: task ids. Returns 1/0 per id (0: unknown or terminal).
+-- extend). ARGV[3]: MessagePack array of task ids. Returns 1/0 per id (0: unknown or terminal).
 local out = {}
-for i = 3, #ARGV do
-  local id = ARGV[i]
+local ids = cmsgpack.unpack(ARGV[3])
+for i = 1, #ids do
+  local id = ids[i]
   local k = k_task(id)
   local f = redis.call('HMGET', k, 's', 'z', 'p', 'uk', 'wd')
   local s = f[1]

@@ -31,7 +31,6 @@ if #expired > 0 then
       if f[7] then d = tonumber(f[7]) end
       local member = make_ready(id, tonumber(f[6]), NOW, d, f[8] or nil)
       redis.call('HSET', k, 's', 'queued', 'u', NOW_S, 'z', member)
-      redis.call('HDEL', k, 'w')
       count('running', -1)
       count('queued', 1)
       requeued[#requeued + 1] = id

@@ -1,9 +1,10 @@
 -- Re-queue dead or failed tasks; the attempt count restarts, the history is kept.
--- ARGV[3..]: task ids. Returns 1/0 per id.
+-- ARGV[3]: MessagePack array of task ids. Returns 1/0 per id.
 local out = {}
 local woke = 0
-for i = 3, #ARGV do
-  local id = ARGV[i]
+local ids = cmsgpack.unpack(ARGV[3])
+for i = 1, #ids do
+  local id = ids[i]
   local k = k_task(id)
   local f = redis.call('HMGET', k, 's', 'p', 'd', 'fk', 'uk')
   if f[1] == 'dead' or f[1] == 'failed' then

@@ -1,38 +1,36 @@
 -- Record a batch of outcomes. An outcome whose token is stale, or whose task is not
 -- running, is refused (0).
--- ARGV[3..]: 8 per outcome: id, token, kind, late ('1'/''), error line (''), result
---   (opt), retry_at (''), result ttl ('').
+-- ARGV[3]: MessagePack array of {id, token, kind, late, error line|nil,
+--   result|nil, retry_at|nil, result ttl|nil}.
 local out = {}
 local done = {}
 local woke = 0
-for i = 3, #ARGV, 8 do
-  local id = ARGV[i]
-  local kind = ARGV[i + 2]
+local items = cmsgpack.unpack(ARGV[3])
+for n = 1, #items do
+  local it = items[n]
+  local id, kind = it[1], it[3]
   local k = k_task(id)
   local f = redis.call('HMGET', k, 's', 'k', 'p', 'uk', 'wd', 'd', 'fk', 'a')
-  if f[1] ~= 'running' or f[2] ~= ARGV[i + 1] then
+  if f[1] ~= 'running' or tonumber(f[2]) ~= it[2] then
     out[#out + 1] = 0
   else
     done[#done + 1] = id
-    if ARGV[i + 3] ~= '' then count('late:' .. f[3], 1) end
-    if ARGV[i + 4] ~= '' then add_error(k, ARGV[i + 4]) end
-    local ttl = nil
-    if ARGV[i + 7] ~= '' then ttl = tonumber(ARGV[i + 7]) end
+    if it[4] then count('late:' .. f[3], 1) end
+    if it[5] then add_error(k, it[5]) end
+    local ttl = it[8]
     local uk = f[4] or nil
     local wd = f[5] or nil
     if kind == 'succeeded' then
-      local res = opt(ARGV[i + 5])
-      if res then redis.call('HSET', k, 'r', res) end
+      if it[6] then redis.call('HSET', k, 'r', it[6]) end
       terminal(id, k, 'running', 'succeeded', uk, wd, ttl)
     elseif kind == 'retry' or kind == 'defer' then
       local att = tonumber(f[8])
       if kind == 'defer' then att = att - 1 end
-      local e_s = ARGV[i + 6]
-      if e_s == '' then e_s = NOW_S end
+      local e_s = NOW_S
+      if it[7] then e_s = fmt(it[7]) end
       local member = schedule(id, e_s)
       redis.call('HSET', k, 's', 'retrying', 'u', NOW_S, 'e', e_s,
                  'a', string.format('%d', att), 'z', member)
-      redis.call('HDEL', k, 'w')
       count('running', -1)
       count('retrying', 1)
     elseif kind == 'released' then
@@ -41,7 +39,6 @@ for i = 3, #ARGV, 8 do
       local member = make_ready(id, tonumber(f[3]), NOW, d, f[7] or nil)
       redis.call('HSET', k, 's', 'queued', 'u', NOW_S, 'e', NOW_S,
                  'a', string.format('%d', tonumber(f[8]) - 1), 'z', member)
-      redis.call('HDEL', k, 'w')
       count('running', -1)
       count('queued', 1)
       woke = woke + 1
