@@ -61,13 +61,13 @@ async def main(n: int, batch: int) -> None:
             done += sum(ok)
         t2 = time.perf_counter()
         drain_rt = round_trips
-        print(
+        sys.stdout.write(
             f"bulk enqueue : {n} tasks in {t1 - t0:.3f} s = {n / (t1 - t0):,.0f} tasks/s, "
-            f"{enqueue_rt} round trips"
+            f"{enqueue_rt} round trips\n"
         )
-        print(
+        sys.stdout.write(
             f"claim+settle : {done} tasks in {t2 - t1:.3f} s = {done / (t2 - t1):,.0f} tasks/s "
-            f"(batches of {batch}), {drain_rt} round trips = {drain_rt / done:.3f} per task"
+            f"(batches of {batch}), {drain_rt} round trips = {drain_rt / done:.3f} per task\n"
         )
         await b.purge("bench", [State.SUCCEEDED])
         await b._conn.redis.delete(
