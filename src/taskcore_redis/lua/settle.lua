@@ -28,6 +28,7 @@ for n = 1, #items do
       if kind == 'defer' then att = att - 1 end
       local e_s = NOW_S
       if it[7] then e_s = fmt(it[7]) end
+      if it[7] == nil or it[7] <= NOW then woke = woke + 1 end  -- due at once: wake
       local member = schedule(id, e_s)
       redis.call('HSET', k, 's', 'retrying', 'u', NOW_S, 'e', e_s,
                  'a', string.format('%d', att), 'z', member)
