@@ -22,7 +22,7 @@ def backend_from_url(url: str, clock: Clock | None = None) -> Backend:
         ConfigurationError: unknown scheme, or the extra that provides it is missing.
     """
     scheme = urlsplit(url).scheme
-    if not scheme:
+    if not scheme or "://" not in url:
         raise ConfigurationError(
             f"backend URL {url!r} has no scheme; use memory://, redis://host:6379/0 or "
             "postgresql://user@host/db"

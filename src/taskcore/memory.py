@@ -201,15 +201,15 @@ class MemoryBackend:
         out: list[EnqueueResult] = []
         woke = False
         for m in messages:
+            if m.id in self._tasks:
+                out.append(EnqueueResult(m.id, False, self._tasks[m.id].state))
+                continue
             if m.unique_key is not None:
                 existing = self._unique.get((m.queue, m.unique_key))
                 if existing is not None:
                     out.append(EnqueueResult(existing, False, self._tasks[existing].state))
                     continue
                 self._unique[(m.queue, m.unique_key)] = m.id
-            if m.id in self._tasks:
-                out.append(EnqueueResult(m.id, False, self._tasks[m.id].state))
-                continue
             q = self._queue(m.queue)
             ready = m.eligible_at <= now
             state = State.QUEUED if ready else State.SCHEDULED
@@ -295,6 +295,7 @@ class MemoryBackend:
                 self._move(t, State.RETRYING, now)
                 t.worker = None
                 self._schedule(q, t)
+                woke = woke or t.eligible_at <= now
             elif kind is OutcomeKind.RELEASED:
                 t.attempt -= 1
                 t.worker = None
@@ -478,15 +479,19 @@ class MemoryBackend:
             ):
                 out.append(False)
                 continue
+            key = t.msg.unique_key
+            holder = None if key is None else self._unique.get((t.msg.queue, key))
+            if holder is not None and holder != task_id:
+                out.append(False)  # a live task holds the unique key now
+                continue
             q = self._queue(t.msg.queue)
             t.purge_at = None
             t.finished_at = None
             t.attempt = 0
             t.eligible_at = now
             self._move(t, State.QUEUED, now)
-            key = t.msg.unique_key
             if key is not None:
-                self._unique.setdefault((t.msg.queue, key), task_id)
+                self._unique[(t.msg.queue, key)] = task_id
             self._make_ready(q, t, now)
             out.append(True)
         if any(out):

@@ -25,6 +25,11 @@ class Telemetry:
         tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         meter = (meter_provider or metrics.get_meter_provider()).get_meter("taskcore")
+        # spans cost time even when no-op: skip them unless a real provider is installed
+        provider = tracer_provider or trace.get_tracer_provider()
+        self.tracing = not isinstance(
+            provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+        )
         self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("taskcore")
         self.enqueued = meter.create_counter("taskcore.tasks.enqueued", "{task}", "Tasks enqueued")
         self.started = meter.create_counter("taskcore.tasks.started", "{task}", "Task runs started")

@@ -24,7 +24,6 @@ import anyio.abc
 import attrs
 import psutil
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from opentelemetry import trace
 
 from .autoscale import Autoscaler
 from .backend import AttemptError, ExtendStatus, Lease, Outcome, OutcomeKind, WorkerInfo
@@ -51,6 +50,7 @@ log = logging.getLogger("taskcore.worker")
 
 StopReason = Literal["cancel", "lost", "shutdown", "timeout"]
 WATCHDOG_INTERVAL = 0.05  # seconds: precision of task timeouts
+RESERVED_POLL = 0.1  # seconds: P0 look-ups while only reserved slots are free
 
 
 @attrs.frozen
@@ -166,7 +166,7 @@ class Worker:
         self._tg: anyio.abc.TaskGroup | None = None
         self._depth = 0
         self._slots = 0
-        self._tracing = _tracing_enabled()
+        self._tracing = app.telemetry.tracing
 
     # -- lifecycle ------------------------------------------------------------
     def stop(self) -> None:
@@ -287,6 +287,14 @@ class Worker:
                 log.warning("claim failed (%s); retrying in %.1fs", exc, delay)
                 await anyio.sleep(delay)
                 continue
+            if not leases and free <= self.reserved_critical:
+                # only reserved slots are free: other priorities may be waiting, so the
+                # backend's wait would return at once; look for P0 work ten times a second
+                # until a slot frees up
+                self._slot_event = anyio.Event()
+                with anyio.move_on_after(min(self.poll_interval, RESERVED_POLL)):
+                    await self._slot_event.wait()
+                continue
             if not leases:
                 with anyio.CancelScope() as self._wait_scope:
                     try:
@@ -340,6 +348,10 @@ class Worker:
         if run.stop_reason == "shutdown":
             return Outcome(lease.message.id, lease.token, OutcomeKind.RELEASED, now)
         return None  # lease lost: another worker owns the task now
+
+    def complexity_of(self, task: Task[Any, Any]) -> Complexity:
+        """The class this worker applies to ``task`` (measured ones for ``auto``)."""
+        return self._complexity(task)
 
     def _complexity(self, task: Task[Any, Any]) -> Complexity:
         declared = task.options.complexity
@@ -699,9 +711,3 @@ class Worker:
                         await self.app.enqueue_call(task, (), {}, unique_key=key)
                 except BackendError as exc:
                     log.warning("cron tick %s not enqueued: %s", key, exc)
-
-
-def _tracing_enabled() -> bool:
-    """Whether a real tracer provider is installed (spans cost time even when no-op)."""
-    provider = trace.get_tracer_provider()
-    return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))

@@ -140,6 +140,31 @@ class BackendConformance:
         [again] = await backend.enqueue([make_message(clock, unique_key="k")])
         assert again.created and again.id != a.id
 
+    async def test_reenqueue_of_finished_id_keeps_unique_key_free(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        first = make_message(clock, unique_key="k")
+        await backend.enqueue([first])
+        [lease] = await self._claim(backend)
+        await backend.settle([_ok(lease, clock)])
+        [again] = await backend.enqueue([first])  # same id, already finished
+        assert not again.created and again.state is State.SUCCEEDED
+        [fresh] = await backend.enqueue([make_message(clock, unique_key="k")])
+        assert fresh.created
+
+    async def test_dlq_retry_refused_while_unique_key_is_taken(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        [dead_id] = await self._enqueue(backend, clock, unique_key="k")
+        [lease] = await self._claim(backend)
+        dead = Outcome(dead_id, lease.token, OutcomeKind.DEAD, clock.now(), error=_err(1, clock))
+        await backend.settle([dead])
+        [live] = await backend.enqueue([make_message(clock, unique_key="k")])
+        assert live.created
+        assert await backend.retry([dead_id]) == [False]
+        rec = await backend.get(dead_id)
+        assert rec is not None and rec.state is State.DEAD
+
     async def test_enqueue_same_id_twice_is_idempotent(
         self, backend: Backend, clock: FakeClock
     ) -> None:

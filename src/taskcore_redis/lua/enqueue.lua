@@ -4,28 +4,32 @@
 --   An empty stored message means "this id names a task of another queue".
 -- Returns per message: the state (a string) when it was created, else {id of the
 -- task it names, its state ('' when that task is in another queue)}.
--- Same order of checks as the memory backend: the unique key first, then the id.
+-- Same order of checks as the memory backend: the id first, then the unique key.
 local out = {}
 local ready = 0
 local items = cmsgpack.unpack(ARGV[3])
 for n = 1, #items do
   local it = items[n]
   local id, uk = it[1], it[7]
-  local existing = nil
-  if uk then
-    existing = redis.call('HGET', K_UNIQ, uk)
-    if not existing then redis.call('HSET', K_UNIQ, uk, id) end
-  end
-  if existing then
-    out[#out + 1] = {existing, redis.call('HGET', k_task(existing), 's') or ''}
-  elseif it[2] == '' then
+  local k = k_task(id)
+  local state = nil
+  if it[2] == '' then
     out[#out + 1] = {id, ''}
   else
-    local k = k_task(id)
-    local state = redis.call('HGET', k, 's')
-    if state then
-      out[#out + 1] = {id, state}
+    state = redis.call('HGET', k, 's')
+    if state then out[#out + 1] = {id, state} end
+  end
+  local existing = nil
+  if it[2] ~= '' and not state and uk then
+    existing = redis.call('HGET', K_UNIQ, uk)
+    if existing then
+      out[#out + 1] = {existing, redis.call('HGET', k_task(existing), 's') or ''}
     else
+      redis.call('HSET', K_UNIQ, uk, id)
+    end
+  end
+  if it[2] ~= '' and not state and not existing then
+    do
       local p, e, d, fk = it[3], it[4], it[6], it[8]
       local e_s = fmt(e)
       local member

@@ -1,0 +1,238 @@
+"""Registration, enqueue-time validation, options, handles, codecs and discovery."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import msgspec
+import pytest
+
+from taskcore import (
+    App,
+    ConfigurationError,
+    FakeClock,
+    PayloadTooLarge,
+    Priority,
+    SerializationError,
+    State,
+    TaskError,
+    TaskValidationError,
+)
+from taskcore.discovery import backend_from_url
+from taskcore.envelope import Codec, Envelope, new_task_id
+from taskcore.memory import MemoryBackend
+
+pytestmark = pytest.mark.anyio
+
+
+class Point(msgspec.Struct):
+    x: int
+    y: int
+
+
+def make_app(clock: FakeClock, **kw: Any) -> App:
+    return App(backend=MemoryBackend(clock=clock), clock=clock, **kw)
+
+
+async def test_enqueue_validates_types_and_enqueues_nothing_on_error(clock: FakeClock) -> None:
+    app = make_app(clock)
+
+    @app.task
+    async def resize(image_id: int, width: int = 640, *, point: Point | None = None) -> str:
+        return ""
+
+    async with app:
+        with pytest.raises(
+            TaskValidationError, match=r"Expected `int`, got `str` - at `\$.image_id`"
+        ):
+            await resize.enqueue("x")
+        with pytest.raises(TaskValidationError, match="missing a required argument"):
+            await resize.enqueue()  # type: ignore[call-arg]
+        with pytest.raises(TaskValidationError, match="unexpected keyword"):
+            await resize.enqueue(1, height=3)  # type: ignore[call-arg]
+        with pytest.raises(TaskValidationError, match="cannot be encoded"):
+            await resize.enqueue(1, width=object())  # type: ignore[arg-type]
+        assert await app.list_tasks() == []
+        h = await resize.enqueue(1, point=Point(1, 2))
+        rec = await h.record()
+        assert rec is not None and rec.state is State.QUEUED and rec.priority == 2
+        args, kwargs = resize.decode_args(msgspec.json.decode(rec.body, type=Envelope).args)
+        assert args == [] and kwargs == {"image_id": 1, "width": 640, "point": Point(1, 2)}
+
+
+async def test_var_and_positional_only_arguments(clock: FakeClock) -> None:
+    app = make_app(clock)
+
+    @app.task
+    def f(a: int, /, *rest: str, flag: bool = False, **extra: float) -> None:
+        return None
+
+    body = f.encode_args((1, "x", "y"), {"flag": True, "z": 1.5})
+    assert f.decode_args(body) == ([1, "x", "y"], {"flag": True, "z": 1.5})
+    with pytest.raises(TaskValidationError):
+        f.encode_args((1, 2), {})
+
+
+async def test_per_call_options(clock: FakeClock) -> None:
+    app = make_app(clock)
+
+    @app.task(priority="low", queue="media")
+    async def job(n: int) -> None: ...
+
+    async with app:
+        h = await job.with_options(priority=Priority.CRITICAL, delay=30, fairness_key="t1").enqueue(
+            1
+        )
+        rec = await h.record()
+        assert rec is not None
+        assert (rec.priority, rec.state, rec.queue, rec.fairness_key) == (
+            0,
+            State.SCHEDULED,
+            "media",
+            "t1",
+        )
+        assert rec.eligible_at == clock.now() + 30
+        eta = dt.datetime.fromtimestamp(clock.now() + 60, dt.UTC)
+        rec2 = await (
+            await job.with_options(eta=eta, deadline=clock.now() + 90).enqueue(2)
+        ).record()
+        assert (
+            rec2 is not None
+            and rec2.eligible_at == clock.now() + 60
+            and rec2.deadline == clock.now() + 90
+        )
+        with pytest.raises(TaskValidationError, match="unknown enqueue option"):
+            job.with_options(colour="red")
+        with pytest.raises(TaskValidationError, match="either delay or eta"):
+            await job.with_options(delay=1, eta=eta).enqueue(3)
+        with pytest.raises(TaskValidationError, match="invalid priority"):
+            await job.with_options(priority="P7").enqueue(3)
+        with pytest.raises(TaskValidationError, match="invalid queue name"):
+            await job.with_options(queue="has space").enqueue(3)
+        with pytest.raises(TaskValidationError, match="delay"):
+            await job.with_options(delay=-1).enqueue(3)
+
+
+async def test_unique_keys(clock: FakeClock) -> None:
+    app = make_app(clock)
+
+    @app.task(unique=True)
+    async def sync_user(user_id: int) -> None: ...
+
+    @app.task
+    async def mail(to: str) -> None: ...
+
+    async with app:
+        a = await sync_user.enqueue(1)
+        b = await sync_user.enqueue(1)
+        c = await sync_user.enqueue(2)
+        assert a.created and not b.created and b.id == a.id and c.id != a.id
+        m1 = await mail.with_options(unique_key="welcome:7").enqueue("a@example.com")
+        m2 = await mail.with_options(unique_key="welcome:7").enqueue("a@example.com")
+        assert m2.id == m1.id and not m2.created
+
+
+async def test_enqueue_many_is_all_or_nothing(clock: FakeClock) -> None:
+    app = make_app(clock)
+
+    @app.task
+    async def add(x: int, y: int = 0) -> int:
+        return x + y
+
+    async with app:
+        handles = await app.enqueue_many(add, [(1,), ((2,), {"y": 3}), [4, 5]])
+        assert len(handles) == 3 and len({h.id for h in handles}) == 3
+        with pytest.raises(TaskValidationError):
+            await app.enqueue_many(add, [(1,), ("bad",)])
+        assert len(await app.list_tasks()) == 3
+
+
+async def test_payload_limit(clock: FakeClock) -> None:
+    app = make_app(clock, max_payload_bytes=1024)
+
+    @app.task
+    async def store(blob: str) -> None: ...
+
+    async with app:
+        with pytest.raises(PayloadTooLarge, match="over the limit of 1024"):
+            await store.enqueue("x" * 2000)
+        assert await app.list_tasks() == []
+
+
+def test_registration_errors(clock: FakeClock) -> None:
+    app = make_app(clock)
+
+    @app.task(name="dup")
+    def one() -> None: ...
+
+    with pytest.raises(ConfigurationError, match="already registered"):
+        app.task(name="dup")(lambda: None)
+    with pytest.raises(ConfigurationError, match="complexity"):
+        app.task(complexity="huge")(lambda: None)
+    with pytest.raises(ConfigurationError, match="invalid priority"):
+        app.task(priority=9)(lambda: None)
+    with pytest.raises(ConfigurationError, match="invalid queue name"):
+        app.task(queue="a b")(lambda: None)
+    with pytest.raises(ConfigurationError, match="timeout"):
+        app.task(timeout=0)(lambda: None)
+    with pytest.raises(ConfigurationError, match="rate limit"):
+        app.task(rate_limit="fast")(lambda: None)
+    with pytest.raises(ConfigurationError, match="invalid cron"):
+        app.periodic("every minute")(lambda: None)
+    with pytest.raises(ConfigurationError, match="time zone"):
+        app.periodic("* * * * *", tz="Mars/Olympus", name="x")(lambda: None)
+    with pytest.raises(ConfigurationError, match="result_ttl=1 s is outside"):
+        App(result_ttl=1)
+    with pytest.raises(ConfigurationError, match="dead_ttl"):
+        App(dead_ttl=365 * 86400 * 2)
+    assert one.name == "dup" and app.get_task("dup") is one
+    with pytest.raises(TaskError, match="no task named"):
+        app.get_task("missing")
+
+
+async def test_handle_of_unknown_task(clock: FakeClock) -> None:
+    app = make_app(clock)
+    async with app:
+        with pytest.raises(TaskError, match="unknown"):
+            await app.handle("nope").result(timeout=0)
+
+
+def test_codec() -> None:
+    for fmt in ("json", "msgpack"):
+        codec = Codec(fmt)  # type: ignore[arg-type]
+        env = Envelope(id=new_task_id(), task="t", args=msgspec.Raw(codec.encode({"a": 1})))
+        body = codec.encode_envelope(env)
+        back = codec.decode_envelope(body)
+        assert back.id == env.id and codec.decode(bytes(back.args)) == {"a": 1}
+        with pytest.raises(SerializationError, match="malformed envelope"):
+            codec.decode_envelope(b"\xff\x00garbage")
+        with pytest.raises(SerializationError, match="cannot encode"):
+            codec.encode(object())
+    with pytest.raises(SerializationError, match="unknown serializer"):
+        Codec("pickle")  # type: ignore[arg-type]
+
+
+def test_task_ids_sort_by_creation() -> None:
+    ids = [new_task_id() for _ in range(1000)]
+    assert ids == sorted(ids) and len(set(ids)) == 1000 and all(len(i) == 26 for i in ids)
+
+
+def test_backend_discovery() -> None:
+    assert isinstance(backend_from_url("memory://"), MemoryBackend)
+    with pytest.raises(ConfigurationError, match="no scheme"):
+        backend_from_url("localhost:6379")
+    with pytest.raises(ConfigurationError, match="no taskcore backend for URL scheme 'kafka'"):
+        backend_from_url("kafka://broker")
+
+
+def test_fake_clock() -> None:
+    clock = FakeClock(100.0)
+    seen: list[float] = []
+    clock.subscribe(lambda: seen.append(clock.now()))
+    clock.advance(5)
+    clock.set(110)
+    clock.set(50)  # never backwards
+    assert clock.now() == 110 and seen == [105, 110, 110]
+    with pytest.raises(ValueError):
+        clock.advance(-1)
