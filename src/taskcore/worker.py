@@ -207,6 +207,12 @@ class Worker:
             send, receive = anyio.create_memory_object_stream[_Run](math.inf)
             async with anyio.create_task_group() as runs, send, receive:
                 self._spawn_slots(runs, receive)
+                log.info(
+                    "worker %s started: queues %s, concurrency %d",
+                    self.id,
+                    ",".join(self.queues),
+                    self.target,
+                )
                 task_status.started()
                 await self._claim_loop(runs, send, receive)
                 await self._drain()

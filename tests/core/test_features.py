@@ -1,0 +1,230 @@
+"""Process pool, telemetry, cron, middleware, blocking facade, CLI and demo."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from taskcore import App, ExecutionContext, FakeClock, Middleware, State, TaskFailed
+from taskcore.cli import main as cli_main
+from taskcore.memory import MemoryBackend
+from taskcore.telemetry import Telemetry
+
+from . import proc_tasks
+from .conftest import Recorder
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.anyio
+async def test_process_pool_runs_and_kills_on_timeout(anyio_backend: str) -> None:
+    app = proc_tasks.app
+    async with app, app.worker(processes=2) as worker:
+        h = await proc_tasks.whoami.enqueue(21)
+        out = await h.result(timeout=60)
+        assert out["n"] == 42 and out["pid"] != os.getpid()
+        hung = await proc_tasks.hang.enqueue(30)
+        with pytest.raises(TaskFailed, match="TaskTimeout"):
+            await hung.result(timeout=60)
+        crashed = await proc_tasks.crash.enqueue()
+        with pytest.raises(TaskFailed, match="BrokenWorkerProcess"):
+            await crashed.result(timeout=60)  # os._exit in the child: a failed attempt
+        again = await proc_tasks.whoami.enqueue(1)
+        assert (await again.result(timeout=60))["n"] == 2  # the pool survives both kills
+        assert worker.busy["process"] == 0
+
+
+@pytest.mark.anyio
+async def test_metrics_and_traces(clock: FakeClock) -> None:
+    reader = InMemoryMetricReader()
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry = Telemetry(MeterProvider(metric_readers=[reader]), tracer_provider)
+    app = App(backend=MemoryBackend(clock=clock), clock=clock, telemetry=telemetry)
+
+    @app.task(retry=None)
+    async def ok(n: int) -> int:
+        return n
+
+    @app.task
+    async def bad() -> None:
+        raise ValueError("x")
+
+    async with app, app.worker() as worker:
+        ids = [(await ok.enqueue(i)).id for i in range(3)]
+        for tid in ids:
+            await app.handle(tid).result(timeout=5)
+        await (await bad.enqueue()).record()
+        await worker.maintain()
+        with anyio.fail_after(5):
+            while not (await app.list_tasks(state=State.RETRYING)):
+                await anyio.lowlevel.checkpoint()
+    data = reader.get_metrics_data()
+    points: dict[str, list[Any]] = {}
+    for rm in data.resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                points[metric.name] = list(metric.data.data_points)
+    enq = {tuple(sorted(p.attributes.items())): p.value for p in points["taskcore.tasks.enqueued"]}
+    assert enq[(("priority", "P2"), ("queue", "default"), ("task", ok.name))] == 3
+    assert sum(p.value for p in points["taskcore.tasks.succeeded"]) == 3
+    assert sum(p.value for p in points["taskcore.tasks.failed"]) == 1
+    assert sum(p.value for p in points["taskcore.tasks.retried"]) == 1
+    assert sum(p.count for p in points["taskcore.task.run_time"]) == 4
+    assert "taskcore.queue.depth" in points and "taskcore.worker.busy_slots" in points
+    for series in points.values():
+        for p in series:
+            assert not any(v in ids for v in p.attributes.values())  # never the task id
+    spans = exporter.get_finished_spans()
+    enqueue_spans = [s for s in spans if s.name == f"enqueue {ok.name}"]
+    run_spans = [s for s in spans if s.name == f"run {ok.name}"]
+    assert len(enqueue_spans) == 3 and len(run_spans) == 3
+    assert {s.context.trace_id for s in run_spans} == {s.context.trace_id for s in enqueue_spans}
+    assert all(s.parent is not None for s in run_spans)
+
+
+@pytest.mark.anyio
+async def test_middleware_hooks_run_in_order(clock: FakeClock) -> None:
+    events: list[str] = []
+
+    class Audit(Middleware):
+        async def before_enqueue(self, task: Any, envelope: Any) -> None:
+            events.append(f"before_enqueue {envelope.task.rsplit('.', 1)[-1]}")
+
+        async def after_enqueue(self, task: Any, message: Any, created: bool) -> None:
+            events.append(f"after_enqueue created={created}")
+
+        async def before_run(self, ctx: ExecutionContext) -> None:
+            events.append(f"before_run args={ctx.args} kwargs={ctx.kwargs}")
+
+        async def after_run(self, ctx: ExecutionContext) -> None:
+            events.append(f"after_run {ctx.outcome} result={ctx.result}")
+
+    app = App(backend=MemoryBackend(clock=clock), clock=clock, middleware=[Audit()])
+
+    @app.task
+    async def double(n: int) -> int:
+        return n * 2
+
+    async with app, app.worker():
+        await (await double.enqueue(4)).result(timeout=5)
+    assert events == [
+        "before_enqueue double",
+        "after_enqueue created=True",
+        "before_run args=[] kwargs={'n': 4}",
+        "after_run succeeded result=8",
+    ]
+
+
+@pytest.mark.anyio
+async def test_cron_tick_enqueued_once_with_two_workers(
+    clock: FakeClock, recorder: Recorder
+) -> None:
+    clock.set(1_700_000_100.0)  # 2023-11-14 22:15:00 UTC; next */5 tick at 22:20
+    app = App(backend=MemoryBackend(clock=clock), clock=clock, middleware=[recorder])
+
+    @app.periodic("*/5 * * * *", tz="Europe/Paris")
+    async def sweep() -> str:
+        return "swept"
+
+    async with app, app.worker(), app.worker():
+        with anyio.fail_after(5):
+            while clock.sleepers < 2 + 2 * 2:  # cron, extend and maintenance loops
+                await anyio.lowlevel.checkpoint()
+        clock.advance(300)
+        await recorder.wait_runs(1)
+    ticks = await app.list_tasks(task=sweep.name)
+    assert len(ticks) == 1 and ticks[0].unique_key == f"cron:{sweep.name}:1700000400"
+    assert ticks[0].state is State.SUCCEEDED
+
+
+def test_cron_next_tick_honours_time_zone() -> None:
+    from taskcore.cron import Periodic
+
+    # 2024-03-30 23:30 UTC; 02:00 Paris time on the 31st does not exist (DST)
+    p = Periodic("t", "0 9 * * *", "Europe/Paris")
+    assert p.next_after(1711841400.0) == 1711868400.0  # 09:00 CEST = 07:00 UTC
+    assert Periodic("t", "0 9 * * *").next_after(1711841400.0) == 1711875600.0  # 09:00 UTC
+
+
+def test_blocking_facade() -> None:
+    app = App("memory://")
+
+    @app.task
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    with app.blocking() as tc:
+        worker = app.worker(concurrency=2)
+        tc.portal.start_task_soon(worker.run)
+        h = tc.enqueue(add, 2, 3)
+        assert h.result(timeout=5) == 5
+        assert h.status() is State.SUCCEEDED
+        rec = h.record()
+        assert rec is not None and rec.attempt == 1
+        later = tc.enqueue_with(add, {"delay": 60}, 1, 1)
+        assert later.status() is State.SCHEDULED
+        assert later.cancel() and tc.handle(later.id).status() is State.CANCELLED
+        hs = tc.enqueue_many(add, [(1, 1), (2, 2)])
+        assert [x.result(timeout=5) for x in hs] == [2, 4]
+        [stats] = tc.stats(["default"])
+        assert stats.states[State.SUCCEEDED] == 3
+        assert len(tc.list_tasks(state=State.SUCCEEDED)) == 3
+        assert tc.cancel([h.id]) == [False]
+        assert tc.retry_dead([h.id]) == [False]
+        assert tc.purge("default", [State.CANCELLED]) == 1
+        tc.portal.call(worker.stop)
+
+
+def test_cli_status(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    assert cli_main(["status", "tests.core.cli_app:app"]) == 0
+    out = capsys.readouterr().out
+    assert "taskcore queues" in out and "0 worker(s) alive" in out
+    assert cli_main(["status", "tests.core.cli_app:not_an_app"]) == 2
+    assert "does not name a taskcore App" in capsys.readouterr().err
+    assert cli_main(["status", "no_such_module_xyz:app"]) == 2
+
+
+def test_cli_worker_stops_on_sigterm() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "taskcore", "worker", "tests.core.cli_app:app", "--grace", "5"],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    lines = []
+    for line in proc.stderr:  # the worker logs once it is up
+        lines.append(line)
+        if "worker" in line and "started" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=30) == 0, "".join(lines) + rest
+    assert "SIGTERM: stopping" in rest
+
+
+def test_demo_small_run(capsys: pytest.CaptureFixture[str]) -> None:
+    from taskcore.demo import run_demo
+
+    assert run_demo(total=150, live=False) == 0
+    out = capsys.readouterr().out
+    assert "per priority" in out and "per complexity" in out and "runs/s overall" in out
+    assert "P4 BATCH" in out and "complex" in out
