@@ -1,0 +1,53 @@
+"""Drive one worker over pre-enqueued tasks and time it (used in-process and by _worker)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from taskcore import App
+
+from ._common import BenchError, count_settles, verify_all_succeeded
+from .apps import PROBE, QUEUE
+
+
+async def enqueue_noops(app: App, n: int, batch: int = 1000) -> None:
+    """Enqueue ``n`` calls of ``bench.noop`` with ``enqueue_many`` in batches."""
+    noop = app.tasks["bench.noop"]
+    for start in range(0, n, batch):
+        await app.enqueue_many(noop, [()] * min(batch, n - start))
+
+
+async def drain(app: App, n: int, concurrency: int, timeout: float) -> dict[str, Any]:
+    """Start one worker on an opened app holding ``n`` ready tasks; return when all
+    ``n`` outcomes are stored. Timed from worker start to the last accepted settle."""
+    done = asyncio.Event()
+    settled = 0
+
+    def on_settled(k: int) -> None:
+        nonlocal settled
+        settled += k
+        if settled >= n:
+            done.set()
+
+    count_settles(app, on_settled)
+    PROBE.reset(n)
+    worker = app.worker(concurrency=concurrency, queues=[QUEUE])
+    t0 = time.perf_counter()
+    runner = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(done.wait(), timeout)
+    except TimeoutError:
+        raise BenchError(
+            f"worker did not finish: {PROBE.count} of {n} tasks ran, {settled} settled "
+            f"after {timeout}s"
+        ) from None
+    finally:
+        elapsed = time.perf_counter() - t0
+        worker.stop()
+        await runner
+    if PROBE.count != n or settled != n:
+        raise BenchError(f"{PROBE.count} task bodies ran and {settled} settled, expected {n}")
+    await verify_all_succeeded(app, n)
+    return {"elapsed": elapsed, "ran": PROBE.count, "settled": settled}

@@ -1,0 +1,114 @@
+"""A benchmark worker process: ``python -m benchmarks._worker burn|latency --url URL --n N``.
+
+Prints one JSON object on the last line of stdout. ``burn``: the tasks are already
+enqueued; run one worker until all ``n`` are settled and report the elapsed time (and,
+on Redis, the commands the server processed and the client's round trips meanwhile).
+``latency``: start an idle worker, print ``ready``, run ``n`` ``bench.stamp(i)`` calls
+as they arrive and report each body's wall-clock start time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+from .apps import PROBE, QUEUE, make_app
+
+
+def _emit(obj: object) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+class RoundTrips:
+    """Counts writes to Redis sockets: one per command, one per pipeline."""
+
+    def __init__(self) -> None:
+        from redis.asyncio.connection import AbstractConnection
+
+        self.count = 0
+        original = AbstractConnection.send_packed_command
+
+        async def counting(conn: Any, *args: Any, **kwargs: Any) -> None:
+            self.count += 1
+            await original(conn, *args, **kwargs)
+
+        AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
+
+
+async def _redis_info(url: str) -> dict[str, Any]:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url.partition("?")[0])
+    try:
+        stats = await client.info("stats")
+        commands = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    return {
+        "total": stats["total_commands_processed"],
+        "calls": {k.removeprefix("cmdstat_"): v["calls"] for k, v in commands.items()},
+    }
+
+
+async def burn(url: str, n: int, concurrency: int, timeout: float) -> dict[str, Any]:
+    from ._run import drain
+
+    app = make_app(url)
+    trips = RoundTrips() if url.startswith("redis") else None
+    async with app:
+        before = await _redis_info(url) if trips else None
+        trips_before = trips.count if trips else 0
+        result = await drain(app, n, concurrency, timeout)
+        if trips and before:
+            after = await _redis_info(url)
+            result["client_round_trips"] = trips.count - trips_before
+            result["server_commands"] = after["total"] - before["total"] - 2  # our two INFOs
+            result["server_calls"] = {
+                k: v - before["calls"].get(k, 0)
+                for k, v in after["calls"].items()
+                if v - before["calls"].get(k, 0) > 0
+            }
+    return result
+
+
+async def latency(url: str, n: int, concurrency: int, timeout: float) -> dict[str, Any]:
+    app = make_app(url)
+    done = asyncio.Event()
+    PROBE.reset(n, done.set)
+    async with app:
+        worker = app.worker(concurrency=concurrency, queues=[QUEUE])
+        runner = asyncio.create_task(worker.run())
+        await asyncio.sleep(1.0)  # let it settle into its idle wait
+        _emit("ready")
+        try:
+            await asyncio.wait_for(done.wait(), timeout)
+        except TimeoutError:
+            pass
+        worker.stop()
+        await runner
+    return {"ran": PROBE.count, "starts": PROBE.starts}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks._worker")
+    parser.add_argument("mode", choices=["burn", "latency"])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--n", type=int, required=True)
+    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--timeout", type=float, default=300.0)
+    args = parser.parse_args(argv)
+    fn = burn if args.mode == "burn" else latency
+    t0 = time.perf_counter()
+    result = asyncio.run(fn(args.url, args.n, args.concurrency, args.timeout))
+    result["process_seconds"] = time.perf_counter() - t0
+    _emit(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

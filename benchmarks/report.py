@@ -1,0 +1,214 @@
+"""Machine details, medians and the markdown summary written next to the JSON results."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import platform
+import statistics
+from collections.abc import Sequence
+from importlib import metadata
+from typing import Any
+
+import psutil
+
+from ._common import PG_URL, REDIS_URL
+
+# (scenario, key, label, unit, {backend: (target, "min"|"max")})
+METRICS: list[tuple[str, str, str, str, dict[str, tuple[float, str]]]] = [
+    (
+        "burn-down",
+        "tasks_per_s",
+        "burn-down, 1 worker",
+        "tasks/s",
+        {"memory": (50_000, "min"), "redis": (20_000, "min"), "postgres": (10_000, "min")},
+    ),
+    ("burn-down", "baseline_tasks_per_s", "asyncio.Queue baseline (same run)", "tasks/s", {}),
+    ("burn-down", "ratio_to_baseline", "taskcore / asyncio.Queue", "x", {}),
+    (
+        "burn-down",
+        "round_trips_per_task",
+        "client round trips per task (burn-down)",
+        "",
+        {"redis": (1, "max")},
+    ),
+    ("burn-down", "server_commands_per_task", "server commands per task (incl. in Lua)", "", {}),
+    (
+        "enqueue",
+        "bulk_tasks_per_s",
+        "bulk enqueue (enqueue_many, batches of 1000)",
+        "tasks/s",
+        {"redis": (50_000, "min"), "postgres": (30_000, "min")},
+    ),
+    ("enqueue", "single_tasks_per_s", "single task.enqueue() calls", "tasks/s", {}),
+    ("latency", "p50_ms", "enqueue→start p50", "ms", {}),
+    ("latency", "p95_ms", "enqueue→start p95", "ms", {}),
+    (
+        "latency",
+        "p99_ms",
+        "enqueue→start p99",
+        "ms",
+        {"memory": (2, "max"), "redis": (5, "max"), "postgres": (10, "max")},
+    ),
+    (
+        "rss",
+        "rss_mb",
+        "idle worker RSS",
+        "MB",
+        {"memory": (60, "max"), "redis": (60, "max"), "postgres": (60, "max")},
+    ),
+    ("pg-claim", "empty_limit1_p50_ms", "claim(limit=1) p50, empty table", "ms", {}),
+    ("pg-claim", "full_limit1_p50_ms", "claim(limit=1) p50, with finished rows", "ms", {}),
+    ("pg-claim", "empty_limit100_p50_ms", "claim(limit=100) p50, empty table", "ms", {}),
+    ("pg-claim", "full_limit100_p50_ms", "claim(limit=100) p50, with finished rows", "ms", {}),
+]
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _os_name() -> str:
+    try:
+        return platform.freedesktop_os_release()["PRETTY_NAME"] + f" (kernel {platform.release()})"
+    except OSError:
+        return platform.platform()
+
+
+async def _redis_version() -> str:
+    try:
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(REDIS_URL)
+        try:
+            return str((await client.info("server"))["redis_version"])
+        finally:
+            await client.aclose()
+    except Exception as exc:
+        return f"unavailable ({type(exc).__name__})"
+
+
+async def _pg_version() -> str:
+    try:
+        import psycopg
+
+        async with await psycopg.AsyncConnection.connect(PG_URL) as conn:
+            cur = await conn.execute("SHOW server_version")
+            row = await cur.fetchone()
+            return str(row[0]) if row else "unknown"
+    except Exception as exc:
+        return f"unavailable ({type(exc).__name__})"
+
+
+async def machine() -> dict[str, Any]:
+    import taskcore
+
+    redis_v, pg_v = await asyncio.gather(_redis_version(), _pg_version())
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": _os_name(),
+        "python": platform.python_version(),
+        "taskcore": taskcore.__version__,
+        "redis_server": redis_v,
+        "postgres_server": pg_v,
+        "redis-py": _version("redis"),
+        "psycopg": _version("psycopg"),
+        "msgspec": _version("msgspec"),
+        "anyio": _version("anyio"),
+    }
+
+
+def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Median of every numeric figure over the repeats; other values from the first run."""
+    out: dict[str, Any] = {}
+    for key, value in runs[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = statistics.median(r[key] for r in runs)
+        else:
+            out[key] = value
+    return out
+
+
+def _fmt(value: float) -> str:
+    if value >= 1000:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3g}" if value >= 0.01 else f"{value:.4f}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    lines = [
+        f"# taskcore benchmark results — {m['date']}",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GB RAM, {m['os']}; "
+        f"Python {m['python']}; taskcore {m['taskcore']}; Redis {m['redis_server']}; "
+        f"PostgreSQL {m['postgres_server']}; redis-py {m['redis-py']}; "
+        f"psycopg {m['psycopg']}; msgspec {m['msgspec']}; anyio {m['anyio']}.",
+        "",
+        f"Command: `{result['command']}` — medians of {result['repeat']} repeat(s)"
+        + (" (quick mode: small sizes, not representative)" if result["quick"] else "")
+        + ".",
+        "",
+        "| backend | figure | median | unit | target | met | repeats |",
+        "|---|---|---:|---|---|---|---|",
+    ]
+    failed: set[tuple[str, str]] = set()
+    for backend in ("memory", "redis", "postgres"):
+        for scenario, key, label, unit, targets in METRICS:
+            entry = result["results"].get(scenario, {}).get(backend)
+            if entry is None:
+                continue
+            if "error" in entry:
+                if (scenario, backend) not in failed:
+                    failed.add((scenario, backend))
+                    error = entry["error"][:120].replace("|", "/").replace("\n", " ")
+                    lines.append(f"| {backend} | {scenario} | FAILED | | | ✘ | {error} |")
+                continue
+            summary = entry["median"]
+            if key not in summary:
+                continue
+            value = summary[key]
+            target, met = "", ""
+            if backend in targets:
+                goal, kind = targets[backend]
+                target = f"{'≥' if kind == 'min' else '<'} {_fmt(goal)}"
+                met = "✔" if (value >= goal if kind == "min" else value < goal) else "✘"
+            runs = ", ".join(_fmt(r[key]) for r in entry["runs"])
+            lines.append(
+                f"| {backend} | {label} | {_fmt(value)} | {unit} | {target} | {met} | {runs} |"
+            )
+    notes = []
+    for backend, entry in result["results"].get("burn-down", {}).items():
+        if "median" in entry:
+            s = entry["median"]
+            notes.append(f"- burn-down {backend}: N={entry['n']}, worker {s['worker']}")
+    for backend, entry in result["results"].get("latency", {}).items():
+        if "median" in entry:
+            s = entry["median"]
+            notes.append(
+                f"- latency {backend}: {s['count']} tasks at {s['rate_per_s']:g}/s, worker "
+                f"{s['worker']}"
+            )
+    if notes:
+        lines += ["", *notes]
+    return "\n".join(lines) + "\n"

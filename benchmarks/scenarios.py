@@ -1,0 +1,245 @@
+"""The benchmark scenarios. Each takes a backend name and sizes and returns one
+repeat's figures as a flat dict; ``__main__`` repeats them and takes medians."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from ._common import BenchError, drop_scratch, percentile, scratch_url
+from ._run import drain, enqueue_noops
+from .apps import PROBE, URL_ENV, make_app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- subprocess plumbing ------------------------------------------------------------
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+async def _spawn_worker(mode: str, url: str, n: int, concurrency: int) -> Any:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "benchmarks._worker",
+        mode,
+        "--url",
+        url,
+        "--n",
+        str(n),
+        "--concurrency",
+        str(concurrency),
+        cwd=ROOT,
+        env=_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def _result(proc: Any) -> dict[str, Any]:
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise BenchError(f"worker process failed ({proc.returncode}): {err.decode()[-2000:]}")
+    return json.loads(out.decode().strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+# -- 1. burn-down ---------------------------------------------------------------------
+async def asyncio_queue_baseline(n: int) -> float:
+    """N items in an ``asyncio.Queue``; a consumer spawns one task per item. Returns the
+    seconds from the consumer's start until the last task ran."""
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(n):
+        queue.put_nowait(i)
+    done = asyncio.Event()
+    count = 0
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def noop(_: int) -> None:
+        nonlocal count
+        count += 1
+        if count == n:
+            done.set()
+
+    async def consume() -> None:
+        while True:
+            item = await queue.get()
+            task = asyncio.create_task(noop(item))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    t0 = time.perf_counter()
+    consumer = asyncio.create_task(consume())
+    await done.wait()
+    elapsed = time.perf_counter() - t0
+    consumer.cancel()
+    if count != n:
+        raise BenchError(f"baseline ran {count} of {n}")
+    return elapsed
+
+
+async def burn_down(backend: str, n: int, concurrency: int) -> dict[str, Any]:
+    url = scratch_url(backend)
+    try:
+        app = make_app(url)
+        async with app:
+            t0 = time.perf_counter()
+            await enqueue_noops(app, n)
+            enqueue_s = time.perf_counter() - t0
+            if backend == "memory":
+                res = await drain(app, n, concurrency, timeout=300)
+        if backend != "memory":
+            proc = await _spawn_worker("burn", url, n, concurrency)
+            res = await _result(proc)
+            async with make_app(url) as check:  # the parent checks the worker's claim
+                from ._common import verify_all_succeeded
+
+                await verify_all_succeeded(check, n)
+    finally:
+        await drop_scratch(url)
+    base = await asyncio_queue_baseline(n)
+    out: dict[str, Any] = {
+        "tasks_per_s": n / res["elapsed"],
+        "elapsed_s": res["elapsed"],
+        "baseline_tasks_per_s": n / base,
+        "ratio_to_baseline": (n / res["elapsed"]) / (n / base),
+        "preload_enqueue_s": enqueue_s,
+        "worker": "in-process" if backend == "memory" else "subprocess",
+    }
+    if "client_round_trips" in res:
+        out["round_trips_per_task"] = res["client_round_trips"] / n
+        out["server_commands_per_task"] = res["server_commands"] / n
+        out["server_calls"] = res["server_calls"]
+    return out
+
+
+# -- 2. bulk enqueue --------------------------------------------------------------------
+async def bulk_enqueue(backend: str, n: int, singles: int) -> dict[str, Any]:
+    url = scratch_url(backend)
+    try:
+        app = make_app(url)
+        async with app:
+            noop = app.tasks["bench.noop"]
+            await noop.enqueue()  # connect, load scripts, migrate: not part of the figure
+            t0 = time.perf_counter()
+            await enqueue_noops(app, n, batch=1000)
+            bulk = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for _ in range(singles):
+                await noop.enqueue()
+            single = time.perf_counter() - t0
+            [stats] = await app.stats(["default"])
+            stored = sum(stats.states.values())
+            if stored != n + singles + 1:
+                raise BenchError(f"stored {stored} tasks, expected {n + singles + 1}")
+    finally:
+        await drop_scratch(url)
+    return {
+        "bulk_tasks_per_s": n / bulk,
+        "single_tasks_per_s": singles / single,
+        "single_enqueue_ms": single / singles * 1000,
+    }
+
+
+# -- 3. latency ---------------------------------------------------------------------------
+async def _paced(app: Any, rate: float, count: int) -> list[str]:
+    """Enqueue ``bench.stamp(i)`` at a fixed rate; returns the task ids in order."""
+    stamp = app.tasks["bench.stamp"]
+    ids: list[str] = []
+    t0 = time.perf_counter()
+    for i in range(count):
+        delay = t0 + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        handle = await stamp.enqueue(i)
+        ids.append(handle.id)
+    return ids
+
+
+async def latency(backend: str, rate: float, seconds: float) -> dict[str, Any]:
+    count = max(1, int(rate * seconds))
+    url = scratch_url(backend)
+    try:
+        app = make_app(url)
+        async with app:
+            if backend == "memory":
+                done = asyncio.Event()
+                PROBE.reset(count, done.set)
+                worker = app.worker(queues=["default"])
+                runner = asyncio.create_task(worker.run())
+                await asyncio.sleep(0.5)
+                ids = await _paced(app, rate, count)
+                await asyncio.wait_for(done.wait(), 30)
+                worker.stop()
+                await runner
+                starts = dict(PROBE.starts)
+            else:
+                await app.backend.stats(["default"])  # migrate / connect before the worker
+                proc = await _spawn_worker("latency", url, count, 100)
+                line = await asyncio.wait_for(proc.stdout.readline(), 60)
+                if json.loads(line) != "ready":
+                    raise BenchError(f"worker said {line!r}")
+                ids = await _paced(app, rate, count)
+                res = await _result(proc)
+                starts = {int(k): v for k, v in res["starts"].items()}
+            if len(starts) != count:
+                raise BenchError(f"{len(starts)} of {count} latency tasks ran")
+            lat = []
+            for i, tid in enumerate(ids):
+                record = await app.backend.get(tid)
+                if record is None:
+                    raise BenchError(f"task {tid} vanished")
+                lat.append((starts[i] - record.enqueued_at) * 1000)
+    finally:
+        await drop_scratch(url)
+    return {
+        "rate_per_s": rate,
+        "count": count,
+        "p50_ms": percentile(lat, 50),
+        "p95_ms": percentile(lat, 95),
+        "p99_ms": percentile(lat, 99),
+        "max_ms": max(lat),
+        "worker": "in-process (same event loop)" if backend == "memory" else "subprocess",
+    }
+
+
+# -- 4. idle RSS ---------------------------------------------------------------------------
+async def idle_rss(backend: str, settle_s: float = 2.0) -> dict[str, Any]:
+    url = scratch_url(backend)
+    env = _env()
+    env[URL_ENV] = url
+    taskcore = Path(sys.executable).with_name("taskcore")
+    cmd = [str(taskcore)] if taskcore.exists() else [sys.executable, "-m", "taskcore"]
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *cmd,
+            "worker",
+            "benchmarks.apps:app",
+            "--log-level",
+            "WARNING",
+            cwd=ROOT,
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            await asyncio.sleep(settle_s)
+            if proc.returncode is not None:
+                raise BenchError(f"worker exited early: {(await proc.stderr.read()).decode()}")
+            info = psutil.Process(proc.pid).memory_full_info()
+        finally:
+            if proc.returncode is None:
+                proc.terminate()
+            await proc.wait()
+    finally:
+        await drop_scratch(url)
+    return {"rss_mb": info.rss / 2**20, "uss_mb": info.uss / 2**20}
