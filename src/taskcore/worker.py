@@ -68,7 +68,7 @@ class _Plan:
 @attrs.define(eq=False)
 class _Run:
     lease: Lease
-    scope: anyio.CancelScope = attrs.field(factory=anyio.CancelScope)
+    scope: anyio.CancelScope | None = None  # the slot's scope, set when the run starts
     stop_reason: StopReason | None = None
     # set once the task function is about to run, for the timeout path
     task: Task[Any, Any] | None = None
@@ -236,8 +236,7 @@ class Worker:
                     await self._slot_event.wait()
                     self._slot_event = anyio.Event()
         for run in list(self._running.values()):
-            run.stop_reason = "shutdown"
-            run.scope.cancel()
+            self._stop_run(run, "shutdown")
 
     # -- claiming ---------------------------------------------------------------
     def _spawn_slots(
@@ -249,18 +248,45 @@ class Worker:
             runs.start_soon(self._slot_loop, receive.clone())
 
     async def _slot_loop(self, receive: MemoryObjectReceiveStream[_Run]) -> None:
+        """Run one task at a time. The runs of a slot share one cancel scope until one of
+        them is cancelled (a scope per run would cost more than a no-op task)."""
         async with receive:
             while True:
-                try:
-                    run = receive.receive_nowait()  # no event-loop round trip while busy
-                except anyio.WouldBlock:
-                    try:
-                        run = await receive.receive()
-                    except anyio.EndOfStream:
-                        return
-                except anyio.EndOfStream:
-                    return
-                await self._execute(run)
+                run: _Run | None = None
+                with anyio.CancelScope() as scope:
+                    while not scope.cancel_called:
+                        try:
+                            run = receive.receive_nowait()  # no loop round trip while busy
+                        except anyio.WouldBlock:
+                            try:
+                                run = await receive.receive()
+                            except anyio.EndOfStream:
+                                return
+                        except anyio.EndOfStream:
+                            return
+                        if run.stop_reason is not None:
+                            self._finish(run, self._stopped_outcome(run))
+                            run = None
+                            continue
+                        run.scope = scope
+                        outcome = await self._process(run)
+                        self._finish(run, outcome)
+                        run = None
+                if run is not None:  # cancelled while it ran: lost, cancel, shutdown, timeout
+                    self._finish(run, self._stopped_outcome(run))
+
+    def _stop_run(self, run: _Run, reason: StopReason) -> None:
+        run.stop_reason = reason
+        if run.scope is not None:
+            run.scope.cancel()  # not started yet: the slot sees stop_reason when it takes it
+
+    def _finish(self, run: _Run, outcome: Outcome | None) -> None:
+        del self._running[run.lease.message.id]
+        self._slot_event.set()
+        self.processed += 1
+        if outcome is not None:
+            self._outcomes.append(outcome)
+            self._outcome_event.set()
 
     async def _claim_loop(
         self,
@@ -318,31 +344,15 @@ class Worker:
                 send.send_nowait(run)
 
     # -- running ------------------------------------------------------------------
-    async def _execute(self, run: _Run) -> None:
-        lease = run.lease
-        outcome: Outcome | None = None
-        try:
-            with run.scope:
-                outcome = await self._process(run)
-            if run.scope.cancelled_caught or outcome is None:
-                outcome = self._stopped_outcome(run)
-                if run.stop_reason == "timeout" and run.task is not None and run.policy is not None:
-                    exc = TaskTimeout(
-                        f"task {run.task.name!r} ran past its timeout of {run.timeout}s",
-                        task_id=lease.message.id,
-                    )
-                    self.app.telemetry.failed.add(1, {"task": run.task.name})
-                    outcome = self._failure(lease, run.task, run.policy, exc, run.late)
-        finally:
-            del self._running[lease.message.id]
-            self._slot_event.set()
-            self.processed += 1
-        if outcome is not None:
-            self._outcomes.append(outcome)
-            self._outcome_event.set()
-
     def _stopped_outcome(self, run: _Run) -> Outcome | None:
         lease, now = run.lease, self.clock.now()
+        if run.stop_reason == "timeout" and run.task is not None and run.policy is not None:
+            exc = TaskTimeout(
+                f"task {run.task.name!r} ran past its timeout of {run.timeout}s",
+                task_id=lease.message.id,
+            )
+            self.app.telemetry.failed.add(1, {"task": run.task.name})
+            return self._failure(lease, run.task, run.policy, exc, run.late)
         if run.stop_reason == "cancel":
             return Outcome(
                 lease.message.id,
@@ -625,8 +635,7 @@ class Worker:
             run = self._running.get(tid)
             if run is None or status is ExtendStatus.OK:
                 continue
-            run.stop_reason = "lost" if status is ExtendStatus.LOST else "cancel"
-            run.scope.cancel()
+            self._stop_run(run, "lost" if status is ExtendStatus.LOST else "cancel")
 
     async def _watchdog_loop(self) -> None:
         """Cancel runs past their timeout. One timer for all runs is far cheaper than a
@@ -638,8 +647,7 @@ class Worker:
             now = time.monotonic()
             for run in list(self._running.values()):
                 if run.deadline <= now and run.stop_reason is None:
-                    run.stop_reason = "timeout"
-                    run.scope.cancel()
+                    self._stop_run(run, "timeout")
 
     async def _maintenance_loop(self) -> None:
         while True:
