@@ -16,6 +16,7 @@ import os
 import socket
 import time
 import traceback
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -23,7 +24,6 @@ import anyio
 import anyio.abc
 import attrs
 import psutil
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .autoscale import Autoscaler
 from .backend import AttemptError, ExtendStatus, Lease, Outcome, OutcomeKind, WorkerInfo
@@ -166,6 +166,10 @@ class Worker:
         self._tg: anyio.abc.TaskGroup | None = None
         self._depth = 0
         self._slots = 0
+        self._pending: deque[_Run] = deque()
+        self._idle: deque[anyio.Event] = deque()
+        self._closed = False
+        self._waking = False
         self._tracing = app.telemetry.tracing
 
     # -- lifecycle ------------------------------------------------------------
@@ -204,9 +208,8 @@ class Worker:
             background.start_soon(self._watchdog_loop)
             if self.app.periodics:
                 background.start_soon(self._cron_loop)
-            send, receive = anyio.create_memory_object_stream[_Run](math.inf)
-            async with anyio.create_task_group() as runs, send, receive:
-                self._spawn_slots(runs, receive)
+            async with anyio.create_task_group() as runs:
+                self._spawn_slots(runs)
                 log.info(
                     "worker %s started: queues %s, concurrency %d",
                     self.id,
@@ -214,9 +217,9 @@ class Worker:
                     self.target,
                 )
                 task_status.started()
-                await self._claim_loop(runs, send, receive)
+                await self._claim_loop(runs)
                 await self._drain()
-                send.close()
+                self._close_slots()
             await self._flush()
             background.cancel_scope.cancel()
         with anyio.CancelScope(shield=True):
@@ -239,41 +242,61 @@ class Worker:
             self._stop_run(run, "shutdown")
 
     # -- claiming ---------------------------------------------------------------
-    def _spawn_slots(
-        self, runs: anyio.abc.TaskGroup, receive: MemoryObjectReceiveStream[_Run]
-    ) -> None:
-        """Long-lived slot coroutines take runs from the stream (no spawn per task)."""
+    def _spawn_slots(self, runs: anyio.abc.TaskGroup) -> None:
+        """Long-lived slot coroutines take runs from a deque (no spawn per task)."""
         while self._slots < self.target:
             self._slots += 1
-            runs.start_soon(self._slot_loop, receive.clone())
+            runs.start_soon(self._slot_loop)
 
-    async def _slot_loop(self, receive: MemoryObjectReceiveStream[_Run]) -> None:
+    def _hand_out(self, new_runs: list[_Run]) -> None:
+        self._pending.extend(new_runs)
+        self._wake_slot()
+
+    def _wake_slot(self) -> None:
+        # at most one slot on its way up at a time: a slot whose task never awaits drains
+        # the batch alone; one whose task awaits lets the next slot take the rest
+        if self._idle and not self._waking:
+            self._waking = True
+            self._idle.popleft().set()
+
+    def _close_slots(self) -> None:
+        self._closed = True
+        while self._idle:
+            self._idle.popleft().set()
+
+    async def _next_run(self) -> _Run | None:
+        while not self._pending:
+            if self._closed:
+                return None
+            wake = anyio.Event()
+            self._idle.append(wake)
+            await wake.wait()
+            self._waking = False
+        run = self._pending.popleft()
+        if self._pending:
+            self._wake_slot()
+        return run
+
+    async def _slot_loop(self) -> None:
         """Run one task at a time. The runs of a slot share one cancel scope until one of
         them is cancelled (a scope per run would cost more than a no-op task)."""
-        async with receive:
-            while True:
-                run: _Run | None = None
-                with anyio.CancelScope() as scope:
-                    while not scope.cancel_called:
-                        try:
-                            run = receive.receive_nowait()  # no loop round trip while busy
-                        except anyio.WouldBlock:
-                            try:
-                                run = await receive.receive()
-                            except anyio.EndOfStream:
-                                return
-                        except anyio.EndOfStream:
-                            return
-                        if run.stop_reason is not None:
-                            self._finish(run, self._stopped_outcome(run))
-                            run = None
-                            continue
-                        run.scope = scope
-                        outcome = await self._process(run)
-                        self._finish(run, outcome)
+        while True:
+            run: _Run | None = None
+            with anyio.CancelScope() as scope:
+                while not scope.cancel_called:
+                    run = await self._next_run()
+                    if run is None:
+                        return
+                    if run.stop_reason is not None:
+                        self._finish(run, self._stopped_outcome(run))
                         run = None
-                if run is not None:  # cancelled while it ran: lost, cancel, shutdown, timeout
-                    self._finish(run, self._stopped_outcome(run))
+                        continue
+                    run.scope = scope
+                    outcome = await self._process(run)
+                    self._finish(run, outcome)
+                    run = None
+            if run is not None:  # cancelled while it ran: lost, cancel, shutdown, timeout
+                self._finish(run, self._stopped_outcome(run))
 
     def _stop_run(self, run: _Run, reason: StopReason) -> None:
         run.stop_reason = reason
@@ -288,12 +311,7 @@ class Worker:
             self._outcomes.append(outcome)
             self._outcome_event.set()
 
-    async def _claim_loop(
-        self,
-        runs: anyio.abc.TaskGroup,
-        send: MemoryObjectSendStream[_Run],
-        receive: MemoryObjectReceiveStream[_Run],
-    ) -> None:
+    async def _claim_loop(self, runs: anyio.abc.TaskGroup) -> None:
         backend = self.app.backend
         failures = 0
         while not self._stopping:
@@ -337,11 +355,11 @@ class Worker:
                 self._wait_scope = None
                 continue
             if self._slots < self.target:
-                self._spawn_slots(runs, receive)
-            for lease in leases:
-                run = _Run(lease)
-                self._running[lease.message.id] = run
-                send.send_nowait(run)
+                self._spawn_slots(runs)
+            new_runs = [_Run(lease) for lease in leases]
+            for run in new_runs:
+                self._running[run.lease.message.id] = run
+            self._hand_out(new_runs)
 
     # -- running ------------------------------------------------------------------
     def _stopped_outcome(self, run: _Run) -> Outcome | None:
