@@ -42,6 +42,7 @@ PolicyKind = Literal["fifo", "priority", "fair", "deadline"]
 PRIORITY_STRIDE = float(2**33)
 DEFAULT_FAIR_WEIGHTS: Mapping[str, float] = {"P0": 16.0, "P1": 8.0, "P2": 4.0, "P3": 2.0, "P4": 1.0}
 DEFAULT_BATCH_HORIZON = 7200.0
+_SLAS: tuple[float | None, ...] = tuple(p.sla for p in Priority)
 
 
 def _freeze_weights(value: Mapping[str, float] | None) -> tuple[tuple[str, float], ...]:
@@ -103,7 +104,7 @@ class SchedulingPolicy:
         return cls("deadline", batch_horizon=batch_horizon)
 
     def horizon(self, priority: int) -> float:
-        sla = Priority(priority).sla
+        sla = _SLAS[priority]
         return self.batch_horizon if sla is None else sla
 
     def weight(self, cls_name: str) -> float:

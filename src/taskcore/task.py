@@ -177,7 +177,9 @@ class Task(Generic[P, R]):
     def decode_args(self, body: bytes) -> tuple[list[Any], dict[str, Any]]:
         """Decode and validate encoded arguments into ``(args, kwargs)`` for a call."""
         struct = self.app.codec.decode(body, self.args_type)
-        kwargs = {f: getattr(struct, f) for f in self.args_type.__struct_fields__}
+        kwargs: dict[str, Any] = msgspec.structs.asdict(struct)  # type: ignore[arg-type]
+        if not self._positional and not self._has_var:
+            return [], kwargs
         args = [kwargs.pop(name) for name in self._positional]
         if self._has_var:
             args.extend(kwargs.pop(_VAR_ARGS, []))
