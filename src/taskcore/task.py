@@ -123,6 +123,13 @@ class Task(Generic[P, R]):
         self._positional = [
             p.name for p in self.signature.parameters.values() if p.kind is p.POSITIONAL_ONLY
         ]
+        plain = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        params = list(self.signature.parameters.values())
+        self._simple_names: list[str] | None = (
+            [p.name for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+            if all(p.kind in plain for p in params)
+            else None
+        )
         self._has_var = any(
             p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in self.signature.parameters.values()
         )
@@ -143,6 +150,19 @@ class Task(Generic[P, R]):
         Raises:
             TaskValidationError: the arguments do not fit; nothing is enqueued.
         """
+        names = self._simple_names
+        if names is not None and len(args) <= len(names):
+            # fast path for plain parameters: the Struct decode below checks missing and
+            # unknown names; only a name given twice is caught here
+            data = dict(zip(names, args, strict=False))
+            if kwargs:
+                if not data.keys().isdisjoint(kwargs):
+                    self._bind(args, kwargs)  # raises with Python's own message
+                data.update(kwargs)
+            return self._validated(data, args, kwargs)
+        return self._validated(self._bind(args, kwargs), args, kwargs)
+
+    def _bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
@@ -158,6 +178,11 @@ class Task(Generic[P, R]):
                 data[_VAR_KWARGS] = value
             else:
                 data[key] = value
+        return data
+
+    def _validated(
+        self, data: dict[str, Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> bytes:
         codec = self.app.codec
         try:
             body = codec.encode(data)
@@ -168,6 +193,8 @@ class Task(Generic[P, R]):
         try:
             codec.decode(body, self.args_type)
         except SerializationError as exc:
+            if self._simple_names is not None:
+                self._bind(args, kwargs)  # a missing or unknown name: Python's message
             raise TaskValidationError(
                 f"task {self.name!r}: invalid arguments: {exc.__cause__ or exc}; "
                 f"expected {self.name}{self.signature}"

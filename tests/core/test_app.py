@@ -49,6 +49,10 @@ async def test_enqueue_validates_types_and_enqueues_nothing_on_error(clock: Fake
             await resize.enqueue("x")
         with pytest.raises(TaskValidationError, match="missing a required argument"):
             await resize.enqueue()  # type: ignore[call-arg]
+        with pytest.raises(TaskValidationError, match="multiple values for argument 'image_id'"):
+            await resize.enqueue(1, image_id=2)  # type: ignore[misc]
+        with pytest.raises(TaskValidationError, match="too many positional arguments"):
+            await resize.enqueue(1, 2, 3)  # type: ignore[call-arg]
         with pytest.raises(TaskValidationError, match="unexpected keyword"):
             await resize.enqueue(1, height=3)  # type: ignore[call-arg]
         with pytest.raises(TaskValidationError, match="cannot be encoded"):
