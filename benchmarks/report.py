@@ -7,8 +7,10 @@ import datetime as dt
 import os
 import platform
 import statistics
+import subprocess
 from collections.abc import Sequence
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -115,6 +117,30 @@ async def _pg_version() -> str:
         return f"unavailable ({type(exc).__name__})"
 
 
+def _source() -> str:
+    """Where the measured taskcore comes from: its checkout's commit, and whether src/
+    had uncommitted changes (others may be editing the tree while a benchmark runs)."""
+    import taskcore
+
+    src = Path(taskcore.__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(src), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(src), "status", "--porcelain", "--", "."],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        return str(src)
+    return f"{src} at {head}" + (" with uncommitted changes in src/" if dirty else "")
+
+
 async def machine() -> dict[str, Any]:
     import taskcore
 
@@ -127,6 +153,7 @@ async def machine() -> dict[str, Any]:
         "os": _os_name(),
         "python": platform.python_version(),
         "taskcore": taskcore.__version__,
+        "taskcore_source": _source(),
         "redis_server": redis_v,
         "postgres_server": pg_v,
         "redis-py": _version("redis"),
@@ -161,7 +188,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"# taskcore benchmark results — {m['date']}",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GB RAM, {m['os']}; "
-        f"Python {m['python']}; taskcore {m['taskcore']}; Redis {m['redis_server']}; "
+        f"Python {m['python']}; taskcore {m['taskcore']} ({m['taskcore_source']}); "
+        f"Redis {m['redis_server']}; "
         f"PostgreSQL {m['postgres_server']}; redis-py {m['redis-py']}; "
         f"psycopg {m['psycopg']}; msgspec {m['msgspec']}; anyio {m['anyio']}.",
         "",
