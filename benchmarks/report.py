@@ -237,6 +237,12 @@ def markdown(result: dict[str, Any]) -> str:
                 f"- latency {backend}: {s['count']} tasks at {s['rate_per_s']:g}/s, worker "
                 f"{s['worker']}"
             )
+    for backend, entry in result["results"].get("pg-claim", {}).items():
+        if "median" in entry:
+            notes.append(
+                f"- pg-claim {backend}: 'with finished rows' = "
+                f"{entry['median']['finished_rows']:,} succeeded rows generated in the table"
+            )
     if notes:
         lines += ["", *notes]
     return "\n".join(lines) + "\n"
