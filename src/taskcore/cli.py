@@ -156,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_demo(args.tasks, live=not args.no_live)
         elif args.command == "bench":
+            if os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())
             try:
                 bench = importlib.import_module("benchmarks.__main__")
             except ImportError:

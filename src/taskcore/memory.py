@@ -94,6 +94,7 @@ class _Queue:
     fair: FairState = attrs.field(factory=FairState)
     counts: dict[State, int] = attrs.field(factory=lambda: dict.fromkeys(State, 0))
     late: list[int] = attrs.field(factory=lambda: [0] * 5)
+    depth: list[int] = attrs.field(factory=lambda: [0] * 5)  # queued tasks per priority
 
 
 class MemoryBackend:
@@ -151,6 +152,10 @@ class MemoryBackend:
         q = self._queue(t.msg.queue)
         q.counts[t.state] -= 1
         q.counts[state] += 1
+        if t.state is State.QUEUED:
+            q.depth[t.msg.priority] -= 1
+        if state is State.QUEUED:
+            q.depth[t.msg.priority] += 1
         t.state = state
         t.updated_at = now
         if state in TERMINAL:
@@ -217,6 +222,7 @@ class MemoryBackend:
             self._tasks[m.id] = t
             q.counts[state] += 1
             if ready:
+                q.depth[m.priority] += 1
                 self._make_ready(q, t, now)
                 woke = True
             else:
@@ -371,7 +377,10 @@ class MemoryBackend:
 
     def _forget(self, t: _Task) -> None:
         del self._tasks[t.msg.id]
-        self._queue(t.msg.queue).counts[t.state] -= 1
+        q = self._queue(t.msg.queue)
+        q.counts[t.state] -= 1
+        if t.state is State.QUEUED:
+            q.depth[t.msg.priority] -= 1
 
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
         now = self.clock.now()
@@ -406,16 +415,12 @@ class MemoryBackend:
         out = []
         for name in names:
             q = self._queue(name)
-            depth = dict.fromkeys(_PRIORITIES, 0)
-            for t in self._tasks.values():
-                if t.msg.queue == name and t.state is State.QUEUED:
-                    depth[t.msg.priority] += 1
             out.append(
                 QueueStats(
                     queue=name,
                     paused=q.paused,
                     states=dict(q.counts),
-                    depth_by_priority=depth,
+                    depth_by_priority=dict(enumerate(q.depth)),
                     late_by_priority=dict(enumerate(q.late)),
                     policy=q.policy,
                 )
