@@ -61,6 +61,7 @@ class _Plan:
     timeout: float
     pool: Pool
     labels: dict[str, str]
+    by_outcome: dict[OutcomeKind, dict[str, str]]
     result_ttl: float
     auto: bool
 
@@ -411,11 +412,18 @@ class Worker:
         plan = self._plans.get(key)
         if plan is None:
             complexity = self._complexity(task)
+            labels = {
+                "task": task.name,
+                "queue": queue,
+                "priority": f"P{priority}",
+                "complexity": str(complexity),
+            }
             plan = self._plans[key] = _Plan(
                 policy=task.options.retry or complexity.retry_policy,
                 timeout=task.options.timeout or complexity.timeout,
                 pool=task.options.pool or complexity.pool(task.is_async),
-                labels={"task": task.name, "queue": queue, "priority": f"P{priority}"},
+                labels=labels,
+                by_outcome={kind: {**labels, "outcome": str(kind)} for kind in OutcomeKind},
                 result_ttl=task.options.result_ttl or self.app.result_ttl,
                 auto=task.options.complexity is Complexity.AUTO,
             )
@@ -464,6 +472,7 @@ class Worker:
         self.busy[pool] += 1
         error: BaseException | None = None
         result: Any = None
+        outcome: Outcome | None = None
         t0 = time.perf_counter()
         try:
             if self._tracing:
@@ -507,7 +516,10 @@ class Worker:
         finally:
             duration = time.perf_counter() - t0
             self.busy[pool] -= 1
-            tel.run_time.record(duration, labels)
+            # cancelled runs (timeout, lost, shutdown) are recorded without an outcome
+            tel.run_time.record(
+                duration, labels if outcome is None else plan.by_outcome[outcome.kind]
+            )
             if plan.auto:
                 self._samples.append((task.name, duration))
         if ctx is not None:

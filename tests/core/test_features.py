@@ -85,6 +85,9 @@ async def test_metrics_and_traces(clock: FakeClock) -> None:
     assert sum(p.value for p in points["taskcore.tasks.failed"]) == 1
     assert sum(p.value for p in points["taskcore.tasks.retried"]) == 1
     assert sum(p.count for p in points["taskcore.task.run_time"]) == 4
+    outcomes = {p.attributes["outcome"]: p.count for p in points["taskcore.task.run_time"]}
+    assert outcomes == {"succeeded": 3, "retry": 1}
+    assert all(p.attributes["complexity"] == "simple" for p in points["taskcore.tasks.started"])
     assert "taskcore.queue.depth" in points and "taskcore.worker.busy_slots" in points
     for series in points.values():
         for p in series:
