@@ -128,7 +128,7 @@ def lease_from_row(row: Sequence[Any], worker: str, now: float, expires_at: floa
         fairness_key=fairness_key,
         result_ttl=result_ttl,
     )
-    return Lease(message, token, attempt, worker, expires_at, now)
+    return Lease(message, token, attempt, worker, expires_at, now, eligible_at)
 
 
 def worker_from_row(row: Sequence[Any]) -> WorkerInfo:

@@ -333,10 +333,12 @@ class RedisBackend(Coordination):
                 uuid.uuid4().hex,
             )
             [rows] = await self._conn.run("claim", [call])
-            for blob, token, attempt in rows:
+            for blob, token, attempt, ready in rows:
                 msg = decode_message(blob)
                 self._remember(msg.id, q)
-                leases.append(Lease(msg, int(token), int(attempt), worker, expires, now))
+                leases.append(
+                    Lease(msg, int(token), int(attempt), worker, expires, now, float(ready))
+                )
             if len(leases) >= limit:
                 break
         return leases

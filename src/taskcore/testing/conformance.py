@@ -341,6 +341,7 @@ class BackendConformance:
         clock.advance(5)
         [lease2] = await self._claim(backend)
         assert lease2.attempt == 2
+        assert lease2.ready_at == pytest.approx(clock.now())  # waits count from the retry
         dead = Outcome(
             tid, lease2.token, OutcomeKind.DEAD, clock.now(), error=_err(2, clock, "second")
         )

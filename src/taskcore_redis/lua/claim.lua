@@ -1,7 +1,7 @@
 -- Promote due scheduled/retrying tasks, then lease up to `limit` ready tasks in
 -- policy order (lowest score first, ties by arrival sequence).
 -- ARGV[3] limit, ARGV[4] worker, ARGV[5] max priority, ARGV[6] lease expiry.
--- Returns one {stored message, token, attempt} per lease.
+-- Returns one {stored message, token, attempt, ready time} per lease.
 -- KEYS[2] (optional) keeps {id, token, attempt, ...} so that a repeated call with the
 -- same key (the client lost the reply) returns the same leases instead of new ones.
 local REPLY_KEY = KEYS[2]
@@ -11,7 +11,8 @@ if REPLY_KEY then
     local t = cmsgpack.unpack(kept)
     local out = {}
     for j = 1, #t, 3 do
-      out[#out + 1] = {redis.call('HGET', k_task(t[j]), 'm'), t[j + 1], t[j + 2]}
+      local f = redis.call('HMGET', k_task(t[j]), 'm', 'e')
+      out[#out + 1] = {f[1], t[j + 1], t[j + 2], f[2]}
     end
     return out
   end
@@ -90,7 +91,7 @@ for _, pk in ipairs(picked) do
     VT = pk[2]
     VT_DIRTY = true
   end
-  local f = redis.call('HMGET', k, 'm', 'k', 'a')
+  local f = redis.call('HMGET', k, 'm', 'k', 'a', 'e')
   if f[1] then
     local tok = tonumber(f[2]) + 1
     local att = tonumber(f[3]) + 1
@@ -100,7 +101,7 @@ for _, pk in ipairs(picked) do
     zadd(K_RUN, exp_s, id)
     count('queued', -1)
     count('running', 1)
-    out[#out + 1] = {f[1], tok, att}
+    out[#out + 1] = {f[1], tok, att, f[4]}
     compact[#compact + 1] = id
     compact[#compact + 1] = tok
     compact[#compact + 1] = att
