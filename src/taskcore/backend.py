@@ -76,8 +76,7 @@ class EnqueueResult:
     state: State
 
 
-@attrs.frozen
-class Lease:
+class Lease(msgspec.Struct, frozen=True):
     """A claimed task. ``token`` fences this claim: a settle or extend carrying an
     older token than the task's current one is refused."""
 
@@ -113,8 +112,9 @@ class AttemptError:
     at: float
 
 
-@attrs.frozen
-class Outcome:
+class Outcome(msgspec.Struct, frozen=True):
+    """What became of one run; ``token`` must match the task's current lease."""
+
     task_id: str
     token: int
     kind: OutcomeKind
