@@ -10,6 +10,16 @@ from taskcore.backend import AttemptError, Lease, Message, Outcome, TaskRecord, 
 from taskcore.scheduling import SchedulingPolicy
 from taskcore.states import State
 
+from ._arrays import (
+    bool_array,
+    bytea_array,
+    float8_array,
+    int2_array,
+    int8_array,
+    jsonb_array,
+    text_array,
+)
+
 __all__ = [
     "enqueue_params",
     "error_json",
@@ -22,19 +32,21 @@ __all__ = [
 
 
 def enqueue_params(messages: Sequence[Message], now: float) -> dict[str, Any]:
+    # Ready-made binary arrays (see _arrays): psycopg's list dumper was a third of
+    # the client's enqueue time.
     return {
         "now": now,
-        "ids": [m.id for m in messages],
-        "tasks": [m.task for m in messages],
-        "queues": [m.queue for m in messages],
-        "priorities": [m.priority for m in messages],
-        "enqueued_at": [m.enqueued_at for m in messages],
-        "eligible_at": [m.eligible_at for m in messages],
-        "bodies": [m.body for m in messages],
-        "deadlines": [m.deadline for m in messages],
-        "unique_keys": [m.unique_key for m in messages],
-        "fairness_keys": [m.fairness_key for m in messages],
-        "result_ttls": [m.result_ttl for m in messages],
+        "ids": text_array([m.id for m in messages]),
+        "tasks": text_array([m.task for m in messages]),
+        "queues": text_array([m.queue for m in messages]),
+        "priorities": int2_array([m.priority for m in messages]),
+        "enqueued_at": float8_array([m.enqueued_at for m in messages]),
+        "eligible_at": float8_array([m.eligible_at for m in messages]),
+        "bodies": bytea_array([m.body for m in messages]),
+        "deadlines": float8_array([m.deadline for m in messages]),
+        "unique_keys": text_array([m.unique_key for m in messages]),
+        "fairness_keys": text_array([m.fairness_key for m in messages]),
+        "result_ttls": float8_array([m.result_ttl for m in messages]),
     }
 
 
@@ -53,14 +65,14 @@ def error_json(error: AttemptError) -> str:
 def settle_params(outcomes: Sequence[Outcome], now: float) -> dict[str, Any]:
     return {
         "now": now,
-        "ids": [o.task_id for o in outcomes],
-        "tokens": [o.token for o in outcomes],
-        "kinds": [str(o.kind) for o in outcomes],
-        "results": [o.result for o in outcomes],
-        "errors": [None if o.error is None else error_json(o.error) for o in outcomes],
-        "retry_at": [o.retry_at for o in outcomes],
-        "ttls": [o.result_ttl for o in outcomes],
-        "late": [o.late for o in outcomes],
+        "ids": text_array([o.task_id for o in outcomes]),
+        "tokens": int8_array([o.token for o in outcomes]),
+        "kinds": text_array([str(o.kind) for o in outcomes]),
+        "results": bytea_array([o.result for o in outcomes]),
+        "errors": jsonb_array([None if o.error is None else error_json(o.error) for o in outcomes]),
+        "retry_at": float8_array([o.retry_at for o in outcomes]),
+        "ttls": float8_array([o.result_ttl for o in outcomes]),
+        "late": bool_array([o.late for o in outcomes]),
     }
 
 
