@@ -171,6 +171,7 @@ class Worker:
         self._idle: deque[anyio.Event] = deque()
         self._closed = False
         self._waking = False
+        self._settle_lock = anyio.Lock()
         self._tracing = app.telemetry.tracing
 
     # -- lifecycle ------------------------------------------------------------
@@ -221,7 +222,10 @@ class Worker:
                 await self._claim_loop(runs)
                 await self._drain()
                 self._close_slots()
-            await self._flush()
+            # settle what finished; if the backend stays unreachable, the leases expire
+            # and the tasks run again elsewhere (never lost)
+            with anyio.move_on_after(max(5.0, self.grace_period)):
+                await self._flush()
             background.cancel_scope.cancel()
         with anyio.CancelScope(shield=True):
             try:
@@ -630,6 +634,12 @@ class Worker:
             await self._flush()
 
     async def _flush(self) -> None:
+        # one settle at a time: the final flush at shutdown waits for the one in flight
+        # instead of cancelling it (that would lose its outcomes)
+        async with self._settle_lock:
+            await self._flush_locked()
+
+    async def _flush_locked(self) -> None:
         failures = 0
         while self._outcomes:
             batch, self._outcomes = self._outcomes, []
