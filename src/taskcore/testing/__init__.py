@@ -16,5 +16,6 @@ from taskcore.clock import FakeClock
 from taskcore.memory import MemoryBackend
 
 from .conformance import BackendConformance, make_message
+from .recorder import Recorder
 
-__all__ = ["BackendConformance", "FakeClock", "MemoryBackend", "make_message"]
+__all__ = ["BackendConformance", "FakeClock", "MemoryBackend", "Recorder", "make_message"]
