@@ -18,11 +18,14 @@ from typing import Any
 import anyio
 import psycopg
 import pytest
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 import redis as redis_sync
-from taskcore import App, ExecutionContext, FakeClock, Middleware
-from taskcore.backend import Backend, OutcomeKind
+from taskcore import App, FakeClock, Middleware
+from taskcore.backend import Backend
 from taskcore.memory import MemoryBackend
+from taskcore.testing import Recorder
 from taskcore_pg import PostgresBackend
 from taskcore_redis import RedisBackend
 
@@ -112,7 +115,13 @@ def make_backend(
             return RedisBackend.from_url(url, clock=clock, prefix=prefix)
 
         yield redis
-        client = redis_sync.Redis.from_url(url)
+        # tests/redis kills every client of the server on purpose: survive it if those
+        # tests run at the same time
+        client = redis_sync.Redis.from_url(
+            url,
+            retry=Retry(ExponentialBackoff(), 5),
+            retry_on_error=[redis_sync.ConnectionError],
+        )
         try:
             for pattern in (f"{{{prefix}:*", f"{{{prefix}}}:*"):
                 keys = list(client.scan_iter(match=pattern, count=1000))
@@ -132,36 +141,6 @@ def make_backend(
         yield postgres
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
-
-class Recorder(Middleware):
-    """Records every run's start and outcome and lets a test wait for the n-th one."""
-
-    def __init__(self) -> None:
-        self.runs: list[tuple[str, int, OutcomeKind | None]] = []
-        self.started: list[str] = []
-        self._changed = anyio.Event()
-        self._started_changed = anyio.Event()
-
-    async def before_run(self, ctx: ExecutionContext) -> None:
-        self.started.append(ctx.lease.message.id)
-        self._started_changed.set()
-        self._started_changed = anyio.Event()
-
-    async def after_run(self, ctx: ExecutionContext) -> None:
-        self.runs.append((ctx.lease.message.id, ctx.attempt, ctx.outcome))
-        self._changed.set()
-        self._changed = anyio.Event()
-
-    async def wait_runs(self, n: int, timeout: float = 10) -> None:
-        with anyio.fail_after(timeout):
-            while len(self.runs) < n:
-                await self._changed.wait()
-
-    async def wait_started(self, n: int, timeout: float = 10) -> None:
-        with anyio.fail_after(timeout):
-            while len(self.started) < n:
-                await self._started_changed.wait()
 
 
 @pytest.fixture
