@@ -126,7 +126,7 @@ def record_from_row(row: Sequence[Any]) -> TaskRecord:
 
 def lease_from_row(row: Sequence[Any], worker: str, now: float, expires_at: float) -> Lease:
     (tid, task, queue, priority, enqueued_at, eligible_at, body, deadline, unique_key,
-     fairness_key, result_ttl, token, attempt) = row  # fmt: skip
+     fairness_key, result_ttl, token, attempt, ready_at) = row  # fmt: skip
     message = Message(
         id=tid,
         task=task,
@@ -140,7 +140,7 @@ def lease_from_row(row: Sequence[Any], worker: str, now: float, expires_at: floa
         fairness_key=fairness_key,
         result_ttl=result_ttl,
     )
-    return Lease(message, token, attempt, worker, expires_at, now, eligible_at)
+    return Lease(message, token, attempt, worker, expires_at, now, ready_at)
 
 
 def worker_from_row(row: Sequence[Any]) -> WorkerInfo:

@@ -69,7 +69,7 @@ async def test_fixed_retries_then_dead_letter_with_history(
             await settled(app, h.id, State.RETRYING)
             rec = await h.record()
             assert rec is not None
-            assert rec.eligible_at == pytest.approx(rec.errors[-1].at + 1.0)
+            assert rec.eligible_at == pytest.approx(rec.errors[-1].at + 1.0, abs=1e-3)
             clock.advance(1.0)
         await recorder.wait_runs(4)
         with pytest.raises(TaskFailed, match="ended dead after 4 attempt") as info:
@@ -121,7 +121,7 @@ async def test_retry_request_and_filters(app: App, clock: FakeClock, recorder: R
         await recorder.wait_runs(1)
         await settled(app, h.id, State.RETRYING)
         rec = await h.record()
-        assert rec is not None and rec.eligible_at == pytest.approx(clock.now() + 42)
+        assert rec is not None and rec.eligible_at == pytest.approx(clock.now() + 42, abs=1e-3)
         assert rec.errors[-1].type == "Retry" and rec.errors[-1].message == "not ready"
         clock.advance(42)
         assert await h.result(timeout=5) == "done"
@@ -209,7 +209,7 @@ async def test_delayed_task_runs_when_due(app: App, clock: FakeClock) -> None:
         h = await later.with_options(delay=30).enqueue()
         assert await h.status() is State.SCHEDULED
         clock.advance(30)
-        assert await h.result(timeout=5) == pytest.approx(clock.now())
+        assert await h.result(timeout=5) == pytest.approx(clock.now(), abs=1e-3)
 
 
 async def test_graceful_shutdown_hands_back_unfinished(app: App, recorder: Recorder) -> None:

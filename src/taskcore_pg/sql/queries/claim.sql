@@ -71,7 +71,7 @@ WITH qs AS MATERIALIZED (
      WHERE t.id = x.id AND (x.promoted OR x.take)
     RETURNING t.id, t.task, t.queue, t.priority, t.enqueued_at, t.msg_eligible_at, t.body,
               t.deadline, t.unique_key, t.fairness_key, t.result_ttl, t.token, t.attempt,
-              t.score, t.seq, x.ord, x.take AS taken
+              t.eligible_at, t.score, t.seq, x.ord, x.take AS taken
 ), advanced AS (
     UPDATE @schema@.queues q SET virtual_time = m.top
       FROM (SELECT l.queue, max(l.score) AS top FROM leased l WHERE l.taken
@@ -79,7 +79,8 @@ WITH qs AS MATERIALIZED (
      WHERE q.name = m.queue AND q.kind = 'fair' AND m.top > q.virtual_time
 )
 SELECT l.id, l.task, l.queue, l.priority, l.enqueued_at, l.msg_eligible_at, l.body,
-       l.deadline, l.unique_key, l.fairness_key, l.result_ttl, l.token, l.attempt
+       l.deadline, l.unique_key, l.fairness_key, l.result_ttl, l.token, l.attempt,
+       l.eligible_at
   FROM leased l
  WHERE l.taken
  ORDER BY l.ord, l.score, l.seq
