@@ -84,6 +84,7 @@ async def _run_worker(app: App, args: argparse.Namespace) -> None:
         reserved_critical=args.reserved_critical,
         lease_seconds=args.lease,
         grace_period=args.grace,
+        maintenance_interval=args.maintenance_interval,
     )
     async with anyio.create_task_group() as tg:
 
@@ -126,6 +127,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     w.add_argument("--reserved-critical", type=int, default=0)
     w.add_argument("--lease", type=float, default=30.0)
     w.add_argument("--grace", type=float, default=30.0)
+    w.add_argument(
+        "--maintenance-interval",
+        type=float,
+        default=5.0,
+        help="seconds between reaping expired leases, heartbeats and autoscaling",
+    )
     w.add_argument("--log-level", default="INFO")
 
     s = sub.add_parser("status", help="print queue depths for module:app")

@@ -1,0 +1,167 @@
+"""Worker crash: worker processes drain tasks while the test SIGKILLs one of them at
+intervals and starts a replacement. Every accepted task must end succeeded, run at
+least once (the ledger holds every id), and nothing may stay running; re-runs are
+counted and bounded by the tasks in flight at the kills."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import psycopg
+import pytest
+
+import redis as redis_sync
+from taskcore import App, State
+
+from . import crash_app
+
+ROOT = Path(__file__).resolve().parents[2]
+N = 1500
+WORKERS = 3
+CONCURRENCY = 10
+KILLS = 5
+LEASE = 2.0
+
+
+def _start_worker(url: str, ledger: str) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "TASKCORE_FAULT_URL": url,
+        "TASKCORE_FAULT_LEDGER": ledger,
+        "PYTHONPATH": str(ROOT),
+    }
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "taskcore",
+            "worker",
+            "tests.faults.crash_app:app",
+            "--concurrency",
+            str(CONCURRENCY),
+            "--lease",
+            str(LEASE),
+            "--grace",
+            "5",
+            "--maintenance-interval",
+            "0.5",
+            "--log-level",
+            "ERROR",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def _states(url: str) -> dict[State, int]:
+    async with App(url) as app:
+        [stats] = await app.stats(["default"])
+        return dict(stats.states)
+
+
+def _enqueue(url: str) -> None:
+    async def run() -> None:
+        app = App(url)
+        app.tasks.update(crash_app.app.tasks)
+        async with app:
+            await app.enqueue_many(crash_app.work, [(n,) for n in range(N)])
+
+    anyio.run(run)
+
+
+def _run_scenario(url: str, ledger: str) -> dict[str, float]:
+    _enqueue(url)
+    workers = [_start_worker(url, ledger) for _ in range(WORKERS)]
+    rng = random.Random(7)
+    kills = 0
+    started = time.monotonic()
+    try:
+        while kills < KILLS:
+            time.sleep(0.7)  # pacing of the fault injection, not synchronisation
+            victim = workers.pop(rng.randrange(len(workers)))
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+            kills += 1
+            workers.append(_start_worker(url, ledger))
+        deadline = time.monotonic() + 90
+        while True:  # wait for the observable end state, bounded
+            states = anyio.run(_states, url)
+            if states[State.SUCCEEDED] == N:
+                break
+            assert time.monotonic() < deadline, states
+            time.sleep(0.2)
+        elapsed = time.monotonic() - started
+    finally:
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+        for w in workers:
+            try:
+                w.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                w.kill()
+    states = anyio.run(_states, url)
+    assert states[State.RUNNING] == 0 and states[State.QUEUED] == 0
+    assert states[State.DEAD] == 0 and states[State.SUCCEEDED] == N
+    return {"kills": kills, "elapsed": elapsed}
+
+
+def _check_ledger(runs: dict[int, int], kills: int) -> int:
+    assert set(runs) == set(range(N)), f"missing {sorted(set(range(N)) - set(runs))[:10]}"
+    duplicates = sum(runs.values()) - N
+    # only tasks in flight in a killed worker may run twice
+    assert 0 <= duplicates <= kills * CONCURRENCY
+    return duplicates
+
+
+@pytest.fixture
+def redis_target(redis_url: str) -> Iterator[tuple[str, str]]:
+    prefix = f"tccrash{uuid.uuid4().hex[:10]}"
+    client = redis_sync.Redis.from_url(redis_url)
+    yield f"{redis_url}?prefix={prefix}", f"{prefix}:ledger"
+    keys = list(client.scan_iter(match=f"*{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def pg_target(pg_dsn: str) -> Iterator[tuple[str, str]]:
+    schema = f"tccrash_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+        conn.execute(f'CREATE TABLE "{schema}".ledger (n int NOT NULL)')
+    yield f"{pg_dsn}?schema={schema}", f'"{schema}".ledger'
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.mark.slow
+def test_worker_crash_redis(redis_target: tuple[str, str], redis_url: str) -> None:
+    url, ledger = redis_target
+    result = _run_scenario(url, ledger)
+    client = redis_sync.Redis.from_url(redis_url)
+    runs = {int(k): int(v) for k, v in client.hgetall(ledger).items()}
+    client.close()
+    dup = _check_ledger(runs, int(result["kills"]))
+    print(f"redis: {N} tasks, {result['kills']} kills, {dup} re-runs, {result['elapsed']:.1f} s")  # noqa: T201
+
+
+@pytest.mark.slow
+def test_worker_crash_postgres(pg_target: tuple[str, str], pg_dsn: str) -> None:
+    url, ledger = pg_target
+    result = _run_scenario(url, ledger)
+    with psycopg.connect(pg_dsn) as conn:
+        rows = conn.execute(f"SELECT n, count(*) FROM {ledger} GROUP BY n").fetchall()  # type: ignore[arg-type]
+    dup = _check_ledger(dict(rows), int(result["kills"]))
+    print(f"postgres: {N} tasks, {result['kills']} kills, {dup} re-runs, {result['elapsed']:.1f} s")  # noqa: T201
