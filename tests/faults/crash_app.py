@@ -40,3 +40,19 @@ async def work(n: int) -> int:
     else:
         await client.execute(f"INSERT INTO {LEDGER} (n) VALUES (%s)", (n,))  # type: ignore[arg-type]
     return n
+
+
+@app.task(timeout=60)
+async def long_job(seconds: float) -> str:
+    """Records (pid, start time) before working, so a test can kill the process that
+    runs it and time the re-run elsewhere."""
+    import time
+
+    client = await _ledger()
+    mark = f"{os.getpid()}:{time.time()}"
+    if URL.startswith("redis"):
+        await client.rpush(f"{LEDGER}:starts", mark)
+    else:
+        await client.execute(f"INSERT INTO {LEDGER}_starts (mark) VALUES (%s)", (mark,))  # type: ignore[arg-type]
+    await anyio.sleep(seconds)
+    return mark

@@ -141,6 +141,7 @@ def pg_target(pg_dsn: str) -> Iterator[tuple[str, str]]:
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
         conn.execute(f'CREATE TABLE "{schema}".ledger (n int NOT NULL)')
+        conn.execute(f'CREATE TABLE "{schema}".ledger_starts (mark text NOT NULL)')
     yield f"{pg_dsn}?schema={schema}", f'"{schema}".ledger'
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
@@ -165,3 +166,65 @@ def test_worker_crash_postgres(pg_target: tuple[str, str], pg_dsn: str) -> None:
         rows = conn.execute(f"SELECT n, count(*) FROM {ledger} GROUP BY n").fetchall()  # type: ignore[arg-type]
     dup = _check_ledger(dict(rows), int(result["kills"]))
     print(f"postgres: {N} tasks, {result['kills']} kills, {dup} re-runs, {result['elapsed']:.1f} s")  # noqa: T201
+
+
+def _recovery(url: str, ledger: str, starts: callable) -> float:  # type: ignore[valid-type]
+    """Kill the worker running a long task; return seconds until another worker
+    starts it again."""
+
+    async def enqueue() -> None:
+        app = App(url)
+        app.tasks.update(crash_app.app.tasks)
+        async with app:
+            await app.enqueue_call(crash_app.long_job, (1.0,), {})
+
+    anyio.run(enqueue)
+    workers = [_start_worker(url, ledger) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 60
+        while not starts():  # bounded wait for the observable first start
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        pid = int(starts()[0].split(":")[0])
+        victim = next(w for w in workers if w.pid == pid)
+        victim.send_signal(signal.SIGKILL)
+        killed_at = time.time()
+        victim.wait()
+        while len(starts()) < 2:
+            assert time.monotonic() < deadline, "the killed worker's task never ran again"
+            time.sleep(0.05)
+        second_pid, second_at = starts()[1].split(":")
+        assert int(second_pid) != pid
+        return float(second_at) - killed_at
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.send_signal(signal.SIGTERM)
+        for w in workers:
+            w.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_recovery_time_redis(redis_target: tuple[str, str], redis_url: str) -> None:
+    url, ledger = redis_target
+    client = redis_sync.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        took = _recovery(url, ledger, lambda: client.lrange(f"{ledger}:starts", 0, -1))
+    finally:
+        client.close()
+    print(f"redis: re-run {took:.2f} s after the kill (lease {LEASE} s)")  # noqa: T201
+    assert took < LEASE + 5
+
+
+@pytest.mark.slow
+def test_recovery_time_postgres(pg_target: tuple[str, str], pg_dsn: str) -> None:
+    url, ledger = pg_target
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+
+        def starts() -> list[str]:
+            rows = conn.execute(f"SELECT mark FROM {ledger}_starts ORDER BY mark").fetchall()  # type: ignore[arg-type]
+            return sorted((r[0] for r in rows), key=lambda m: float(m.split(":")[1]))
+
+        took = _recovery(url, ledger, starts)
+    print(f"postgres: re-run {took:.2f} s after the kill (lease {LEASE} s)")  # noqa: T201
+    assert took < LEASE + 5
