@@ -228,3 +228,48 @@ def test_recovery_time_postgres(pg_target: tuple[str, str], pg_dsn: str) -> None
         took = _recovery(url, ledger, starts)
     print(f"postgres: re-run {took:.2f} s after the kill (lease {LEASE} s)")  # noqa: T201
     assert took < LEASE + 5
+
+
+def _graceful(url: str, ledger: str) -> None:
+    """SIGTERM a worker mid-run: it finishes what it runs, so nothing is lost and
+    nothing that finished runs again."""
+    _enqueue(url)
+    workers = [_start_worker(url, ledger) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 60
+        while anyio.run(_states, url)[State.SUCCEEDED] < N // 4:  # bounded wait: mid-run
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        stopping = workers.pop(0)
+        stopping.send_signal(signal.SIGTERM)
+        assert stopping.wait(timeout=30) == 0
+        workers.append(_start_worker(url, ledger))
+        while (states := anyio.run(_states, url))[State.SUCCEEDED] < N:
+            assert time.monotonic() < deadline, states
+            time.sleep(0.2)
+    finally:
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+        for w in workers:
+            w.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_sigterm_loses_and_reruns_nothing_redis(
+    redis_target: tuple[str, str], redis_url: str
+) -> None:
+    url, ledger = redis_target
+    _graceful(url, ledger)
+    client = redis_sync.Redis.from_url(redis_url)
+    runs = {int(k): int(v) for k, v in client.hgetall(ledger).items()}
+    client.close()
+    assert _check_ledger(runs, kills=0) == 0
+
+
+@pytest.mark.slow
+def test_sigterm_loses_and_reruns_nothing_postgres(pg_target: tuple[str, str], pg_dsn: str) -> None:
+    url, ledger = pg_target
+    _graceful(url, ledger)
+    with psycopg.connect(pg_dsn) as conn:
+        rows = conn.execute(f"SELECT n, count(*) FROM {ledger} GROUP BY n").fetchall()  # type: ignore[arg-type]
+    assert _check_ledger(dict(rows), kills=0) == 0
