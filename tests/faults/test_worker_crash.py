@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -168,7 +168,7 @@ def test_worker_crash_postgres(pg_target: tuple[str, str], pg_dsn: str) -> None:
     print(f"postgres: {N} tasks, {result['kills']} kills, {dup} re-runs, {result['elapsed']:.1f} s")  # noqa: T201
 
 
-def _recovery(url: str, ledger: str, starts: callable) -> float:  # type: ignore[valid-type]
+def _recovery(url: str, ledger: str, starts: Callable[[], list[str]]) -> float:
     """Kill the worker running a long task; return seconds until another worker
     starts it again."""
 

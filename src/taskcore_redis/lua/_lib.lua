@@ -156,6 +156,20 @@ local function terminal(id, k, from, to, uk, wd, ttl)
 end
 
 -- Delete a task's record for good.
+-- Cancel a task that is not running: drop its ready/scheduled member, end it.
+-- f = HMGET k 's', 'z', 'p', 'uk', 'wd'.
+local function cancel_waiting(id, k, f)
+  local s = f[1]
+  if f[2] then
+    if s == 'queued' then
+      redis.call('ZREM', k_ready(f[3]), f[2])
+    else
+      redis.call('ZREM', K_SCHED, f[2])
+    end
+  end
+  terminal(id, k, s, 'cancelled', f[4] or nil, f[5] or nil, nil)
+end
+
 local function forget(id, k, state)
   redis.call('DEL', k)
   redis.call('ZREM', K_ALL, id)

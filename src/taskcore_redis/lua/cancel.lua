@@ -13,14 +13,7 @@ for i = 1, #ids do
     redis.call('HSET', k, 'c', '1')
     out[#out + 1] = 1
   else
-    if f[2] then
-      if s == 'queued' then
-        redis.call('ZREM', k_ready(f[3]), f[2])
-      else
-        redis.call('ZREM', K_SCHED, f[2])
-      end
-    end
-    terminal(id, k, s, 'cancelled', f[4] or nil, f[5] or nil, nil)
+    cancel_waiting(id, k, f)
     out[#out + 1] = 1
   end
 end

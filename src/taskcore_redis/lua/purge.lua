@@ -13,14 +13,7 @@ for _, id in ipairs(ids) do
   local s = f[1]
   if s and wanted[s] and s ~= 'running' then
     if not TERMINAL[s] then
-      if f[2] then
-        if s == 'queued' then
-          redis.call('ZREM', k_ready(f[3]), f[2])
-        else
-          redis.call('ZREM', K_SCHED, f[2])
-        end
-      end
-      terminal(id, k, s, 'cancelled', f[4] or nil, f[5] or nil, nil)
+      cancel_waiting(id, k, f)
       s = 'cancelled'
     end
     redis.call('ZREM', K_PURGE, id)
