@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .app import App
 from .backend import Backend, QueueStats, TaskRecord
+from .circuit import Circuit
 from .clock import Clock, FakeClock, SystemClock
 from .complexity import Complexity
 from .errors import (
@@ -40,6 +41,7 @@ __all__ = [
     "Backend",
     "BackendError",
     "BackendUnavailable",
+    "Circuit",
     "Clock",
     "Complexity",
     "ConfigurationError",

@@ -11,6 +11,7 @@ import anyio
 import msgspec
 
 from .backend import Backend, Message, QueueSpec, QueueStats, TaskFilter, TaskRecord
+from .circuit import DEFAULT_CIRCUIT, Circuit
 from .clock import Clock, SystemClock
 from .complexity import Complexity, Pool
 from .cron import Periodic
@@ -62,6 +63,8 @@ class App:
             default; the specification bounds it to 30-365 days).
         dead_ttl: seconds dead letters are kept (60 days; bounds 30-180 days).
         queues: scheduling policy per queue; unlisted queues are deadline-aware.
+        circuits: circuit-breaker settings per named dependency, for tasks declared with
+            ``circuit="name"``; unlisted names get ``Circuit()``'s defaults.
         middleware: hooks around enqueue and execution.
     """
 
@@ -76,6 +79,7 @@ class App:
         result_ttl: float = DEFAULT_RESULT_TTL,
         dead_ttl: float = DEFAULT_DEAD_TTL,
         queues: Mapping[str, SchedulingPolicy] | None = None,
+        circuits: Mapping[str, Circuit] | None = None,
         middleware: Sequence[Middleware] = (),
         telemetry: Telemetry | None = None,
     ) -> None:
@@ -89,6 +93,9 @@ class App:
         self.queue_specs: dict[str, QueueSpec] = {
             name: QueueSpec(name, policy) for name, policy in (queues or {}).items()
         }
+        self.circuits: dict[str, Circuit] = {}
+        for name, settings in (circuits or {}).items():
+            self.circuit(name, settings)
         self.middleware = list(middleware)
         self.telemetry = telemetry or Telemetry()
         self._backend = backend
@@ -135,6 +142,19 @@ class App:
         """Set the scheduling policy of a queue (before the app is opened)."""
         self.queue_specs[name] = QueueSpec(name, policy)
 
+    def circuit(self, name: str, settings: Circuit) -> None:
+        """Set the circuit-breaker settings of a named dependency (``circuit="name"``)."""
+        _check_name(name, "circuit name")
+        if not isinstance(settings, Circuit):
+            raise ConfigurationError(
+                f"circuit {name!r}: settings must be a taskcore.Circuit, not {settings!r}"
+            )
+        self.circuits[name] = settings
+
+    def circuit_settings(self, name: str) -> Circuit:
+        """The settings of circuit ``name`` (the defaults unless set)."""
+        return self.circuits.get(name, DEFAULT_CIRCUIT)
+
     @overload
     def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
 
@@ -156,6 +176,8 @@ class App:
         result_ttl: float | None = None,
         pool: Pool | None = None,
         rate_limit: str | RateLimit | None = None,
+        rate_key: str | None = None,
+        circuit: str | Circuit | None = None,
         dead_letter: bool = True,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
@@ -175,6 +197,11 @@ class App:
             result_ttl: seconds to keep the result.
             pool: force ``async`` / ``thread`` / ``process``.
             rate_limit: ``"10/s"`` token bucket, cluster-wide through the backend.
+            rate_key: name of an argument whose value picks the bucket: one
+                ``rate_limit`` bucket per value (per customer, per API key...).
+            circuit: a circuit breaker: a dependency name shared by several tasks
+                (settings from ``App(circuits=...)``), or a :class:`Circuit` of the
+                task's own.
             dead_letter: exhausted tasks go to the dead-letter queue (else end ``failed``).
         """
         if fn is not None:
@@ -203,6 +230,22 @@ class App:
         if retry_on is not None or give_up_on is not None:
             retry = (retry or complexity.retry_policy).with_filters(retry_on, give_up_on)
         rate = options.pop("rate_limit", None)
+        circuit = options.pop("circuit", None)
+        if isinstance(circuit, Circuit):
+            known = self.circuits.get(name)
+            if known is not None and known != circuit:
+                raise ConfigurationError(
+                    f"task {name!r}: a circuit named {name!r} already has settings {known}"
+                )
+            self.circuit(name, circuit)
+            circuit = name
+        elif circuit is not None:
+            if not isinstance(circuit, str):
+                raise ConfigurationError(
+                    f"task {name!r}: circuit={circuit!r} must be a dependency name or a "
+                    "taskcore.Circuit"
+                )
+            _check_name(circuit, "circuit name")
         result_ttl = options.get("result_ttl")
         if result_ttl is not None and result_ttl <= 0:
             raise ConfigurationError(f"task {name!r}: result_ttl must be > 0 seconds")
@@ -221,11 +264,13 @@ class App:
                 complexity=complexity,
                 retry=retry,
                 rate_limit=None if rate is None else RateLimit.parse(rate),
+                circuit=circuit,
                 **options,
             )
         except TypeError as exc:
             raise ConfigurationError(f"task {name!r}: {exc}") from None
         task: Task[Any, Any] = Task(self, fn, opts)
+        task.check_rate_key()
         self.tasks[name] = task
         return task
 
@@ -271,6 +316,7 @@ class App:
         queue: str | None = None,
         unique_key: str | None = None,
         fairness_key: str | None = None,
+        rate_key: str | None = None,
         task_id: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> tuple[Envelope, Message]:
@@ -290,6 +336,14 @@ class App:
             prio = opts.priority if priority is None else Priority.parse(priority)
         except ValueError as exc:
             raise TaskValidationError(str(exc)) from None
+        if rate_key is not None:
+            if opts.rate_limit is None:
+                raise TaskValidationError(
+                    f"task {task.name!r} has no rate_limit, so rate_key={rate_key!r} would "
+                    "limit nothing; declare the task with rate_limit='<count>/s'"
+                )
+            if not isinstance(rate_key, str) or not rate_key:
+                raise TaskValidationError(f"rate_key={rate_key!r}: give a non-empty string")
         q = queue or opts.queue
         if queue is not None:
             _check_name(q, "queue name", TaskValidationError)
@@ -309,6 +363,7 @@ class App:
             result_ttl=opts.result_ttl,
             trace=trace,
             headers=dict(headers or {}),
+            rate_key=rate_key,
         )
         return env, Message(
             id=tid,

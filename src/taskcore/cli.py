@@ -17,7 +17,9 @@ from rich.table import Table
 from .app import App
 from .backend import QueueStats
 from .errors import ConfigurationError, TaskcoreError
+from .recycle import Recycle
 from .states import State
+from .supervisor import CHILD_ENV, Supervisor, child_command
 
 __all__ = ["load_app", "main"]
 
@@ -74,6 +76,7 @@ def status_table(stats: Sequence[QueueStats]) -> Table:
 
 
 async def _run_worker(app: App, args: argparse.Namespace) -> None:
+    log = logging.getLogger("taskcore.worker")
     worker = app.worker(
         queues=args.queues.split(",") if args.queues else None,
         concurrency=args.concurrency,
@@ -85,21 +88,44 @@ async def _run_worker(app: App, args: argparse.Namespace) -> None:
         lease_seconds=args.lease,
         grace_period=args.grace,
         maintenance_interval=args.maintenance_interval,
+        max_tasks=args.max_tasks,
+        max_rss=args.max_rss,
+        lost_lease_allowance=args.lost_lease_allowance,
     )
     async with anyio.create_task_group() as tg:
 
         async def on_signal() -> None:
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for signum in signals:
-                    logging.getLogger("taskcore.worker").info(
-                        "%s: stopping (grace %ss)", signal.Signals(signum).name, args.grace
-                    )
+                    log.info("%s: stopping (grace %ss)", signal.Signals(signum).name, args.grace)
                     worker.stop()
                     return
 
         tg.start_soon(on_signal)
         async with app:
             await worker.run()
+        tg.cancel_scope.cancel()
+    if worker.recycled is not None:
+        log.info(
+            "worker %s retired (%s) after %d task(s)", worker.id, worker.recycled, worker.processed
+        )
+
+
+async def _supervise(argv: Sequence[str], count: int) -> None:
+    supervisor = Supervisor(child_command(argv), count)
+    async with anyio.create_task_group() as tg:
+
+        async def on_signal() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    logging.getLogger("taskcore.supervisor").info(
+                        "%s: stopping %d worker process(es)", signal.Signals(signum).name, count
+                    )
+                    supervisor.stop()
+                    return
+
+        tg.start_soon(on_signal)
+        await supervisor.run()
         tg.cancel_scope.cancel()
 
 
@@ -133,6 +159,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=5.0,
         help="seconds between reaping expired leases, heartbeats and autoscaling",
     )
+    w.add_argument(
+        "--max-tasks",
+        type=int,
+        help="retire after this many tasks (finishes what it runs, then exits)",
+    )
+    w.add_argument(
+        "--max-rss",
+        help="retire once the worker or a process-pool child holds this much memory, e.g. 512MB",
+    )
+    w.add_argument(
+        "--lost-lease-allowance",
+        type=int,
+        default=3,
+        help="runs beyond the retry policy's attempts before a task whose worker keeps "
+        "getting lost is dead-lettered as poison",
+    )
+    w.add_argument(
+        "--workers",
+        type=int,
+        help="run this many worker processes under a supervisor that replaces any that "
+        "exit (retired by --max-tasks/--max-rss, or crashed)",
+    )
     w.add_argument("--log-level", default="INFO")
 
     s = sub.add_parser("status", help="print queue depths for module:app")
@@ -155,6 +203,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 level=args.log_level.upper(),
                 format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             )
+            if args.workers is not None and args.workers < 1:
+                raise ConfigurationError(f"--workers {args.workers}: give at least 1 process")
+            if args.workers is not None and CHILD_ENV not in os.environ:
+                load_app(args.app)  # fail here, once, rather than in every child
+                Recycle.from_options(args.max_tasks, args.max_rss)
+                anyio.run(_supervise, sys.argv[1:] if argv is None else list(argv), args.workers)
+                return 0
             anyio.run(_run_worker, load_app(args.app), args)
         elif args.command == "status":
             anyio.run(_status, load_app(args.app))

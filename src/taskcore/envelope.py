@@ -34,6 +34,7 @@ class Envelope(msgspec.Struct, frozen=True, omit_defaults=True):
     result_ttl: float | None = None
     trace: dict[str, str] = {}
     headers: dict[str, str] = {}
+    rate_key: str | None = None  # per-call rate-limit bucket key
 
 
 _lock = threading.Lock()

@@ -68,6 +68,8 @@ class TaskOptions:
     result_ttl: float | None = None
     pool: Pool | None = None
     rate_limit: RateLimit | None = None
+    rate_key: str | None = None
+    circuit: str | None = None
     dead_letter: bool = True
 
 
@@ -213,6 +215,37 @@ class Task(Generic[P, R]):
             kwargs.update(kwargs.pop(_VAR_KWARGS, {}))
         return args, kwargs
 
+    def check_rate_key(self) -> None:
+        """Refuse a ``rate_key`` that names no plain parameter, or has no rate limit.
+
+        Raises:
+            ConfigurationError: naming the parameter and the fix.
+        """
+        key = self.options.rate_key
+        if key is None:
+            return
+        if self.options.rate_limit is None:
+            raise ConfigurationError(
+                f"task {self.name!r}: rate_key={key!r} needs a rate_limit (e.g. "
+                f"rate_limit='10/s') to apply per key"
+            )
+        param = self.signature.parameters.get(key)
+        plain = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        if param is None or param.kind not in plain:
+            names = [p.name for p in self.signature.parameters.values() if p.kind in plain]
+            raise ConfigurationError(
+                f"task {self.name!r}: rate_key={key!r} must name one of its parameters "
+                f"{names} (not positional-only, *args or **kwargs)"
+            )
+
+    def rate_bucket(self, call_key: str | None, kwargs: Mapping[str, Any]) -> str:
+        """The token bucket a run takes from: per task, or per task and key (the
+        per-call ``rate_key`` if given, else the value of the ``rate_key`` argument)."""
+        key = call_key
+        if key is None and self.options.rate_key is not None:
+            key = str(kwargs[self.options.rate_key])
+        return f"rate:{self.name}" if key is None else f"rate:{self.name}:{key}"
+
     # -- enqueueing -----------------------------------------------------------
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
         """Validate the arguments and enqueue one run with the task's options."""
@@ -220,7 +253,7 @@ class Task(Generic[P, R]):
 
     def with_options(self, **options: Any) -> BoundTask[P, R]:
         """Per-call options: ``delay``, ``eta``, ``priority``, ``deadline``, ``queue``,
-        ``unique_key``, ``fairness_key``, ``task_id``, ``headers``.
+        ``unique_key``, ``fairness_key``, ``rate_key``, ``task_id``, ``headers``.
 
         ``await resize.with_options(delay=30, priority="high").enqueue(42)``
         """
@@ -253,6 +286,7 @@ _CALL_OPTIONS = frozenset(
         "queue",
         "unique_key",
         "fairness_key",
+        "rate_key",
         "task_id",
         "headers",
     }

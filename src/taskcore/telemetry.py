@@ -50,8 +50,14 @@ class Telemetry:
         self.wait_time = meter.create_histogram(
             "taskcore.task.wait_time", "s", "Ready-to-start wait"
         )
+        self.circuit_changes = meter.create_counter(
+            "taskcore.circuit.transitions",
+            "{transition}",
+            "Circuit breakers opened (state=open) or closed (state=closed)",
+        )
         self.depth: dict[tuple[str, str], int] = {}
         self.busy: dict[str, int] = {}
+        self.circuits: dict[str, int] = {}
         meter.create_observable_gauge(
             "taskcore.queue.depth",
             [self._observe_depth],
@@ -61,6 +67,12 @@ class Telemetry:
         meter.create_observable_gauge(
             "taskcore.worker.busy_slots", [self._observe_busy], "{slot}", "Busy slots per pool"
         )
+        meter.create_observable_gauge(
+            "taskcore.circuit.state",
+            [self._observe_circuits],
+            "{state}",
+            "Circuit state as this worker last saw it: 0 closed, 1 half-open, 2 open",
+        )
 
     def _observe_depth(self, options: CallbackOptions) -> Iterable[Observation]:
         return [
@@ -69,6 +81,9 @@ class Telemetry:
 
     def _observe_busy(self, options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(v, {"pool": pool}) for pool, v in list(self.busy.items())]
+
+    def _observe_circuits(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(v, {"circuit": name}) for name, v in list(self.circuits.items())]
 
     @contextlib.contextmanager
     def enqueue_span(self, task: str, queue: str, carrier: dict[str, str]) -> Iterator[None]:

@@ -6,6 +6,11 @@ in a bounded process pool with hard timeouts. Background loops renew leases, bat
 acknowledgements, reap expired leases, heartbeat, fire cron ticks and scale
 concurrency. ``stop()`` stops claiming, waits ``grace_period`` for running tasks and
 hands the rest back to the queue.
+
+Before a task runs, the worker admits it: a task whose leases keep expiring is
+dead-lettered as a poison task, a rate limit or an open circuit defers it (see
+:mod:`taskcore.circuit`). A worker with ``max_tasks`` or ``max_rss`` retires once it
+reaches them (see :mod:`taskcore.recycle`).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import psutil
 
 from .autoscale import Autoscaler
 from .backend import AttemptError, ExtendStatus, Lease, Outcome, OutcomeKind, WorkerInfo
+from .circuit import CircuitBreakers, Ticket
 from .complexity import Complexity, Pool, classify
 from .errors import (
     BackendError,
@@ -38,6 +44,7 @@ from .errors import (
 )
 from .middleware import ExecutionContext
 from .priority import is_late
+from .recycle import RSS_CHECK_INTERVAL, Recycle
 from .retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -51,6 +58,7 @@ log = logging.getLogger("taskcore.worker")
 StopReason = Literal["cancel", "lost", "shutdown", "timeout"]
 WATCHDOG_INTERVAL = 0.05  # seconds: precision of task timeouts
 RESERVED_POLL = 0.1  # seconds: P0 look-ups while only reserved slots are free
+ADMISSION_RETRY = 1.0  # seconds: defer a task whose rate limit or circuit could not be read
 
 
 @attrs.frozen
@@ -77,6 +85,7 @@ class _Run:
     timeout: float = 0.0
     deadline: float = math.inf
     late: bool = False
+    ticket: Ticket | None = None  # leave to run under a circuit breaker
 
 
 class _Failure(Exception):
@@ -99,6 +108,12 @@ class Worker:
         grace_period: seconds running tasks get to finish at shutdown.
         poll_interval: longest idle wait before claiming again (wake-ups are pushed).
         maintenance_interval: seconds between reaping, heartbeats and autoscaling.
+        max_tasks: retire after claiming this many tasks (recycling; None: never).
+        max_rss: retire once the worker or one of its process-pool children holds this
+            much resident memory: bytes, or a size such as ``"512MB"``.
+        lost_lease_allowance: runs granted beyond the retry policy's attempts to make up
+            for workers lost while running a task; a task claimed more often than
+            ``retries + 1 + lost_lease_allowance`` times is dead-lettered as poison.
     """
 
     def __init__(
@@ -117,6 +132,9 @@ class Worker:
         poll_interval: float = 1.0,
         maintenance_interval: float = 5.0,
         worker_id: str | None = None,
+        max_tasks: int | None = None,
+        max_rss: int | str | None = None,
+        lost_lease_allowance: int = 3,
     ) -> None:
         from .errors import ConfigurationError
 
@@ -129,6 +147,17 @@ class Worker:
             )
         if lease_seconds <= 0 or grace_period < 0 or poll_interval <= 0:
             raise ConfigurationError("lease_seconds and poll_interval must be > 0, grace >= 0")
+        if isinstance(lost_lease_allowance, bool) or not (
+            isinstance(lost_lease_allowance, int) and 0 <= lost_lease_allowance <= 1000
+        ):
+            raise ConfigurationError(
+                f"lost_lease_allowance={lost_lease_allowance!r}: give a whole number of extra "
+                "runs between 0 and 1000"
+            )
+        self.recycle = Recycle.from_options(max_tasks, max_rss)
+        self.lost_lease_allowance = lost_lease_allowance
+        self.recycled: str | None = None
+        """Why the worker retired (max_tasks or max_rss reached), else None."""
         self.app = app
         self.clock = app.clock
         self.queues = (
@@ -173,10 +202,34 @@ class Worker:
         self._waking = False
         self._settle_lock = anyio.Lock()
         self._tracing = app.telemetry.tracing
+        self._claimed = 0
+        self._stop_requested = False
+        self._drain_scope: anyio.CancelScope | None = None
+        self._breakers = CircuitBreakers(app.backend, self.clock, app.telemetry)
 
     # -- lifecycle ------------------------------------------------------------
     def stop(self) -> None:
         """Stop claiming; running tasks get ``grace_period`` to finish."""
+        self._stopping = True
+        self._stop_requested = True
+        self._slot_event.set()
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()
+        if self._drain_scope is not None:  # retiring: the grace period applies from now
+            self._drain_scope.deadline = min(
+                self._drain_scope.deadline, anyio.current_time() + self.grace_period
+            )
+
+    def _retire(self, reason: str) -> None:
+        """Stop claiming and let every running task finish (recycling)."""
+        if self.recycled is None:
+            self.recycled = reason
+            log.info(
+                "worker %s retiring: %s; finishing %d running task(s)",
+                self.id,
+                reason,
+                len(self._running),
+            )
         self._stopping = True
         self._slot_event.set()
         if self._wait_scope is not None:
@@ -210,6 +263,8 @@ class Worker:
             background.start_soon(self._watchdog_loop)
             if self.app.periodics:
                 background.start_soon(self._cron_loop)
+            if self.recycle.max_rss is not None:
+                background.start_soon(self._memory_loop)
             async with anyio.create_task_group() as runs:
                 self._spawn_slots(runs)
                 log.info(
@@ -236,10 +291,17 @@ class Worker:
 
     async def _drain(self) -> None:
         if self._running:
+            # a retiring worker waits for its tasks (their timeouts bound the wait) unless
+            # a signal stops it meanwhile; a stopped one gives them the grace period
+            retiring = self.recycled is not None and not self._stop_requested
             log.info(
-                "stopping: waiting up to %ss for %d task(s)", self.grace_period, len(self._running)
+                "stopping: waiting %s for %d task(s)",
+                "for" if retiring else f"up to {self.grace_period}s",
+                len(self._running),
             )
-            with anyio.move_on_after(self.grace_period):
+            with anyio.CancelScope() as self._drain_scope:
+                if not retiring:
+                    self._drain_scope.deadline = anyio.current_time() + self.grace_period
                 while self._running:
                     await self._slot_event.wait()
                     self._slot_event = anyio.Event()
@@ -302,6 +364,10 @@ class Worker:
                     run = None
             if run is not None:  # cancelled while it ran: lost, cancel, shutdown, timeout
                 self._finish(run, self._stopped_outcome(run))
+                if run.ticket is not None and run.stop_reason == "timeout":
+                    await self._verdict(
+                        run.ticket, TaskTimeout(f"ran past its timeout of {run.timeout}s")
+                    )
 
     def _stop_run(self, run: _Run, reason: StopReason) -> None:
         run.stop_reason = reason
@@ -326,6 +392,12 @@ class Worker:
                 self._slot_event = anyio.Event()
                 await self._slot_event.wait()
                 continue
+            if self.recycle.max_tasks is not None:
+                left = self.recycle.max_tasks - self._claimed
+                if left <= 0:
+                    self._retire(f"claimed max_tasks={self.recycle.max_tasks} tasks")
+                    break
+                free = min(free, left)
             try:
                 if free > self.reserved_critical:
                     leases = await backend.claim(
@@ -359,6 +431,7 @@ class Worker:
                         await anyio.sleep(self.poll_interval)
                 self._wait_scope = None
                 continue
+            self._claimed += len(leases)
             if self._slots < self.target:
                 self._spawn_slots(runs)
             new_runs = [_Run(lease) for lease in leases]
@@ -449,18 +522,18 @@ class Worker:
         except SerializationError as exc:
             return self._dead(lease, "InvalidArguments", f"task {task.name!r}: {exc}")
         plan = self._plan(task, msg.queue, msg.priority)
+        if lease.attempt > plan.policy.retries + 1 + self.lost_lease_allowance:
+            return await self._poison(lease, plan.policy)
         labels, pool = plan.labels, plan.pool
         waited = lease.claimed_at - (lease.ready_at or msg.eligible_at)
         late = is_late(msg.priority, waited)
         tel.wait_time.record(waited if waited > 0 else 0.0, labels)
         if late:
             tel.late.add(1, labels)
-        limit = task.options.rate_limit
-        if limit is not None:
-            wait = await app.backend.take_tokens(f"rate:{task.name}", limit.rate, limit.burst)
-            if wait > 0:
-                now = self.clock.now()
-                return Outcome(msg.id, lease.token, OutcomeKind.DEFER, now, retry_at=now + wait)
+        if task.options.rate_limit is not None or task.options.circuit is not None:
+            deferred = await self._admit(run, task, env.rate_key, kwargs)
+            if deferred is not None:
+                return deferred
         middleware = app.middleware
         ctx = None
         if middleware:
@@ -477,6 +550,7 @@ class Worker:
         error: BaseException | None = None
         result: Any = None
         outcome: Outcome | None = None
+        failure: Exception | None = None  # what the circuit breaker counts
         t0 = time.perf_counter()
         try:
             if self._tracing:
@@ -517,6 +591,7 @@ class Worker:
             error = exc
             tel.failed.add(1, labels)
             outcome = self._failure(lease, task, plan.policy, exc, late)
+            failure = exc
         finally:
             duration = time.perf_counter() - t0
             self.busy[pool] -= 1
@@ -526,11 +601,78 @@ class Worker:
             )
             if plan.auto:
                 self._samples.append((task.name, duration))
+        if run.ticket is not None and (
+            failure is not None or outcome.kind is OutcomeKind.SUCCEEDED
+        ):
+            await self._verdict(run.ticket, failure)
         if ctx is not None:
             ctx.outcome, ctx.result, ctx.error, ctx.duration = outcome.kind, result, error, duration
             for mw in middleware:
                 await mw.after_run(ctx)
         return outcome
+
+    async def _admit(
+        self, run: _Run, task: Task[Any, Any], call_key: str | None, kwargs: dict[str, Any]
+    ) -> Outcome | None:
+        """Take a rate-limit token and pass the circuit breaker, or say when to come back
+        (a DEFER outcome: no attempt spent, nothing recorded as an error)."""
+        lease, opts = run.lease, task.options
+        retry_at: float | None = None
+        try:
+            if opts.rate_limit is not None:
+                limit = opts.rate_limit
+                bucket = task.rate_bucket(call_key, kwargs)
+                wait = await self.app.backend.take_tokens(bucket, limit.rate, limit.burst)
+                if wait > 0:
+                    retry_at = self.clock.now() + wait
+            if retry_at is None and opts.circuit is not None:
+                admitted = await self._breakers.admit(
+                    opts.circuit, self.app.circuit_settings(opts.circuit)
+                )
+                if isinstance(admitted, Ticket):
+                    run.ticket = admitted
+                else:
+                    retry_at = admitted
+        except BackendError as exc:
+            log.warning(
+                "task %s deferred by %ss: its rate limit or circuit could not be read (%s)",
+                lease.message.id,
+                ADMISSION_RETRY,
+                exc,
+            )
+            retry_at = self.clock.now() + ADMISSION_RETRY
+        if retry_at is None:
+            return None
+        return Outcome(
+            lease.message.id, lease.token, OutcomeKind.DEFER, self.clock.now(), retry_at=retry_at
+        )
+
+    async def _verdict(self, ticket: Ticket, error: BaseException | None) -> None:
+        try:
+            await self._breakers.record(ticket, error)
+        except BackendError as exc:
+            log.warning("circuit %s: could not record a run's outcome (%s)", ticket.name, exc)
+
+    async def _poison(self, lease: Lease, policy: RetryPolicy) -> Outcome:
+        """Dead-letter a task claimed more often than its attempts allow: its runs keep
+        ending with the lease expiring, so its worker keeps dying while running it."""
+        try:
+            record = await self.app.backend.get(lease.message.id)
+        except BackendError:
+            record = None
+        lost = (
+            sum(e.type == "LeaseExpired" for e in record.errors)
+            if record is not None
+            else lease.attempt - 1
+        )
+        return self._dead(
+            lease,
+            "PoisonTask",
+            f"lease expired {lost} times: worker lost while running it - poison task? "
+            f"(claim {lease.attempt} > {policy.retries + 1} attempts + lost_lease_allowance "
+            f"{self.lost_lease_allowance}); fix the task, then retry it from the dead-letter "
+            "queue",
+        )
 
     def _failure(
         self,
@@ -688,6 +830,14 @@ class Worker:
             for run in list(self._running.values()):
                 if run.deadline <= now and run.stop_reason is None:
                     self._stop_run(run, "timeout")
+
+    async def _memory_loop(self) -> None:
+        while True:
+            await anyio.sleep(RSS_CHECK_INTERVAL)
+            reason = self.recycle.over_memory()
+            if reason is not None:
+                self._retire(reason)
+                return
 
     async def _maintenance_loop(self) -> None:
         while True:
