@@ -392,21 +392,20 @@ class Worker:
                 self._slot_event = anyio.Event()
                 await self._slot_event.wait()
                 continue
+            if free > self.reserved_critical:
+                limit, max_priority = free - self.reserved_critical, 4
+            else:
+                limit, max_priority = free, 0
             if self.recycle.max_tasks is not None:
                 left = self.recycle.max_tasks - self._claimed
                 if left <= 0:
                     self._retire(f"claimed max_tasks={self.recycle.max_tasks} tasks")
                     break
-                free = min(free, left)
+                limit = min(limit, left)
             try:
-                if free > self.reserved_critical:
-                    leases = await backend.claim(
-                        self.queues, free - self.reserved_critical, self.lease_seconds, self.id
-                    )
-                else:
-                    leases = await backend.claim(
-                        self.queues, free, self.lease_seconds, self.id, max_priority=0
-                    )
+                leases = await backend.claim(
+                    self.queues, limit, self.lease_seconds, self.id, max_priority=max_priority
+                )
                 failures = 0
             except BackendError as exc:
                 failures += 1

@@ -351,3 +351,16 @@ async def test_a_signal_while_retiring_applies_the_grace_period(app: App) -> Non
     await settled(app, h.id, State.QUEUED)  # handed back, not lost
     rec = await h.record()
     assert rec is not None and rec.attempt == 0
+
+
+async def test_max_tasks_counts_with_reserved_critical_slots(app: App) -> None:
+    @app.task
+    async def job(n: int) -> int:
+        return n
+
+    handles = await app.enqueue_many(job, [(1,), (2,)])
+    w = app.worker(concurrency=4, reserved_critical=2, max_tasks=1)
+    with anyio.fail_after(5):
+        await w.run()  # the last task of its budget is not held back for P0 work
+    assert w.recycled == "claimed max_tasks=1 tasks"
+    assert [await h.status() for h in handles] == [State.SUCCEEDED, State.QUEUED]
