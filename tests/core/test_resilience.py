@@ -6,6 +6,7 @@ The scenarios every backend must share run in tests/e2e/test_resilience_e2e.py.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import anyio
@@ -23,8 +24,10 @@ from taskcore import (
     State,
 )
 from taskcore.circuit import CircuitBreakers, CircuitState, Ticket
+from taskcore.cli import main as cli_main
 from taskcore.memory import MemoryBackend
 from taskcore.recycle import Recycle, parse_size
+from taskcore.supervisor import Supervisor
 from taskcore.telemetry import Telemetry
 from taskcore.testing import Recorder
 
@@ -364,3 +367,40 @@ async def test_max_tasks_counts_with_reserved_critical_slots(app: App) -> None:
         await w.run()  # the last task of its budget is not held back for P0 work
     assert w.recycled == "claimed max_tasks=1 tasks"
     assert [await h.status() for h in handles] == [State.SUCCEEDED, State.QUEUED]
+
+
+# -- the supervisor ------------------------------------------------------------------------
+
+
+async def test_supervisor_replaces_children_that_exit_and_stops_them() -> None:
+    quits = [
+        sys.executable,
+        "-c",
+        "import os, sys; sys.exit(int(os.environ['TASKCORE_WORKER_SLOT']) + 3)",
+    ]
+    sup = Supervisor(quits, 2)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sup.run)
+        with anyio.fail_after(30):
+            while True:  # bounded poll: each slot's child exits at once and is replaced
+                if sup.restarts >= 4:
+                    break
+                await anyio.sleep(0.02)
+        sup.stop()
+    assert sup.started >= 4
+
+    sleeper = Supervisor([sys.executable, "-c", "import time; time.sleep(60)"], 2)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sleeper.run)
+        with anyio.fail_after(30):
+            while True:
+                if sleeper.started == 2:
+                    break
+                await anyio.sleep(0.02)
+        sleeper.stop()  # SIGTERM to both; run() returns once they are gone
+    assert sleeper.started == 2 and sleeper.restarts == 0
+
+
+def test_cli_refuses_bad_supervisor_options() -> None:
+    assert cli_main(["worker", "tests.core.cli_app:app", "--workers", "0"]) == 2
+    assert cli_main(["worker", "tests.core.cli_app:app", "--workers", "2", "--max-rss", "x"]) == 2
