@@ -30,9 +30,10 @@ import anyio.abc
 import attrs
 import psutil
 
+from .admission import Admission
 from .autoscale import Autoscaler
 from .backend import AttemptError, ExtendStatus, Lease, Outcome, OutcomeKind, WorkerInfo
-from .circuit import CircuitBreakers, Ticket
+from .circuit import Ticket
 from .complexity import Complexity, Pool, classify
 from .errors import (
     BackendError,
@@ -58,7 +59,6 @@ log = logging.getLogger("taskcore.worker")
 StopReason = Literal["cancel", "lost", "shutdown", "timeout"]
 WATCHDOG_INTERVAL = 0.05  # seconds: precision of task timeouts
 RESERVED_POLL = 0.1  # seconds: P0 look-ups while only reserved slots are free
-ADMISSION_RETRY = 1.0  # seconds: defer a task whose rate limit or circuit could not be read
 
 
 @attrs.frozen
@@ -147,15 +147,8 @@ class Worker:
             )
         if lease_seconds <= 0 or grace_period < 0 or poll_interval <= 0:
             raise ConfigurationError("lease_seconds and poll_interval must be > 0, grace >= 0")
-        if isinstance(lost_lease_allowance, bool) or not (
-            isinstance(lost_lease_allowance, int) and 0 <= lost_lease_allowance <= 1000
-        ):
-            raise ConfigurationError(
-                f"lost_lease_allowance={lost_lease_allowance!r}: give a whole number of extra "
-                "runs between 0 and 1000"
-            )
         self.recycle = Recycle.from_options(max_tasks, max_rss)
-        self.lost_lease_allowance = lost_lease_allowance
+        self.admission = Admission(app, lost_lease_allowance)
         self.recycled: str | None = None
         """Why the worker retired (max_tasks or max_rss reached), else None."""
         self.app = app
@@ -205,7 +198,6 @@ class Worker:
         self._claimed = 0
         self._stop_requested = False
         self._drain_scope: anyio.CancelScope | None = None
-        self._breakers = CircuitBreakers(app.backend, self.clock, app.telemetry)
 
     # -- lifecycle ------------------------------------------------------------
     def stop(self) -> None:
@@ -365,7 +357,7 @@ class Worker:
             if run is not None:  # cancelled while it ran: lost, cancel, shutdown, timeout
                 self._finish(run, self._stopped_outcome(run))
                 if run.ticket is not None and run.stop_reason == "timeout":
-                    await self._verdict(
+                    await self.admission.verdict(
                         run.ticket, TaskTimeout(f"ran past its timeout of {run.timeout}s")
                     )
 
@@ -521,8 +513,9 @@ class Worker:
         except SerializationError as exc:
             return self._dead(lease, "InvalidArguments", f"task {task.name!r}: {exc}")
         plan = self._plan(task, msg.queue, msg.priority)
-        if lease.attempt > plan.policy.retries + 1 + self.lost_lease_allowance:
-            return await self._poison(lease, plan.policy)
+        if self.admission.is_poison(lease, plan.policy):
+            reason = await self.admission.poison_reason(lease, plan.policy)
+            return self._dead(lease, "PoisonTask", reason)
         labels, pool = plan.labels, plan.pool
         waited = lease.claimed_at - (lease.ready_at or msg.eligible_at)
         late = is_late(msg.priority, waited)
@@ -530,9 +523,13 @@ class Worker:
         if late:
             tel.late.add(1, labels)
         if task.options.rate_limit is not None or task.options.circuit is not None:
-            deferred = await self._admit(run, task, env.rate_key, kwargs)
-            if deferred is not None:
-                return deferred
+            admitted = await self.admission.admit(lease, task, env.rate_key, kwargs)
+            if admitted.retry_at is not None:
+                now = self.clock.now()
+                return Outcome(
+                    msg.id, lease.token, OutcomeKind.DEFER, now, retry_at=admitted.retry_at
+                )
+            run.ticket = admitted.ticket
         middleware = app.middleware
         ctx = None
         if middleware:
@@ -603,75 +600,12 @@ class Worker:
         if run.ticket is not None and (
             failure is not None or outcome.kind is OutcomeKind.SUCCEEDED
         ):
-            await self._verdict(run.ticket, failure)
+            await self.admission.verdict(run.ticket, failure)
         if ctx is not None:
             ctx.outcome, ctx.result, ctx.error, ctx.duration = outcome.kind, result, error, duration
             for mw in middleware:
                 await mw.after_run(ctx)
         return outcome
-
-    async def _admit(
-        self, run: _Run, task: Task[Any, Any], call_key: str | None, kwargs: dict[str, Any]
-    ) -> Outcome | None:
-        """Take a rate-limit token and pass the circuit breaker, or say when to come back
-        (a DEFER outcome: no attempt spent, nothing recorded as an error)."""
-        lease, opts = run.lease, task.options
-        retry_at: float | None = None
-        try:
-            if opts.rate_limit is not None:
-                limit = opts.rate_limit
-                bucket = task.rate_bucket(call_key, kwargs)
-                wait = await self.app.backend.take_tokens(bucket, limit.rate, limit.burst)
-                if wait > 0:
-                    retry_at = self.clock.now() + wait
-            if retry_at is None and opts.circuit is not None:
-                admitted = await self._breakers.admit(
-                    opts.circuit, self.app.circuit_settings(opts.circuit)
-                )
-                if isinstance(admitted, Ticket):
-                    run.ticket = admitted
-                else:
-                    retry_at = admitted
-        except BackendError as exc:
-            log.warning(
-                "task %s deferred by %ss: its rate limit or circuit could not be read (%s)",
-                lease.message.id,
-                ADMISSION_RETRY,
-                exc,
-            )
-            retry_at = self.clock.now() + ADMISSION_RETRY
-        if retry_at is None:
-            return None
-        return Outcome(
-            lease.message.id, lease.token, OutcomeKind.DEFER, self.clock.now(), retry_at=retry_at
-        )
-
-    async def _verdict(self, ticket: Ticket, error: BaseException | None) -> None:
-        try:
-            await self._breakers.record(ticket, error)
-        except BackendError as exc:
-            log.warning("circuit %s: could not record a run's outcome (%s)", ticket.name, exc)
-
-    async def _poison(self, lease: Lease, policy: RetryPolicy) -> Outcome:
-        """Dead-letter a task claimed more often than its attempts allow: its runs keep
-        ending with the lease expiring, so its worker keeps dying while running it."""
-        try:
-            record = await self.app.backend.get(lease.message.id)
-        except BackendError:
-            record = None
-        lost = (
-            sum(e.type == "LeaseExpired" for e in record.errors)
-            if record is not None
-            else lease.attempt - 1
-        )
-        return self._dead(
-            lease,
-            "PoisonTask",
-            f"lease expired {lost} times: worker lost while running it - poison task? "
-            f"(claim {lease.attempt} > {policy.retries + 1} attempts + lost_lease_allowance "
-            f"{self.lost_lease_allowance}); fix the task, then retry it from the dead-letter "
-            "queue",
-        )
 
     def _failure(
         self,

@@ -306,7 +306,7 @@ async def test_timeouts_count_as_circuit_failures(clock: FakeClock) -> None:
         h = await hangs.enqueue()
         await settled(app, h.id, State.RETRYING)
         with anyio.fail_after(5):
-            while (await w._breakers.state("hangs"))[0] is not CircuitState.OPEN:
+            while (await w.admission.breakers.state("hangs"))[0] is not CircuitState.OPEN:
                 await anyio.lowlevel.checkpoint()
 
 
