@@ -149,7 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     w.add_argument("--min-concurrency", type=int)
     w.add_argument("--max-concurrency", type=int)
     w.add_argument("--threads", type=int, default=16)
-    w.add_argument("--processes", type=int)
+    w.add_argument(
+        "--processes", type=int, help="process-pool size for complex tasks (default: CPUs)"
+    )
     w.add_argument("--reserved-critical", type=int, default=0)
     w.add_argument("--lease", type=float, default=30.0)
     w.add_argument("--grace", type=float, default=30.0)

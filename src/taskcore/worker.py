@@ -9,7 +9,7 @@ hands the rest back to the queue.
 
 Before a task runs, the worker admits it: a task whose leases keep expiring is
 dead-lettered as a poison task, a rate limit or an open circuit defers it (see
-:mod:`taskcore.circuit`). A worker with ``max_tasks`` or ``max_rss`` retires once it
+:mod:`taskcore.admission`). A worker with ``max_tasks`` or ``max_rss`` retires once it
 reaches them (see :mod:`taskcore.recycle`).
 """
 
@@ -288,7 +288,7 @@ class Worker:
             retiring = self.recycled is not None and not self._stop_requested
             log.info(
                 "stopping: waiting %s for %d task(s)",
-                "for" if retiring else f"up to {self.grace_period}s",
+                "until they finish" if retiring else f"up to {self.grace_period}s",
                 len(self._running),
             )
             with anyio.CancelScope() as self._drain_scope:
