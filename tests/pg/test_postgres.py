@@ -175,6 +175,58 @@ async def test_bulk_enqueue_with_duplicates_in_the_batch(pg_dsn: str, pg_schema:
         assert stats.states[State.QUEUED] == 2501 and stats.depth_by_priority[0] == 500
 
 
+async def test_batch_naming_an_existing_id_is_answered_in_and_out_of_a_transaction(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    # A batch without unique keys is first stored without ON CONFLICT; an id that
+    # already exists fails that statement and the batch is stored the careful way.
+    clock = FakeClock()
+    async with open_backend(pg_dsn, pg_schema, clock) as backend:
+        old = make_message(clock)
+        [first] = await backend.enqueue([old])
+        assert first.created
+        batch = [make_message(clock), old, make_message(clock)]
+        results = await backend.enqueue(batch)
+        assert [(r.id, r.created) for r in results] == [
+            (batch[0].id, True),
+            (old.id, False),
+            (batch[2].id, True),
+        ]
+        async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
+            async with conn.transaction():
+                await conn.execute(f'CREATE TABLE "{pg_schema}".caller_work (x int)')
+                again = [make_message(clock), old]
+                results = await backend.enqueue_in(conn, again)
+                assert [r.created for r in results] == [True, False]
+                # the failed first attempt did not break the caller's transaction
+                await conn.execute(f'INSERT INTO "{pg_schema}".caller_work VALUES (1)')
+            cur = await conn.execute(f'SELECT count(*) FROM "{pg_schema}".caller_work')
+            assert await cur.fetchone() == (1,)
+        assert await backend.get(again[0].id) is not None
+        assert await _count(pg_dsn, pg_schema) == 4
+
+
+async def test_batch_across_fair_and_other_queues_scores_every_task(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    clock = FakeClock()
+    async with open_backend(pg_dsn, pg_schema, clock) as backend:
+        await backend.declare([QueueSpec("fair", SchedulingPolicy.weighted_fair())])
+        msgs = [make_message(clock, queue=("fair", "q")[i % 2], priority=i % 2) for i in range(40)]
+        results = await backend.enqueue(msgs)
+        assert [(r.id, r.created, r.state) for r in results] == [
+            (m.id, True, State.QUEUED) for m in msgs
+        ]
+        assert await _count(pg_dsn, pg_schema, "score IS NULL") == 0
+        plain = [m.id for m in msgs if m.queue == "q"]
+        leases = await backend.claim(["q"], 100, 30, "w")
+        assert [lease.message.id for lease in leases] == plain
+        leases = await backend.claim(["fair"], 100, 30, "w")
+        assert sorted(lease.message.id for lease in leases) == sorted(
+            m.id for m in msgs if m.queue == "fair"
+        )
+
+
 # -- scheduling: the same observable order as the reference backend ------------------
 POLICIES = [
     SchedulingPolicy.fifo(),
