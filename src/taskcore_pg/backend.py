@@ -441,6 +441,7 @@ class PostgresBackend:
                 "expires_at": expires_at,
                 "worker": worker,
                 "promote_limit": max(limit, self.settings.promote_limit),
+                "synchronous_commit": None if self.settings.claim_sync_commit else "off",
             },
             binary=True,
         )

@@ -227,6 +227,33 @@ async def test_batch_across_fair_and_other_queues_scores_every_task(
         )
 
 
+@pytest.mark.parametrize("sync", [False, True], ids=["async-claim", "sync-claim"])
+async def test_claim_commit_mode_is_local_to_the_claim(
+    pg_dsn: str, pg_schema: str, sync: bool
+) -> None:
+    # The claim turns off synchronous_commit for its own transaction only (unless
+    # claim_sync_commit): the pooled connection's next statement runs as configured.
+    clock = FakeClock()
+    async with open_backend(
+        pg_dsn, pg_schema, clock, min_size=1, max_size=1, claim_sync_commit=sync
+    ) as backend:
+        msg = make_message(clock)
+        await backend.enqueue([msg])
+        [lease] = await backend.claim(["q"], 10, 30, "w")
+        assert lease.message.id == msg.id
+
+        async def setting(conn: Any) -> str:
+            cur = await conn.execute("SHOW synchronous_commit")
+            row = await cur.fetchone()
+            return str(row[0])
+
+        assert backend._pool is not None
+        async with backend._pool.connection() as conn:
+            assert await setting(conn) == "on"
+        record = await backend.get(msg.id)
+        assert record is not None and record.state == State.RUNNING
+
+
 # -- scheduling: the same observable order as the reference backend ------------------
 POLICIES = [
     SchedulingPolicy.fifo(),

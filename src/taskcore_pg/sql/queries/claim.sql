@@ -1,15 +1,25 @@
 -- Claim up to %(limit)s tasks in ONE statement:
+--   0. unless asked otherwise, commit without waiting for the WAL flush;
 --   1. lock the due scheduled / retrying rows of the requested, unpaused queues and
 --      score them (they become ready now: new arrival seq, policy score or fair tag);
 --   2. lock the best ready rows (partial index tasks_ready, SKIP LOCKED);
 --   3. rank both in (queue order, score, seq) order;
 --   4. one UPDATE leases the chosen rows and queues the promoted rows not chosen;
 --   5. weighted fair queues advance their virtual time to the top claimed score.
-WITH qs AS MATERIALIZED (
+WITH commit_mode AS MATERIALIZED (
+    -- %(synchronous_commit)s 'off' (the default, Settings.claim_sync_commit): this
+    -- transaction's commit does not wait for its WAL flush. A claim lost in a server
+    -- crash only returns its tasks to the queue, as an expired lease would; enqueues
+    -- and settles stay synchronous.
+    SELECT set_config('synchronous_commit',
+                      coalesce(%(synchronous_commit)s, current_setting('synchronous_commit')),
+                      true) AS mode
+), qs AS MATERIALIZED (
     SELECT u.name, u.ord,
            coalesce(q.kind, 'deadline') AS kind,
            coalesce(q.horizons, '{0,60,300,1800,7200}') AS horizons
-      FROM unnest(%(queues)s::text[]) WITH ORDINALITY AS u(name, ord)
+      FROM commit_mode
+     CROSS JOIN unnest(%(queues)s::text[]) WITH ORDINALITY AS u(name, ord)
       LEFT JOIN @schema@.queues q ON q.name = u.name
      WHERE NOT coalesce(q.paused, false)
 ), due AS MATERIALIZED (
