@@ -592,6 +592,7 @@ class PostgresBackend:
                 states[queue][State(key)] = int(n)
             elif kind == "depth":
                 depth[queue][int(key)] = int(n)
+                states[queue][State.QUEUED] += int(n)
             else:
                 late[queue][int(key)] = int(n)
         out = []
@@ -621,8 +622,9 @@ class PostgresBackend:
             clauses.append("queue = %(queue)s")
             params["queue"] = filter.queue
         if filter.state is not None:
-            clauses.append("state = %(state)s")
-            params["state"] = str(filter.state)
+            # a literal (a State member, never user text), so that the partial index
+            # holding that state can serve the listing
+            clauses.append(f"state = '{State(filter.state).value}'")
         if filter.task is not None:
             clauses.append("task = %(task)s")
             params["task"] = filter.task

@@ -254,6 +254,48 @@ async def test_claim_commit_mode_is_local_to_the_claim(
         assert record is not None and record.state == State.RUNNING
 
 
+async def test_stats_and_purge_match_memory_backend(pg_dsn: str, pg_schema: str) -> None:
+    """Every state is counted (each through its own partial index) and purged as the
+    reference backend does; the settle batch is all terminal, then mixed."""
+    mem_clock, pg_clock = FakeClock(), FakeClock()
+    async with open_backend(pg_dsn, pg_schema, pg_clock) as pg:
+        mem = MemoryBackend(clock=mem_clock)
+        seen: list[list[Any]] = [[], []]
+        for k, (b, clock) in enumerate([(mem, mem_clock), (pg, pg_clock)]):
+            await b.enqueue(
+                [make_message(clock, task_id=f"t{i}", priority=i % 5) for i in range(12)]
+                + [make_message(clock, task_id="later", delay=60)]
+            )
+            leases = await b.claim(["q"], 7, 30, "w")
+            kinds = [OutcomeKind.SUCCEEDED, OutcomeKind.FAILED, OutcomeKind.DEAD]
+            final = [
+                Outcome(lease.message.id, lease.token, kinds[j % 3], clock.now())
+                for j, lease in enumerate(leases[:3])
+            ]
+            mixed = [
+                Outcome(leases[3].message.id, leases[3].token, OutcomeKind.SUCCEEDED, clock.now()),
+                Outcome(
+                    leases[4].message.id,
+                    leases[4].token,
+                    OutcomeKind.RETRY,
+                    clock.now(),
+                    retry_at=clock.now() + 30,
+                ),
+            ]
+            assert await b.settle(final) == [True] * 3
+            assert await b.settle(mixed) == [True] * 2
+            assert await b.cancel(["t11"]) == [True]
+            [stats] = await b.stats(["q"])
+            seen[k].append((stats.states, stats.depth_by_priority))
+            purged = await b.purge("q", [State.QUEUED, State.RETRYING, State.SUCCEEDED])
+            [stats] = await b.stats(["q"])
+            seen[k].append((purged, stats.states, stats.depth_by_priority))
+        assert seen[1] == seen[0]
+        states = seen[1][0][0]
+        assert states[State.RUNNING] == 2 and states[State.QUEUED] == 5
+        assert states[State.SCHEDULED] == 1 and states[State.RETRYING] == 1
+
+
 # -- scheduling: the same observable order as the reference backend ------------------
 POLICIES = [
     SchedulingPolicy.fifo(),
