@@ -296,6 +296,54 @@ async def test_stats_and_purge_match_memory_backend(pg_dsn: str, pg_schema: str)
         assert states[State.SCHEDULED] == 1 and states[State.RETRYING] == 1
 
 
+async def test_hot_statements_read_indexes_not_the_finished_rows(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    """With many finished rows stored before the live ones (the layout of a long-lived
+    queue), the claim, the idle worker's readiness probe and a purge batch read the
+    partial indexes: no sequential scan of the table."""
+    clock = FakeClock()
+    async with open_backend(pg_dsn, pg_schema, clock) as backend:
+        await backend.enqueue([make_message(clock) for _ in range(10)])
+        async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+            await conn.execute(
+                f"""INSERT INTO "{pg_schema}".tasks (id, task, queue, priority, state, score,
+                        enqueued_at, msg_eligible_at, eligible_at, updated_at, body, attempt,
+                        finished_at)
+                    SELECT 'f' || g, 'noop', 'q', g % 5, 'succeeded', 0, g, g, g, g, '', 1, g
+                      FROM generate_series(1, 50000) g"""
+            )
+            # a backlog after them, as large a share of the table as in a busy queue
+            await backend.enqueue([make_message(clock) for _ in range(5000)])
+            await conn.execute(f'VACUUM ANALYZE "{pg_schema}".tasks')
+            now = clock.now()
+            statements = {
+                "claim": {
+                    "queues": ["q"],
+                    "limit": 5,
+                    "max_priority": 4,
+                    "now": now,
+                    "expires_at": now + 30,
+                    "worker": "w",
+                    "promote_limit": 100,
+                    "synchronous_commit": "off",
+                },
+                "ready": {"queues": ["q"], "now": now},
+                "purge": {
+                    "queue": "q",
+                    "states": ["queued", "scheduled", "succeeded"],
+                    "batch": 100,
+                    "done_channel": "x",
+                },
+            }
+            for name, params in statements.items():
+                async with conn.transaction(force_rollback=True):
+                    cur = await conn.execute("EXPLAIN (COSTS OFF) " + backend._sql[name], params)
+                    plan = "\n".join(row[0] for row in await cur.fetchall())
+                assert "Seq Scan on tasks" not in plan, f"{name}:\n{plan}"
+                assert "tasks_ready" in plan, f"{name}:\n{plan}"
+
+
 # -- scheduling: the same observable order as the reference backend ------------------
 POLICIES = [
     SchedulingPolicy.fifo(),
