@@ -344,6 +344,59 @@ async def test_hot_statements_read_indexes_not_the_finished_rows(
                 assert "tasks_ready" in plan, f"{name}:\n{plan}"
 
 
+async def test_concurrent_claimers_lease_each_task_once(pg_dsn: str, pg_schema: str) -> None:
+    """Producers, claimers and a canceller race on one queue: every task is leased at
+    most once, every settle of a lease is accepted, and each task ends succeeded or
+    cancelled (the claim leases the rows it locked, through their row address)."""
+    clock = FakeClock()
+    n = 1200
+    async with open_backend(pg_dsn, pg_schema, clock, max_size=10) as backend:
+        msgs = [make_message(clock) for _ in range(n)]
+        claimed: list[str] = []
+        cancelled: list[str] = []
+        produced = anyio.Event()
+
+        async def produce(part: list[Any]) -> None:
+            for start in range(0, len(part), 50):
+                await backend.enqueue(part[start : start + 50])
+
+        async def claimer() -> None:
+            while True:
+                leases = await backend.claim(["q"], 20, 30, "w")
+                if not leases:
+                    if produced.is_set():
+                        return
+                    await backend.wait(["q"], 0.05)
+                    continue
+                claimed.extend(lease.message.id for lease in leases)
+                outcomes = [
+                    Outcome(lease.message.id, lease.token, OutcomeKind.SUCCEEDED, clock.now())
+                    for lease in leases
+                ]
+                assert await backend.settle(outcomes) == [True] * len(leases)
+
+        async def canceller() -> None:
+            for m in msgs[::10]:
+                [ok] = await backend.cancel([m.id])
+                if ok:
+                    cancelled.append(m.id)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(5):
+                tg.start_soon(claimer)
+            async with anyio.create_task_group() as producers:
+                for k in range(3):
+                    producers.start_soon(produce, msgs[k::3])
+                producers.start_soon(canceller)
+            produced.set()
+        assert len(claimed) == len(set(claimed))
+        records = {m.id: await backend.get(m.id) for m in msgs}
+        ended = {tid: r.state for tid, r in records.items() if r is not None}
+        assert set(ended.values()) <= {State.SUCCEEDED, State.CANCELLED}
+        assert {tid for tid, st in ended.items() if st is State.SUCCEEDED} == set(claimed)
+        assert len(ended) == n
+
+
 # -- scheduling: the same observable order as the reference backend ------------------
 POLICIES = [
     SchedulingPolicy.fifo(),
