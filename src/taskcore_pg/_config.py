@@ -39,6 +39,11 @@ class Settings:
         enqueue_chunk: messages per INSERT statement in a bulk enqueue.
         prepare_threshold: psycopg's server-side prepare threshold (None disables it,
             needed behind PgBouncer < 1.21 in transaction mode).
+        claim_sync_commit: make a claim's commit wait for its WAL flush. Off by
+            default: a claim lost in a server crash only returns its tasks to the
+            queue (like an expired lease; delivery is at-least-once anyway), and the
+            flush was most of an idle worker's wake-up latency. Enqueues and settles
+            always wait (the server's ``synchronous_commit``).
     """
 
     schema: str = attrs.field(default="taskcore", validator=lambda _i, _a, v: check_schema(v))
@@ -53,6 +58,7 @@ class Settings:
     promote_limit: int = 1000
     enqueue_chunk: int = 5000
     prepare_threshold: int | None = 5
+    claim_sync_commit: bool = False
 
     def __attrs_post_init__(self) -> None:
         if self.poll_interval > 1.0:

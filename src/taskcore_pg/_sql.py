@@ -2,7 +2,9 @@
 
 Every file names its schema ``@schema@``; :func:`render` substitutes the quoted schema
 name. Schema names are restricted to plain identifiers (:func:`check_schema`), so the
-substitution can never change a statement's meaning.
+substitution can never change a statement's meaning. A few statements come in variants
+(e.g. ``enqueue`` with or without ``ON CONFLICT``): their other ``@name@`` markers are
+filled from fixed SQL fragments given by the backend (:meth:`Statements.variant`).
 """
 
 from __future__ import annotations
@@ -37,9 +39,19 @@ def _read(folder: str, name: str) -> str:
     return resources.files("taskcore_pg").joinpath("sql", folder, name).read_text("utf-8")
 
 
-def query(name: str, schema: str) -> str:
-    """The statement ``sql/queries/<name>.sql`` for ``schema``."""
-    return render(_read("queries", f"{name}.sql"), schema)
+def query(name: str, schema: str, **fragments: str) -> str:
+    """The statement ``sql/queries/<name>.sql`` for ``schema``, its ``@key@`` markers
+    replaced by ``fragments[key]``."""
+    text = render(_read("queries", f"{name}.sql"), schema)
+    for key, fragment in fragments.items():
+        marker = f"@{key}@"
+        if marker not in text:
+            raise ValueError(f"{name}.sql has no marker {marker}")
+        text = text.replace(marker, fragment)
+    leftover = re.search(r"@\w+@", text)
+    if leftover:
+        raise ValueError(f"{name}.sql: no fragment given for {leftover[0]}")
+    return text
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -64,4 +76,12 @@ class Statements:
         text = self._cache.get(name)
         if text is None:
             text = self._cache[name] = query(name, self.schema)
+        return text
+
+    def variant(self, name: str, **fragments: str) -> str:
+        """The statement ``name`` with its markers filled from ``fragments``."""
+        key = f"{name}:{sorted(fragments.items())}"
+        text = self._cache.get(key)
+        if text is None:
+            text = self._cache[key] = query(name, self.schema, **fragments)
         return text

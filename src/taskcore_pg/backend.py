@@ -8,6 +8,7 @@ clock as parameters, never from ``now()``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -15,6 +16,7 @@ from urllib.parse import urlsplit
 
 import anyio
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -24,6 +26,7 @@ from taskcore.backend import (
     Lease,
     Message,
     Outcome,
+    OutcomeKind,
     QueueSpec,
     QueueStats,
     RuntimeStats,
@@ -46,6 +49,15 @@ __all__ = ["PostgresBackend"]
 
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[TupleRow]
+
+# The two variants of enqueue.sql (see there).
+_ARBITER = {"conflict": "ON CONFLICT DO NOTHING", "stored": "true"}
+_PLAIN = {"conflict": "", "stored": "q.kind IS DISTINCT FROM 'fair'"}
+
+# Outcomes that end a task: a batch of only these takes settle_final.sql.
+_FINAL = frozenset(
+    {OutcomeKind.SUCCEEDED, OutcomeKind.FAILED, OutcomeKind.DEAD, OutcomeKind.CANCELLED}
+)
 
 _RECORD_COLUMNS = (
     "id, task, queue, priority, state, attempt, enqueued_at, eligible_at, updated_at, body, "
@@ -332,10 +344,50 @@ class PostgresBackend:
     async def _enqueue_on(
         self, conn: psycopg.AsyncConnection[Any], messages: Sequence[Message], now: float
     ) -> list[EnqueueResult]:
+        created: dict[str, str] = {}
+        rest = messages
+        if all(m.unique_key is None for m in messages):
+            plain = await self._enqueue_plain(conn, messages, now)
+            if plain is not None:
+                created = plain
+                rest = [m for m in messages if m.id not in created]
+        answers = iter(await self._enqueue_arbiter(conn, rest, now) if rest else ())
+        return [
+            EnqueueResult(m.id, True, State(created[m.id])) if m.id in created else next(answers)
+            for m in messages
+        ]
+
+    async def _enqueue_plain(
+        self, conn: psycopg.AsyncConnection[Any], messages: Sequence[Message], now: float
+    ) -> dict[str, str] | None:
+        """Insert without ON CONFLICT: ``{id: state}`` of the rows created (all but the
+        tasks of fair queues), or None when an id already exists (nothing stored).
+
+        On an idle autocommit connection (the pool's) the statement is its own
+        transaction: one round trip. Otherwise it runs in a (sub)transaction, so that a
+        unique violation leaves the caller's transaction usable.
+        """
+        params = _rows.enqueue_params(messages, now)
+        params["ready_channel"] = self._channels.ready
+        query = self._sql.variant("enqueue", **_PLAIN)
+        own = conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE
+        try:
+            async with (
+                contextlib.nullcontext() if own else conn.transaction(),
+                conn.cursor(row_factory=tuple_row) as cur,
+            ):
+                await cur.execute(query, params, binary=True)
+                return {row[0]: row[1] for row in await cur.fetchall()}
+        except psycopg.errors.UniqueViolation:
+            return None
+
+    async def _enqueue_arbiter(
+        self, conn: psycopg.AsyncConnection[Any], messages: Sequence[Message], now: float
+    ) -> list[EnqueueResult]:
         params = _rows.enqueue_params(messages, now)
         params["ready_channel"] = self._channels.ready
         async with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
-            await cur.execute(self._sql["enqueue"], params, binary=True)
+            await cur.execute(self._sql.variant("enqueue", **_ARBITER), params, binary=True)
             stored = {row[0]: (row[1], row[2]) for row in await cur.fetchall()}
             to_tag = [m.id for m in messages if stored.get(m.id, ("", False))[1]]
             if to_tag:
@@ -389,6 +441,7 @@ class PostgresBackend:
                 "expires_at": expires_at,
                 "worker": worker,
                 "promote_limit": max(limit, self.settings.promote_limit),
+                "synchronous_commit": None if self.settings.claim_sync_commit else "off",
             },
             binary=True,
         )
@@ -398,9 +451,11 @@ class PostgresBackend:
         accepted = [False] * len(outcomes)
         channels = self._channel_params()
         for positions in _rounds([o.task_id for o in outcomes]):
-            params = _rows.settle_params([outcomes[p] for p in positions], self.clock.now())
+            part = [outcomes[p] for p in positions]
+            params = _rows.settle_params(part, self.clock.now())
             params.update(channels)
-            row = await self._fetchone("settle", params, binary=True)
+            final = all(o.kind in _FINAL for o in part)
+            row = await self._fetchone("settle_final" if final else "settle", params, binary=True)
             for ord_ in row[0] if row else ():
                 accepted[positions[ord_ - 1]] = True
         return accepted
@@ -537,6 +592,7 @@ class PostgresBackend:
                 states[queue][State(key)] = int(n)
             elif kind == "depth":
                 depth[queue][int(key)] = int(n)
+                states[queue][State.QUEUED] += int(n)
             else:
                 late[queue][int(key)] = int(n)
         out = []
@@ -566,8 +622,9 @@ class PostgresBackend:
             clauses.append("queue = %(queue)s")
             params["queue"] = filter.queue
         if filter.state is not None:
-            clauses.append("state = %(state)s")
-            params["state"] = str(filter.state)
+            # a literal (a State member, never user text), so that the partial index
+            # holding that state can serve the listing
+            clauses.append(f"state = '{State(filter.state).value}'")
         if filter.task is not None:
             clauses.append("task = %(task)s")
             params["task"] = filter.task

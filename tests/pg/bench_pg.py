@@ -135,6 +135,7 @@ async def explain(backend: PostgresBackend, dsn: str) -> None:
         "expires_at": now + 60,
         "worker": "explain",
         "promote_limit": 1000,
+        "synchronous_commit": None,
     }
     async with await psycopg.AsyncConnection.connect(dsn) as conn:
         # Inside a transaction that is rolled back: EXPLAIN ANALYZE really claims.

@@ -175,6 +175,228 @@ async def test_bulk_enqueue_with_duplicates_in_the_batch(pg_dsn: str, pg_schema:
         assert stats.states[State.QUEUED] == 2501 and stats.depth_by_priority[0] == 500
 
 
+async def test_batch_naming_an_existing_id_is_answered_in_and_out_of_a_transaction(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    # A batch without unique keys is first stored without ON CONFLICT; an id that
+    # already exists fails that statement and the batch is stored the careful way.
+    clock = FakeClock()
+    async with open_backend(pg_dsn, pg_schema, clock) as backend:
+        old = make_message(clock)
+        [first] = await backend.enqueue([old])
+        assert first.created
+        batch = [make_message(clock), old, make_message(clock)]
+        results = await backend.enqueue(batch)
+        assert [(r.id, r.created) for r in results] == [
+            (batch[0].id, True),
+            (old.id, False),
+            (batch[2].id, True),
+        ]
+        async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
+            async with conn.transaction():
+                await conn.execute(f'CREATE TABLE "{pg_schema}".caller_work (x int)')
+                again = [make_message(clock), old]
+                results = await backend.enqueue_in(conn, again)
+                assert [r.created for r in results] == [True, False]
+                # the failed first attempt did not break the caller's transaction
+                await conn.execute(f'INSERT INTO "{pg_schema}".caller_work VALUES (1)')
+            cur = await conn.execute(f'SELECT count(*) FROM "{pg_schema}".caller_work')
+            assert await cur.fetchone() == (1,)
+        assert await backend.get(again[0].id) is not None
+        assert await _count(pg_dsn, pg_schema) == 4
+
+
+async def test_batch_across_fair_and_other_queues_scores_every_task(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    clock = FakeClock()
+    async with open_backend(pg_dsn, pg_schema, clock) as backend:
+        await backend.declare([QueueSpec("fair", SchedulingPolicy.weighted_fair())])
+        msgs = [make_message(clock, queue=("fair", "q")[i % 2], priority=i % 2) for i in range(40)]
+        results = await backend.enqueue(msgs)
+        assert [(r.id, r.created, r.state) for r in results] == [
+            (m.id, True, State.QUEUED) for m in msgs
+        ]
+        assert await _count(pg_dsn, pg_schema, "score IS NULL") == 0
+        plain = [m.id for m in msgs if m.queue == "q"]
+        leases = await backend.claim(["q"], 100, 30, "w")
+        assert [lease.message.id for lease in leases] == plain
+        leases = await backend.claim(["fair"], 100, 30, "w")
+        assert sorted(lease.message.id for lease in leases) == sorted(
+            m.id for m in msgs if m.queue == "fair"
+        )
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["async-claim", "sync-claim"])
+async def test_claim_commit_mode_is_local_to_the_claim(
+    pg_dsn: str, pg_schema: str, sync: bool
+) -> None:
+    # The claim turns off synchronous_commit for its own transaction only (unless
+    # claim_sync_commit): the pooled connection's next statement runs as configured.
+    clock = FakeClock()
+    async with open_backend(
+        pg_dsn, pg_schema, clock, min_size=1, max_size=1, claim_sync_commit=sync
+    ) as backend:
+        msg = make_message(clock)
+        await backend.enqueue([msg])
+        [lease] = await backend.claim(["q"], 10, 30, "w")
+        assert lease.message.id == msg.id
+
+        async def setting(conn: Any) -> str:
+            cur = await conn.execute("SHOW synchronous_commit")
+            row = await cur.fetchone()
+            return str(row[0])
+
+        assert backend._pool is not None
+        async with backend._pool.connection() as conn:
+            assert await setting(conn) == "on"
+        record = await backend.get(msg.id)
+        assert record is not None and record.state == State.RUNNING
+
+
+async def test_stats_and_purge_match_memory_backend(pg_dsn: str, pg_schema: str) -> None:
+    """Every state is counted (each through its own partial index) and purged as the
+    reference backend does; the settle batch is all terminal, then mixed."""
+    mem_clock, pg_clock = FakeClock(), FakeClock()
+    async with open_backend(pg_dsn, pg_schema, pg_clock) as pg:
+        mem = MemoryBackend(clock=mem_clock)
+        seen: list[list[Any]] = [[], []]
+        for k, (b, clock) in enumerate([(mem, mem_clock), (pg, pg_clock)]):
+            await b.enqueue(
+                [make_message(clock, task_id=f"t{i}", priority=i % 5) for i in range(12)]
+                + [make_message(clock, task_id="later", delay=60)]
+            )
+            leases = await b.claim(["q"], 7, 30, "w")
+            kinds = [OutcomeKind.SUCCEEDED, OutcomeKind.FAILED, OutcomeKind.DEAD]
+            final = [
+                Outcome(lease.message.id, lease.token, kinds[j % 3], clock.now())
+                for j, lease in enumerate(leases[:3])
+            ]
+            mixed = [
+                Outcome(leases[3].message.id, leases[3].token, OutcomeKind.SUCCEEDED, clock.now()),
+                Outcome(
+                    leases[4].message.id,
+                    leases[4].token,
+                    OutcomeKind.RETRY,
+                    clock.now(),
+                    retry_at=clock.now() + 30,
+                ),
+            ]
+            assert await b.settle(final) == [True] * 3
+            assert await b.settle(mixed) == [True] * 2
+            assert await b.cancel(["t11"]) == [True]
+            [stats] = await b.stats(["q"])
+            seen[k].append((stats.states, stats.depth_by_priority))
+            purged = await b.purge("q", [State.QUEUED, State.RETRYING, State.SUCCEEDED])
+            [stats] = await b.stats(["q"])
+            seen[k].append((purged, stats.states, stats.depth_by_priority))
+        assert seen[1] == seen[0]
+        states = seen[1][0][0]
+        assert states[State.RUNNING] == 2 and states[State.QUEUED] == 5
+        assert states[State.SCHEDULED] == 1 and states[State.RETRYING] == 1
+
+
+async def test_hot_statements_read_indexes_not_the_finished_rows(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    """With many finished rows stored before the live ones (the layout of a long-lived
+    queue), the claim, the idle worker's readiness probe and a purge batch read the
+    partial indexes: no sequential scan of the table."""
+    clock = FakeClock()
+    async with open_backend(pg_dsn, pg_schema, clock) as backend:
+        await backend.enqueue([make_message(clock) for _ in range(10)])
+        async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+            await conn.execute(
+                f"""INSERT INTO "{pg_schema}".tasks (id, task, queue, priority, state, score,
+                        enqueued_at, msg_eligible_at, eligible_at, updated_at, body, attempt,
+                        finished_at)
+                    SELECT 'f' || g, 'noop', 'q', g % 5, 'succeeded', 0, g, g, g, g, '', 1, g
+                      FROM generate_series(1, 50000) g"""
+            )
+            # a backlog after them, as large a share of the table as in a busy queue
+            await backend.enqueue([make_message(clock) for _ in range(5000)])
+            await conn.execute(f'VACUUM ANALYZE "{pg_schema}".tasks')
+            now = clock.now()
+            statements = {
+                "claim": {
+                    "queues": ["q"],
+                    "limit": 5,
+                    "max_priority": 4,
+                    "now": now,
+                    "expires_at": now + 30,
+                    "worker": "w",
+                    "promote_limit": 100,
+                    "synchronous_commit": "off",
+                },
+                "ready": {"queues": ["q"], "now": now},
+                "purge": {
+                    "queue": "q",
+                    "states": ["queued", "scheduled", "succeeded"],
+                    "batch": 100,
+                    "done_channel": "x",
+                },
+            }
+            for name, params in statements.items():
+                async with conn.transaction(force_rollback=True):
+                    cur = await conn.execute("EXPLAIN (COSTS OFF) " + backend._sql[name], params)
+                    plan = "\n".join(row[0] for row in await cur.fetchall())
+                assert "Seq Scan on tasks" not in plan, f"{name}:\n{plan}"
+                assert "tasks_ready" in plan, f"{name}:\n{plan}"
+
+
+async def test_concurrent_claimers_lease_each_task_once(pg_dsn: str, pg_schema: str) -> None:
+    """Producers, claimers and a canceller race on one queue: every task is leased at
+    most once, every settle of a lease is accepted, and each task ends succeeded or
+    cancelled (the claim leases the rows it locked, through their row address)."""
+    clock = FakeClock()
+    n = 1200
+    async with open_backend(pg_dsn, pg_schema, clock, max_size=10) as backend:
+        msgs = [make_message(clock) for _ in range(n)]
+        claimed: list[str] = []
+        cancelled: list[str] = []
+        produced = anyio.Event()
+
+        async def produce(part: list[Any]) -> None:
+            for start in range(0, len(part), 50):
+                await backend.enqueue(part[start : start + 50])
+
+        async def claimer() -> None:
+            while True:
+                leases = await backend.claim(["q"], 20, 30, "w")
+                if not leases:
+                    if produced.is_set():
+                        return
+                    await backend.wait(["q"], 0.05)
+                    continue
+                claimed.extend(lease.message.id for lease in leases)
+                outcomes = [
+                    Outcome(lease.message.id, lease.token, OutcomeKind.SUCCEEDED, clock.now())
+                    for lease in leases
+                ]
+                assert await backend.settle(outcomes) == [True] * len(leases)
+
+        async def canceller() -> None:
+            for m in msgs[::10]:
+                [ok] = await backend.cancel([m.id])
+                if ok:
+                    cancelled.append(m.id)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(5):
+                tg.start_soon(claimer)
+            async with anyio.create_task_group() as producers:
+                for k in range(3):
+                    producers.start_soon(produce, msgs[k::3])
+                producers.start_soon(canceller)
+            produced.set()
+        assert len(claimed) == len(set(claimed))
+        records = {m.id: await backend.get(m.id) for m in msgs}
+        ended = {tid: r.state for tid, r in records.items() if r is not None}
+        assert set(ended.values()) <= {State.SUCCEEDED, State.CANCELLED}
+        assert {tid for tid, st in ended.items() if st is State.SUCCEEDED} == set(claimed)
+        assert len(ended) == n
+
+
 # -- scheduling: the same observable order as the reference backend ------------------
 POLICIES = [
     SchedulingPolicy.fifo(),

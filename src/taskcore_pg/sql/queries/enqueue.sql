@@ -1,9 +1,19 @@
--- Store a batch of tasks in one statement. Unique keys and duplicate ids are settled by
--- the arbiter indexes (ON CONFLICT DO NOTHING), never by a check-then-insert. Only the
--- rows created come back; the caller answers the others with enqueue_lookup.sql in the
--- same transaction (a later statement, so it also sees holders committed meanwhile).
--- Ready tasks of fair queues come back with needs_tag: the caller tags them in the
--- same transaction (enqueue_fair.sql), so no NULL score is ever committed.
+-- Store a batch of tasks in one statement. Two variants (the backend fills the markers
+-- conflict and stored):
+--
+-- * arbiter: conflict = ON CONFLICT DO NOTHING, stored = true. Unique keys and
+--   duplicate ids are settled by the arbiter indexes, never by a check-then-insert.
+--   Only the rows created come back; the caller answers the others with
+--   enqueue_lookup.sql in the same transaction (a later statement, so it also sees
+--   holders committed meanwhile). Ready tasks of fair queues come back with needs_tag:
+--   the caller tags them in the same transaction (enqueue_fair.sql), so no NULL score
+--   is ever committed.
+-- * plain: no ON CONFLICT (a speculative insertion costs an index probe per arbiter
+--   index and a WAL record per row), for batches without unique keys, run as a
+--   statement of its own (autocommit: one round trip, no BEGIN / COMMIT). A duplicate
+--   id fails the whole statement with a unique violation and the caller runs the
+--   arbiter variant instead; tasks of fair queues (stored filters them out) are
+--   left to the arbiter variant, which tags them in its transaction.
 WITH input AS (
     SELECT *
       FROM unnest(%(ids)b::text[], %(tasks)b::text[], %(queues)b::text[],
@@ -31,8 +41,9 @@ WITH input AS (
            i.fairness_key, i.result_ttl, i.body
       FROM input i
       LEFT JOIN @schema@.queues q ON q.name = i.queue
+     WHERE @stored@
      ORDER BY i.ord
-    ON CONFLICT DO NOTHING
+    @conflict@
     RETURNING t.id, t.queue, t.state, (t.state = 'queued' AND t.score IS NULL) AS needs_tag
 ), woken AS (
     SELECT count(pg_notify(%(ready_channel)s, r.queue)) AS n
