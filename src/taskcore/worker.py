@@ -617,14 +617,22 @@ class Worker:
             )
         from . import _child
 
-        return await anyio.to_process.run_sync(
-            _child.run_in_child,
-            task.fn.__module__,
-            task.fn.__qualname__,
-            bytes(raw),
-            cancellable=True,
-            limiter=self.process_limiter,
-        )
+        try:
+            return await anyio.to_process.run_sync(
+                _child.run_in_child,
+                task.fn.__module__,
+                task.fn.__qualname__,
+                bytes(raw),
+                cancellable=True,
+                limiter=self.process_limiter,
+            )
+        except anyio.BrokenWorkerProcess as exc:
+            # anyio's own error has no message: say what happened in the task's history
+            raise anyio.BrokenWorkerProcess(
+                f"the process-pool child running task {task.name!r} died before returning "
+                "(os._exit, a crash such as a segfault, or the OOM killer); the pool starts "
+                "a new child for the next task"
+            ) from exc
 
     # -- background loops -----------------------------------------------------------
     async def _settle_loop(self) -> None:
