@@ -116,6 +116,13 @@ def crashy(n: int, how: str, crashes: int) -> int:
 
 
 @app.task
+async def store(n: int, blob: str) -> int:
+    """Carries a payload of the caller's size."""
+    await _record(n)
+    return len(blob)
+
+
+@app.task
 async def unserialisable() -> Any:
     return threading.Lock()
 
