@@ -121,14 +121,21 @@ class Worker:
         from .errors import ConfigurationError
 
         if concurrency < 1 or threads < 1 or (processes is not None and processes < 1):
-            raise ConfigurationError("concurrency, threads and processes must be >= 1")
+            raise ConfigurationError(
+                f"concurrency={concurrency}, threads={threads}, processes={processes}: "
+                "each must be >= 1"
+            )
         if not 0 <= reserved_critical < concurrency:
             raise ConfigurationError(
                 f"reserved_critical={reserved_critical} must be >= 0 and below concurrency="
                 f"{concurrency}"
             )
         if lease_seconds <= 0 or grace_period < 0 or poll_interval <= 0:
-            raise ConfigurationError("lease_seconds and poll_interval must be > 0, grace >= 0")
+            raise ConfigurationError(
+                f"lease_seconds={lease_seconds}, poll_interval={poll_interval}, "
+                f"grace_period={grace_period}: the lease and the poll interval must be > 0 "
+                "seconds, the grace period >= 0"
+            )
         self.app = app
         self.clock = app.clock
         self.queues = (
