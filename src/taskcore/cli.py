@@ -86,7 +86,9 @@ async def _run_worker(app: App, args: argparse.Namespace) -> None:
         grace_period=args.grace,
         maintenance_interval=args.maintenance_interval,
     )
-    async with anyio.create_task_group() as tg:
+    # open the app outside the task group: a setting out of bounds or an unreachable
+    # server then ends the command with its one-line error, not an exception group
+    async with app, anyio.create_task_group() as tg:
 
         async def on_signal() -> None:
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -98,8 +100,7 @@ async def _run_worker(app: App, args: argparse.Namespace) -> None:
                     return
 
         tg.start_soon(on_signal)
-        async with app:
-            await worker.run()
+        await worker.run()
         tg.cancel_scope.cancel()
 
 
