@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 import anyio
+import anyio.abc
 from rich.console import Console
 from rich.table import Table
 
@@ -90,8 +91,9 @@ async def _run_worker(app: App, args: argparse.Namespace) -> None:
     # server then ends the command with its one-line error, not an exception group
     async with app, anyio.create_task_group() as tg:
 
-        async def on_signal() -> None:
+        async def on_signal(*, task_status: anyio.abc.TaskStatus[None]) -> None:
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                task_status.started()  # handlers in place before the worker says it started
                 async for signum in signals:
                     logging.getLogger("taskcore.worker").info(
                         "%s: stopping (grace %ss)", signal.Signals(signum).name, args.grace
@@ -99,7 +101,7 @@ async def _run_worker(app: App, args: argparse.Namespace) -> None:
                     worker.stop()
                     return
 
-        tg.start_soon(on_signal)
+        await tg.start(on_signal)
         await worker.run()
         tg.cancel_scope.cancel()
 
