@@ -251,6 +251,14 @@ class Workers:
         self.procs = []
         return codes
 
+    def logged(self, fragment: str) -> int:
+        """How many log lines of all workers so far contain ``fragment``."""
+        return sum(
+            line.count(fragment)
+            for path in self.log_dir.glob("worker-*.log")
+            for line in path.read_text(errors="replace").splitlines()
+        )
+
     def logs(self, lines: int = 15) -> str:
         out = []
         for path in sorted(self.log_dir.glob("worker-*.log")):

@@ -51,6 +51,8 @@ def _network_cuts(target: Target, log_dir: Path) -> str:
             cut_connections.append(_cut(proxy, outage))
         p.wait_terminal(N, 120)
         elapsed = time.monotonic() - started
+        # the faults were real: the workers saw backend calls fail (and carried on)
+        assert workers.logged("failed"), workers.logs()
         workers.assert_alive()
         assert workers.stop() == [0] * WORKERS, workers.logs()
         assert all(cut_connections), cut_connections  # every cut hit live connections

@@ -53,6 +53,8 @@ def _restarts(target: Target, log_dir: Path, failures: Sequence[Callable[[], Non
             recoveries.append(time.monotonic() - back)
         p.wait_terminal(N, 120)
         elapsed = time.monotonic() - started
+        # the faults were real: the workers saw backend calls fail (and carried on)
+        assert workers.logged("failed"), workers.logs()
         workers.assert_alive()  # they reconnected; none died and none was replaced
         assert workers.stop() == [0] * WORKERS, workers.logs()
         summary = check_outcome(
