@@ -38,7 +38,9 @@ APP = "tests.faults.crash_app:app"
 T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T], what: str, timeout: float, interval: float = 0.1) -> T:
+def wait_for(
+    predicate: Callable[[], T | None], what: str, timeout: float, interval: float = 0.1
+) -> T:
     """Poll an observable condition until it holds (returns its value), bounded."""
     deadline = time.monotonic() + timeout
     while True:
@@ -73,7 +75,7 @@ class Ledger:
             finally:
                 client.close()
         with psycopg.connect(self.url) as conn:
-            rows = conn.execute(f"SELECT n, count(*) FROM {self.name} GROUP BY n").fetchall()  # type: ignore[arg-type]
+            rows = conn.execute(f"SELECT n, count(*) FROM {self.name} GROUP BY n").fetchall()
         return {int(n): int(c) for n, c in rows}
 
     def starts(self) -> list[str]:
@@ -81,12 +83,12 @@ class Ledger:
         if self.on_redis:
             client = redis_sync.Redis.from_url(self.url, decode_responses=True)
             try:
-                marks = list(client.lrange(f"{self.name}:starts", 0, -1))
+                marks = [str(m) for m in client.lrange(f"{self.name}:starts", 0, -1)]
             finally:
                 client.close()
         else:
             with psycopg.connect(self.url) as conn:
-                marks = [r[0] for r in conn.execute(f"SELECT mark FROM {self.name}_starts")]  # type: ignore[arg-type]
+                marks = [r[0] for r in conn.execute(f"SELECT mark FROM {self.name}_starts")]
         return sorted(marks, key=lambda m: float(m.split(":")[1]))
 
 

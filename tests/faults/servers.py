@@ -16,13 +16,14 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
 
 import redis as redis_sync
 
-__all__ = ["PrivatePostgres", "PrivateRedis", "ServerUnavailable", "free_port"]
+__all__ = ["PrivatePostgres", "PrivateRedis", "ServerUnavailable", "free_port", "private_dir"]
 
 PG_BIN = Path(os.environ.get("TASKCORE_PG_BIN", "/usr/lib/postgresql/15/bin"))
 START_TIMEOUT = 30.0
@@ -38,9 +39,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_for(ready: callable, what: str, timeout: float = START_TIMEOUT) -> None:  # type: ignore[valid-type]
+def _wait_for(ready: Callable[[], bool], what: str, timeout: float = START_TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
-    while not ready():  # type: ignore[operator]
+    while not ready():
         if time.monotonic() > deadline:
             raise ServerUnavailable(f"{what} did not come up within {timeout:.0f} s")
         time.sleep(0.05)
