@@ -51,6 +51,7 @@ log = logging.getLogger("taskcore.worker")
 StopReason = Literal["cancel", "lost", "shutdown", "timeout"]
 WATCHDOG_INTERVAL = 0.05  # seconds: precision of task timeouts
 RESERVED_POLL = 0.1  # seconds: P0 look-ups while only reserved slots are free
+RATE_LIMIT_RETRY = 1.0  # seconds: deferral of a task whose rate limit could not be checked
 
 
 @attrs.frozen
@@ -464,7 +465,13 @@ class Worker:
             tel.late.add(1, labels)
         limit = task.options.rate_limit
         if limit is not None:
-            wait = await app.backend.take_tokens(f"rate:{task.name}", limit.rate, limit.burst)
+            try:
+                wait = await app.backend.take_tokens(f"rate:{task.name}", limit.rate, limit.burst)
+            except BackendError as exc:
+                # the limiter is out of reach: defer the task (not a failed attempt)
+                # instead of letting the error end the worker
+                log.warning("task %s: rate limit not checked (%s); deferred", msg.id, exc)
+                wait = RATE_LIMIT_RETRY
             if wait > 0:
                 now = self.clock.now()
                 return Outcome(msg.id, lease.token, OutcomeKind.DEFER, now, retry_at=now + wait)
