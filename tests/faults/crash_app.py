@@ -115,6 +115,13 @@ def crashy(n: int, how: str, crashes: int) -> int:
     return os.getpid()
 
 
+@app.task(rate_limit="1000/s")
+async def limited(n: int) -> int:
+    """Rate-limited: each run first takes a token from the backend."""
+    await _record(n)
+    return n
+
+
 @app.task
 async def store(n: int, blob: str) -> int:
     """Carries a payload of the caller's size."""

@@ -146,14 +146,19 @@ class Probe:
 
         return list(self.call(enqueue))
 
-    def wait_terminal(self, total: int, timeout: float, what: str = "") -> dict[State, int]:
-        """Wait until ``total`` tasks are terminal; tolerates the backend being away."""
+    def wait_terminal(
+        self, total: int, timeout: float, workers: Workers | None = None
+    ) -> dict[State, int]:
+        """Wait until ``total`` tasks are terminal; tolerates the backend being away.
+        With ``workers``, fails at once if one of them exits."""
 
         def done() -> dict[State, int] | None:
+            if workers is not None:
+                workers.assert_alive()
             states = self.try_states()
             return states if states and sum(states[s] for s in TERMINAL) >= total else None
 
-        return wait_for(done, what or f"{total} tasks to end", timeout, interval=0.25)
+        return wait_for(done, f"{total} tasks to end", timeout, interval=0.25)
 
 
 @contextmanager

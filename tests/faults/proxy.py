@@ -22,7 +22,8 @@ class TcpProxy:
 
     ``drop()`` cuts every open connection; ``swallow_next_reply()`` forwards the next
     request but cuts the connection instead of delivering its reply (the command ran,
-    the client never hears back); ``stop()``/``start()`` simulate an outage (new
+    the client never hears back); ``refuse_requests()`` cuts the connection on chosen
+    requests (they never reach the server); ``stop()``/``start()`` simulate an outage (new
     connections are refused). ``url`` is ``upstream_url`` pointed at the proxy
     (default: a Redis URL for database 0).
     """
@@ -36,6 +37,9 @@ class TcpProxy:
         self._swallow = False
         self._skip = 0
         self.swallowed = 0
+        self._refuse: bytes | None = None
+        self._refusals = 0
+        self.refused = 0  # requests cut by refuse_requests()
         self.dropped = 0  # client connections cut by drop() or stop()
 
     @classmethod
@@ -76,6 +80,20 @@ class TcpProxy:
         self._swallow = True
         self._skip = skip
 
+    def refuse_requests(self, containing: bytes, times: int) -> None:
+        """Cut the connection instead of forwarding the next ``times`` requests that
+        contain ``containing`` (one call fails, whichever server is behind)."""
+        self._refuse, self._refusals = containing, times
+
+    def _refuses(self, request: bytes) -> bool:
+        if self._refuse is None or self._refuse not in request:
+            return False
+        self._refusals -= 1
+        self.refused += 1
+        if self._refusals <= 0:
+            self._refuse = None
+        return True
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
@@ -87,6 +105,10 @@ class TcpProxy:
         async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, replies: bool) -> None:
             try:
                 while data := await src.read(65536):
+                    if not replies and self._refuses(data):
+                        writer.transport.abort()
+                        up_writer.transport.abort()
+                        return
                     if replies and self._swallow and self._skip > 0:
                         self._skip -= 1
                     elif replies and self._swallow:
@@ -124,6 +146,9 @@ class ThreadedProxy:
     def drop(self) -> int:
         """Cut every open connection now; returns how many client connections."""
         return self._portal.call(_sync, self.proxy.drop)
+
+    def refuse_requests(self, containing: bytes, times: int) -> None:
+        self._portal.call(_sync, lambda: self.proxy.refuse_requests(containing, times))
 
     def stop(self) -> None:
         """Refuse new connections and cut the open ones (an outage)."""

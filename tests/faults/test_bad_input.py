@@ -108,7 +108,7 @@ def _bad_input(target: Target, log_dir: Path) -> str:
         good_ids += p.enqueue(crash_app.oddly_named, [(n,) for n in odd])
         good_ids += p.enqueue(crash_app.store, [(big, "x" * (DEFAULT_MAX_PAYLOAD - 1000))])
         total = len(good_ids) + len(BAD) + 1
-        p.wait_terminal(total, 60)
+        p.wait_terminal(total, 60, workers)
         workers.assert_alive()  # bad input never takes the worker down
 
         records = {r.id: r for r in p.records([m.id for _, m, _, _ in BAD] + [leaky])}

@@ -49,7 +49,7 @@ def _network_cuts(target: Target, log_dir: Path) -> str:
             mark = N * i // (len(plan) + 1)
             wait_for(lambda m=mark: p.states()[State.SUCCEEDED] >= m, f"{mark} done", 120)
             cut_connections.append(_cut(proxy, outage))
-        p.wait_terminal(N, 120)
+        p.wait_terminal(N, 120, workers)
         elapsed = time.monotonic() - started
         # the faults were real: the workers saw backend calls fail (and carried on)
         assert workers.logged("failed"), workers.logs()
@@ -76,3 +76,34 @@ def test_network_cut_redis(redis_target: Target, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_network_cut_postgres(pg_target: Target, tmp_path: Path) -> None:
     print(_network_cuts(pg_target, tmp_path))  # noqa: T201
+
+
+def _rate_limiter_unreachable(target: Target, log_dir: Path) -> str:
+    """The worker's call for a rate-limit token fails (its connection is cut): the task
+    is deferred, not failed, and the worker keeps going."""
+    numbers = list(range(50))
+    with (
+        proxy_in_thread(target.url) as proxy,
+        probe(target.url) as p,
+        Workers(attrs.evolve(target, url=proxy.url), log_dir, concurrency=10) as workers,
+    ):
+        workers.start(1)
+        proxy.refuse_requests(f"rate:{crash_app.limited.name}".encode(), times=5)
+        ids = p.enqueue(crash_app.limited, [(n,) for n in numbers])
+        p.wait_terminal(len(numbers), 60, workers)
+        assert proxy.proxy.refused == 5
+        workers.assert_alive()
+        assert workers.stop() == [0], workers.logs()
+        assert {r.attempt for r in p.records(ids)} == {1}  # deferred, not failed
+        summary = check_outcome(p, target.ledger, numbers, in_flight=0)
+    return summary.line("rate-limiter-cut", target.kind, token_calls_cut=5)
+
+
+@pytest.mark.slow
+def test_rate_limiter_cut_redis(redis_target: Target, tmp_path: Path) -> None:
+    print(_rate_limiter_unreachable(redis_target, tmp_path))  # noqa: T201
+
+
+@pytest.mark.slow
+def test_rate_limiter_cut_postgres(pg_target: Target, tmp_path: Path) -> None:
+    print(_rate_limiter_unreachable(pg_target, tmp_path))  # noqa: T201

@@ -27,7 +27,7 @@ def _pool_crashes(target: Target, log_dir: Path) -> str:
     ):
         ids = p.enqueue(crash_app.crashy, ONCE + ALWAYS + FINE)
         workers.start(1)
-        p.wait_terminal(len(ids), 120)
+        p.wait_terminal(len(ids), 120, workers)
         records = {r.id: r for r in p.records(ids)}
         for tid, (n, how, _) in zip(ids, ONCE, strict=False):
             rec = records[tid]
@@ -45,7 +45,7 @@ def _pool_crashes(target: Target, log_dir: Path) -> str:
         # the same worker process, with its pool, goes on running tasks
         workers.assert_alive()
         later = p.enqueue(crash_app.crashy, AFTER)
-        p.wait_terminal(len(ids) + len(later), 60)
+        p.wait_terminal(len(ids) + len(later), 60, workers)
         assert {r.state for r in p.records(later)} == {State.SUCCEEDED}
         assert workers.started == 1
         assert workers.stop() == [0], workers.logs()

@@ -51,7 +51,7 @@ def _restarts(target: Target, log_dir: Path, failures: Sequence[Callable[[], Non
                 interval=0.05,
             )
             recoveries.append(time.monotonic() - back)
-        p.wait_terminal(N, 120)
+        p.wait_terminal(N, 120, workers)
         elapsed = time.monotonic() - started
         # the faults were real: the workers saw backend calls fail (and carried on)
         assert workers.logged("failed"), workers.logs()

@@ -123,7 +123,7 @@ def _startup_errors(target: Target, log_dir: Path) -> None:
         assert p.call(p.app.backend.workers) == []
         with Workers(target, log_dir) as workers:
             workers.start(1)
-            p.wait_terminal(N, 60)
+            p.wait_terminal(N, 60, workers)
         check_outcome(p, target.ledger, numbers, in_flight=0)
 
 

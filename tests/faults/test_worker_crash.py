@@ -107,7 +107,7 @@ def _recovery(target: Target, log_dir: Path) -> float:
         )[0]
         second_pid, second_at = marks[1].split(":")
         assert int(second_pid) != pid
-        p.wait_terminal(1, 30)
+        p.wait_terminal(1, 30, workers)
         check_outcome(p, target.ledger, [], in_flight=0, succeeded=1)
         return float(second_at) - killed_at
 
@@ -141,7 +141,7 @@ def _graceful(target: Target, log_dir: Path) -> None:
         stopping.terminate()
         assert stopping.wait(timeout=30) == 0
         workers.start()
-        p.wait_terminal(GRACEFUL_N, 60)
+        p.wait_terminal(GRACEFUL_N, 60, workers)
         assert workers.stop() == [0, 0]
         check_outcome(p, target.ledger, numbers, in_flight=0)
 
