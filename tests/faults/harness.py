@@ -146,6 +146,15 @@ class Probe:
 
         return list(self.call(enqueue))
 
+    def wait_succeeded(self, count: int, timeout: float) -> None:
+        """Wait until at least ``count`` tasks succeeded (the backend may be away)."""
+
+        def done() -> bool:
+            states = self.try_states()
+            return states is not None and states[State.SUCCEEDED] >= count
+
+        wait_for(done, f"{count} tasks to succeed", timeout)
+
     def wait_terminal(
         self, total: int, timeout: float, workers: Workers | None = None
     ) -> dict[State, int]:

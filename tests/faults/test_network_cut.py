@@ -11,10 +11,8 @@ from pathlib import Path
 import attrs
 import pytest
 
-from taskcore import State
-
 from . import crash_app
-from .harness import Target, Workers, check_outcome, probe, wait_for
+from .harness import Target, Workers, check_outcome, probe
 from .proxy import ThreadedProxy, proxy_in_thread
 
 N = 3000  # half fast, half 50 ms
@@ -47,7 +45,7 @@ def _network_cuts(target: Target, log_dir: Path) -> str:
         started = time.monotonic()
         for i, outage in enumerate(plan, 1):
             mark = N * i // (len(plan) + 1)
-            wait_for(lambda m=mark: p.states()[State.SUCCEEDED] >= m, f"{mark} done", 120)
+            p.wait_succeeded(mark, 120)
             cut_connections.append(_cut(proxy, outage))
         p.wait_terminal(N, 120, workers)
         elapsed = time.monotonic() - started

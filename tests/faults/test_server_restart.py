@@ -38,7 +38,7 @@ def _restarts(target: Target, log_dir: Path, failures: Sequence[Callable[[], Non
         started = time.monotonic()
         for i, fail in enumerate(failures, 1):
             mark = N * i // (len(failures) + 1)
-            wait_for(lambda m=mark: p.states()[State.SUCCEEDED] >= m, f"{mark} done", 120)
+            p.wait_succeeded(mark, 120)
             running_at_failure.append(len(p.running()))
             fail()
             back = time.monotonic()

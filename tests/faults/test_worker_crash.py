@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from taskcore import State
 from taskcore.states import TERMINAL
 
 from . import crash_app
@@ -136,7 +135,7 @@ def _graceful(target: Target, log_dir: Path) -> None:
     with probe(target.url) as p, Workers(target, log_dir, lease=LEASE) as workers:
         p.enqueue(crash_app.work, [(n,) for n in numbers])
         workers.start(2)
-        wait_for(lambda: p.states()[State.SUCCEEDED] >= GRACEFUL_N // 4, "a quarter done", 60)
+        p.wait_succeeded(GRACEFUL_N // 4, 60)
         stopping = workers.procs.pop(0)
         stopping.terminate()
         assert stopping.wait(timeout=30) == 0
