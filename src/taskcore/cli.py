@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 import anyio
+import anyio.abc
 from rich.console import Console
 from rich.table import Table
 
@@ -92,18 +93,20 @@ async def _run_worker(app: App, args: argparse.Namespace) -> None:
         max_rss=args.max_rss,
         lost_lease_allowance=args.lost_lease_allowance,
     )
-    async with anyio.create_task_group() as tg:
+    # open the app outside the task group: a setting out of bounds or an unreachable
+    # server then ends the command with its one-line error, not an exception group
+    async with app, anyio.create_task_group() as tg:
 
-        async def on_signal() -> None:
+        async def on_signal(*, task_status: anyio.abc.TaskStatus[None]) -> None:
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                task_status.started()  # handlers in place before the worker says it started
                 async for signum in signals:
                     log.info("%s: stopping (grace %ss)", signal.Signals(signum).name, args.grace)
                     worker.stop()
                     return
 
-        tg.start_soon(on_signal)
-        async with app:
-            await worker.run()
+        await tg.start(on_signal)
+        await worker.run()
         tg.cancel_scope.cancel()
     if worker.recycled is not None:
         log.info(

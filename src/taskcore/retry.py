@@ -59,7 +59,10 @@ class RetryPolicy:
                 f"RetryPolicy(retries={self.retries}): must be between 0 and 1000"
             )
         if self.base < 0 or self.cap < 0 or any(d < 0 for d in self.delays):
-            raise ConfigurationError("RetryPolicy delays must be >= 0 seconds")
+            raise ConfigurationError(
+                f"RetryPolicy(base={self.base}, cap={self.cap}, delays={self.delays}): "
+                "delays must be >= 0 seconds"
+            )
         if not 0.0 <= self.jitter <= 1.0:
             raise ConfigurationError(
                 f"RetryPolicy(jitter={self.jitter}): jitter is a fraction between 0 and 1"

@@ -139,14 +139,21 @@ class Worker:
         from .errors import ConfigurationError
 
         if concurrency < 1 or threads < 1 or (processes is not None and processes < 1):
-            raise ConfigurationError("concurrency, threads and processes must be >= 1")
+            raise ConfigurationError(
+                f"concurrency={concurrency}, threads={threads}, processes={processes}: "
+                "each must be >= 1"
+            )
         if not 0 <= reserved_critical < concurrency:
             raise ConfigurationError(
                 f"reserved_critical={reserved_critical} must be >= 0 and below concurrency="
                 f"{concurrency}"
             )
         if lease_seconds <= 0 or grace_period < 0 or poll_interval <= 0:
-            raise ConfigurationError("lease_seconds and poll_interval must be > 0, grace >= 0")
+            raise ConfigurationError(
+                f"lease_seconds={lease_seconds}, poll_interval={poll_interval}, "
+                f"grace_period={grace_period}: the lease and the poll interval must be > 0 "
+                "seconds, the grace period >= 0"
+            )
         self.recycle = Recycle.from_options(max_tasks, max_rss)
         self.admission = Admission(app, lost_lease_allowance)
         self.recycled: str | None = None
@@ -692,14 +699,22 @@ class Worker:
             )
         from . import _child
 
-        return await anyio.to_process.run_sync(
-            _child.run_in_child,
-            task.fn.__module__,
-            task.fn.__qualname__,
-            bytes(raw),
-            cancellable=True,
-            limiter=self.process_limiter,
-        )
+        try:
+            return await anyio.to_process.run_sync(
+                _child.run_in_child,
+                task.fn.__module__,
+                task.fn.__qualname__,
+                bytes(raw),
+                cancellable=True,
+                limiter=self.process_limiter,
+            )
+        except anyio.BrokenWorkerProcess as exc:
+            # anyio's own error has no message: say what happened in the task's history
+            raise anyio.BrokenWorkerProcess(
+                f"the process-pool child running task {task.name!r} died before returning "
+                "(os._exit, a crash such as a segfault, or the OOM killer); the pool starts "
+                "a new child for the next task"
+            ) from exc
 
     # -- background loops -----------------------------------------------------------
     async def _settle_loop(self) -> None:
