@@ -256,7 +256,13 @@ class Backend(Protocol):
         """Block until the task is terminal (or timeout); returns the latest record."""
 
     # -- admin ----------------------------------------------------------------
-    async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]: ...
+    async def stats(
+        self, queues: Sequence[str] | None = None, *, finished: bool = True
+    ) -> list[QueueStats]:
+        """Counts per queue. ``finished=False``: the caller needs only the waiting and
+        running counts and the depth (a worker's autoscaler), so a backend may skip
+        counting finished tasks, which it then reports as 0."""
+
     async def list_tasks(self, filter: TaskFilter) -> list[TaskRecord]: ...
     async def cancel(self, task_ids: Sequence[str]) -> list[bool]:
         """Cancel waiting tasks at once; flag running ones (their worker learns on its

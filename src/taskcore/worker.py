@@ -809,7 +809,7 @@ class Worker:
                     if self._classes.get(name) is not classify(st.mean):
                         self._classes[name] = classify(st.mean)
                         self._plans.clear()
-            stats = await backend.stats(self.queues)
+            stats = await backend.stats(self.queues, finished=False)
         except BackendError as exc:
             log.warning("maintenance failed: %s", exc)
             return

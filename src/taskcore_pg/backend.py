@@ -570,7 +570,11 @@ class PostgresBackend:
                     return await self.get(task_id)
 
     # -- admin ----------------------------------------------------------------------
-    async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+    async def stats(
+        self, queues: Sequence[str] | None = None, *, finished: bool = True
+    ) -> list[QueueStats]:
+        # finished rows are counted from their index, which grows with the retention
+        # window; finished=False (the worker's autoscaler) skips that branch
         info_query, stats_query = self._sql["queue_info"], self._sql["stats"]
         wanted = None if queues is None else list(queues)
 
@@ -578,7 +582,7 @@ class PostgresBackend:
             cur = await conn.execute(info_query, {"queues": wanted})
             info = await cur.fetchall()
             names = wanted if wanted is not None else [row[0] for row in info]
-            cur = await conn.execute(stats_query, {"queues": names})
+            cur = await conn.execute(stats_query, {"queues": names, "finished": finished})
             return info, await cur.fetchall()
 
         info, counts = await self._run(op, idempotent=True)

@@ -511,7 +511,10 @@ class RedisBackend(Coordination):
         return rec
 
     # -- admin ----------------------------------------------------------------
-    async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+    async def stats(
+        self, queues: Sequence[str] | None = None, *, finished: bool = True
+    ) -> list[QueueStats]:
+        # per-state counters: finished counts cost nothing here
         if queues is None:
             names = await self._queue_names()
         else:

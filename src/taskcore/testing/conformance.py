@@ -491,6 +491,15 @@ class BackendConformance:
         assert stats.late_by_priority[0] == 1 and stats.late == 1
         names = [s.queue for s in await backend.stats()]
         assert "q" in names
+        # finished=False: the same depth and unfinished counts; finished ones may be 0
+        [active] = await backend.stats(["q"], finished=False)
+        assert active.depth_by_priority == stats.depth_by_priority
+        assert active.late_by_priority == stats.late_by_priority
+        unfinished = [st for st in State if not st.terminal]
+        assert {st: active.states[st] for st in unfinished} == {
+            st: stats.states[st] for st in unfinished
+        }
+        assert active.states[State.SUCCEEDED] in (0, 1)
 
     async def test_list_tasks_filters(self, backend: Backend, clock: FakeClock) -> None:
         a = await self._enqueue(backend, clock, 3, task="mod.a")

@@ -14,7 +14,7 @@ SELECT 'state', t.queue, t.state, count(*)
 UNION ALL
 SELECT 'state', t.queue, t.state, count(*)
   FROM @schema@.tasks t
- WHERE t.queue = ANY(%(queues)s::text[])
+ WHERE %(finished)s::boolean AND t.queue = ANY(%(queues)s::text[])
    AND t.state IN ('succeeded', 'failed', 'dead', 'cancelled')
  GROUP BY t.queue, t.state
 UNION ALL
