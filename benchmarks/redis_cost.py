@@ -1,0 +1,117 @@
+"""What one task costs on Redis, in load-insensitive units:
+``python -m benchmarks.redis_cost [--url URL] [--n N] [--singles S]``.
+
+Runs, through the benchmark app, a bulk enqueue of N no-op tasks (``enqueue_many`` in
+batches of 1,000), S single ``enqueue()`` calls, then one in-process worker draining
+all of them. For each phase it prints, per task: the Redis server's CPU time (``INFO
+cpu``), the time the server spent inside ``EVALSHA`` (``INFO commandstats``), the
+client process's CPU time and its round trips (socket writes: one per command, one
+per pipeline). CPU times barely move with the machine's load, unlike tasks/s.
+
+Server figures are server-wide: point ``--url`` at a Redis nobody else uses (e.g.
+``redis-server --port 6391 --save ''`` in a temp dir), or they count other clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ._common import drop_scratch
+from ._run import drain, enqueue_noops
+from ._worker import RoundTrips
+from .apps import make_app
+
+
+async def _server(client: Any) -> tuple[float, float, int]:
+    cpu = await client.info("cpu")
+    cmd = await client.info("commandstats")
+    ev = cmd.get("cmdstat_evalsha", {})
+    total = sum(int(v["calls"]) for v in cmd.values())
+    return (
+        float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
+        float(ev.get("usec", 0)),
+        total,
+    )
+
+
+async def measure(url: str, n: int, singles: int) -> list[tuple[str, int, dict[str, float]]]:
+    import redis.asyncio as aioredis
+
+    trips = RoundTrips()
+    prefix = f"tccost_{os.getpid()}_{os.urandom(3).hex()}"
+    scratch = f"{url}?prefix={prefix}"
+    admin = aioredis.Redis.from_url(url)
+    app = make_app(scratch)
+    rows: list[tuple[str, int, dict[str, float]]] = []
+
+    async def phase(name: str, count: int, fn: Callable[[], Awaitable[Any]]) -> None:
+        s0 = await _server(admin)
+        rt0, c0, w0 = trips.count, time.process_time(), time.perf_counter()
+        await fn()
+        w1, c1, rt1 = time.perf_counter(), time.process_time(), trips.count
+        s1 = await _server(admin)
+        rows.append(
+            (
+                name,
+                count,
+                {
+                    "server_cpu_us": (s1[0] - s0[0]) * 1e6 / count,
+                    "evalsha_us": (s1[1] - s0[1]) / count,
+                    "server_cmds": (s1[2] - s0[2] - 2) / count,  # minus our INFO calls
+                    "client_cpu_us": (c1 - c0) * 1e6 / count,
+                    "round_trips": (rt1 - rt0 - 2) / count,  # minus our INFO calls
+                    "wall_tasks_per_s": count / (w1 - w0),
+                },
+            )
+        )
+
+    try:
+        async with app:
+            noop = app.tasks["bench.noop"]
+            await noop.enqueue()  # connect, load scripts: not measured
+
+            async def singles_() -> None:
+                for _ in range(singles):
+                    await noop.enqueue()
+
+            await phase("bulk enqueue", n, lambda: enqueue_noops(app, n))
+            await phase("single enqueue", singles, singles_)
+            total = n + singles + 1
+            await phase("drain", total, lambda: drain(app, total, 100, timeout=600))
+    finally:
+        await admin.aclose()
+        await drop_scratch(scratch)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.redis_cost")
+    p.add_argument(
+        "--url", default=os.environ.get("TASKCORE_BENCH_REDIS", "redis://127.0.0.1:6379/0")
+    )
+    p.add_argument("--n", type=int, default=20_000)
+    p.add_argument("--singles", type=int, default=1_000)
+    args = p.parse_args(argv)
+    rows = asyncio.run(measure(args.url, args.n, args.singles))
+    head = (
+        f"{'phase':<15} {'tasks':>6} {'server CPU':>11} {'in EVALSHA':>11} {'cmds':>6} "
+        f"{'client CPU':>11} {'RT':>7} {'wall':>9}\n"
+    )
+    sys.stdout.write(f"per task ({args.url}):\n" + head)
+    for name, count, f in rows:
+        sys.stdout.write(
+            f"{name:<15} {count:>6} {f['server_cpu_us']:>8.1f} us {f['evalsha_us']:>8.1f} us "
+            f"{f['server_cmds']:>6.2f} {f['client_cpu_us']:>8.1f} us {f['round_trips']:>7.3f} "
+            f"{f['wall_tasks_per_s']:>7,.0f}/s\n"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
