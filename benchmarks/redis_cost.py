@@ -10,13 +10,19 @@ per pipeline). CPU times barely move with the machine's load, unlike tasks/s.
 
 Server figures are server-wide: point ``--url`` at a Redis nobody else uses (e.g.
 ``redis-server --port 6391 --save ''`` in a temp dir), or they count other clients.
+
+``--callgrind PID``: the server runs under ``valgrind --tool=callgrind`` (process
+``PID``); each phase is bracketed with ``callgrind_control -z`` / ``-d`` and the
+server's instructions per task are printed too: the one figure load cannot move.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import glob
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -40,7 +46,32 @@ async def _server(client: Any) -> tuple[float, float, int]:
     )
 
 
-async def measure(url: str, n: int, singles: int) -> list[tuple[str, int, dict[str, float]]]:
+class Callgrind:
+    """Instructions the server executed between :meth:`zero` and :meth:`read`."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = str(pid)
+
+    def _control(self, flag: str) -> None:
+        subprocess.run(["callgrind_control", flag, self.pid], check=True, capture_output=True)
+
+    def zero(self) -> None:
+        self._control("-z")
+
+    def read(self) -> int:
+        self._control("-d")
+        dumps = glob.glob(f"/proc/{self.pid}/cwd/*.{self.pid}.out.*")
+        latest = max(dumps, key=lambda f: int(f.rsplit(".", 1)[1]))
+        with open(latest) as f:
+            for line in f:
+                if line.startswith("summary:"):
+                    return int(line.split()[1])
+        raise RuntimeError(f"no summary in {latest}")
+
+
+async def measure(
+    url: str, n: int, singles: int, grind: Callgrind | None = None
+) -> list[tuple[str, int, dict[str, float]]]:
     import redis.asyncio as aioredis
 
     trips = RoundTrips()
@@ -52,15 +83,19 @@ async def measure(url: str, n: int, singles: int) -> list[tuple[str, int, dict[s
 
     async def phase(name: str, count: int, fn: Callable[[], Awaitable[Any]]) -> None:
         s0 = await _server(admin)
+        if grind:
+            grind.zero()
         rt0, c0, w0 = trips.count, time.process_time(), time.perf_counter()
         await fn()
         w1, c1, rt1 = time.perf_counter(), time.process_time(), trips.count
+        instructions = grind.read() if grind else 0
         s1 = await _server(admin)
         rows.append(
             (
                 name,
                 count,
                 {
+                    "server_kinstr": instructions / count / 1000,
                     "server_cpu_us": (s1[0] - s0[0]) * 1e6 / count,
                     "evalsha_us": (s1[1] - s0[1]) / count,
                     "server_cmds": (s1[2] - s0[2] - 2) / count,  # minus our INFO calls
@@ -97,18 +132,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--n", type=int, default=20_000)
     p.add_argument("--singles", type=int, default=1_000)
+    p.add_argument("--callgrind", type=int, metavar="PID", help="server under callgrind")
     args = p.parse_args(argv)
-    rows = asyncio.run(measure(args.url, args.n, args.singles))
+    grind = Callgrind(args.callgrind) if args.callgrind else None
+    rows = asyncio.run(measure(args.url, args.n, args.singles, grind))
     head = (
         f"{'phase':<15} {'tasks':>6} {'server CPU':>11} {'in EVALSHA':>11} {'cmds':>6} "
-        f"{'client CPU':>11} {'RT':>7} {'wall':>9}\n"
+        f"{'client CPU':>11} {'RT':>7} {'wall':>9}"
+        + (f" {'server instr':>14}" if grind else "")
+        + "\n"
     )
     sys.stdout.write(f"per task ({args.url}):\n" + head)
     for name, count, f in rows:
         sys.stdout.write(
             f"{name:<15} {count:>6} {f['server_cpu_us']:>8.1f} us {f['evalsha_us']:>8.1f} us "
             f"{f['server_cmds']:>6.2f} {f['client_cpu_us']:>8.1f} us {f['round_trips']:>7.3f} "
-            f"{f['wall_tasks_per_s']:>7,.0f}/s\n"
+            f"{f['wall_tasks_per_s']:>7,.0f}/s"
+            + (f" {f['server_kinstr']:>8,.1f} kinstr" if grind else "")
+            + "\n"
         )
     return 0
 

@@ -258,8 +258,8 @@ class RedisBackend(Coordination):
                             m.id,
                             raw_str(b"" if foreign else encode_message(m)),
                             m.priority,
-                            float(m.eligible_at),
-                            float(m.enqueued_at),
+                            repr(float(m.eligible_at)),
+                            repr(float(m.enqueued_at)),
                             None if m.deadline is None else float(m.deadline),
                             m.unique_key,
                             m.fairness_key,
@@ -437,9 +437,12 @@ class RedisBackend(Coordination):
             dues = [float(due) for _, due in replies if due]
             if dues and not fake:  # real time: wake when the next scheduled task is due
                 block = min(block, max(min(dues) - now, 0.0))
-            # Woken or not, look again: a marker may be stale (pushed for work that
-            # another worker took, or for a queue that is paused).
-            await self._block(wake_keys, max(block, 0.01), local)
+            # Woken by a marker (or the fake clock): return, and let the caller's claim
+            # look; a marker may be stale (another worker took the work), the next
+            # wait then looks again. Paused queues get no markers. Not woken: look
+            # again (scheduled work may have come due).
+            if await self._block(wake_keys, max(block, 0.01), local):
+                return
 
     def _arm_local(self) -> anyio.Event:
         if self._local_wake is None:
@@ -605,6 +608,7 @@ class RedisBackend(Coordination):
             async with self._r.pipeline(transaction=False) as pipe:
                 pipe.hset(self.keys.meta(queue), "paused", "1")
                 pipe.sadd(self.keys.queues, queue)
+                pipe.delete(self.keys.wake(queue))  # its markers would wake for nothing
                 await pipe.execute()
 
         await self._conn.call("pause", go)

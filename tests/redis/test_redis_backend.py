@@ -176,6 +176,19 @@ async def test_wait_skips_paused_queues_and_times_out(redis_url: str, prefix: st
             await b.wait(["q"], 30)
 
 
+async def test_enqueue_into_a_paused_queue_wakes_nobody(redis_url: str, prefix: str) -> None:
+    # A woken waiter returns without looking (its claim looks), so a paused queue
+    # must not leave markers behind: enqueues into it push none.
+    clock = FakeClock()
+    async with _backend(redis_url, prefix, clock) as b:
+        await b.pause("q")
+        await b.enqueue([make_message(clock)])
+        start = anyio.current_time()
+        await b.wait(["q"], 0.2)
+        assert anyio.current_time() - start >= 0.2
+        assert await b.claim(["q"], 1, 30, "w") == []
+
+
 async def test_wait_wakes_when_fake_clock_makes_work_due(redis_url: str, prefix: str) -> None:
     clock = FakeClock()
     async with _backend(redis_url, prefix, clock) as b:

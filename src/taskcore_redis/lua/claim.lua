@@ -58,8 +58,13 @@ for p = 0, maxp do
                          s = tonumber(r[2]), q = seq_of(r[1])}
   end
 end
-local picked = {}
-while #picked < limit do
+local picked = {}  -- {member, score as returned by ZRANGE}
+if #heads == 1 then  -- one priority has work (common): its order is the order
+  local h = heads[1]
+  for i = 1, #h.r, 2 do picked[#picked + 1] = {h.r[i], h.r[i + 1]} end
+  h.n = #picked
+end
+while #heads > 1 and #picked < limit do
   local best = nil
   for _, h in ipairs(heads) do
     if h.s ~= nil and (best == nil or h.s < best.s or (h.s == best.s and h.q < best.q)) then
@@ -67,7 +72,7 @@ while #picked < limit do
     end
   end
   if best == nil then break end
-  picked[#picked + 1] = {best.r[best.i], best.s}
+  picked[#picked + 1] = {best.r[best.i], best.r[best.i + 1]}
   best.i = best.i + 2
   best.n = best.n + 1
   if best.i <= #best.r then
@@ -87,17 +92,18 @@ local compact = {}
 for _, pk in ipairs(picked) do
   local id = id_of(pk[1])
   local k = k_task(id)
-  if fair and pk[2] > vtime() then
-    VT = pk[2]
+  if fair and tonumber(pk[2]) > vtime() then
+    VT = tonumber(pk[2])
     VT_DIRTY = true
   end
   local f = redis.call('HMGET', k, 'm', 'k', 'a', 'e')
   if f[1] then
-    local tok = tonumber(f[2]) + 1
-    local att = tonumber(f[3]) + 1
-    redis.call('HSET', k, 's', 'running', 'k', string.format('%d', tok),
-               'a', string.format('%d', att), 'w', worker, 'st', NOW_S, 'x', exp_s,
-               'u', NOW_S, 'cs', string.format('%d', next_seq()))
+    -- A task never claimed has no token or attempt fields yet (0). Whole numbers
+    -- below 1e14 go to Redis exactly, without string.format.
+    local tok = tonumber(f[2] or 0) + 1
+    local att = tonumber(f[3] or 0) + 1
+    redis.call('HSET', k, 's', 'running', 'k', tok, 'a', att, 'w', worker,
+               'st', NOW_S, 'u', NOW_S, 'cs', next_seq())
     zadd(K_RUN, exp_s, id)
     count('queued', -1)
     count('running', 1)
