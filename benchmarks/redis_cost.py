@@ -6,7 +6,10 @@ batches of 1,000), S single ``enqueue()`` calls, then one in-process worker drai
 all of them. For each phase it prints, per task: the Redis server's CPU time (``INFO
 cpu``), the time the server spent inside ``EVALSHA`` (``INFO commandstats``), the
 client process's CPU time and its round trips (socket writes: one per command, one
-per pipeline). CPU times barely move with the machine's load, unlike tasks/s.
+per pipeline). A last phase enqueues S single tasks at 100/s into that worker, idle
+in between: the round trips per task of the enqueue→start path (enqueuer and worker
+together, plus the worker's settles and idle looks). CPU times barely move with the
+machine's load, unlike tasks/s.
 
 Server figures are server-wide: point ``--url`` at a Redis nobody else uses (e.g.
 ``redis-server --port 6391 --save ''`` in a temp dir), or they count other clients.
@@ -31,7 +34,7 @@ from typing import Any
 from ._common import drop_scratch
 from ._run import drain, enqueue_noops
 from ._worker import RoundTrips
-from .apps import make_app
+from .apps import PROBE, QUEUE, make_app
 
 
 async def _server(client: Any) -> tuple[float, float, int]:
@@ -119,6 +122,23 @@ async def measure(
             await phase("single enqueue", singles, singles_)
             total = n + singles + 1
             await phase("drain", total, lambda: drain(app, total, 100, timeout=600))
+
+            async def paced() -> None:  # the latency scenario's path, in one process
+                done = asyncio.Event()
+                PROBE.reset(singles, done.set)
+                worker = app.worker(concurrency=100, queues=[QUEUE])
+                runner = asyncio.create_task(worker.run())
+                await asyncio.sleep(0.5)  # idle: blocked in wait()
+                stamp = app.tasks["bench.stamp"]
+                t0 = time.perf_counter()
+                for i in range(singles):
+                    await asyncio.sleep(max(0.0, t0 + i / 100 - time.perf_counter()))
+                    await stamp.enqueue(i)
+                await asyncio.wait_for(done.wait(), 60)
+                worker.stop()
+                await runner
+
+            await phase("paced 100/s", singles, paced)
     finally:
         await admin.aclose()
         await drop_scratch(scratch)

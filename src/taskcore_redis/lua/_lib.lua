@@ -189,8 +189,9 @@ local function wake(n)
   if n > 0 and redis.call('HEXISTS', K_META, 'paused') == 0 then
     local args = {}
     for i = 1, math.min(n, WAKE_MAX) do args[i] = '1' end
-    redis.call('RPUSH', K_WAKE, unpack(args))
-    redis.call('LTRIM', K_WAKE, -WAKE_MAX, -1)
+    if redis.call('RPUSH', K_WAKE, unpack(args)) > WAKE_MAX then
+      redis.call('LTRIM', K_WAKE, -WAKE_MAX, -1)
+    end
     redis.call('PEXPIRE', K_WAKE, 5000)
   end
 end

@@ -1,7 +1,11 @@
 -- Promote due scheduled/retrying tasks, then lease up to `limit` ready tasks in
 -- policy order (lowest score first, ties by arrival sequence).
 -- ARGV[3] limit, ARGV[4] worker, ARGV[5] max priority, ARGV[6] lease expiry.
--- Returns one {stored message, token, attempt, ready time} per lease.
+-- Returns {leases, next due}: one {stored message, token, attempt, ready time} per
+-- lease; next due is '' unless the ready sets ran dry (fewer than `limit` leases,
+-- every priority allowed): then the due time of the first scheduled task, if any,
+-- and the wake-up markers are dropped (they were for work that is gone now), so the
+-- caller's next wait() need not look first (see RedisBackend.wait).
 -- KEYS[2] (optional) keeps {id, token, attempt, ...} so that a repeated call with the
 -- same key (the client lost the reply) returns the same leases instead of new ones.
 local REPLY_KEY = KEYS[2]
@@ -14,7 +18,7 @@ if REPLY_KEY then
       local f = redis.call('HMGET', k_task(t[j]), 'm', 'e')
       out[#out + 1] = {f[1], t[j + 1], t[j + 2], f[2]}
     end
-    return out
+    return {out, ''}
   end
 end
 local function keep(compact)
@@ -22,7 +26,7 @@ local function keep(compact)
     redis.call('SET', REPLY_KEY, cmsgpack.pack(compact), 'PX', REPLY_TTL_MS)
   end
 end
-if redis.call('HEXISTS', K_META, 'paused') == 1 then keep({}); return {} end
+if redis.call('HEXISTS', K_META, 'paused') == 1 then keep({}); return {{}, ''} end
 local limit = tonumber(ARGV[3])
 local worker = ARGV[4]
 local maxp = math.min(tonumber(ARGV[5]), 4)
@@ -115,4 +119,10 @@ for _, pk in ipairs(picked) do
 end
 flush()
 keep(compact)
-return out
+local next_due = ''
+if #picked < limit and maxp >= 4 then
+  redis.call('DEL', K_WAKE)
+  local first = redis.call('ZRANGE', K_SCHED, 0, 0, 'WITHSCORES')
+  if #first > 0 then next_due = first[2] end
+end
+return {out, next_due}
