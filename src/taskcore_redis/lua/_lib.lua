@@ -64,7 +64,7 @@ local POL = nil
 local function policy()
   if POL == nil then
     local raw = redis.call('HGET', K_META, 'policy')
-    POL = cjson.decode(raw or DEFAULT_POLICY_JSON)
+    if raw then POL = cjson.decode(raw) else POL = default_policy() end
   end
   return POL
 end

@@ -90,7 +90,7 @@ for _, h in ipairs(heads) do
   if h.n > 0 then redis.call('ZREMRANGEBYRANK', k_ready(h.p), 0, h.n - 1) end
 end
 
-local fair = policy().kind == 'fair'
+local fair = #picked > 0 and policy().kind == 'fair'  -- no policy read when idle
 local out = {}
 local compact = {}
 for _, pk in ipairs(picked) do
