@@ -2,9 +2,11 @@
 ``python -m benchmarks.redis_cost [--url URL] [--n N] [--singles S]``.
 
 Runs, through the benchmark app, a bulk enqueue of N no-op tasks (``enqueue_many`` in
-batches of 1,000), S single ``enqueue()`` calls, then one in-process worker draining
-all of them. For each phase it prints, per task: the Redis server's CPU time (``INFO
-cpu``), the time the server spent inside ``EVALSHA`` (``INFO commandstats``), the
+batches of 1,000), S single ``enqueue()`` calls, N claims and settles through the
+backend in fixed batches of 100 (the same work whatever the timing), then one
+in-process worker draining N more plus the singles. For each phase it prints, per
+task: the Redis server's CPU time (``INFO cpu``), the time the server spent inside
+``EVALSHA`` (``INFO commandstats``), the
 client process's CPU time and its round trips (socket writes: one per command, one
 per pipeline). A last phase enqueues S single tasks at 100/s into that worker, idle
 in between: the round trips per task of the enqueue→start path (enqueuer and worker
@@ -30,6 +32,9 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from taskcore.backend import Outcome, OutcomeKind
+from taskcore.states import State
 
 from ._common import drop_scratch
 from ._run import drain, enqueue_noops
@@ -120,6 +125,24 @@ async def measure(
 
             await phase("bulk enqueue", n, lambda: enqueue_noops(app, n))
             await phase("single enqueue", singles, singles_)
+
+            async def batches() -> None:  # a worker's calls in fixed batches of 100
+                backend = app.backend
+                left = n
+                while left > 0:
+                    leases = await backend.claim([QUEUE], min(100, left), 60, "cost-worker")
+                    now = backend.clock.now()
+                    outcomes = [
+                        Outcome(x.message.id, x.token, OutcomeKind.SUCCEEDED, now, b"null")
+                        for x in leases
+                    ]
+                    if not all(await backend.settle(outcomes)):
+                        raise RuntimeError("a settle was refused")
+                    left -= len(leases)
+
+            await phase("claim+settle", n, batches)
+            await app.backend.purge(QUEUE, [State.SUCCEEDED])  # the drain counts its own
+            await enqueue_noops(app, n)  # again, for the worker
             total = n + singles + 1
             await phase("drain", total, lambda: drain(app, total, 100, timeout=600))
 
