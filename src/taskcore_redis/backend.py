@@ -46,6 +46,7 @@ _REAP_CHUNK = 2000
 _PURGE_CHUNK = 2000
 _WHERE_MAX = 100_000
 _POLL = 1.0  # longest a waiter blocks before it looks for due scheduled work
+_STATE = {s.value.encode(): s for s in State}  # a script's state -> State, fast
 _LATER = frozenset({OutcomeKind.RETRY, OutcomeKind.DEFER})  # outcomes that schedule work
 
 
@@ -285,7 +286,7 @@ class RedisBackend(Coordination):
         for chunk, reply in zip(chunks, replies, strict=True):
             for i, item in zip(chunk, reply, strict=True):
                 if isinstance(item, bytes):  # created
-                    out[i] = EnqueueResult(messages[i].id, True, State(item.decode()))
+                    out[i] = EnqueueResult(messages[i].id, True, _STATE[item])
                     continue
                 tid, state = item
                 task_id = tid.decode()
@@ -294,7 +295,7 @@ class RedisBackend(Coordination):
                 if not state:  # the task this id names lives in another queue
                     elsewhere.append((i, task_id))
                     continue
-                out[i] = EnqueueResult(task_id, False, State(state.decode()))
+                out[i] = EnqueueResult(task_id, False, _STATE[state])
         if elsewhere:
             where = await self._locate(task_id for _, task_id in elsewhere)
             records = await self._fetch(
