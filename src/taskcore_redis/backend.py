@@ -263,13 +263,20 @@ class RedisBackend(Coordination):
                 for i in chunk:
                     m = messages[i]
                     foreign = known.get(i, m.queue) != m.queue  # id names another task
+                    # Times as strings: repr is cheaper here than %.17g in the script
+                    # (and a task that is not delayed has one time, formatted once).
+                    eligible = repr(float(m.eligible_at))
+                    if m.enqueued_at == m.eligible_at:
+                        enqueued = eligible
+                    else:
+                        enqueued = repr(float(m.enqueued_at))
                     items.append(
                         (
                             m.id,
                             raw_str(b"" if foreign else encode_message(m)),
                             m.priority,
-                            repr(float(m.eligible_at)),
-                            repr(float(m.enqueued_at)),
+                            eligible,
+                            enqueued,
                             None if m.deadline is None else float(m.deadline),
                             m.unique_key,
                             m.fairness_key,
