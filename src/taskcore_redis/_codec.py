@@ -92,7 +92,7 @@ def decode_record(h: Mapping[bytes, bytes]) -> TaskRecord:
         queue=m.queue,
         priority=m.priority,
         state=State(h[b"s"].decode()),
-        attempt=int(h[b"a"]),
+        attempt=int(h.get(b"a", 0)),  # no attempt field before the first claim
         enqueued_at=m.enqueued_at,
         eligible_at=float(h[b"e"]),
         updated_at=float(h[b"u"]),

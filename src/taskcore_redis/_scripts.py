@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
@@ -53,14 +54,78 @@ return reply
 """
 
 
-def _build(name: str, prelude: str) -> Script:
+def _lua_literal(value: Any) -> str:
+    """A JSON-like value as Lua source that builds what ``cjson.decode`` would."""
+    if isinstance(value, dict):
+        return (
+            "{"
+            + ", ".join(f"[{_lua_literal(k)}] = {_lua_literal(v)}" for k, v in value.items())
+            + "}"
+        )
+    if isinstance(value, (list, tuple)):
+        return "{" + ", ".join(_lua_literal(v) for v in value) + "}"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(float(value))
+    if isinstance(value, str):
+        return json.dumps(value)  # ASCII-escaped: also a valid Lua string literal
+    raise TypeError(f"no Lua literal for {value!r}")
+
+
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@attrs.frozen
+class _Unit:
+    """One top-level ``local`` definition of the prelude and the words it uses."""
+
+    names: frozenset[str]
+    uses: frozenset[str]
+    text: str
+
+
+def _units(prelude: str) -> list[_Unit]:
+    """The prelude cut at its top-level ``local`` statements (all of it is made of them)."""
+    starts = [m.start() for m in re.finditer(r"^local ", prelude, re.M)]
+    units = []
+    for a, b in zip(starts, [*starts[1:], len(prelude)], strict=True):
+        text = prelude[a:b]
+        first = text.split("\n", 1)[0]
+        fn = re.match(r"local function (\w+)", first)
+        if fn:
+            names = {fn.group(1)}
+        else:
+            names = {n.strip() for n in first[len("local ") :].split("=", 1)[0].split(",")}
+        units.append(_Unit(frozenset(names), frozenset(_WORD.findall(text)) - names, text))
+    return units
+
+
+def _prelude_for(units: Sequence[_Unit], code: str) -> str:
+    """The units ``code`` needs, directly or through other units, in prelude order.
+
+    Running a script runs its whole prelude first (every ``local function`` is a
+    closure built on each call), so a script carries only what it uses. A unit can
+    only use units above it (Lua locals), so one pass from the bottom up suffices.
+    """
+    need = set(_WORD.findall(code))
+    chosen = []
+    for unit in reversed(units):
+        if unit.names & need:
+            chosen.append(unit)
+            need |= unit.uses
+    return "".join(u.text for u in reversed(chosen))
+
+
+def _build(name: str, units: Sequence[_Unit]) -> Script:
     body = _read(name)
     if name in _GLOBAL:
         source = body
     elif name in _OWN_REPLAY:
-        source = f"{prelude}\n-- {name}.lua\n{body}"
+        source = f"{_prelude_for(units, body)}\n-- {name}.lua\n{body}"
     else:
-        source = f"{prelude}\n-- {name}.lua\nlocal function main()\n{body}\nend\n{_REPLAY}"
+        code = f"local function main()\n{body}\nend\n{_REPLAY}"
+        source = f"{_prelude_for(units, code)}\n-- {name}.lua\n{code}"
     return Script(name, source, hashlib.sha1(source.encode()).hexdigest())
 
 
@@ -68,14 +133,17 @@ class Scripts:
     """All scripts of the backend, addressed by file name."""
 
     def __init__(self) -> None:
-        default = json.dumps(DEFAULT_POLICY.to_dict())
-        prelude = f"local DEFAULT_POLICY_JSON = [==[{default}]==]\n{_read('_lib')}"
+        # The default policy as a Lua table constructor: building it costs a
+        # fraction of decoding its JSON, and most queues use it.
+        default = _lua_literal(DEFAULT_POLICY.to_dict())
+        lib = _read("_lib")
+        units = _units(f"local function default_policy() return {default} end\n{lib}")
         names = sorted(
             p.name.removesuffix(".lua")
             for p in resources.files(__package__).joinpath("lua").iterdir()
             if p.name.endswith(".lua") and not p.name.startswith("_")
         )
-        self._by_name = {name: _build(name, prelude) for name in names}
+        self._by_name = {name: _build(name, units) for name in names}
 
     def __getitem__(self, name: str) -> Script:
         return self._by_name[name]

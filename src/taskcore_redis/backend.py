@@ -22,6 +22,7 @@ from taskcore.backend import (
     Lease,
     Message,
     Outcome,
+    OutcomeKind,
     QueueSpec,
     QueueStats,
     TaskFilter,
@@ -45,6 +46,8 @@ _REAP_CHUNK = 2000
 _PURGE_CHUNK = 2000
 _WHERE_MAX = 100_000
 _POLL = 1.0  # longest a waiter blocks before it looks for due scheduled work
+_STATE = {s.value.encode(): s for s in State}  # a script's state -> State, fast
+_LATER = frozenset({OutcomeKind.RETRY, OutcomeKind.DEFER})  # outcomes that schedule work
 
 
 def _s(v: bytes | str) -> str:
@@ -96,6 +99,10 @@ class RedisBackend(Coordination):
         self._local_wake: anyio.Event | None = None
         # Queues this backend has seen in the registry (saves a SADD per enqueue).
         self._registered: set[str] = set()
+        # Set by a claim that emptied the ready sets of all its queues: those queues
+        # and the due time of their next scheduled task. The next wait() on the same
+        # queues blocks at once instead of looking first (see wait()).
+        self._drained: tuple[tuple[str, ...], float | None] | None = None
         subscribe = getattr(self.clock, "subscribe", None)
         if subscribe is not None:  # a fake clock: wake local waiters when it moves
             subscribe(self._on_clock)
@@ -232,6 +239,9 @@ class RedisBackend(Coordination):
     async def enqueue(self, messages: Sequence[Message]) -> list[EnqueueResult]:
         if not messages:
             return []
+        now = self.clock.now()
+        if any(m.eligible_at > now for m in messages):
+            self._drained = None  # scheduled work the drained hint does not know about
         index_args = [pack([(m.id, m.queue) for m in messages])]
         indexed = await self._conn.run(
             "enqueue", [(self._scripts["index"], [self.keys.index], index_args)]
@@ -253,13 +263,20 @@ class RedisBackend(Coordination):
                 for i in chunk:
                     m = messages[i]
                     foreign = known.get(i, m.queue) != m.queue  # id names another task
+                    # Times as strings: repr is cheaper here than %.17g in the script
+                    # (and a task that is not delayed has one time, formatted once).
+                    eligible = repr(float(m.eligible_at))
+                    if m.enqueued_at == m.eligible_at:
+                        enqueued = eligible
+                    else:
+                        enqueued = repr(float(m.enqueued_at))
                     items.append(
                         (
                             m.id,
                             raw_str(b"" if foreign else encode_message(m)),
                             m.priority,
-                            float(m.eligible_at),
-                            float(m.enqueued_at),
+                            eligible,
+                            enqueued,
                             None if m.deadline is None else float(m.deadline),
                             m.unique_key,
                             m.fairness_key,
@@ -276,7 +293,7 @@ class RedisBackend(Coordination):
         for chunk, reply in zip(chunks, replies, strict=True):
             for i, item in zip(chunk, reply, strict=True):
                 if isinstance(item, bytes):  # created
-                    out[i] = EnqueueResult(messages[i].id, True, State(item.decode()))
+                    out[i] = EnqueueResult(messages[i].id, True, _STATE[item])
                     continue
                 tid, state = item
                 task_id = tid.decode()
@@ -285,7 +302,7 @@ class RedisBackend(Coordination):
                 if not state:  # the task this id names lives in another queue
                     elsewhere.append((i, task_id))
                     continue
-                out[i] = EnqueueResult(task_id, False, State(state.decode()))
+                out[i] = EnqueueResult(task_id, False, _STATE[state])
         if elsewhere:
             where = await self._locate(task_id for _, task_id in elsewhere)
             records = await self._fetch(
@@ -321,8 +338,10 @@ class RedisBackend(Coordination):
         max_priority: int = 4,
     ) -> list[Lease]:
         leases: list[Lease] = []
+        self._drained = None
         if limit <= 0:
             return leases
+        dues: list[float] = []
         for q in queues:
             now = self.clock.now()
             expires = now + lease_seconds
@@ -332,7 +351,9 @@ class RedisBackend(Coordination):
                 [limit - len(leases), worker, max_priority, repr(expires)],
                 uuid.uuid4().hex,
             )
-            [rows] = await self._conn.run("claim", [call])
+            [(rows, due)] = await self._conn.run("claim", [call])
+            if due:
+                dues.append(float(due))
             for blob, token, attempt, ready in rows:
                 msg = decode_message(blob)
                 self._remember(msg.id, q)
@@ -341,6 +362,9 @@ class RedisBackend(Coordination):
                 )
             if len(leases) >= limit:
                 break
+        else:
+            if max_priority >= 4:  # every queue ran dry (the script says so then)
+                self._drained = (tuple(queues), min(dues, default=None))
         return leases
 
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
@@ -360,6 +384,8 @@ class RedisBackend(Coordination):
                 None if o.result_ttl is None else float(o.result_ttl),
             )
 
+        if any(o.kind in _LATER for o in outcomes):
+            self._drained = None  # scheduled work the drained hint does not know about
         ids = [o.task_id for o in outcomes]
         replies = await self._by_queue("settle", "settle", ids, item_of, replayable=True)
         out = [bool(r) for r in replies]
@@ -423,23 +449,38 @@ class RedisBackend(Coordination):
         deadline = anyio.current_time() + timeout
         wake_keys = [self.keys.wake(q) for q in queues]
         fake = hasattr(self.clock, "subscribe")
+        # The last call was a claim that emptied these queues (and dropped their stale
+        # markers): work that came since pushed a marker, so the first look is skipped
+        # and only the next scheduled task's due time is needed (the claim returned
+        # it). Scheduled work enqueued since is seen at the next look, within _POLL.
+        drained, self._drained = self._drained, None
+        skip_look = drained is not None and drained[0] == tuple(queues)
         while True:
             # Armed before looking, so a fake clock moving meanwhile is not missed.
             local = self._arm_local() if fake else None
             now = self.clock.now()
-            replies = await self._conn.run("wait", [self._call("peek", q, []) for q in queues])
-            if any(ready for ready, _ in replies):
-                return
+            if skip_look and drained is not None:
+                skip_look = False
+                dues = [] if drained[1] is None else [drained[1]]
+                if dues and dues[0] <= now:
+                    return
+            else:
+                replies = await self._conn.run("wait", [self._call("peek", q, []) for q in queues])
+                if any(ready for ready, _ in replies):
+                    return
+                dues = [float(due) for _, due in replies if due]
             remaining = deadline - anyio.current_time()
             if remaining <= 0:
                 return
             block = min(remaining, _POLL)
-            dues = [float(due) for _, due in replies if due]
             if dues and not fake:  # real time: wake when the next scheduled task is due
                 block = min(block, max(min(dues) - now, 0.0))
-            # Woken or not, look again: a marker may be stale (pushed for work that
-            # another worker took, or for a queue that is paused).
-            await self._block(wake_keys, max(block, 0.01), local)
+            # Woken by a marker (or the fake clock): return, and let the caller's claim
+            # look; a marker may be stale (another worker took the work), the next
+            # wait then looks again. Paused queues get no markers. Not woken: look
+            # again (scheduled work may have come due).
+            if await self._block(wake_keys, max(block, 0.01), local):
+                return
 
     def _arm_local(self) -> anyio.Event:
         if self._local_wake is None:
@@ -608,6 +649,7 @@ class RedisBackend(Coordination):
             async with self._r.pipeline(transaction=False) as pipe:
                 pipe.hset(self.keys.meta(queue), "paused", "1")
                 pipe.sadd(self.keys.queues, queue)
+                pipe.delete(self.keys.wake(queue))  # its markers would wake for nothing
                 await pipe.execute()
 
         await self._conn.call("pause", go)

@@ -176,6 +176,19 @@ async def test_wait_skips_paused_queues_and_times_out(redis_url: str, prefix: st
             await b.wait(["q"], 30)
 
 
+async def test_enqueue_into_a_paused_queue_wakes_nobody(redis_url: str, prefix: str) -> None:
+    # A woken waiter returns without looking (its claim looks), so a paused queue
+    # must not leave markers behind: enqueues into it push none.
+    clock = FakeClock()
+    async with _backend(redis_url, prefix, clock) as b:
+        await b.pause("q")
+        await b.enqueue([make_message(clock)])
+        start = anyio.current_time()
+        await b.wait(["q"], 0.2)
+        assert anyio.current_time() - start >= 0.2
+        assert await b.claim(["q"], 1, 30, "w") == []
+
+
 async def test_wait_wakes_when_fake_clock_makes_work_due(redis_url: str, prefix: str) -> None:
     clock = FakeClock()
     async with _backend(redis_url, prefix, clock) as b:
@@ -202,6 +215,69 @@ async def test_wait_wakes_for_scheduled_work_on_the_real_clock(redis_url: str, p
         with anyio.fail_after(2):
             await b.wait(["q"], 30)
         assert anyio.current_time() - start >= 0.25
+        assert len(await b.claim(["q"], 1, 30, "w")) == 1
+
+
+# After a claim that emptied the queue, wait() blocks without looking first (the
+# claim dropped the queue's stale markers and returned the next due time).
+async def test_wait_after_draining_claim_ignores_markers_for_taken_work(
+    redis_url: str, prefix: str
+) -> None:
+    clock = FakeClock()
+    async with _backend(redis_url, prefix, clock) as b:
+        await b.enqueue([make_message(clock) for _ in range(3)])  # three markers
+        assert len(await b.claim(["q"], 10, 30, "w")) == 3
+        start = anyio.current_time()
+        await b.wait(["q"], 0.2)
+        assert anyio.current_time() - start >= 0.2
+
+
+async def test_wait_after_draining_claim_wakes_on_new_work(redis_url: str, prefix: str) -> None:
+    clock = FakeClock()
+    async with (
+        _backend(redis_url, prefix, clock) as idle,
+        _backend(redis_url, prefix, clock) as producer,
+    ):
+        assert await idle.claim(["q"], 10, 30, "w") == []
+        woke = anyio.Event()
+
+        async def waiter() -> None:
+            await idle.wait(["q"], 30)
+            woke.set()
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(waiter)
+                await anyio.wait_all_tasks_blocked()
+                await producer.enqueue([make_message(clock)])
+                await woke.wait()
+        assert len(await idle.claim(["q"], 10, 30, "w")) == 1
+
+
+async def test_wait_after_draining_claim_wakes_for_scheduled_work(
+    redis_url: str, prefix: str
+) -> None:
+    clock = SystemClock()
+    async with _backend(redis_url, prefix, clock) as b:
+        await b.enqueue([make_message(FakeClock(clock.now()), delay=0.3)])
+        assert await b.claim(["q"], 10, 30, "w") == []  # drained; next due in 0.3 s
+        start = anyio.current_time()
+        with anyio.fail_after(2):
+            await b.wait(["q"], 30)
+        assert anyio.current_time() - start >= 0.25
+        assert len(await b.claim(["q"], 1, 30, "w")) == 1
+
+
+async def test_wait_after_draining_claim_sees_the_fake_clock_move(
+    redis_url: str, prefix: str
+) -> None:
+    clock = FakeClock()
+    async with _backend(redis_url, prefix, clock) as b:
+        await b.enqueue([make_message(clock, delay=60)])
+        assert await b.claim(["q"], 10, 30, "w") == []
+        clock.advance(60)  # between the claim and the wait: the task is due now
+        with anyio.fail_after(0.5):  # no marker comes; the wait must not block
+            await b.wait(["q"], 30)
         assert len(await b.claim(["q"], 1, 30, "w")) == 1
 
 

@@ -64,7 +64,7 @@ local POL = nil
 local function policy()
   if POL == nil then
     local raw = redis.call('HGET', K_META, 'policy')
-    POL = cjson.decode(raw or DEFAULT_POLICY_JSON)
+    if raw then POL = cjson.decode(raw) else POL = default_policy() end
   end
   return POL
 end
@@ -91,8 +91,9 @@ local function id_of(member) return string.sub(member, SEQ_WIDTH + 1) end
 local function seq_of(member) return tonumber(string.sub(member, 1, SEQ_WIDTH)) end
 
 -- Score a task that just became ready and add it to its priority's ready set.
--- Same formulas as taskcore.scheduling (static_score, FairState.tag).
-local function make_ready(id, p, e, d, fk)
+-- Same formulas as taskcore.scheduling (static_score, FairState.tag). `e_s`
+-- (optional) is `e` already formatted.
+local function make_ready(id, p, e, d, fk, e_s)
   local pol = policy()
   local score
   if pol.kind == 'fair' then
@@ -107,7 +108,7 @@ local function make_ready(id, p, e, d, fk)
     FIN_DIRTY[cls] = true
     score = f
   elseif pol.kind == 'fifo' then
-    score = e
+    score = e_s or e
   elseif pol.kind == 'priority' then
     score = p * 8589934592.0 + e
   else
@@ -133,17 +134,23 @@ local function add_error(k, err)
   redis.call('HSET', k, 'E', err)
 end
 
--- Move a running/waiting task into a terminal state.
-local function terminal(id, k, from, to, uk, wd, ttl)
+-- Move a running/waiting task into a terminal state; `result` (optional) is stored
+-- in the same HSET.
+local function terminal(id, k, from, to, uk, wd, ttl, result)
   count(from, -1)
   count(to, 1)
+  local f = {'s', to, 'u', NOW_S, 'f', NOW_S}
   if ttl ~= nil then
     local at = NOW + ttl
-    redis.call('HSET', k, 's', to, 'u', NOW_S, 'f', NOW_S, 'pa', fmt(at))
-    zadd(K_PURGE, at, id)
-  else
-    redis.call('HSET', k, 's', to, 'u', NOW_S, 'f', NOW_S)
+    f[7] = 'pa'
+    f[8] = fmt(at)
+    zadd(K_PURGE, f[8], id)
   end
+  if result ~= nil then
+    f[#f + 1] = 'r'
+    f[#f + 1] = result
+  end
+  redis.call('HSET', k, unpack(f))
   if uk and redis.call('HGET', K_UNIQ, uk) == id then
     redis.call('HDEL', K_UNIQ, uk)
   end
@@ -176,13 +183,15 @@ local function forget(id, k, state)
   count(state, -1)
 end
 
--- Wake idle workers blocked on the queue's marker list.
+-- Wake idle workers blocked on the queue's marker list. A paused queue gets no
+-- markers (pause also clears them), so a woken worker can claim without looking first.
 local function wake(n)
-  if n > 0 then
+  if n > 0 and redis.call('HEXISTS', K_META, 'paused') == 0 then
     local args = {}
     for i = 1, math.min(n, WAKE_MAX) do args[i] = '1' end
-    redis.call('RPUSH', K_WAKE, unpack(args))
-    redis.call('LTRIM', K_WAKE, -WAKE_MAX, -1)
+    if redis.call('RPUSH', K_WAKE, unpack(args)) > WAKE_MAX then
+      redis.call('LTRIM', K_WAKE, -WAKE_MAX, -1)
+    end
     redis.call('PEXPIRE', K_WAKE, 5000)
   end
 end

@@ -1,7 +1,11 @@
 -- Promote due scheduled/retrying tasks, then lease up to `limit` ready tasks in
 -- policy order (lowest score first, ties by arrival sequence).
 -- ARGV[3] limit, ARGV[4] worker, ARGV[5] max priority, ARGV[6] lease expiry.
--- Returns one {stored message, token, attempt, ready time} per lease.
+-- Returns {leases, next due}: one {stored message, token, attempt, ready time} per
+-- lease; next due is '' unless the ready sets ran dry (fewer than `limit` leases,
+-- every priority allowed): then the due time of the first scheduled task, if any,
+-- and the wake-up markers are dropped (they were for work that is gone now), so the
+-- caller's next wait() need not look first (see RedisBackend.wait).
 -- KEYS[2] (optional) keeps {id, token, attempt, ...} so that a repeated call with the
 -- same key (the client lost the reply) returns the same leases instead of new ones.
 local REPLY_KEY = KEYS[2]
@@ -14,7 +18,7 @@ if REPLY_KEY then
       local f = redis.call('HMGET', k_task(t[j]), 'm', 'e')
       out[#out + 1] = {f[1], t[j + 1], t[j + 2], f[2]}
     end
-    return out
+    return {out, ''}
   end
 end
 local function keep(compact)
@@ -22,7 +26,7 @@ local function keep(compact)
     redis.call('SET', REPLY_KEY, cmsgpack.pack(compact), 'PX', REPLY_TTL_MS)
   end
 end
-if redis.call('HEXISTS', K_META, 'paused') == 1 then keep({}); return {} end
+if redis.call('HEXISTS', K_META, 'paused') == 1 then keep({}); return {{}, ''} end
 local limit = tonumber(ARGV[3])
 local worker = ARGV[4]
 local maxp = math.min(tonumber(ARGV[5]), 4)
@@ -58,8 +62,13 @@ for p = 0, maxp do
                          s = tonumber(r[2]), q = seq_of(r[1])}
   end
 end
-local picked = {}
-while #picked < limit do
+local picked = {}  -- {member, score as returned by ZRANGE}
+if #heads == 1 then  -- one priority has work (common): its order is the order
+  local h = heads[1]
+  for i = 1, #h.r, 2 do picked[#picked + 1] = {h.r[i], h.r[i + 1]} end
+  h.n = #picked
+end
+while #heads > 1 and #picked < limit do
   local best = nil
   for _, h in ipairs(heads) do
     if h.s ~= nil and (best == nil or h.s < best.s or (h.s == best.s and h.q < best.q)) then
@@ -67,7 +76,7 @@ while #picked < limit do
     end
   end
   if best == nil then break end
-  picked[#picked + 1] = {best.r[best.i], best.s}
+  picked[#picked + 1] = {best.r[best.i], best.r[best.i + 1]}
   best.i = best.i + 2
   best.n = best.n + 1
   if best.i <= #best.r then
@@ -81,23 +90,24 @@ for _, h in ipairs(heads) do
   if h.n > 0 then redis.call('ZREMRANGEBYRANK', k_ready(h.p), 0, h.n - 1) end
 end
 
-local fair = policy().kind == 'fair'
+local fair = #picked > 0 and policy().kind == 'fair'  -- no policy read when idle
 local out = {}
 local compact = {}
 for _, pk in ipairs(picked) do
   local id = id_of(pk[1])
   local k = k_task(id)
-  if fair and pk[2] > vtime() then
-    VT = pk[2]
+  if fair and tonumber(pk[2]) > vtime() then
+    VT = tonumber(pk[2])
     VT_DIRTY = true
   end
   local f = redis.call('HMGET', k, 'm', 'k', 'a', 'e')
   if f[1] then
-    local tok = tonumber(f[2]) + 1
-    local att = tonumber(f[3]) + 1
-    redis.call('HSET', k, 's', 'running', 'k', string.format('%d', tok),
-               'a', string.format('%d', att), 'w', worker, 'st', NOW_S, 'x', exp_s,
-               'u', NOW_S, 'cs', string.format('%d', next_seq()))
+    -- A task never claimed has no token or attempt fields yet (0). Whole numbers
+    -- below 1e14 go to Redis exactly, without string.format.
+    local tok = tonumber(f[2] or 0) + 1
+    local att = tonumber(f[3] or 0) + 1
+    redis.call('HSET', k, 's', 'running', 'k', tok, 'a', att, 'w', worker,
+               'st', NOW_S, 'u', NOW_S, 'cs', next_seq())
     zadd(K_RUN, exp_s, id)
     count('queued', -1)
     count('running', 1)
@@ -109,4 +119,10 @@ for _, pk in ipairs(picked) do
 end
 flush()
 keep(compact)
-return out
+local next_due = ''
+if #picked < limit and maxp >= 4 then
+  redis.call('DEL', K_WAKE)
+  local first = redis.call('ZRANGE', K_SCHED, 0, 0, 'WITHSCORES')
+  if #first > 0 then next_due = first[2] end
+end
+return {out, next_due}

@@ -1,6 +1,8 @@
 -- Enqueue a batch of messages into one queue.
 -- ARGV[3]: MessagePack array of {id, stored message, priority, eligible_at,
---   enqueued_at, deadline|nil, unique key|nil, fairness key|nil, task name}.
+--   enqueued_at, deadline|nil, unique key|nil, fairness key|nil, task name}; the two
+--   times come as strings (Python's repr round-trips; formatting a double in Lua
+--   costs more than the rest of a field).
 --   An empty stored message means "this id names a task of another queue".
 -- Returns per message: the state (a string) when it was created, else {id of the
 -- task it names, its state ('' when that task is in another queue)}.
@@ -30,19 +32,19 @@ for n = 1, #items do
   end
   if it[2] ~= '' and not state and not existing then
     do
-      local p, e, d, fk = it[3], it[4], it[6], it[8]
-      local e_s = fmt(e)
+      local p, e_s, d, fk = it[3], it[4], it[6], it[8]
+      local e = tonumber(e_s)
       local member
       if e <= NOW then
         state = 'queued'
-        member = make_ready(id, p, e, d, fk)
+        member = make_ready(id, p, e, d, fk, e_s)
         ready = ready + 1
       else
         state = 'scheduled'
         member = schedule(id, e_s)
       end
-      local f = {'m', it[2], 'tn', it[9], 'p', p, 's', state,
-                 'a', '0', 'k', '0', 'e', e_s, 'u', NOW_S, 'z', member}
+      -- No attempt or token field until the first claim: absent means 0.
+      local f = {'m', it[2], 'tn', it[9], 'p', p, 's', state, 'e', e_s, 'u', NOW_S, 'z', member}
       if d then f[#f + 1] = 'd'; f[#f + 1] = fmt(d) end
       if uk then f[#f + 1] = 'uk'; f[#f + 1] = uk end
       if fk then f[#f + 1] = 'fk'; f[#f + 1] = fk end

@@ -9,7 +9,6 @@ for n = 1, #items do
   local k = k_task(id)
   local f = redis.call('HMGET', k, 's', 'k', 'c')
   if f[1] == 'running' and tonumber(f[2]) == items[n][2] then
-    redis.call('HSET', k, 'x', exp_s)
     zadd(K_RUN, exp_s, id)
     if f[3] then out[#out + 1] = 'cancel' else out[#out + 1] = 'ok' end
   else

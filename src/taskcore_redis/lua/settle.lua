@@ -10,21 +10,26 @@ for n = 1, #items do
   local it = items[n]
   local id, kind = it[1], it[3]
   local k = k_task(id)
-  local f = redis.call('HMGET', k, 's', 'k', 'p', 'uk', 'wd', 'd', 'fk', 'a')
+  -- Every field read costs: the common outcome (success, failure) needs four; the
+  -- rest only for a late task or one that goes back to the queue.
+  local f = redis.call('HMGET', k, 's', 'k', 'uk', 'wd')
   if f[1] ~= 'running' or tonumber(f[2]) ~= it[2] then
     out[#out + 1] = 0
   else
     done[#done + 1] = id
-    if it[4] then count('late:' .. f[3], 1) end
+    local uk = f[3] or nil
+    local wd = f[4] or nil
+    local g = nil  -- priority, deadline, fairness key, attempt
+    if it[4] or kind == 'retry' or kind == 'defer' or kind == 'released' then
+      g = redis.call('HMGET', k, 'p', 'd', 'fk', 'a')
+    end
+    if it[4] then count('late:' .. g[1], 1) end
     if it[5] then add_error(k, it[5]) end
     local ttl = it[8]
-    local uk = f[4] or nil
-    local wd = f[5] or nil
     if kind == 'succeeded' then
-      if it[6] then redis.call('HSET', k, 'r', it[6]) end
-      terminal(id, k, 'running', 'succeeded', uk, wd, ttl)
+      terminal(id, k, 'running', 'succeeded', uk, wd, ttl, it[6])
     elseif kind == 'retry' or kind == 'defer' then
-      local att = tonumber(f[8])
+      local att = tonumber(g[4])
       if kind == 'defer' then att = att - 1 end
       local e_s = NOW_S
       if it[7] then e_s = fmt(it[7]) end
@@ -36,10 +41,10 @@ for n = 1, #items do
       count('retrying', 1)
     elseif kind == 'released' then
       local d = nil
-      if f[6] then d = tonumber(f[6]) end
-      local member = make_ready(id, tonumber(f[3]), NOW, d, f[7] or nil)
+      if g[2] then d = tonumber(g[2]) end
+      local member = make_ready(id, tonumber(g[1]), NOW, d, g[3] or nil)
       redis.call('HSET', k, 's', 'queued', 'u', NOW_S, 'e', NOW_S,
-                 'a', string.format('%d', tonumber(f[8]) - 1), 'z', member)
+                 'a', string.format('%d', tonumber(g[4]) - 1), 'z', member)
       count('running', -1)
       count('queued', 1)
       woke = woke + 1
