@@ -12,21 +12,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-from benchmarks import scenarios
-from benchmarks._common import PG_URL, REDIS_URL
-from benchmarks.peers.table import markdown, summarise
-from benchmarks.report import machine
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 VENVS = ROOT / ".bench-venvs"
@@ -74,6 +74,42 @@ def ensure_venv(name: str) -> Path:
     return python
 
 
+# -- a private Redis ---------------------------------------------------------------------
+@contextlib.contextmanager
+def private_redis() -> Iterator[str]:
+    """A redis-server of our own on a free port, configured like the shared one (no
+    persistence). Other test suites on the shared server run ``CLIENT KILL TYPE
+    normal``, which drops every worker's connection mid-run; here nobody else connects."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not on PATH: install it or pass --redis-url")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory(prefix="peers-redis-") as tmp:
+        proc = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", tmp],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise SystemExit(
+                            f"private redis-server on port {port} did not start"
+                        ) from None
+                    time.sleep(0.05)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
 # -- one run of one target ----------------------------------------------------------------
 def _with_db(url: str, db: int) -> str:
     base = url.split("?", 1)[0].rstrip("/")
@@ -82,11 +118,15 @@ def _with_db(url: str, db: int) -> str:
 
 
 def _pg_dsn(peer: str) -> str:
+    from benchmarks._common import PG_URL
+
     base = PG_URL.split("?", 1)[0].rsplit("/", 1)[0]
     return f"{base}/bench_peers_{peer.replace('-', '_')}"
 
 
 def run_peer(peer: str, scenario: str, args: argparse.Namespace) -> dict[str, Any]:
+    from benchmarks._common import REDIS_URL
+
     venv, _ = PEERS[peer]
     python = VENVS / venv / "bin" / "python"
     count = max(1, int(args.rate * args.seconds))
@@ -103,23 +143,33 @@ def run_peer(peer: str, scenario: str, args: argparse.Namespace) -> dict[str, An
     with tempfile.TemporaryDirectory(prefix=f"peers-{peer}-") as work:
         cmd = [str(python), "-m", "benchmarks.peers._kit", peer.replace("-", "_"), *mode]
         cmd += ["--timeout", str(args.timeout), "--workdir", work]
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         try:
-            proc = subprocess.run(
-                cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=args.timeout + 120
-            )
-        except subprocess.TimeoutExpired:
-            return {"error": f"driver timed out after {args.timeout + 120}s"}
-        lines = proc.stdout.strip().splitlines()
+            stdout, stderr = proc.communicate(timeout=args.timeout + 120)
+        except BaseException as exc:  # timeout or Ctrl-C: let the driver stop its worker
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            if isinstance(exc, subprocess.TimeoutExpired):
+                return {"error": f"driver timed out after {args.timeout + 120}s"}
+            raise
+        lines = stdout.strip().splitlines()
         try:
             result: dict[str, Any] = json.loads(lines[-1])
         except (IndexError, ValueError):
-            return {"error": f"driver failed ({proc.returncode}): {proc.stderr[-1500:]}"}
+            return {"error": f"driver failed ({proc.returncode}): {stderr[-1500:]}"}
         if proc.returncode != 0 and "error" not in result:
             result["error"] = f"driver exit {proc.returncode}"
         return result
 
 
 async def run_taskcore(target: str, scenario: str, args: argparse.Namespace) -> dict[str, Any]:
+    from benchmarks import scenarios
+
     backend = TASKCORE[target]
     try:
         if scenario == "burn-down":
@@ -159,6 +209,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--idle", type=float, default=2.0, help="idle seconds before RSS (2)")
     p.add_argument("--repeat", type=int, default=3, help="repeats; medians reported (3)")
     p.add_argument("--timeout", type=float, default=240.0, help="per-run limit, s (240)")
+    p.add_argument(
+        "--redis-url", help="an existing Redis for everyone (default: start a private redis-server)"
+    )
     p.add_argument("--redis-db", type=int, default=9,
                    help="Redis db index the peers own (9; never 0)")  # fmt: skip
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -180,6 +233,19 @@ def main(argv: list[str] | None = None) -> int:
         ensure_venv(venv)
     if args.setup_only:
         return 0
+    # SIGTERM: unwind like Ctrl-C, so the running driver stops its worker process
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.redis_url:
+        os.environ["TASKCORE_BENCH_REDIS"] = args.redis_url
+        return suite(args, peers, argv)
+    with private_redis() as url:
+        os.environ["TASKCORE_BENCH_REDIS"] = url  # read by benchmarks._common on import
+        return suite(args, peers, argv)
+
+
+def suite(args: argparse.Namespace, peers: list[str], argv: list[str] | None) -> int:
+    from benchmarks.peers.table import markdown, summarise
+    from benchmarks.report import machine
 
     targets: list[str] = []
     for backend, tc in (("redis", "taskcore-redis"), ("postgres", "taskcore-pg")):
@@ -194,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         "config": {
             k: getattr(args, k) for k in ("n", "concurrency", "rate", "seconds", "idle", "repeat")
         },
+        "redis": os.environ["TASKCORE_BENCH_REDIS"]
+        + ("" if args.redis_url else " (private redis-server started by the runner)"),
         "peers": {x: {"venv": PEERS[x][0], "backend": PEERS[x][1]} for x in peers},
         "runs": {t: {s: [] for s in args.scenarios} for t in targets},
     }

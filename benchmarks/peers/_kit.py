@@ -412,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         reset_pg(config.pg_dsn)
     log = args.workdir / "worker.log"
+    # SIGTERM from the runner: unwind, so the finally blocks stop the worker process
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         if args.mode == "burn":
             coro = burn(adapter, config, args.n, args.timeout, log)
