@@ -297,15 +297,18 @@ async def burn(adapter: Adapter, config: Config, n: int, timeout: float, log: Pa
         await _call(adapter.enqueue_bulk, range(n))
         enqueue_s = time.perf_counter() - t0
         waiting = await _call(adapter.waiting)
+        if waiting != n:
+            raise RunFailed(f"after enqueueing {n} tasks the library stores {waiting} waiting")
+        proc = _spawn(adapter, config, log)
+        try:
+            report = await _wait_file(config.result, proc, timeout, log)
+        except RunFailed as exc:  # say how far it got
+            left = await _call(adapter.waiting)
+            raise RunFailed(f"{exc}; {left} of {n} tasks still waiting") from None
+        finally:
+            _stop(proc)
     finally:
         await _call(adapter.close)
-    if waiting != n:
-        raise RunFailed(f"after enqueueing {n} tasks the library stores {waiting} waiting")
-    proc = _spawn(adapter, config, log)
-    try:
-        report = await _wait_file(config.result, proc, timeout, log)
-    finally:
-        _stop(proc)
     _check_ledger(report, n)
     elapsed = report["last"] - report["first"]
     return {
