@@ -1,0 +1,58 @@
+"""Dramatiq with its ``RedisBroker``: ``actor.send`` per task (Dramatiq's ``group``
+is a loop of sends), ``dramatiq --processes 1 --threads C`` (the CLI forks the worker
+process from a supervisor)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+
+import redis
+
+from ._kit import CONFIG, LEDGER
+
+broker = RedisBroker(url=CONFIG.redis_url or None)
+dramatiq.set_broker(broker)
+
+
+@dramatiq.actor(actor_name="noop", queue_name=CONFIG.queue)
+def noop(i: int, ts: float | None = None) -> None:
+    LEDGER.hit(i, ts)
+
+
+class Adapter:
+    library = "dramatiq"
+    backend = "redis"
+
+    def open(self) -> None:
+        pass
+
+    def enqueue_bulk(self, ids: Sequence[int]) -> None:
+        for i in ids:
+            noop.send(i)
+
+    def enqueue_one(self, i: int, ts: float) -> None:
+        noop.send(i, ts)
+
+    def waiting(self) -> int:
+        client = redis.Redis.from_url(CONFIG.redis_url)  # verification only
+        try:  # the broker keeps each queued message in "<namespace>:<queue>.msgs"
+            return int(client.hlen(f"dramatiq:{CONFIG.queue}.msgs"))
+        finally:
+            client.close()
+
+    def worker_argv(self) -> list[str]:
+        return [
+            sys.executable, "-m", "dramatiq", __name__,
+            "--processes", "1", "--threads", str(CONFIG.concurrency),
+            "--queues", CONFIG.queue,
+        ]  # fmt: skip
+
+    def close(self) -> None:
+        pass
+
+
+ADAPTER = Adapter()

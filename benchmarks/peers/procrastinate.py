@@ -1,0 +1,62 @@
+"""Procrastinate (PostgreSQL, psycopg 3): ``Task.batch_defer_async`` in batches of
+1,000, ``App.run_worker_async(concurrency=C)`` in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Sequence
+
+import psycopg
+from procrastinate import App, PsycopgConnector
+
+from ._kit import CONFIG, LEDGER
+
+app = App(connector=PsycopgConnector(conninfo=CONFIG.pg_dsn))
+
+
+@app.task(name="noop", queue=CONFIG.queue)
+async def noop(i: int, ts: float | None = None) -> None:
+    LEDGER.hit(i, ts)
+
+
+class Adapter:
+    library = "procrastinate"
+    backend = "postgres"
+
+    async def open(self) -> None:
+        await app.open_async()
+        await app.schema_manager.apply_schema_async()
+
+    async def enqueue_bulk(self, ids: Sequence[int]) -> None:
+        for start in range(0, len(ids), 1000):
+            await noop.batch_defer_async(*({"i": i} for i in ids[start : start + 1000]))
+
+    async def enqueue_one(self, i: int, ts: float) -> None:
+        await noop.defer_async(i=i, ts=ts)
+
+    async def waiting(self) -> int:
+        async with await psycopg.AsyncConnection.connect(CONFIG.pg_dsn) as conn:
+            cur = await conn.execute(
+                "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'"
+            )
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    def worker_argv(self) -> list[str]:
+        return [sys.executable, "-m", __name__]
+
+    async def close(self) -> None:
+        await app.close_async()
+
+
+ADAPTER = Adapter()
+
+
+async def _worker() -> None:
+    async with app.open_async():
+        await app.run_worker_async(queues=[CONFIG.queue], concurrency=CONFIG.concurrency)
+
+
+if __name__ == "__main__":
+    asyncio.run(_worker())

@@ -1,0 +1,50 @@
+"""RQ: ``Queue.enqueue_many`` (one pipeline per 1,000 jobs), ``rq worker`` with
+``SimpleWorker`` (runs jobs in the worker process, one at a time: RQ has no
+in-process concurrency; its default ``Worker`` forks a child per job)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from rq import Queue
+
+from redis import Redis
+
+from ._kit import CONFIG, LEDGER
+
+
+def noop(i: int, ts: float | None = None) -> None:
+    LEDGER.hit(i, ts)
+
+
+class Adapter:
+    library = "rq"
+    backend = "redis"
+
+    def open(self) -> None:
+        self.queue = Queue(CONFIG.queue, connection=Redis.from_url(CONFIG.redis_url))
+
+    def enqueue_bulk(self, ids: Sequence[int]) -> None:
+        for start in range(0, len(ids), 1000):
+            self.queue.enqueue_many(
+                [Queue.prepare_data(noop, (i,)) for i in ids[start : start + 1000]]
+            )
+
+    def enqueue_one(self, i: int, ts: float) -> None:
+        self.queue.enqueue(noop, i, ts)
+
+    def waiting(self) -> int:
+        return int(self.queue.count)
+
+    def worker_argv(self) -> list[str]:
+        return [
+            sys.executable, "-m", "rq.cli", "worker", "--url", CONFIG.redis_url,
+            "--worker-class", "rq.worker.SimpleWorker", "--quiet", CONFIG.queue,
+        ]  # fmt: skip
+
+    def close(self) -> None:
+        self.queue.connection.close()
+
+
+ADAPTER = Adapter()
