@@ -18,6 +18,10 @@ from ._run import drain, enqueue_noops
 from .apps import PROBE, URL_ENV, make_app
 
 ROOT = Path(__file__).resolve().parent.parent
+# The worker processes' interpreter: by default this one; the peer suite points it at a
+# virtualenv holding only ``taskcore[redis,pg]`` (no test tools, no OpenTelemetry SDK),
+# as a user's worker would run, so idle RSS is compared like for like.
+WORKER_PYTHON = os.environ.get("TASKCORE_BENCH_PYTHON", sys.executable)
 
 
 # -- subprocess plumbing ------------------------------------------------------------
@@ -29,7 +33,7 @@ def _env() -> dict[str, str]:
 
 async def _spawn_worker(mode: str, url: str, n: int, concurrency: int) -> Any:
     return await asyncio.create_subprocess_exec(
-        sys.executable,
+        WORKER_PYTHON,
         "-m",
         "benchmarks._worker",
         mode,
@@ -217,8 +221,7 @@ async def idle_rss(backend: str, settle_s: float = 2.0) -> dict[str, Any]:
     url = scratch_url(backend)
     env = _env()
     env[URL_ENV] = url
-    taskcore = Path(sys.executable).with_name("taskcore")
-    cmd = [str(taskcore)] if taskcore.exists() else [sys.executable, "-m", "taskcore"]
+    cmd = [WORKER_PYTHON, "-m", "taskcore"]
     try:
         proc = await asyncio.create_subprocess_exec(
             *cmd,

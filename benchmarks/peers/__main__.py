@@ -74,6 +74,17 @@ def ensure_venv(name: str) -> Path:
     return python
 
 
+def ensure_taskcore_venv() -> Path:
+    """``.bench-venvs/taskcore``: this checkout (editable) on the pinned dependencies of
+    ``taskcore[redis,pg]`` only, for taskcore's worker processes (idle RSS like a user's)."""
+    python = ensure_venv("taskcore")
+    if subprocess.run([str(python), "-c", "import taskcore"], capture_output=True).returncode:
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "--no-deps", "-e", str(ROOT)], check=True
+        )
+    return python
+
+
 # -- a private Redis ---------------------------------------------------------------------
 @contextlib.contextmanager
 def private_redis() -> Iterator[str]:
@@ -231,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--redis-db 0 is the shared db: the peers clear their db, pick 1..15")
     for venv in sorted({PEERS[x][0] for x in peers}):
         ensure_venv(venv)
+    if not args.no_taskcore:
+        # read by benchmarks.scenarios on import: taskcore's workers run in their own venv
+        os.environ.setdefault("TASKCORE_BENCH_PYTHON", str(ensure_taskcore_venv()))
     if args.setup_only:
         return 0
     # SIGTERM: unwind like Ctrl-C, so the running driver stops its worker process

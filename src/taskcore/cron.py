@@ -1,4 +1,7 @@
-"""Cron schedules (croniter) with time zones."""
+"""Cron schedules (croniter) with time zones.
+
+croniter (and the dateutil it pulls in, about 4 MB of a worker's memory) is imported
+only by apps that register a periodic task."""
 
 from __future__ import annotations
 
@@ -6,7 +9,6 @@ from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
-from croniter import croniter
 
 from .errors import ConfigurationError
 
@@ -22,6 +24,8 @@ class Periodic:
     tz: str = "UTC"
 
     def __attrs_post_init__(self) -> None:
+        from croniter import croniter
+
         if not croniter.is_valid(self.cron):
             raise ConfigurationError(
                 f"invalid cron expression {self.cron!r} for task {self.task!r}; "
@@ -37,6 +41,8 @@ class Periodic:
 
     def next_after(self, now: float) -> float:
         """The first tick strictly after ``now`` (epoch seconds)."""
+        from croniter import croniter
+
         start = datetime.fromtimestamp(now, ZoneInfo(self.tz))
         return float(croniter(self.cron, start).get_next(float))
 
