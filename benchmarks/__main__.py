@@ -19,7 +19,7 @@ from . import scenarios
 from ._common import BACKENDS, BenchError
 from .report import machine, markdown, summarise
 
-SCENARIOS = ("burn-down", "enqueue", "latency", "rss", "pg-claim")
+SCENARIOS = ("burn-down", "enqueue", "latency", "rss", "soak", "pg-claim")
 DEFAULT_N = {"memory": 100_000, "redis": 20_000, "postgres": 20_000}
 QUICK_N = {"memory": 5_000, "redis": 2_000, "postgres": 2_000}
 DEFAULT_RATE = {"memory": 500.0, "redis": 200.0, "postgres": 200.0}
@@ -52,6 +52,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--finished", type=int, help="pg-claim: finished rows in the full table (1,000,000)"
     )
+    p.add_argument("--soak-n", type=int, help="soak: tasks one worker drains (100,000)")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     p.add_argument("--quick", action="store_true", help="small sizes, one repeat: a smoke run")
     return p
@@ -71,6 +72,9 @@ def _jobs(
         "latency": lambda: scenarios.latency(backend, rate, seconds),
         "rss": lambda: scenarios.idle_rss(backend),
     }
+    if backend != "memory":
+        soak_n = args.soak_n or (10_000 if args.quick else 100_000)
+        jobs["soak"] = lambda: scenarios.soak_rss(backend, soak_n, args.concurrency)
     if backend == "postgres":
         from .pg_claim import claim_latency
 

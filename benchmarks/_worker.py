@@ -4,7 +4,8 @@ Prints one JSON object on the last line of stdout. ``burn``: the tasks are alrea
 enqueued; run one worker until all ``n`` are settled and report the elapsed time (and,
 on Redis, the commands the server processed and the client's round trips meanwhile).
 ``latency``: start an idle worker, print ``ready``, run ``n`` ``bench.stamp(i)`` calls
-as they arrive and report each body's wall-clock start time.
+as they arrive and report each body's wall-clock start time. ``soak``: like ``burn``, and
+sample the process's RSS before the worker starts and after every tenth of ``n``.
 """
 
 from __future__ import annotations
@@ -76,6 +77,32 @@ async def burn(url: str, n: int, concurrency: int, timeout: float) -> dict[str, 
     return result
 
 
+async def soak(url: str, n: int, concurrency: int, timeout: float) -> dict[str, Any]:
+    import psutil
+
+    from ._common import count_settles
+    from ._run import drain
+
+    proc = psutil.Process()
+    app = make_app(url)
+    samples: list[tuple[int, float]] = []
+    step = max(1, n // 10)
+    settled = 0
+
+    def sample(k: int) -> None:
+        nonlocal settled
+        before, settled = settled, settled + k
+        if settled // step > before // step:
+            samples.append((settled, proc.memory_info().rss / 2**20))
+
+    async with app:
+        samples.append((0, proc.memory_info().rss / 2**20))
+        count_settles(app, sample)  # wrapped again by drain(); both see every settle
+        result = await drain(app, n, concurrency, timeout)
+    result["rss_mb"] = samples
+    return result
+
+
 async def latency(url: str, n: int, concurrency: int, timeout: float) -> dict[str, Any]:
     app = make_app(url)
     done = asyncio.Event()
@@ -96,13 +123,13 @@ async def latency(url: str, n: int, concurrency: int, timeout: float) -> dict[st
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks._worker")
-    parser.add_argument("mode", choices=["burn", "latency"])
+    parser.add_argument("mode", choices=["burn", "latency", "soak"])
     parser.add_argument("--url", required=True)
     parser.add_argument("--n", type=int, required=True)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args(argv)
-    fn = burn if args.mode == "burn" else latency
+    fn = {"burn": burn, "latency": latency, "soak": soak}[args.mode]
     t0 = time.perf_counter()
     result = asyncio.run(fn(args.url, args.n, args.concurrency, args.timeout))
     result["process_seconds"] = time.perf_counter() - t0

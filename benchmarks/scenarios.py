@@ -216,6 +216,37 @@ async def latency(backend: str, rate: float, seconds: float) -> dict[str, Any]:
     }
 
 
+# -- 5. RSS over a long run ---------------------------------------------------------------
+async def soak_rss(backend: str, n: int, concurrency: int) -> dict[str, Any]:
+    """One worker process drains ``n`` no-op tasks; its RSS before the start and after
+    every tenth. Growth is measured from the first tenth (connections, caches and
+    buffers warm up there) to the end: a leak shows as growth, noise as a few MB."""
+    if backend == "memory":
+        raise BenchError("soak runs a worker process: use redis or postgres")
+    url = scratch_url(backend)
+    try:
+        async with make_app(url) as app:
+            await enqueue_noops(app, n)
+        res = await _result(await _spawn_worker("soak", url, n, concurrency))
+        async with make_app(url) as check:
+            from ._common import verify_all_succeeded
+
+            await verify_all_succeeded(check, n)
+    finally:
+        await drop_scratch(url)
+    samples = res["rss_mb"]
+    first_tenth = samples[1][1] if len(samples) > 1 else samples[0][1]
+    return {
+        "tasks": n,
+        "rss_start_mb": samples[0][1],
+        "rss_after_first_tenth_mb": first_tenth,
+        "rss_end_mb": samples[-1][1],
+        "growth_mb": samples[-1][1] - first_tenth,
+        "tasks_per_s": n / res["elapsed"],
+        "samples": samples,
+    }
+
+
 # -- 4. idle RSS ---------------------------------------------------------------------------
 async def idle_rss(backend: str, settle_s: float = 2.0) -> dict[str, Any]:
     url = scratch_url(backend)
