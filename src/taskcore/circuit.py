@@ -26,13 +26,13 @@ from __future__ import annotations
 import enum
 import logging
 import random
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import attrs
 import msgspec
 
 from .errors import ConfigurationError, TaskControl
+from .retry import ExcTypes, as_exc_tuple
 
 if TYPE_CHECKING:
     from .backend import Backend
@@ -45,16 +45,6 @@ log = logging.getLogger("taskcore.circuit")
 
 HALF_OPEN_RECHECK = 1.0  # seconds: how soon a task deferred by a half-open circuit looks again
 STATE_TTL = 7 * 86400.0  # a circuit nobody used for a week is forgotten (closed)
-
-ExcTypes = tuple[type[BaseException], ...]
-
-
-def _as_exc_tuple(value: type[BaseException] | Sequence[type[BaseException]] | None) -> ExcTypes:
-    if value is None:
-        return ()
-    if isinstance(value, type):
-        return (value,)
-    return tuple(value)
 
 
 @attrs.frozen
@@ -72,7 +62,7 @@ class Circuit:
     failures: int = 5
     window: float = 60.0
     cooldown: float = 30.0
-    ignore: ExcTypes = attrs.field(default=(), converter=_as_exc_tuple)
+    ignore: ExcTypes = attrs.field(default=(), converter=as_exc_tuple)
 
     def __attrs_post_init__(self) -> None:
         if isinstance(self.failures, bool) or not isinstance(self.failures, int):

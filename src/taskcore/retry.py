@@ -16,7 +16,7 @@ Backoff = Literal["fixed", "linear", "exponential", "explicit"]
 ExcTypes = tuple[type[BaseException], ...]
 
 
-def _as_exc_tuple(value: type[BaseException] | Sequence[type[BaseException]] | None) -> ExcTypes:
+def as_exc_tuple(value: type[BaseException] | Sequence[type[BaseException]] | None) -> ExcTypes:
     if value is None:
         return ()
     if isinstance(value, type):
@@ -50,8 +50,8 @@ class RetryPolicy:
     cap: float = 64.0
     jitter: float = 0.0
     delays: tuple[float, ...] = ()
-    retry_on: ExcTypes = attrs.field(default=(), converter=_as_exc_tuple)
-    give_up_on: ExcTypes = attrs.field(default=(), converter=_as_exc_tuple)
+    retry_on: ExcTypes = attrs.field(default=(), converter=as_exc_tuple)
+    give_up_on: ExcTypes = attrs.field(default=(), converter=as_exc_tuple)
 
     def __attrs_post_init__(self) -> None:
         if not 0 <= self.retries <= 1000:
@@ -143,6 +143,6 @@ class RetryPolicy:
     ) -> RetryPolicy:
         return attrs.evolve(
             self,
-            retry_on=_as_exc_tuple(retry_on) or self.retry_on,
-            give_up_on=_as_exc_tuple(give_up_on) or self.give_up_on,
+            retry_on=as_exc_tuple(retry_on) or self.retry_on,
+            give_up_on=as_exc_tuple(give_up_on) or self.give_up_on,
         )
