@@ -15,13 +15,15 @@ __all__ = ["backend_from_url", "redact_url"]
 
 _EXTRAS = {"redis": "redis", "rediss": "redis", "postgresql": "pg", "postgres": "pg"}
 _SECRET_PARAMS = {"password", "sslpassword", "passfile"}
+_SCHEMELESS_USER = re.compile(r"^([^\s/@:=]*):[^\s/@]*@")
 _SECRET_KV = re.compile(r"\b(password|sslpassword)\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", re.I)
 
 
 def redact_url(url: str) -> str:
     """``url`` fit for an error or log message: the password in its user part and
     password-like query parameters (or ``key=value`` DSN fields) become ``***``."""
-    if "://" not in url:
+    if "://" not in url:  # a key=value DSN, or a URL that lost its scheme
+        url = _SCHEMELESS_USER.sub(r"\1:***@", url)
         return _SECRET_KV.sub(lambda m: f"{m.group(1)}=***", url)
     try:
         parts = urlsplit(url)
