@@ -163,7 +163,8 @@ class PostgresBackend:
         """Build from ``postgresql://user@host:port/db?schema=app&listen=0``.
 
         taskcore's own query parameters (``schema``, ``min_size``, ``max_size``,
-        ``migrate``, ``listen``, ``poll_interval``, ``application_name``, ``timeout``) are
+        ``migrate``, ``listen``, ``poll_interval``, ``application_name``, ``timeout``,
+        ``operation_timeout``) are
         stripped before the DSN reaches psycopg; keyword arguments override them.
         """
         dsn, from_query = split_url(url)
@@ -232,7 +233,8 @@ class PostgresBackend:
             await self._reach(libpq)
             await pool.open(wait=True, timeout=s.timeout)
             if s.migrate_on_start:
-                await self._run(lambda conn: migrate_async(conn, s.schema))
+                # (unbounded: upgrading a populated schema may wait for locks)
+                await self._run(lambda conn: migrate_async(conn, s.schema), bounded=False)
             elif not await self._run(lambda conn: check_async(conn, s.schema)):
                 raise ConfigurationError(
                     f"schema {s.schema!r} is missing or out of date and migrate_on_start "
@@ -278,14 +280,21 @@ class PostgresBackend:
         self._waiters.on_cancel(callback)
 
     # -- plumbing -------------------------------------------------------------------
-    async def _run(self, op: Callable[[Conn], Awaitable[T]], *, idempotent: bool = False) -> T:
+    async def _run(
+        self,
+        op: Callable[[Conn], Awaitable[T]],
+        *,
+        idempotent: bool = False,
+        bounded: bool = True,
+    ) -> T:
         """Run ``op`` on a pooled connection, translating driver errors.
 
         A lost connection becomes :class:`BackendUnavailable` after the pool is told to
         check its idle connections, so the next call gets a healthy one. Read-only
         operations (``idempotent``) are retried once first. An operation that takes
-        longer than ``operation_timeout`` counts as a lost connection (its peer may
-        have vanished without a word): the connection is closed, not reused.
+        longer than ``operation_timeout`` (unless not ``bounded``) counts as a lost
+        connection (its peer may have vanished without a word): the connection is
+        closed, not reused.
         """
         pool = self._pool
         if pool is None:
@@ -296,7 +305,7 @@ class PostgresBackend:
         for attempt in range(attempts):
             try:
                 async with pool.connection() as conn:
-                    with anyio.fail_after(self.settings.operation_timeout):
+                    with anyio.fail_after(self.settings.operation_timeout if bounded else None):
                         return await op(conn)
             except (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError) as exc:
                 if not isinstance(exc, TimeoutError):
