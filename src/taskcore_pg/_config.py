@@ -6,13 +6,15 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import attrs
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from taskcore.discovery import redact_url
 from taskcore.errors import ConfigurationError
 
 from ._sql import check_schema
 
-__all__ = ["LIBPQ_DEFAULTS", "Settings", "split_url"]
+__all__ = ["LIBPQ_DEFAULTS", "Settings", "libpq_defaults", "split_url"]
 
 # Dead-peer detection (docs/postgres.md, "Dead connections"), used unless the URL
 # sets them: give up connecting after 10 s; TCP keepalive probes after 15 s idle,
@@ -26,6 +28,22 @@ LIBPQ_DEFAULTS: dict[str, str] = {
     "keepalives_count": "3",
     "tcp_user_timeout": "30000",
 }
+
+
+def libpq_defaults(dsn: str) -> dict[str, Any]:
+    """The :data:`LIBPQ_DEFAULTS` that ``dsn`` does not set itself."""
+    try:
+        given = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise ConfigurationError(f"invalid PostgreSQL URL {redact_url(dsn)!r}: {exc}") from None
+    return {k: v for k, v in LIBPQ_DEFAULTS.items() if k not in given}
+
+
+# what to check when the server cannot be reached (appended to the error)
+UNREACHABLE_HINT = (
+    "check that the server is running and reachable at that address, and the PostgreSQL "
+    "URL (the app's URL, or TASKCORE_PG_DSN)"
+)
 
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:

@@ -16,7 +16,6 @@ from urllib.parse import urlsplit
 
 import anyio
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow, tuple_row
 from psycopg_pool import AsyncConnectionPool
@@ -36,13 +35,12 @@ from taskcore.backend import (
     WorkerInfo,
 )
 from taskcore.clock import Clock, SystemClock
-from taskcore.discovery import redact_url
 from taskcore.errors import BackendError, BackendUnavailable, ConfigurationError
 from taskcore.scheduling import DEFAULT_POLICY, SchedulingPolicy
 from taskcore.states import TERMINAL, State
 
 from . import _rows
-from ._config import LIBPQ_DEFAULTS, Settings, split_url
+from ._config import UNREACHABLE_HINT, Settings, libpq_defaults, split_url
 from ._notify import Channels, Listener, Waiters
 from ._sql import Statements
 from .migrations import check_async, migrate_async
@@ -186,13 +184,7 @@ class PostgresBackend:
 
     def _libpq(self) -> dict[str, Any]:
         """The dead-peer defaults (``LIBPQ_DEFAULTS``) the DSN does not set itself."""
-        try:
-            given = conninfo_to_dict(self._dsn)
-        except psycopg.ProgrammingError as exc:
-            raise ConfigurationError(
-                f"invalid PostgreSQL URL {redact_url(self._dsn)!r}: {exc}"
-            ) from None
-        return {k: v for k, v in LIBPQ_DEFAULTS.items() if k not in given}
+        return libpq_defaults(self._dsn)
 
     async def _reach(self, libpq: dict[str, Any]) -> None:
         """Connect once before the pool does: the pool only says that it timed out,
@@ -202,9 +194,7 @@ class PostgresBackend:
         except psycopg.OperationalError as exc:
             cause = " ".join(str(exc).split())  # libpq's message spans lines
             raise BackendUnavailable(
-                f"cannot open {self._where()}: {cause}; check that the server is running "
-                "and reachable at that address, and the PostgreSQL URL (the app's URL, "
-                "or TASKCORE_PG_DSN)"
+                f"cannot open {self._where()}: {cause}; {UNREACHABLE_HINT}"
             ) from exc
         await conn.close()
 
@@ -252,9 +242,7 @@ class PostgresBackend:
         except psycopg.OperationalError as exc:
             await self.aclose()
             raise BackendUnavailable(
-                f"cannot open {self._where()}: {exc}; check that the server is running and "
-                "reachable at that address, and the PostgreSQL URL (the app's URL, or "
-                "TASKCORE_PG_DSN)"
+                f"cannot open {self._where()}: {exc}; {UNREACHABLE_HINT}"
             ) from exc
         except BaseException:
             await self.aclose()

@@ -81,7 +81,13 @@ def test_blocking_helpers_and_cli(pg_dsn: str, pg_schema: str, capsys: Any) -> N
     assert check(pg_dsn, pg_schema)
     migrate(pg_dsn, pg_schema)  # again: nothing to do
     assert "up to date" in capsys.readouterr().out
-    assert cli_main(["migrate", "--url", "postgresql://postgres@127.0.0.1:1/test"]) == 3
+    capsys.readouterr()
+    assert cli_main(["migrate", "--url", "postgresql://postgres:hunter2@127.0.0.1:1/test"]) == 3
+    err = " ".join(capsys.readouterr().err.split())
+    assert "port 1 failed: Connection refused" in err and "TASKCORE_PG_DSN" in err, err
+    assert cli_main(["migrate", "--url", "mysql://root:hunter2@db/x"]) == 2
+    err = capsys.readouterr().err
+    assert "root:***@db" in err and "hunter2" not in err, err
 
 
 @pytest.mark.anyio
