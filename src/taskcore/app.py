@@ -15,7 +15,7 @@ from .circuit import DEFAULT_CIRCUIT, Circuit
 from .clock import Clock, SystemClock
 from .complexity import Complexity, Pool
 from .cron import Periodic
-from .discovery import backend_from_url
+from .discovery import backend_from_url, redact_url
 from .envelope import DEFAULT_MAX_PAYLOAD, Codec, Envelope, new_task_id
 from .errors import ConfigurationError, TaskValidationError, UnknownTask
 from .handle import TaskHandle
@@ -103,7 +103,7 @@ class App:
         self._open_lock: anyio.Lock | None = None
 
     def __repr__(self) -> str:
-        return f"<App {self.url} tasks={len(self.tasks)}>"
+        return f"<App {redact_url(self.url)} tasks={len(self.tasks)}>"
 
     # -- lifecycle ------------------------------------------------------------
     @property

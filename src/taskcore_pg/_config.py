@@ -6,12 +6,44 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import attrs
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
+from taskcore.discovery import redact_url
 from taskcore.errors import ConfigurationError
 
 from ._sql import check_schema
 
-__all__ = ["Settings", "split_url"]
+__all__ = ["LIBPQ_DEFAULTS", "Settings", "libpq_defaults", "split_url"]
+
+# Dead-peer detection (docs/postgres.md, "Dead connections"), used unless the URL
+# sets them: give up connecting after 10 s; TCP keepalive probes after 15 s idle,
+# every 5 s, 3 of them; and drop a connection whose sent data stays unacknowledged
+# for 30 s. A peer that vanished without a FIN or RST is noticed within ~30 s.
+LIBPQ_DEFAULTS: dict[str, str] = {
+    "connect_timeout": "10",
+    "keepalives": "1",
+    "keepalives_idle": "15",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "30000",
+}
+
+
+def libpq_defaults(dsn: str) -> dict[str, Any]:
+    """The :data:`LIBPQ_DEFAULTS` that ``dsn`` does not set itself."""
+    try:
+        given = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise ConfigurationError(f"invalid PostgreSQL URL {redact_url(dsn)!r}: {exc}") from None
+    return {k: v for k, v in LIBPQ_DEFAULTS.items() if k not in given}
+
+
+# what to check when the server cannot be reached (appended to the error)
+UNREACHABLE_HINT = (
+    "check that the server is running and reachable at that address, and the PostgreSQL "
+    "URL (the app's URL, or TASKCORE_PG_DSN)"
+)
 
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -33,6 +65,11 @@ class Settings:
         poll_interval: the poll fallback of ``wait``/``wait_done`` (at most 1 s).
         application_name: shown in ``pg_stat_activity`` for the pool and listener.
         timeout: seconds to wait for a pooled connection before BackendUnavailable.
+        operation_timeout: seconds one operation (its statements on one connection)
+            may take before the connection is given up as dead and the operation
+            fails with BackendUnavailable; also how often the LISTEN connection is
+            checked. Server-side timeouts cannot help when the server never hears
+            the statement; make this longer than your slowest statement.
         batch_size: rows per statement for reaping, pruning and purging.
         promote_limit: due scheduled tasks promoted per queue and claim (at least the
             claim's limit).
@@ -54,6 +91,7 @@ class Settings:
     poll_interval: float = attrs.field(default=1.0, validator=_positive)
     application_name: str = "taskcore"
     timeout: float = attrs.field(default=10.0, validator=_positive)
+    operation_timeout: float = attrs.field(default=30.0, validator=_positive)
     batch_size: int = 1000
     promote_limit: int = 1000
     enqueue_chunk: int = 5000
@@ -85,6 +123,7 @@ _URL_PARAMS: dict[str, type] = {
     "poll_interval": float,
     "application_name": str,
     "timeout": float,
+    "operation_timeout": float,
 }
 
 
@@ -97,7 +136,7 @@ def split_url(url: str) -> tuple[str, dict[str, Any]]:
     parts = urlsplit(url)
     if parts.scheme not in ("postgresql", "postgres"):
         raise ConfigurationError(
-            f"not a PostgreSQL URL: {url!r}; use postgresql://user@host:5432/dbname"
+            f"not a PostgreSQL URL: {redact_url(url)!r}; use postgresql://user@host:5432/dbname"
         )
     keep: list[tuple[str, str]] = []
     settings: dict[str, Any] = {}

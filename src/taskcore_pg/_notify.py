@@ -6,6 +6,10 @@ end, and ``<schema>.cancel`` (a task id) when cancellation of a running task is 
 for. One connection per backend listens and wakes the matching waiters. Lost
 notifications are harmless: every waiter also polls (see ``poll_interval``), and the
 listener wakes everybody whenever it (re)connects.
+
+A LISTEN connection is silent when nothing happens, so a peer that vanished without a
+FIN or RST would go unnoticed: every ``check_every`` seconds the listener runs a
+trivial query, and reconnects if no answer comes within that time.
 """
 
 from __future__ import annotations
@@ -93,11 +97,19 @@ class Waiters:
 
 
 class Listener:
-    """Owns the LISTEN connection; reconnects with backoff if it breaks."""
+    """Owns the LISTEN connection; reconnects with backoff if it breaks or stops
+    answering."""
 
     def __init__(
-        self, conninfo: str, kwargs: dict[str, Any], channels: Channels, waiters: Waiters
+        self,
+        conninfo: str,
+        kwargs: dict[str, Any],
+        channels: Channels,
+        waiters: Waiters,
+        *,
+        check_every: float = 30.0,
     ) -> None:
+        self._check_every = check_every
         self._conninfo = conninfo
         self._kwargs = kwargs
         self._channels = channels
@@ -131,10 +143,13 @@ class Listener:
                     conn = self._conn = await self._connect()
                     backoff = 0.1
                     self._waiters.wake_all()  # notifications may have been missed
-                async for note in conn.notifies():
+                async for note in conn.notifies(timeout=self._check_every):
                     self._waiters.dispatch(note.channel, note.payload, self._channels)
-            except psycopg.Error as exc:
-                log.warning("taskcore_pg: LISTEN connection lost (%s); reconnecting", exc)
+                with anyio.fail_after(self._check_every):
+                    await conn.execute("SELECT 1")
+            except (psycopg.Error, TimeoutError) as exc:
+                what = str(exc) or f"no answer within {self._check_every:g} s"
+                log.warning("taskcore_pg: LISTEN connection lost (%s); reconnecting", what)
                 self._waiters.wake_all()
                 if self._conn is not None:
                     await self._conn.close()

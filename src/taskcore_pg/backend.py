@@ -40,7 +40,7 @@ from taskcore.scheduling import DEFAULT_POLICY, SchedulingPolicy
 from taskcore.states import TERMINAL, State
 
 from . import _rows
-from ._config import Settings, split_url
+from ._config import UNREACHABLE_HINT, Settings, libpq_defaults, split_url
 from ._notify import Channels, Listener, Waiters
 from ._sql import Statements
 from .migrations import check_async, migrate_async
@@ -81,6 +81,21 @@ def _rounds(keys: Sequence[object]) -> list[list[int]]:
         seen[r].add(key)
         last_round[key] = r
     return rounds
+
+
+class _Pool(AsyncConnectionPool[Conn]):
+    """The connection pool, whose :meth:`check` of idle connections gives up on one
+    after ``check_timeout`` seconds: the check of a connection whose peer vanished
+    without a FIN or RST would otherwise wait for an answer forever."""
+
+    def __init__(self, check_timeout: float, *args: Any, **kwargs: Any) -> None:
+        self.check_timeout = check_timeout
+        super().__init__(*args, **kwargs)
+
+    async def check_connection(self, conn: Conn) -> None:  # type: ignore[override]
+        # a timeout is an Exception: check() discards the connection and adds another
+        with anyio.fail_after(self.check_timeout):
+            await AsyncConnectionPool.check_connection(conn)
 
 
 class PostgresBackend:
@@ -146,7 +161,8 @@ class PostgresBackend:
         """Build from ``postgresql://user@host:port/db?schema=app&listen=0``.
 
         taskcore's own query parameters (``schema``, ``min_size``, ``max_size``,
-        ``migrate``, ``listen``, ``poll_interval``, ``application_name``, ``timeout``) are
+        ``migrate``, ``listen``, ``poll_interval``, ``application_name``, ``timeout``,
+        ``operation_timeout``) are
         stripped before the DSN reaches psycopg; keyword arguments override them.
         """
         dsn, from_query = split_url(url)
@@ -159,17 +175,41 @@ class PostgresBackend:
     def _where(self) -> str:
         parts = urlsplit(self._dsn) if "://" in self._dsn else None
         host = parts.hostname if parts is not None else None
-        return f"PostgreSQL at {host or 'the configured host'} (schema {self.schema!r})"
+        try:
+            port = parts.port if parts is not None else None
+        except ValueError:
+            port = None
+        at = f"{host}:{port}" if host and port else host
+        return f"PostgreSQL at {at or 'the configured host'} (schema {self.schema!r})"
+
+    def _libpq(self) -> dict[str, Any]:
+        """The dead-peer defaults (``LIBPQ_DEFAULTS``) the DSN does not set itself."""
+        return libpq_defaults(self._dsn)
+
+    async def _reach(self, libpq: dict[str, Any]) -> None:
+        """Connect once before the pool does: the pool only says that it timed out,
+        this says why (refused, unknown host, bad password...)."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(self._dsn, **libpq)
+        except psycopg.OperationalError as exc:
+            cause = " ".join(str(exc).split())  # libpq's message spans lines
+            raise BackendUnavailable(
+                f"cannot open {self._where()}: {cause}; {UNREACHABLE_HINT}"
+            ) from exc
+        await conn.close()
 
     # -- lifecycle ------------------------------------------------------------------
     async def __aenter__(self) -> PostgresBackend:
         s = self.settings
+        libpq = self._libpq()
         kwargs: dict[str, Any] = {
             "autocommit": True,
             "application_name": s.application_name,
             "prepare_threshold": s.prepare_threshold,
+            **libpq,
         }
-        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+        pool: _Pool = _Pool(
+            s.operation_timeout,
             self._dsn,
             kwargs=kwargs,
             min_size=s.min_size,
@@ -180,9 +220,11 @@ class PostgresBackend:
         )
         self._pool = pool
         try:
+            await self._reach(libpq)
             await pool.open(wait=True, timeout=s.timeout)
             if s.migrate_on_start:
-                await self._run(lambda conn: migrate_async(conn, s.schema))
+                # (unbounded: upgrading a populated schema may wait for locks)
+                await self._run(lambda conn: migrate_async(conn, s.schema), bounded=False)
             elif not await self._run(lambda conn: check_async(conn, s.schema)):
                 raise ConfigurationError(
                     f"schema {s.schema!r} is missing or out of date and migrate_on_start "
@@ -191,14 +233,17 @@ class PostgresBackend:
             if s.listen:
                 self._listener = Listener(
                     self._dsn,
-                    {"application_name": s.application_name},
+                    {"application_name": s.application_name, **libpq},
                     self._channels,
                     self._waiters,
+                    check_every=s.operation_timeout,
                 )
                 await self._listener.start()
         except psycopg.OperationalError as exc:
             await self.aclose()
-            raise BackendUnavailable(f"cannot open {self._where()}: {exc}") from exc
+            raise BackendUnavailable(
+                f"cannot open {self._where()}: {exc}; {UNREACHABLE_HINT}"
+            ) from exc
         except BaseException:
             await self.aclose()
             raise
@@ -223,12 +268,21 @@ class PostgresBackend:
         self._waiters.on_cancel(callback)
 
     # -- plumbing -------------------------------------------------------------------
-    async def _run(self, op: Callable[[Conn], Awaitable[T]], *, idempotent: bool = False) -> T:
+    async def _run(
+        self,
+        op: Callable[[Conn], Awaitable[T]],
+        *,
+        idempotent: bool = False,
+        bounded: bool = True,
+    ) -> T:
         """Run ``op`` on a pooled connection, translating driver errors.
 
         A lost connection becomes :class:`BackendUnavailable` after the pool is told to
         check its idle connections, so the next call gets a healthy one. Read-only
-        operations (``idempotent``) are retried once first.
+        operations (``idempotent``) are retried once first. An operation that takes
+        longer than ``operation_timeout`` (unless not ``bounded``) counts as a lost
+        connection (its peer may have vanished without a word): the connection is
+        closed, not reused.
         """
         pool = self._pool
         if pool is None:
@@ -239,14 +293,22 @@ class PostgresBackend:
         for attempt in range(attempts):
             try:
                 async with pool.connection() as conn:
-                    return await op(conn)
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                await self._recover(pool)
+                    with anyio.fail_after(self.settings.operation_timeout if bounded else None):
+                        return await op(conn)
+            except (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError) as exc:
+                if not isinstance(exc, TimeoutError):
+                    # (after a timeout, checking the idle connections could take
+                    # operation_timeout each; they fail their own operations instead)
+                    await self._recover(pool)
                 if attempt + 1 < attempts:
                     continue
+                why = (
+                    f"no answer within operation_timeout={self.settings.operation_timeout:g} s"
+                    if isinstance(exc, TimeoutError)
+                    else f"{type(exc).__name__}: {exc}"
+                )
                 raise BackendUnavailable(
-                    f"{self._where()} is unavailable ({type(exc).__name__}: {exc}); "
-                    "the operation may be retried"
+                    f"{self._where()} is unavailable ({why}); the operation may be retried"
                 ) from exc
             except psycopg.Error as exc:
                 raise BackendError(

@@ -20,6 +20,7 @@ import psycopg
 
 from taskcore.errors import BackendUnavailable
 
+from ._config import UNREACHABLE_HINT, libpq_defaults
 from ._sql import check_schema, migrations, render
 
 __all__ = ["LATEST_VERSION", "check", "check_async", "current_version", "migrate", "migrate_async"]
@@ -78,10 +79,12 @@ async def check_async(conn: psycopg.AsyncConnection[Any], schema: str) -> bool:
 
 async def _with_connection(dsn: str, schema: str, apply: bool) -> bool:
     try:
-        conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+        conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True, **libpq_defaults(dsn))
     except psycopg.OperationalError as exc:
+        cause = " ".join(str(exc).split())
         raise BackendUnavailable(
-            f"cannot connect to PostgreSQL to migrate schema {schema!r}: {exc}"
+            f"cannot connect to PostgreSQL to migrate schema {schema!r}: {cause}; "
+            f"{UNREACHABLE_HINT}"
         ) from exc
     async with conn:
         if apply:

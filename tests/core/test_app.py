@@ -19,7 +19,7 @@ from taskcore import (
     TaskError,
     TaskValidationError,
 )
-from taskcore.discovery import backend_from_url
+from taskcore.discovery import backend_from_url, redact_url
 from taskcore.envelope import Codec, Envelope, new_task_id
 from taskcore.memory import MemoryBackend
 
@@ -228,6 +228,26 @@ def test_backend_discovery() -> None:
         backend_from_url("localhost:6379")
     with pytest.raises(ConfigurationError, match="no taskcore backend for URL scheme 'kafka'"):
         backend_from_url("kafka://broker")
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:hunter2@h:6379/0?prefix=a", "redis://:***@h:6379/0?prefix=a"),
+        (
+            "postgresql://app:hunter2@db/x?password=hunter2",
+            "postgresql://app:***@db/x?password=***",
+        ),
+        ("host=db password='hunter 2' user=app", "host=db password=*** user=app"),
+        ("redis://app@h/0", "redis://app@h/0"),
+        ("rediss://u:hunter2@[::1", "rediss://..."),  # unparseable: only the scheme
+    ],
+)
+def test_urls_in_messages_hide_passwords(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+    with pytest.raises(ConfigurationError) as info:
+        backend_from_url(url.partition("://")[2] or url)  # no scheme: an error naming it
+    assert "hunter2" not in str(info.value) and "hunter2" not in repr(App(url))
 
 
 def test_fake_clock() -> None:

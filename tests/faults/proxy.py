@@ -24,7 +24,10 @@ class TcpProxy:
     request but cuts the connection instead of delivering its reply (the command ran,
     the client never hears back); ``refuse_requests()`` cuts the connection on chosen
     requests (they never reach the server); ``stop()``/``start()`` simulate an outage (new
-    connections are refused). ``url`` is ``upstream_url`` pointed at the proxy
+    connections are refused); ``blackhole()``/``forward()`` simulate a peer that vanished
+    silently (a firewall dropping packets, a dead host): connections stay open and new
+    ones are accepted, but no byte gets through either way and nothing is closed.
+    ``url`` is ``upstream_url`` pointed at the proxy
     (default: a Redis URL for database 0).
     """
 
@@ -41,6 +44,8 @@ class TcpProxy:
         self._refusals = 0
         self.refused = 0  # requests cut by refuse_requests()
         self.dropped = 0  # client connections cut by drop() or stop()
+        self._blackhole = False
+        self.swallowed_bytes = 0  # bytes lost in a blackhole
 
     @classmethod
     def for_url(cls, upstream_url: str) -> TcpProxy:
@@ -75,6 +80,14 @@ class TcpProxy:
         self.dropped += cut
         return cut
 
+    def blackhole(self) -> None:
+        """From now on lose every byte, both ways, and close nothing."""
+        self._blackhole = True
+
+    def forward(self) -> None:
+        """End :meth:`blackhole`: bytes get through again."""
+        self._blackhole = False
+
     def swallow_next_reply(self, skip: int = 0) -> None:
         """Cut the connection instead of delivering a reply, after ``skip`` replies."""
         self._swallow = True
@@ -105,6 +118,9 @@ class TcpProxy:
         async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, replies: bool) -> None:
             try:
                 while data := await src.read(65536):
+                    if self._blackhole:
+                        self.swallowed_bytes += len(data)
+                        continue
                     if not replies and self._refuses(data):
                         writer.transport.abort()
                         up_writer.transport.abort()
@@ -149,6 +165,14 @@ class ThreadedProxy:
 
     def refuse_requests(self, containing: bytes, times: int) -> None:
         self._portal.call(_sync, lambda: self.proxy.refuse_requests(containing, times))
+
+    def blackhole(self) -> None:
+        """Stop forwarding bytes, silently (see :meth:`TcpProxy.blackhole`)."""
+        self._portal.call(_sync, self.proxy.blackhole)
+
+    def forward(self) -> None:
+        """Forward bytes again."""
+        self._portal.call(_sync, self.proxy.forward)
 
     def stop(self) -> None:
         """Refuse new connections and cut the open ones (an outage)."""

@@ -12,7 +12,7 @@ import attrs
 import pytest
 
 from . import crash_app
-from .harness import Target, Workers, check_outcome, probe
+from .harness import Target, Workers, check_outcome, probe, wait_for
 from .proxy import ThreadedProxy, proxy_in_thread
 
 N = 3000  # half fast, half 50 ms
@@ -105,3 +105,56 @@ def test_rate_limiter_cut_redis(redis_target: Target, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_rate_limiter_cut_postgres(pg_target: Target, tmp_path: Path) -> None:
     print(_rate_limiter_unreachable(pg_target, tmp_path))  # noqa: T201
+
+
+SILENT = 2.0  # seconds: the dead-peer bound the workers behind the blackhole are given
+# URL options that set that bound (defaults: docs/redis.md, docs/postgres.md)
+DEAD_PEER_OPTIONS = {
+    "redis": f"socket_timeout={SILENT:g}&socket_connect_timeout={SILENT:g}&retries=1",
+    "postgres": f"operation_timeout={SILENT:g}&connect_timeout={SILENT:g}&timeout={SILENT:g}",
+}
+# a backend call gives up after at most two attempts, each bounded by the timeout
+# (plus getting a connection, bounded by it too), and the worker logs it
+GIVE_UP_BOUND = 4 * SILENT + 3.0
+
+
+def _blackhole(target: Target, log_dir: Path) -> str:
+    """The proxy stops forwarding bytes without closing anything (the server seems to
+    vanish): the workers notice within the configured bound instead of hanging,
+    reconnect once bytes flow again, and finish every task."""
+    numbers = list(range(600))
+    behind = attrs.evolve(target, url=f"{target.url}&{DEAD_PEER_OPTIONS[target.kind]}")
+    with (
+        proxy_in_thread(behind.url) as proxy,
+        probe(target.url) as p,
+        Workers(attrs.evolve(behind, url=proxy.url), log_dir, concurrency=CONCURRENCY) as workers,
+    ):
+        p.enqueue(crash_app.work, [(n, n % 2 == 0) for n in numbers])
+        workers.start(WORKERS)
+        p.wait_succeeded(len(numbers) // 3, 120)
+        assert workers.logged("unavailable") == 0, workers.logs()
+        proxy.blackhole()
+        silent_from = time.monotonic()
+        wait_for(lambda: workers.logged("unavailable"), "a worker to give up", 60, 0.05)
+        gave_up = time.monotonic() - silent_from
+        proxy.forward()
+        assert proxy.proxy.swallowed_bytes > 0  # the blackhole swallowed live traffic
+        assert proxy.proxy.dropped == 0  # and the proxy closed nothing
+        assert gave_up <= GIVE_UP_BOUND, (gave_up, workers.logs())
+        p.wait_terminal(len(numbers), 120, workers)
+        workers.assert_alive()
+        assert workers.stop() == [0] * WORKERS, workers.logs()
+        summary = check_outcome(p, target.ledger, numbers, in_flight=WORKERS * CONCURRENCY)
+    return summary.line(
+        "blackhole", target.kind, gave_up_after=f"{gave_up:.1f}s (bound {GIVE_UP_BOUND:g}s)"
+    )
+
+
+@pytest.mark.slow
+def test_blackhole_redis(redis_target: Target, tmp_path: Path) -> None:
+    print(_blackhole(redis_target, tmp_path))  # noqa: T201
+
+
+@pytest.mark.slow
+def test_blackhole_postgres(pg_target: Target, tmp_path: Path) -> None:
+    print(_blackhole(pg_target, tmp_path))  # noqa: T201

@@ -66,17 +66,30 @@ URL_CASES = {
     ),
     "postgres": ("poll_interval=5", r"poll_interval=5\.0: the poll fallback must be at most 1 s"),
 }
-# a server that is not there (nothing listens on the port)
+# a server that is not there (nothing listens on the port): the message names the
+# cause and, for Postgres, what to check
 UNREACHABLE = {
     "redis": (
-        "redis://127.0.0.1:{port}/0",
-        r"Redis at 127\.0\.0\.1:{port}/0 is unavailable during load scripts: .*",
+        "redis://:{secret}@127.0.0.1:{port}/0",
+        r"Redis at 127\.0\.0\.1:{port}/0 is unavailable during load scripts: "
+        r"Error 111 connecting to 127\.0\.0\.1:{port}\. .*; gave up after 4 attempts",
     ),
     "postgres": (
-        "postgresql://postgres@127.0.0.1:{port}/test?timeout=1",
-        r"cannot open PostgreSQL at 127\.0\.0\.1 \(schema 'taskcore'\): .*",
+        "postgresql://postgres:{secret}@127.0.0.1:{port}/test?timeout=1",
+        r"cannot open PostgreSQL at 127\.0\.0\.1:{port} \(schema 'taskcore'\): connection "
+        r'failed: connection to server at "127\.0\.0\.1", port {port} failed: Connection '
+        r"refused .*; check that the server is running and reachable at that address, and "
+        r"the PostgreSQL URL \(the app's URL, or TASKCORE_PG_DSN\)",
     ),
 }
+SECRET = "hunter2"  # a password in the URL: no message may show it
+
+
+def _with_password(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{'postgres' if scheme.startswith('postgres') else ''}:{SECRET}@" + (
+        rest.partition("@")[2] or rest
+    )
 
 
 def _start_bad(url: str, bad: str, options: list[str]) -> subprocess.Popen[str]:
@@ -101,10 +114,10 @@ def _startup_errors(target: Target, log_dir: Path) -> None:
     query, url_pattern = URL_CASES[target.kind]
     cases: list[tuple[str, str, str, list[str], str]] = [
         *((what, target.url, bad, options, pattern) for what, bad, options, pattern in CASES),
-        ("backend URL option", f"{target.url}&{query}", "", [], url_pattern),
+        ("backend URL option", _with_password(f"{target.url}&{query}"), "", [], url_pattern),
     ]
     port = free_port()
-    url, pattern = (x.format(port=port) for x in UNREACHABLE[target.kind])
+    url, pattern = (x.format(port=port, secret=SECRET) for x in UNREACHABLE[target.kind])
     cases.append(("server unreachable", url, "", [], pattern))
     numbers = list(range(N))
     with probe(target.url) as p:
@@ -118,6 +131,7 @@ def _startup_errors(target: Target, log_dir: Path) -> None:
             assert proc.returncode == 2, (what, proc.returncode, out, err)
             assert re.search(rf"error: {pattern}$", message), (what, message)
             assert "Traceback" not in err, (what, err)
+            assert SECRET not in out + err, (what, err)
         # none of them claimed anything or registered as a worker
         assert p.states()[State.QUEUED] == N
         assert p.call(p.app.backend.workers) == []

@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import psycopg
 import pytest
+from tests.faults.proxy import TcpProxy
 
 from taskcore.backend import Outcome, OutcomeKind, QueueSpec
 from taskcore.clock import Clock, FakeClock, SystemClock
@@ -80,7 +81,13 @@ def test_blocking_helpers_and_cli(pg_dsn: str, pg_schema: str, capsys: Any) -> N
     assert check(pg_dsn, pg_schema)
     migrate(pg_dsn, pg_schema)  # again: nothing to do
     assert "up to date" in capsys.readouterr().out
-    assert cli_main(["migrate", "--url", "postgresql://postgres@127.0.0.1:1/test"]) == 3
+    capsys.readouterr()
+    assert cli_main(["migrate", "--url", "postgresql://postgres:hunter2@127.0.0.1:1/test"]) == 3
+    err = " ".join(capsys.readouterr().err.split())
+    assert "port 1 failed: Connection refused" in err and "TASKCORE_PG_DSN" in err, err
+    assert cli_main(["migrate", "--url", "mysql://root:hunter2@db/x"]) == 2
+    err = capsys.readouterr().err
+    assert "root:***@db" in err and "hunter2" not in err, err
 
 
 @pytest.mark.anyio
@@ -104,12 +111,67 @@ def test_from_url_strips_taskcore_parameters() -> None:
         PostgresBackend("postgresql://u@h/db", poll_interval=5)
 
 
-async def test_unreachable_server_is_backend_unavailable() -> None:
-    backend = PostgresBackend("postgresql://postgres@127.0.0.1:1/test", timeout=1.0)
+async def test_unreachable_server_is_backend_unavailable_with_the_cause() -> None:
+    backend = PostgresBackend("postgresql://postgres:hunter2@127.0.0.1:1/test", timeout=1.0)
     with pytest.raises(BackendUnavailable) as info:
         async with backend:
             pass
     assert isinstance(info.value.__cause__, psycopg.OperationalError)
+    message = str(info.value)
+    assert message.startswith("cannot open PostgreSQL at 127.0.0.1:1 (schema 'taskcore'): ")
+    assert 'server at "127.0.0.1", port 1 failed: Connection refused' in message
+    assert "check that the server is running" in message and "TASKCORE_PG_DSN" in message
+    assert "pool initialization incomplete" not in message and "hunter2" not in message
+
+
+def test_url_errors_do_not_show_the_password() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        PostgresBackend.from_url("mysql://app:hunter2@h/db")
+    assert "hunter2" not in str(info.value) and "app:***@h" in str(info.value)
+    with pytest.raises(ConfigurationError) as info:
+        PostgresBackend.from_url("postgresql://app:hunter2@h/db?timeout=soon")
+    assert "hunter2" not in str(info.value)
+
+
+def test_dead_peer_defaults_yield_to_the_url() -> None:
+    libpq = PostgresBackend("postgresql://u@h/db")._libpq()
+    assert libpq["connect_timeout"] == "10" and libpq["keepalives"] == "1"
+    assert libpq["tcp_user_timeout"] == "30000" and libpq["keepalives_idle"] == "15"
+    libpq = PostgresBackend("postgresql://u@h/db?connect_timeout=3&keepalives=0")._libpq()
+    assert "connect_timeout" not in libpq and "keepalives" not in libpq
+    assert PostgresBackend.from_url("postgresql://u@h/db").settings.operation_timeout == 30.0
+    with pytest.raises(ConfigurationError, match="operation_timeout=0"):
+        PostgresBackend.from_url("postgresql://u@h/db?operation_timeout=0")
+
+
+async def test_silent_server_is_noticed_and_left_behind(pg_dsn: str, pg_schema: str) -> None:
+    """A server that stops answering without closing anything (blackhole): operations
+    fail after operation_timeout instead of hanging, the LISTEN connection is replaced,
+    and everything works again once bytes flow."""
+    proxy = TcpProxy.for_url(pg_dsn)
+    await proxy.start()
+    try:
+        url = f"{proxy.url.split('?')[0]}?connect_timeout=2"
+        clock = FakeClock()
+        bounds = {"operation_timeout": 1.0, "timeout": 2.0}  # per statement, per checkout
+        async with open_backend(url, pg_schema, clock, **bounds) as backend:
+            await backend.enqueue([make_message(clock) for _ in range(3)])
+            listener = backend._listener
+            assert listener is not None
+            first_pid = listener.backend_pid
+            proxy.blackhole()
+            with anyio.fail_after(10), pytest.raises(BackendUnavailable, match="unavailable"):
+                await backend.stats(["q"])  # read-only: tried twice, 1 s + at most 2 s
+            proxy.forward()
+            assert proxy.swallowed_bytes > 0 and proxy.dropped == 0
+            [stats] = await backend.stats(["q"])
+            assert stats.states[State.QUEUED] == 3
+            # the listener noticed too and reconnected (polled, with a deadline)
+            with anyio.fail_after(30):
+                while listener.backend_pid in (None, first_pid):  # noqa: ASYNC110
+                    await anyio.sleep(0.1)
+    finally:
+        await proxy.stop()
 
 
 # -- enqueue -------------------------------------------------------------------------

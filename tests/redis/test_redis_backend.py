@@ -19,6 +19,8 @@ from taskcore.scheduling import SchedulingPolicy
 from taskcore.states import State
 from taskcore.testing import make_message
 from taskcore_redis import RedisBackend
+from taskcore_redis._config import LONGEST_BLOCK
+from taskcore_redis.backend import _POLL
 
 pytestmark = pytest.mark.anyio
 
@@ -62,6 +64,47 @@ def test_rediss_uses_tls() -> None:
 def test_bad_urls_say_what_is_wrong(url: str) -> None:
     with pytest.raises(ConfigurationError):
         RedisBackend.from_url(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://:hunter2@localhost:6379",
+        "redis://:hunter2@h/0?max_connections=0",
+        "redis://user:hunter2@h/0?retries=x",
+        "redis://:hunter2@h/0?socket_timeout=soon",
+        "redis://h/0?password=hunter2&socket_timeout=0.5",
+    ],
+)
+def test_url_errors_do_not_show_the_password(url: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        RedisBackend.from_url(url)
+    message = str(info.value)
+    assert "hunter2" not in message and "***" in message, message
+
+
+def test_dead_peer_defaults() -> None:
+    """Without them redis-py < 8 waits forever on a peer that vanished silently."""
+    c = RedisBackend.from_url("redis://h/0").config.connection
+    assert c["socket_timeout"] == 10.0 and c["socket_connect_timeout"] == 5.0
+    assert c["socket_keepalive"] is True and c["health_check_interval"] == 15
+    assert c["socket_keepalive_options"]  # probes after 15 s idle where the OS allows
+    c = RedisBackend.from_url(
+        "redis://h/0?socket_timeout=3&socket_keepalive=false&health_check_interval=0"
+    ).config.connection
+    assert (c["socket_timeout"], c["socket_keepalive"], c["health_check_interval"]) == (3, 0, 0)
+    assert "socket_keepalive_options" not in c
+    c = RedisBackend.from_url("unix:///tmp/redis.sock", socket_timeout=None).config.connection
+    assert c["socket_timeout"] is None and "socket_keepalive" not in c  # no TCP, no keepalive
+
+
+def test_socket_timeout_must_outlast_the_blocking_wait() -> None:
+    # redis-py applies socket_timeout to BLPOP too (redis/redis-py#2807)
+    assert _POLL <= LONGEST_BLOCK
+    with pytest.raises(
+        ConfigurationError, match=r"socket_timeout=1\.0 must be longer than the 1 s"
+    ):
+        RedisBackend.from_url("redis://h/0?socket_timeout=1")
 
 
 # -- script cache ----------------------------------------------------------------------

@@ -131,3 +131,30 @@ async def test_lost_replies_are_replayed_not_run_twice(proxy: TcpProxy, prefix: 
         rest = await b.claim(["q"], 100, 30, "w")
         assert len(rest) == 39 and all(x.attempt == 1 for x in rest)
         assert len({x.message.id for x in leases + rest}) == 49  # nothing lost or doubled
+
+
+async def test_silent_server_is_noticed_within_socket_timeout(proxy: TcpProxy, prefix: str) -> None:
+    """A server that stops answering without closing anything (blackhole): calls fail
+    after socket_timeout instead of hanging, and work again once bytes flow."""
+    url = f"redis://127.0.0.1:{proxy.listen_port}/0?socket_timeout=1.5&retries=0"
+    clock = FakeClock()
+    async with RedisBackend.from_url(url, clock=clock, prefix=prefix) as b:
+        await b.enqueue([make_message(clock) for _ in range(3)])
+        proxy.blackhole()
+        with anyio.fail_after(10), pytest.raises(BackendUnavailable, match="Timeout"):
+            await b.stats(["q"])
+        proxy.forward()
+        assert proxy.swallowed_bytes > 0 and proxy.dropped == 0
+        assert await _count(b, State.QUEUED) == 3
+
+
+async def test_blocking_wait_longer_than_socket_timeout_is_not_a_timeout(
+    redis_url: str, prefix: str
+) -> None:
+    """wait() blocks in BLPOP for at most LONGEST_BLOCK at a time, so a socket_timeout
+    just above it never cuts a quiet wait short."""
+    url = f"{redis_url.split('?')[0]}?socket_timeout=1.2&retries=0"
+    async with RedisBackend.from_url(url, prefix=prefix) as b:
+        started = anyio.current_time()
+        await b.wait(["q"], 3.0)  # nothing comes: returns after the timeout, no error
+        assert anyio.current_time() - started >= 3.0
