@@ -217,3 +217,26 @@ local function opt(s)
   if s == '' then return nil end
   return string.sub(s, 2)
 end
+
+-- Put a task that was running (lease expired, or handed back) back in its place:
+-- `member` is the ready-set member it was claimed from (its arrival seq) and `e` its
+-- ready time, both kept, so it is claimed before the tasks that became ready after it.
+-- The static score is make_ready's formula (kept apart from make_ready so the two can
+-- change separately); on a weighted fair queue the task's spent finish tag becomes the
+-- queue's virtual time (the lowest tag a ready task can have; its class is not charged
+-- again). Same rule as taskcore.memory.MemoryBackend._restore.
+local function restore_ready(member, p, e, d)
+  local pol = policy()
+  local score
+  if pol.kind == 'fair' then
+    score = vtime()
+  elseif pol.kind == 'fifo' then
+    score = e
+  elseif pol.kind == 'priority' then
+    score = p * 8589934592.0 + e
+  else
+    score = e + pol.horizons[p + 1]
+    if d ~= nil and d <= score then score = d end
+  end
+  zadd(k_ready(p), score, member)
+end

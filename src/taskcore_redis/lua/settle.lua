@@ -37,9 +37,10 @@ for n = 1, #items do
     elseif kind == 'released' then
       local d = nil
       if f[6] then d = tonumber(f[6]) end
-      local member = make_ready(id, tonumber(f[3]), NOW, d, f[7] or nil)
-      redis.call('HSET', k, 's', 'queued', 'u', NOW_S, 'e', NOW_S,
-                 'a', string.format('%d', tonumber(f[8]) - 1), 'z', member)
+      local place = redis.call('HMGET', k, 'z', 'e')  -- back in its place
+      restore_ready(place[1], tonumber(f[3]), tonumber(place[2]), d)
+      redis.call('HSET', k, 's', 'queued', 'u', NOW_S,
+                 'a', string.format('%d', tonumber(f[8]) - 1))
       count('running', -1)
       count('queued', 1)
       woke = woke + 1
