@@ -85,7 +85,10 @@ def test_worker_crash_postgres(pg_target: Target, tmp_path: Path) -> None:
     print(_crash_at_scale(pg_target, tmp_path))  # noqa: T201
 
 
-BACKLOG = 2_000  # 50 ms tasks queued behind the long one
+# 50 ms tasks enqueued after the long one. The surviving worker (10 slots) runs at
+# most 200 of them a second, so a re-run sent to the back of the queue would wait
+# >= ~9 s: more than lease + 5 s whatever the machine's speed.
+BACKLOG = 2_000
 
 
 def _recovery(target: Target, log_dir: Path, backlog: int = 0) -> float:
