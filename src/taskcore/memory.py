@@ -178,6 +178,16 @@ class MemoryBackend:
             t.score = static_score(q.policy, p, t.eligible_at, t.msg.deadline)
         heapq.heappush(q.ready[p], (t.score, t.seq, t))
 
+    def _restore(self, q: _Queue, t: _Task) -> None:
+        """Put a task that was running (lease expired, or handed back) back in its
+        place: same ready time, score and arrival seq, so it is claimed before the tasks
+        that became ready after it. Under the fair policy its finish tag is spent (the
+        queue's virtual time has passed it), so it gets the virtual time: the lowest
+        tag a ready task can have, without charging its class again."""
+        if q.policy.kind == "fair":
+            t.score = q.fair.virtual_time
+        heapq.heappush(q.ready[t.msg.priority], (t.score, t.seq, t))
+
     def _schedule(self, q: _Queue, t: _Task) -> None:
         t.seq = next(self._seq)
         heapq.heappush(q.scheduled, (t.eligible_at, t.seq, t))
@@ -305,9 +315,8 @@ class MemoryBackend:
             elif kind is OutcomeKind.RELEASED:
                 t.attempt -= 1
                 t.worker = None
-                t.eligible_at = now
                 self._move(t, State.QUEUED, now)
-                self._make_ready(q, t, now)
+                self._restore(q, t)
                 woke = True
             else:
                 state = {
@@ -354,13 +363,12 @@ class MemoryBackend:
             )
             t.token = next(self._tokens)
             t.worker = None
-            t.eligible_at = now
             q = self._queue(t.msg.queue)
             if t.cancel_requested:
                 self._move(t, State.CANCELLED, now)
                 continue
             self._move(t, State.QUEUED, now)
-            self._make_ready(q, t, now)
+            self._restore(q, t)
             requeued.append(task_id)
         while self._purge and self._purge[0][0] <= now:
             _, _, task_id = heapq.heappop(self._purge)

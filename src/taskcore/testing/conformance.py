@@ -319,6 +319,46 @@ class BackendConformance:
         rec = await backend.get(tid)
         assert rec is not None and rec.state is State.SUCCEEDED and rec.result == b"42"
 
+    @pytest.mark.parametrize("how", ["lease-expired", "released"])
+    @pytest.mark.parametrize(
+        "policy",
+        [
+            None,
+            SchedulingPolicy.fifo(),
+            SchedulingPolicy.strict_priority(),
+            SchedulingPolicy.weighted_fair(),
+        ],
+        ids=["deadline", "fifo", "priority", "fair"],
+    )
+    async def test_returned_task_keeps_its_place(
+        self, backend: Backend, clock: FakeClock, policy: SchedulingPolicy | None, how: str
+    ) -> None:
+        """A task whose worker was lost (lease expired, reaped) or that was handed back
+        (released) goes back where it was: ahead of the tasks that became ready after
+        it, with its ready time unchanged."""
+        if policy is not None:
+            await backend.declare([QueueSpec("q", policy)])
+        ready_at = clock.now()
+        a, b, c = await self._enqueue(backend, clock, 3)  # same instant: arrival decides
+        clock.advance(1)
+        [d] = await self._enqueue(backend, clock)
+        [first] = await self._claim(backend)
+        assert first.message.id == a
+        if how == "released":
+            release = Outcome(a, first.token, OutcomeKind.RELEASED, clock.now())
+            assert await backend.settle([release]) == [True]
+        else:
+            clock.advance(self.LEASE + 1)
+            assert await backend.reap() == [a]
+        [e] = await self._enqueue(backend, clock)
+        rec = await backend.get(a)
+        assert rec is not None and rec.state is State.QUEUED
+        assert rec.eligible_at == pytest.approx(ready_at, abs=1e-3)
+        leases = await self._claim(backend, 5)
+        assert [lease.message.id for lease in leases] == [a, b, c, d, e]
+        assert leases[0].attempt == (1 if how == "released" else 2)
+        assert leases[0].ready_at == pytest.approx(ready_at, abs=1e-3)
+
     # -- retries and dead letters ---------------------------------------------------
     async def test_retry_then_dead_letter_keeps_history(
         self, backend: Backend, clock: FakeClock

@@ -90,6 +90,16 @@ local function member_of(seq, id) return string.format('%015d', seq) .. id end
 local function id_of(member) return string.sub(member, SEQ_WIDTH + 1) end
 local function seq_of(member) return tonumber(string.sub(member, 1, SEQ_WIDTH)) end
 
+-- The score of a ready task under the fifo, priority and deadline policies (e: its
+-- ready time, e_s: the same as the string it was sent as, if at hand).
+local function static_score(pol, p, e, d, e_s)
+  if pol.kind == 'fifo' then return e_s or e end
+  if pol.kind == 'priority' then return p * 8589934592.0 + e end
+  local score = e + pol.horizons[p + 1]
+  if d ~= nil and d <= score then score = d end
+  return score
+end
+
 -- Score a task that just became ready and add it to its priority's ready set.
 -- Same formulas as taskcore.scheduling (static_score, FairState.tag). `e_s`
 -- (optional) is `e` already formatted.
@@ -107,13 +117,8 @@ local function make_ready(id, p, e, d, fk, e_s)
     FIN[cls] = f
     FIN_DIRTY[cls] = true
     score = f
-  elseif pol.kind == 'fifo' then
-    score = e_s or e
-  elseif pol.kind == 'priority' then
-    score = p * 8589934592.0 + e
   else
-    score = e + pol.horizons[p + 1]
-    if d ~= nil and d <= score then score = d end
+    score = static_score(pol, p, e, d, e_s)
   end
   local member = member_of(next_seq(), id)
   zadd(k_ready(p), score, member)
@@ -225,4 +230,22 @@ end
 local function opt(s)
   if s == '' then return nil end
   return string.sub(s, 2)
+end
+
+-- Put a task that was running (lease expired, or handed back) back in its place:
+-- `member` is the ready-set member it was claimed from (its arrival seq) and `e` its
+-- ready time, both kept, so it is claimed before the tasks that became ready after it.
+-- The static score is make_ready's formula (kept apart from make_ready so the two can
+-- change separately); on a weighted fair queue the task's spent finish tag becomes the
+-- queue's virtual time (the lowest tag a ready task can have; its class is not charged
+-- again). Same rule as taskcore.memory.MemoryBackend._restore.
+local function restore_ready(member, p, e, d)
+  local pol = policy()
+  local score
+  if pol.kind == 'fair' then
+    score = vtime()
+  else
+    score = static_score(pol, p, e, d)
+  end
+  zadd(k_ready(p), score, member)
 end

@@ -1,5 +1,6 @@
 -- Return tasks whose lease expired to the queue (in claim order; a new token fences
--- the old holder out; a task whose cancellation was requested ends cancelled), and
+-- the old holder out; a task whose cancellation was requested ends cancelled; a
+-- requeued task keeps its place, see restore_ready), and
 -- forget finished records past their TTL. At most ARGV[3] of each per call.
 -- Returns {requeued ids, forgotten ids, more (0/1)}.
 local limit = tonumber(ARGV[3])
@@ -10,7 +11,7 @@ local expired = redis.call('ZRANGEBYSCORE', K_RUN, '-inf', NOW_S, 'LIMIT', 0, li
 if #expired > 0 then
   local items = {}
   for _, id in ipairs(expired) do
-    local f = redis.call('HMGET', k_task(id), 's', 'cs', 'a', 'w', 'c', 'p', 'd', 'fk', 'uk', 'wd')
+    local f = redis.call('HMGET', k_task(id), 's', 'cs', 'a', 'w', 'c', 'p', 'd', 'fk', 'uk', 'wd', 'e', 'z')
     if f[1] == 'running' then items[#items + 1] = {id = id, cs = tonumber(f[2]), f = f} end
   end
   table.sort(items, function(a, b) return a.cs < b.cs end)
@@ -23,14 +24,13 @@ if #expired > 0 then
         .. ' expired; task returned to the queue')
       .. ',"",' .. NOW_S .. ']')
     redis.call('HINCRBY', k, 'k', 1)
-    redis.call('HSET', k, 'e', NOW_S)
     if f[5] then
       terminal(id, k, 'running', 'cancelled', f[9] or nil, f[10] or nil, nil)
     else
       local d = nil
       if f[7] then d = tonumber(f[7]) end
-      local member = make_ready(id, tonumber(f[6]), NOW, d, f[8] or nil)
-      redis.call('HSET', k, 's', 'queued', 'u', NOW_S, 'z', member)
+      restore_ready(f[12], tonumber(f[6]), tonumber(f[11]), d)
+      redis.call('HSET', k, 's', 'queued', 'u', NOW_S)
       count('running', -1)
       count('queued', 1)
       requeued[#requeued + 1] = id

@@ -42,9 +42,10 @@ for n = 1, #items do
     elseif kind == 'released' then
       local d = nil
       if g[2] then d = tonumber(g[2]) end
-      local member = make_ready(id, tonumber(g[1]), NOW, d, g[3] or nil)
-      redis.call('HSET', k, 's', 'queued', 'u', NOW_S, 'e', NOW_S,
-                 'a', string.format('%d', tonumber(g[4]) - 1), 'z', member)
+      local place = redis.call('HMGET', k, 'z', 'e')  -- back in its place
+      restore_ready(place[1], tonumber(g[1]), tonumber(place[2]), d)
+      redis.call('HSET', k, 's', 'queued', 'u', NOW_S,
+                 'a', string.format('%d', tonumber(g[4]) - 1))
       count('running', -1)
       count('queued', 1)
       woke = woke + 1

@@ -1,31 +1,24 @@
 -- Record a batch of outcomes in one statement. Only rows still running under the
--- outcome's token are touched (fencing); the rest are refused. Released tasks become
--- ready again (policy score or fair tag); terminal ones wake result waiters.
+-- outcome's token are touched (fencing); the rest are refused. Released tasks go back
+-- to their place (ready time, score and arrival seq kept; on a weighted fair queue the
+-- spent finish tag becomes the queue's virtual time); terminal ones wake result waiters.
 WITH input AS (
     SELECT * FROM unnest(%(ids)b::text[], %(tokens)b::bigint[], %(kinds)b::text[],
                          %(results)b::bytea[], %(errors)b::jsonb[], %(retry_at)b::float8[],
                          %(ttls)b::float8[], %(late)b::boolean[])
            WITH ORDINALITY AS i(id, token, kind, result, error, retry_at, ttl, late, ord)
 ), locked AS MATERIALIZED (
-    SELECT i.*, t.queue, t.priority, t.deadline
+    SELECT i.*, t.queue, t.priority
       FROM input i
       JOIN @schema@.tasks t ON t.id = i.id
      WHERE t.state = 'running' AND t.token = i.token
      ORDER BY i.ord
        FOR UPDATE OF t
-), fair AS MATERIALIZED (
-    SELECT f.task_id, f.tag
-      FROM (SELECT ARRAY(SELECT l.id FROM locked l WHERE l.kind = 'released'
-                          ORDER BY l.ord) AS ids) a
-     CROSS JOIN LATERAL @schema@.fair_tags(a.ids) f
-     WHERE cardinality(a.ids) > 0
-), sequenced AS MATERIALIZED (
-    -- tasks going back to a queue draw their new arrival seq in outcome order
-    SELECT l.*, CASE WHEN l.kind IN ('retry', 'defer', 'released')
+), prepared AS MATERIALIZED (
+    -- tasks going to be retried draw their new arrival seq in outcome order
+    SELECT l.*, CASE WHEN l.kind IN ('retry', 'defer')
                      THEN nextval('@schema@.task_seq') END AS new_seq
       FROM (SELECT * FROM locked ORDER BY locked.ord) l
-), prepared AS (
-    SELECT s.*, f.tag FROM sequenced s LEFT JOIN fair f ON f.task_id = s.id
 ), settled AS (
     UPDATE @schema@.tasks t SET
         state = CASE l.kind WHEN 'retry' THEN 'retrying' WHEN 'defer' THEN 'retrying'
@@ -35,14 +28,10 @@ WITH input AS (
         errors = CASE WHEN l.error IS NULL THEN t.errors
                       ELSE t.errors || jsonb_build_array(l.error) END,
         eligible_at = CASE WHEN l.kind IN ('retry', 'defer') THEN coalesce(l.retry_at, %(now)s)
-                           WHEN l.kind = 'released' THEN %(now)s
                            ELSE t.eligible_at END,
         seq = coalesce(l.new_seq, t.seq),
-        score = CASE WHEN l.kind <> 'released' THEN t.score
-                     ELSE coalesce(l.tag, @schema@.static_score(
-                              coalesce(q.kind, 'deadline'),
-                              coalesce(q.horizons, '{0,60,300,1800,7200}'),
-                              l.priority, %(now)s, l.deadline)) END,
+        score = CASE WHEN l.kind = 'released' AND q.kind = 'fair' THEN q.virtual_time
+                     ELSE t.score END,
         worker = NULL,
         updated_at = %(now)s,
         finished_at = CASE WHEN l.kind IN ('succeeded', 'failed', 'dead', 'cancelled')
