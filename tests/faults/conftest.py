@@ -3,10 +3,12 @@ may be killed, and the ledgers (always on the shared servers)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from typing import NoReturn, TypeVar
 
 import psycopg
 import pytest
@@ -76,32 +78,41 @@ def pg_target(pg_dsn: str, pg_ledger: tuple[Ledger, str]) -> Target:
     return Target("postgres", _with_query(pg_dsn, schema=schema), ledger)
 
 
-def _unavailable(exc: ServerUnavailable) -> None:
+def _unavailable(exc: ServerUnavailable) -> NoReturn:
     reason = f"cannot start a private server: {exc}"
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(reason)
     pytest.skip(reason)
 
 
+S = TypeVar("S", PrivateRedis, PrivatePostgres)
+
+
+@contextlib.contextmanager
+def _private(kind: type[S], prefix: str) -> Iterator[S]:
+    """A started private server of ``kind`` in a fresh directory, removed after."""
+    directory = private_dir(prefix)
+    try:
+        try:
+            server = kind(directory)
+            server.start()
+        except ServerUnavailable as exc:
+            _unavailable(exc)
+        try:
+            yield server
+        finally:
+            server.close()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 @pytest.fixture
 def private_redis(redis_ledger: tuple[Ledger, str]) -> Iterator[tuple[PrivateRedis, Target]]:
     """A redis-server of the test's own (AOF on) that it may kill; the ledger stays on
     the shared server."""
-    directory = private_dir("tcfault-redis-")
-    server = None
-    try:
-        server = PrivateRedis(directory)
-        server.start()
-    except ServerUnavailable as exc:
-        shutil.rmtree(directory, ignore_errors=True)
-        _unavailable(exc)
-    assert server is not None
     ledger, prefix = redis_ledger
-    try:
+    with _private(PrivateRedis, "tcfault-redis-") as server:
         yield server, Target("redis", _with_query(server.url, prefix=prefix), ledger)
-    finally:
-        server.close()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture
@@ -110,18 +121,6 @@ def private_postgres(
 ) -> Iterator[tuple[PrivatePostgres, Target]]:
     """A PostgreSQL cluster of the test's own that it may restart; the ledger stays
     on the shared server."""
-    directory = private_dir("tcfault-pg-")
-    server = None
-    try:
-        server = PrivatePostgres(directory)
-        server.start()
-    except ServerUnavailable as exc:
-        shutil.rmtree(directory, ignore_errors=True)
-        _unavailable(exc)
-    assert server is not None
     ledger, schema = pg_ledger
-    try:
+    with _private(PrivatePostgres, "tcfault-pg-") as server:
         yield server, Target("postgres", _with_query(server.dsn, schema=schema), ledger)
-    finally:
-        server.close()
-        shutil.rmtree(directory, ignore_errors=True)
