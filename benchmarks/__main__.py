@@ -74,9 +74,7 @@ def parser() -> argparse.ArgumentParser:
         help="load / priority / burst: tasks/s of one worker (default: measured first by a "
         "burn-down of --capacity-n no-ops)",
     )
-    p.add_argument(
-        "--capacity-n", type=int, help="tasks in that burn-down (20,000 memory, 5,000 else)"
-    )
+    p.add_argument("--capacity-n", type=int, help="tasks in that burn-down (20,000)")
     p.add_argument(
         "--producers", type=int, default=4, help="load / priority / burst: producer coroutines"
     )
@@ -114,9 +112,7 @@ def _jobs(
         soak_n = args.soak_n or (10_000 if args.quick else 100_000)
         jobs["soak"] = lambda: scenarios.soak_rss(backend, soak_n, args.concurrency)
     quick = args.quick
-    cap_n = args.capacity_n or (
-        (5_000 if quick else 20_000) if backend == "memory" else (1_000 if quick else 5_000)
-    )
+    cap_n = args.capacity_n or (2_000 if quick else 20_000)
     producers = args.producers
     jobs["load"] = lambda: load.load(
         backend, args.capacity, cap_n, args.load_seconds or (2.0 if quick else 10.0), producers

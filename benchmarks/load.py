@@ -26,6 +26,7 @@ from taskcore.priority import Priority, is_late
 
 from ._common import drop_scratch, percentile, scratch_url, verify_all_succeeded
 from ._run import enqueue_noops
+from ._worker import _redis_info
 from .apps import QUEUE, make_app
 from .scenarios import run_preloaded, serve
 
@@ -120,6 +121,7 @@ class Run:
     starts: dict[int, float]
     samples: list[tuple[float, int, dict[int, int]]]
     late_backend: dict[int, int]  # late starts by priority, as the backend counted them
+    server_calls: dict[str, int]  # Redis: commands by name during the run (server-wide)
 
 
 async def run_plan(
@@ -129,6 +131,7 @@ async def run_plan(
     url = scratch_url(backend)
     try:
         async with make_app(url) as app:
+            before = await _redis_info(url) if backend == "redis" else None
             stop = asyncio.Event()
             sampler = asyncio.create_task(_sample(app, stop))
             try:
@@ -138,12 +141,28 @@ async def run_plan(
             finally:
                 stop.set()
                 samples = await sampler
+            calls: dict[str, int] = {}
+            if before is not None:
+                after = await _redis_info(url)
+                calls = {k: v - before["calls"].get(k, 0) for k, v in after["calls"].items()}
             await verify_all_succeeded(app, count)
             [st] = await app.stats([QUEUE])
     finally:
         await drop_scratch(url)
     waits = [starts[i] - produced.enqueued[i] for i in range(count)]
-    return Run(produced, waits, starts, samples, dict(st.late_by_priority))
+    return Run(produced, waits, starts, samples, dict(st.late_by_priority), calls)
+
+
+def _calls(run: Run, tag: str = "") -> dict[str, Any]:
+    """Redis commands per task during the run (server-wide: other clients add to it)."""
+    if not run.server_calls:
+        return {}
+    n = len(run.waits)
+    top = sorted(run.server_calls.items(), key=lambda kv: -kv[1])[:4]
+    return {
+        "server_commands_per_task" + tag: sum(run.server_calls.values()) / n,
+        "server_top_calls_per_task" + tag: ", ".join(f"{k} {v / n:.2f}" for k, v in top),
+    }
 
 
 async def capacity(backend: str, n: int, concurrency: int) -> float:
@@ -201,6 +220,7 @@ async def load(
             "clear_s" + tag: clear,
             "bounded" + tag: "yes" if clear < 1.0 else "no",
             **{k + tag: v for k, v in _pcts("", run.waits).items()},
+            **_calls(run, tag),
         }
     return out
 
@@ -244,7 +264,7 @@ async def priority_mix(
         out["P4_backlog_at_end"] = during[-1][2].get(4, 0)
     out["P4_backlog_max"] = max((s[2].get(4, 0) for s in run.samples), default=0)
     out["sent_per_s"] = len(p.due) / (p.end - p.t0)
-    return out
+    return out | _calls(run)
 
 
 # -- 6. tenfold burst --------------------------------------------------------------
@@ -290,4 +310,4 @@ async def burst(
     out["backlog_max"] = max((q for _, q, _ in run.samples), default=0)
     # the backlog is clear when the last call sent during the burst has started
     out["clear_s"] = max(0.0, max(run.starts[i] for i in burst_idx) - burst_end)
-    return out
+    return out | _calls(run)
