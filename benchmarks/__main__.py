@@ -88,6 +88,12 @@ def parser() -> argparse.ArgumentParser:
         default=0.1,
         help="burst: base load as a fraction of the capacity (0.1: the burst offers 1x)",
     )
+    p.add_argument(
+        "--burst-max-tasks",
+        type=int,
+        default=400_000,
+        help="burst: most calls in all; a lower base rate if the plan needs more (400,000)",
+    )
     p.add_argument("--scale-n", type=int, help="scaling: tasks drained by 1, 2, 4 workers (20,000)")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     p.add_argument("--quick", action="store_true", help="small sizes, one repeat: a smoke run")
@@ -133,6 +139,7 @@ def _jobs(
         args.burst_seconds or (3.0 if quick else 30.0),
         1.0 if quick else 5.0,
         producers,
+        args.burst_max_tasks,
     )
     payload_n = (
         {"100B": 500, "10KB": 200, "1MB": 10} if quick else {"100B": 5000, "10KB": 2000, "1MB": 50}

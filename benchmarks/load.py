@@ -276,11 +276,14 @@ async def burst(
     burst_s: float,
     calm_s: float,
     producers: int,
+    max_tasks: int,
 ) -> dict[str, Any]:
     """``calm_s`` at ``base_fraction`` of capacity, ``burst_s`` at ten times that,
-    ``calm_s`` at the base rate again."""
+    ``calm_s`` at the base rate again; at most ``max_tasks`` calls in all (a lower base
+    rate if need be: every task's record stays on the shared server until the run
+    ends, about 2.4 KB each on Redis)."""
     cap, source = await _capacity(backend, given, capacity_n, 100)
-    base = base_fraction * cap
+    base = min(base_fraction * cap, max_tasks / (2 * calm_s + 10 * burst_s))
     streams = [
         Stream(0, calm_s, base),
         Stream(calm_s, burst_s, 10 * base),
@@ -297,6 +300,8 @@ async def burst(
         "capacity_per_s": cap,
         "capacity_from": source,
         "base_per_s": base,
+        "base_fraction": base / cap,
+        "capped_by_max_tasks": "yes" if base < base_fraction * cap else "no",
         "burst_per_s": 10 * base,
         "burst_s": burst_s,
     }

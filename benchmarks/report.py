@@ -169,6 +169,7 @@ METRICS: list[Row] = [
     *_load_rows(),
     *_priority_rows(),
     ("burst", "base_per_s", "burst: base load (burst = 10x)", "tasks/s", {}),
+    ("burst", "base_fraction", "burst: base load / capacity", "x", {}),
     ("burst", "burst_sent_per_s", "burst: rate the producers sent in the burst", "tasks/s", {}),
     ("burst", "before_p99_ms", "burst: p99 before", "ms", {}),
     ("burst", "burst_p99_ms", "burst: p99 of tasks sent in the burst", "ms", {}),
