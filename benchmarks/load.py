@@ -105,7 +105,9 @@ async def produce(app: App, ticks: list[tuple[float, int, int]], producers: int)
 async def _sample(app: App, stop: asyncio.Event) -> list[tuple[float, int, dict[int, int]]]:
     samples = []
     while not stop.is_set():
-        [st] = await app.stats([QUEUE])
+        # finished=False: the waiting counts only (PostgreSQL would count every
+        # succeeded row otherwise, loading the server it measures)
+        [st] = await app.backend.stats([QUEUE], finished=False)
         samples.append((time.time(), st.states.get(State.QUEUED, 0), dict(st.depth_by_priority)))
         try:
             await asyncio.wait_for(stop.wait(), SAMPLE_EVERY)
