@@ -229,12 +229,19 @@ async def serve(
         starts = dict(PROBE.starts)
     else:
         await app.backend.stats([QUEUE])  # migrate / connect before the worker
-        proc = await _spawn_worker("latency", url, count, 100)
+        proc = await _spawn_worker("latency", url, count, 100, "--timeout", "36000")
         line = await asyncio.wait_for(proc.stdout.readline(), 60)
         if json.loads(line) != "ready":
             raise BenchError(f"worker said {line!r}")
         produced = await produce()
-        res = await _result(proc)
+        try:
+            res = await asyncio.wait_for(_result(proc), timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise BenchError(
+                f"the worker did not run all {count} tasks within {timeout:g}s of the last enqueue"
+            ) from None
         starts = {int(k): v for k, v in res["starts"].items()}
     if len(starts) != count:
         raise BenchError(f"{len(starts)} of {count} stamped tasks ran")
