@@ -1,8 +1,8 @@
 """Scenario 7: 1, 2 and 4 worker processes drain the same pre-enqueued no-ops.
 
 Each worker process (``_worker share``) connects, prints ``ready`` and waits; the
-parent starts all of them with one line on stdin, polls ``stats()`` every 50 ms until
-all N succeeded, then stops them with a second line. Elapsed = the last accepted
+parent starts all of them with one line on stdin, polls ``stats(finished=False)``
+every 50 ms until nothing is queued or running, then stops them with a second line. Elapsed = the last accepted
 settle of any worker minus the first worker's start (wall clock, same host). Server
 CPU over the same interval: Redis ``INFO cpu`` (``used_cpu_sys`` + ``used_cpu_user``,
 the whole server: other clients of a shared Redis add to it); PostgreSQL: user +
