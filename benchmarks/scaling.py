@@ -2,8 +2,9 @@
 
 Each worker process (``_worker share``) connects, prints ``ready`` and waits; the
 parent starts all of them with one line on stdin, polls ``stats(finished=False)``
-every 50 ms until nothing is queued or running, then stops them with a second line. Elapsed = the last accepted
-settle of any worker minus the first worker's start (wall clock, same host). Server
+every 50 ms until nothing is queued or running, then stops them with a second line.
+Elapsed = the last accepted settle of any worker minus the first worker's start (wall
+clock, same host). Server
 CPU over the same interval: Redis ``INFO cpu`` (``used_cpu_sys`` + ``used_cpu_user``,
 the whole server: other clients of a shared Redis add to it); PostgreSQL: user +
 system CPU of the backend processes serving the workers (found in
