@@ -15,11 +15,26 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from . import scenarios
-from ._common import BACKENDS, BenchError
-from .report import machine, markdown, summarise
+# absolute imports: a process-pool child runs this file as ``__mp_main__`` (anyio)
+from benchmarks import load, scenarios
+from benchmarks._common import BACKENDS, BenchError
+from benchmarks.realistic import realistic
+from benchmarks.report import machine, markdown, summarise
+from benchmarks.scaling import scaling
 
-SCENARIOS = ("burn-down", "enqueue", "latency", "rss", "soak", "pg-claim")
+SCENARIOS = (
+    "burn-down",
+    "enqueue",
+    "latency",
+    "rss",
+    "soak",
+    "pg-claim",
+    "load",
+    "priority",
+    "burst",
+    "scaling",
+    "realistic",
+)
 DEFAULT_N = {"memory": 100_000, "redis": 20_000, "postgres": 20_000}
 QUICK_N = {"memory": 5_000, "redis": 2_000, "postgres": 2_000}
 DEFAULT_RATE = {"memory": 500.0, "redis": 200.0, "postgres": 200.0}
@@ -53,6 +68,33 @@ def parser() -> argparse.ArgumentParser:
         "--finished", type=int, help="pg-claim: finished rows in the full table (1,000,000)"
     )
     p.add_argument("--soak-n", type=int, help="soak: tasks one worker drains (100,000)")
+    p.add_argument(
+        "--capacity",
+        type=float,
+        help="load / priority / burst: tasks/s of one worker (default: measured first by a "
+        "burn-down of --capacity-n no-ops)",
+    )
+    p.add_argument("--capacity-n", type=int, help="tasks in that burn-down (20,000)")
+    p.add_argument(
+        "--producers", type=int, default=4, help="load / priority / burst: producer coroutines"
+    )
+    p.add_argument("--load-seconds", type=float, help="load: seconds per load level (10)")
+    p.add_argument("--priority-seconds", type=float, help="priority: seconds of saturation (8)")
+    p.add_argument("--trickle", type=float, help="priority: P0-P3 tasks/s, each (20)")
+    p.add_argument("--burst-seconds", type=float, help="burst: length of the 10x burst (30)")
+    p.add_argument(
+        "--burst-base",
+        type=float,
+        default=0.1,
+        help="burst: base load as a fraction of the capacity (0.1: the burst offers 1x)",
+    )
+    p.add_argument(
+        "--burst-max-tasks",
+        type=int,
+        default=400_000,
+        help="burst: most calls in all; a lower base rate if the plan needs more (400,000)",
+    )
+    p.add_argument("--scale-n", type=int, help="scaling: tasks drained by 1, 2, 4 workers (20,000)")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     p.add_argument("--quick", action="store_true", help="small sizes, one repeat: a smoke run")
     return p
@@ -75,8 +117,41 @@ def _jobs(
     if backend != "memory":
         soak_n = args.soak_n or (10_000 if args.quick else 100_000)
         jobs["soak"] = lambda: scenarios.soak_rss(backend, soak_n, args.concurrency)
+    quick = args.quick
+    cap_n = args.capacity_n or (2_000 if quick else 20_000)
+    producers = args.producers
+    jobs["load"] = lambda: load.load(
+        backend, args.capacity, cap_n, args.load_seconds or (2.0 if quick else 10.0), producers
+    )
+    jobs["priority"] = lambda: load.priority_mix(
+        backend,
+        args.capacity,
+        cap_n,
+        args.priority_seconds or (2.0 if quick else 8.0),
+        args.trickle or 20.0,
+        producers,
+    )
+    jobs["burst"] = lambda: load.burst(
+        backend,
+        args.capacity,
+        cap_n,
+        args.burst_base,
+        args.burst_seconds or (3.0 if quick else 30.0),
+        1.0 if quick else 5.0,
+        producers,
+        args.burst_max_tasks,
+    )
+    payload_n = (
+        {"100B": 500, "10KB": 200, "1MB": 10} if quick else {"100B": 5000, "10KB": 2000, "1MB": 50}
+    )
+    jobs["realistic"] = lambda: realistic(
+        backend, 2_000 if quick else 20_000, 20 if quick else 200, payload_n, args.concurrency
+    )
+    if backend != "memory":
+        scale_n = args.scale_n or (2_000 if quick else 20_000)
+        jobs["scaling"] = lambda: scaling(backend, scale_n, args.concurrency)
     if backend == "postgres":
-        from .pg_claim import claim_latency
+        from benchmarks.pg_claim import claim_latency
 
         jobs["pg-claim"] = lambda: claim_latency(finished)
     return jobs

@@ -6,6 +6,8 @@ on Redis, the commands the server processed and the client's round trips meanwhi
 ``latency``: start an idle worker, print ``ready``, run ``n`` ``bench.stamp(i)`` calls
 as they arrive and report each body's wall-clock start time. ``soak``: like ``burn``, and
 sample the process's RSS before the worker starts and after every tenth of ``n``.
+``share``: one of several workers on the same tasks, started and stopped by lines on
+stdin (the scaling scenario).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import sys
 import time
 from typing import Any
 
-from .apps import PROBE, QUEUE, make_app
+# absolute: a process-pool child runs this file as ``__mp_main__`` (anyio)
+from benchmarks.apps import PROBE, QUEUE, make_app
 
 
 def _emit(obj: object) -> None:
@@ -56,15 +59,17 @@ async def _redis_info(url: str) -> dict[str, Any]:
     }
 
 
-async def burn(url: str, n: int, concurrency: int, timeout: float) -> dict[str, Any]:
-    from ._run import drain
+async def burn(
+    url: str, n: int, concurrency: int, timeout: float, in_process: bool = True
+) -> dict[str, Any]:
+    from benchmarks._run import drain
 
     app = make_app(url)
     trips = RoundTrips() if url.startswith("redis") else None
     async with app:
         before = await _redis_info(url) if trips else None
         trips_before = trips.count if trips else 0
-        result = await drain(app, n, concurrency, timeout)
+        result = await drain(app, n, concurrency, timeout, in_process)
         if trips and before:
             after = await _redis_info(url)
             result["client_round_trips"] = trips.count - trips_before
@@ -80,8 +85,8 @@ async def burn(url: str, n: int, concurrency: int, timeout: float) -> dict[str, 
 async def soak(url: str, n: int, concurrency: int, timeout: float) -> dict[str, Any]:
     import psutil
 
-    from ._common import count_settles
-    from ._run import drain
+    from benchmarks._common import count_settles
+    from benchmarks._run import drain
 
     proc = psutil.Process()
     app = make_app(url)
@@ -121,17 +126,54 @@ async def latency(url: str, n: int, concurrency: int, timeout: float) -> dict[st
     return {"ran": PROBE.count, "starts": PROBE.starts}
 
 
+async def share(url: str, n: int, concurrency: int, timeout: float) -> dict[str, Any]:
+    """One of several workers draining the same tasks: print ``ready``, start on a
+    ``go`` line on stdin, stop on the next line; report the wall-clock go time, the
+    last accepted settle and how many bodies ran here."""
+    from benchmarks._common import count_settles
+
+    loop = asyncio.get_running_loop()
+    app = make_app(url)
+    last = 0.0
+
+    def on_settled(k: int) -> None:
+        nonlocal last
+        if k:
+            last = time.time()
+
+    async with app:
+        await app.stats([QUEUE])  # connect (and load scripts) before the clock starts
+        count_settles(app, on_settled)
+        PROBE.reset(n)
+        _emit("ready")
+        await loop.run_in_executor(None, sys.stdin.readline)
+        worker = app.worker(concurrency=concurrency, queues=[QUEUE])
+        go = time.time()
+        runner = asyncio.create_task(worker.run())
+        await asyncio.wait_for(loop.run_in_executor(None, sys.stdin.readline), timeout)
+        worker.stop()
+        await runner
+    return {"ran": PROBE.count, "go": go, "last_settle": last}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks._worker")
-    parser.add_argument("mode", choices=["burn", "latency", "soak"])
+    parser.add_argument("mode", choices=["burn", "latency", "soak", "share"])
     parser.add_argument("--url", required=True)
     parser.add_argument("--n", type=int, required=True)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--pool", action="store_true", help="burn: the bodies run in the process pool"
+    )
     args = parser.parse_args(argv)
-    fn = {"burn": burn, "latency": latency, "soak": soak}[args.mode]
     t0 = time.perf_counter()
-    result = asyncio.run(fn(args.url, args.n, args.concurrency, args.timeout))
+    if args.mode == "burn":
+        coro = burn(args.url, args.n, args.concurrency, args.timeout, not args.pool)
+    else:
+        fn = {"latency": latency, "soak": soak, "share": share}[args.mode]
+        coro = fn(args.url, args.n, args.concurrency, args.timeout)
+    result = asyncio.run(coro)
     result["process_seconds"] = time.perf_counter() - t0
     _emit(result)
     return 0

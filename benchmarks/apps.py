@@ -6,13 +6,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable
 
 from taskcore import App
 
-__all__ = ["PROBE", "QUEUE", "URL_ENV", "Probe", "app", "make_app"]
+__all__ = ["CPU_MS", "PROBE", "QUEUE", "URL_ENV", "Probe", "app", "cpu", "make_app"]
 
 URL_ENV = "TASKCORE_BENCH_URL"
 QUEUE = "default"  # the queue a worker consumes by default: one queue per claim
@@ -38,9 +39,26 @@ class Probe:
 
 PROBE = Probe()
 
+CPU_MS = 50.0  # bench.cpu's default busy time
+# The process-pool child imports the task named by the function's module and qualname
+# (``benchmarks.apps.cpu``) and uses only its argument decoding and result encoding:
+# a codec-only app holds it; make_app registers the same function for the workers.
+_POOL_APP = App()
+
+
+@_POOL_APP.task(name="bench.cpu", pool="process")
+def cpu(ms: float = CPU_MS) -> tuple[int, float]:
+    """Burn ``ms`` of CPU in the process pool; returns the child's pid and the wall
+    clock at the end."""
+    end = time.thread_time() + ms / 1000
+    while time.thread_time() < end:
+        pass
+    return os.getpid(), time.time()
+
 
 def make_app(url: str) -> App:
-    """An app with the two benchmark tasks: ``bench.noop()`` and ``bench.stamp(i)``."""
+    """An app with the benchmark tasks: ``bench.noop()``, ``bench.stamp(i)``,
+    ``bench.io(seconds)``, ``bench.blob(data, size)`` and ``bench.cpu(ms)``."""
     app = App(url)
 
     @app.task(name="bench.noop", queue=QUEUE)
@@ -53,6 +71,18 @@ def make_app(url: str) -> App:
         PROBE.starts[i] = time.time()
         PROBE.hit()
 
+    @app.task(name="bench.io", queue=QUEUE)
+    async def io(seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        PROBE.hit()
+
+    @app.task(name="bench.blob", queue=QUEUE)
+    async def blob(data: str, size: int) -> None:
+        if len(data) != size:  # the payload arrived whole, or the task fails
+            raise ValueError(f"payload of {len(data)} characters, expected {size}")
+        PROBE.hit()
+
+    app.task(name="bench.cpu", queue=QUEUE, pool="process")(cpu.fn)
     return app
 
 

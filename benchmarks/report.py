@@ -17,8 +17,105 @@ import psutil
 
 from ._common import PG_URL, REDIS_URL
 
+Row = tuple[str, str, str, str, dict[str, tuple[float, str]]]
+_ALL_UNDER_1 = {"memory": (1.0, "max"), "redis": (1.0, "max"), "postgres": (1.0, "max")}
+
+
+def _load_rows() -> list[Row]:
+    rows: list[Row] = [("load", "capacity_per_s", "load: capacity (burn-down)", "tasks/s", {})]
+    for pct in (50, 90):
+        rows += [
+            ("load", f"offered_per_s_{pct}", f"load {pct}%: offered", "tasks/s", {}),
+            ("load", f"sent_per_s_{pct}", f"load {pct}%: sent by the producers", "tasks/s", {}),
+            ("load", f"p50_ms_{pct}", f"load {pct}%: enqueue→start p50", "ms", {}),
+            ("load", f"p95_ms_{pct}", f"load {pct}%: enqueue→start p95", "ms", {}),
+            ("load", f"p99_ms_{pct}", f"load {pct}%: enqueue→start p99", "ms", {}),
+            ("load", f"backlog_max_{pct}", f"load {pct}%: largest backlog sampled", "tasks", {}),
+            (
+                "load",
+                f"clear_s_{pct}",
+                f"load {pct}%: last start after the producers stopped (bounded if < 1 s)",
+                "s",
+                _ALL_UNDER_1,
+            ),
+        ]
+    return rows
+
+
+def _priority_rows() -> list[Row]:
+    rows: list[Row] = []
+    for prio in range(5):
+        rows += [
+            ("priority", f"P{prio}_p50_ms", f"priority mix: P{prio} wait p50", "ms", {}),
+            ("priority", f"P{prio}_p99_ms", f"priority mix: P{prio} wait p99", "ms", {}),
+        ]
+        if prio < 4:  # P4 has no SLA
+            rows.append(
+                (
+                    "priority",
+                    f"P{prio}_late",
+                    f"priority mix: P{prio} late starts",
+                    "",
+                    _ALL_UNDER_1,
+                )
+            )
+    return [
+        *rows,
+        ("priority", "P0_first_half_p99_ms", "priority mix: P0 p99, first half", "ms", {}),
+        ("priority", "P0_second_half_p99_ms", "priority mix: P0 p99, second half", "ms", {}),
+        ("priority", "P4_backlog_first", "priority mix: P4 backlog, first sample", "tasks", {}),
+        (
+            "priority",
+            "P4_backlog_at_end",
+            "priority mix: P4 backlog when sending ended",
+            "tasks",
+            {},
+        ),
+    ]
+
+
+def _scaling_rows() -> list[Row]:
+    rows: list[Row] = []
+    for w in (1, 2, 4):
+        rows += [
+            ("scaling", f"tasks_per_s_{w}w", f"scaling: {w} worker process(es)", "tasks/s", {}),
+            ("scaling", f"speedup_{w}w", f"scaling: {w} workers / 1 worker", "x", {}),
+            (
+                "scaling",
+                f"server_cpu_cores_{w}w",
+                f"scaling: server CPU with {w} workers",
+                "cores",
+                {},
+            ),
+        ]
+    return rows
+
+
+def _payload_rows() -> list[Row]:
+    rows: list[Row] = []
+    for size in ("100B", "10KB", "1MB"):
+        rows += [
+            (
+                "realistic",
+                f"payload_{size}_enqueue_per_s",
+                f"payload {size}: enqueue",
+                "tasks/s",
+                {},
+            ),
+            ("realistic", f"payload_{size}_drain_per_s", f"payload {size}: drain", "tasks/s", {}),
+            (
+                "realistic",
+                f"payload_{size}_round_trip_per_s",
+                f"payload {size}: round trip (enqueue + drain)",
+                "tasks/s",
+                {},
+            ),
+        ]
+    return rows
+
+
 # (scenario, key, label, unit, {backend: (target, "min"|"max")})
-METRICS: list[tuple[str, str, str, str, dict[str, tuple[float, str]]]] = [
+METRICS: list[Row] = [
     (
         "burn-down",
         "tasks_per_s",
@@ -69,6 +166,31 @@ METRICS: list[tuple[str, str, str, str, dict[str, tuple[float, str]]]] = [
         "MB",
         {"redis": (5, "max"), "postgres": (5, "max")},
     ),
+    *_load_rows(),
+    *_priority_rows(),
+    ("burst", "base_per_s", "burst: base load (burst = 10x)", "tasks/s", {}),
+    ("burst", "base_fraction", "burst: base load / capacity", "x", {}),
+    ("burst", "burst_sent_per_s", "burst: rate the producers sent in the burst", "tasks/s", {}),
+    ("burst", "before_p99_ms", "burst: p99 before", "ms", {}),
+    ("burst", "burst_p99_ms", "burst: p99 of tasks sent in the burst", "ms", {}),
+    ("burst", "after_p99_ms", "burst: p99 after", "ms", {}),
+    ("burst", "rise_p99_x", "burst: p99 rise (burst / before)", "x", {}),
+    ("burst", "backlog_max", "burst: largest backlog sampled", "tasks", {}),
+    ("burst", "clear_s", "burst: backlog cleared after the burst in", "s", {}),
+    *_scaling_rows(),
+    ("realistic", "io_tasks_per_s", "10 ms I/O tasks, 100 slots (ideal 10,000)", "tasks/s", {}),
+    ("realistic", "io_ratio_to_ideal", "10 ms I/O tasks / ideal", "x", {}),
+    ("realistic", "cpu_tasks_per_s", "50 ms CPU tasks, process pool, incl. start", "tasks/s", {}),
+    ("realistic", "cpu_steady_tasks_per_s", "50 ms CPU tasks, steady state", "tasks/s", {}),
+    ("realistic", "cpu_steady_ratio_to_ideal", "CPU tasks steady / ideal (cores / 50 ms)", "x", {}),
+    (
+        "realistic",
+        "cpu_steady_ratio_to_baseline",
+        "CPU tasks steady / bare anyio.to_process (same run)",
+        "x",
+        {},
+    ),
+    *_payload_rows(),
     ("pg-claim", "empty_limit1_p50_ms", "claim(limit=1) p50, empty table", "ms", {}),
     ("pg-claim", "full_limit1_p50_ms", "claim(limit=1) p50, with finished rows", "ms", {}),
     ("pg-claim", "empty_limit100_p50_ms", "claim(limit=100) p50, empty table", "ms", {}),
@@ -252,6 +374,12 @@ def markdown(result: dict[str, Any]) -> str:
                 f"- pg-claim {backend}: 'with finished rows' = "
                 f"{entry['median']['finished_rows']:,} succeeded rows generated in the table"
             )
+    for scenario in ("load", "priority", "burst"):
+        for backend, entry in result["results"].get(scenario, {}).items():
+            if "median" in entry:
+                notes.append(
+                    f"- {scenario} {backend}: capacity from {entry['median']['capacity_from']}"
+                )
     if notes:
         lines += ["", *notes]
     return "\n".join(lines) + "\n"

@@ -8,14 +8,19 @@ import json
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 
-from ._common import BenchError, drop_scratch, percentile, scratch_url
+from taskcore import App
+
+from ._common import BenchError, drop_scratch, percentile, scratch_url, verify_all_succeeded
 from ._run import drain, enqueue_noops
-from .apps import PROBE, URL_ENV, make_app
+from .apps import PROBE, QUEUE, URL_ENV, make_app
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 # The worker processes' interpreter: by default this one; the peer suite points it at a
@@ -31,7 +36,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-async def _spawn_worker(mode: str, url: str, n: int, concurrency: int) -> Any:
+async def _spawn_worker(
+    mode: str, url: str, n: int, concurrency: int, *extra: str, stdin: Any = None
+) -> Any:
     return await asyncio.create_subprocess_exec(
         WORKER_PYTHON,
         "-m",
@@ -43,8 +50,10 @@ async def _spawn_worker(mode: str, url: str, n: int, concurrency: int) -> Any:
         str(n),
         "--concurrency",
         str(concurrency),
+        *extra,
         cwd=ROOT,
         env=_env(),
+        stdin=stdin,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -91,23 +100,44 @@ async def asyncio_queue_baseline(n: int) -> float:
     return elapsed
 
 
+async def run_preloaded(
+    backend: str,
+    url: str,
+    n: int,
+    concurrency: int,
+    preload: Callable[[App], Awaitable[None]],
+    in_process: bool = True,
+    inspect: Callable[[App], Awaitable[Any]] | None = None,
+) -> dict[str, Any]:
+    """``preload(app)`` enqueues ``n`` tasks, then ONE worker drains them: in this
+    process on memory, else a worker process. Raises unless all ``n`` succeeded.
+    Returns the worker's figures (``elapsed``: worker start to last settle),
+    ``preload_s`` and, given ``inspect``, what ``inspect(app)`` returned after the run.
+    ``in_process=False``: process-pool tasks (see ``drain``)."""
+    async with make_app(url) as app:
+        t0 = time.perf_counter()
+        await preload(app)
+        preload_s = time.perf_counter() - t0
+        if backend == "memory":
+            res = await drain(app, n, concurrency, 300, in_process)
+            if inspect:
+                res["inspected"] = await inspect(app)
+    if backend != "memory":
+        extra = () if in_process else ("--pool",)
+        res = await _result(await _spawn_worker("burn", url, n, concurrency, *extra))
+        async with make_app(url) as check:  # the parent checks the worker's claim
+            await verify_all_succeeded(check, n)
+            if inspect:
+                res["inspected"] = await inspect(check)
+    res["preload_s"] = preload_s
+    return res
+
+
 async def burn_down(backend: str, n: int, concurrency: int) -> dict[str, Any]:
     url = scratch_url(backend)
     try:
-        app = make_app(url)
-        async with app:
-            t0 = time.perf_counter()
-            await enqueue_noops(app, n)
-            enqueue_s = time.perf_counter() - t0
-            if backend == "memory":
-                res = await drain(app, n, concurrency, timeout=300)
-        if backend != "memory":
-            proc = await _spawn_worker("burn", url, n, concurrency)
-            res = await _result(proc)
-            async with make_app(url) as check:  # the parent checks the worker's claim
-                from ._common import verify_all_succeeded
-
-                await verify_all_succeeded(check, n)
+        res = await run_preloaded(backend, url, n, concurrency, lambda app: enqueue_noops(app, n))
+        enqueue_s = res["preload_s"]
     finally:
         await drop_scratch(url)
     base = await asyncio_queue_baseline(n)
@@ -169,34 +199,62 @@ async def _paced(app: Any, rate: float, count: int) -> list[str]:
     return ids
 
 
+async def serve(
+    backend: str,
+    app: App,
+    url: str,
+    count: int,
+    produce: Callable[[], Awaitable[T]],
+    timeout: float = 30,
+) -> tuple[T, dict[int, float]]:
+    """Start an idle worker (in this process on memory, else a ``latency`` worker
+    process), run ``produce()``, which must enqueue ``bench.stamp(i)`` for i in
+    0..count-1, and wait until all ``count`` bodies ran (``timeout`` seconds after
+    ``produce()`` returned). Returns what ``produce()`` returned and each body's
+    wall-clock start by i."""
+    if backend == "memory":
+        done = asyncio.Event()
+        PROBE.reset(count, done.set)
+        worker = app.worker(queues=[QUEUE])
+        runner = asyncio.create_task(worker.run())
+        await asyncio.sleep(0.5)
+        try:
+            produced = await produce()
+            await asyncio.wait_for(done.wait(), timeout)
+        except TimeoutError:
+            raise BenchError(f"{PROBE.count} of {count} tasks ran") from None
+        finally:
+            worker.stop()
+            await runner
+        starts = dict(PROBE.starts)
+    else:
+        await app.backend.stats([QUEUE])  # migrate / connect before the worker
+        proc = await _spawn_worker("latency", url, count, 100, "--timeout", "36000")
+        line = await asyncio.wait_for(proc.stdout.readline(), 60)
+        if json.loads(line) != "ready":
+            raise BenchError(f"worker said {line!r}")
+        produced = await produce()
+        try:
+            res = await asyncio.wait_for(_result(proc), timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise BenchError(
+                f"the worker did not run all {count} tasks within {timeout:g}s of the last enqueue"
+            ) from None
+        starts = {int(k): v for k, v in res["starts"].items()}
+    if len(starts) != count:
+        raise BenchError(f"{len(starts)} of {count} stamped tasks ran")
+    return produced, starts
+
+
 async def latency(backend: str, rate: float, seconds: float) -> dict[str, Any]:
     count = max(1, int(rate * seconds))
     url = scratch_url(backend)
     try:
         app = make_app(url)
         async with app:
-            if backend == "memory":
-                done = asyncio.Event()
-                PROBE.reset(count, done.set)
-                worker = app.worker(queues=["default"])
-                runner = asyncio.create_task(worker.run())
-                await asyncio.sleep(0.5)
-                ids = await _paced(app, rate, count)
-                await asyncio.wait_for(done.wait(), 30)
-                worker.stop()
-                await runner
-                starts = dict(PROBE.starts)
-            else:
-                await app.backend.stats(["default"])  # migrate / connect before the worker
-                proc = await _spawn_worker("latency", url, count, 100)
-                line = await asyncio.wait_for(proc.stdout.readline(), 60)
-                if json.loads(line) != "ready":
-                    raise BenchError(f"worker said {line!r}")
-                ids = await _paced(app, rate, count)
-                res = await _result(proc)
-                starts = {int(k): v for k, v in res["starts"].items()}
-            if len(starts) != count:
-                raise BenchError(f"{len(starts)} of {count} latency tasks ran")
+            ids, starts = await serve(backend, app, url, count, lambda: _paced(app, rate, count))
             lat = []
             for i, tid in enumerate(ids):
                 record = await app.backend.get(tid)
@@ -229,8 +287,6 @@ async def soak_rss(backend: str, n: int, concurrency: int) -> dict[str, Any]:
             await enqueue_noops(app, n)
         res = await _result(await _spawn_worker("soak", url, n, concurrency))
         async with make_app(url) as check:
-            from ._common import verify_all_succeeded
-
             await verify_all_succeeded(check, n)
     finally:
         await drop_scratch(url)
