@@ -445,3 +445,40 @@ async def test_an_id_deduplicated_by_unique_key_is_not_indexed(
         [ra2] = await b.enqueue([a])
         assert (ra2.id, ra2.created) == (a.id, False)
         assert admin.hget(b.keys.index, a.id) == b"q"
+
+
+async def test_a_settle_and_a_claim_in_one_turn_share_a_round_trip(
+    redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from redis.asyncio.connection import AbstractConnection
+
+    clock = FakeClock()
+    async with _backend(redis_url, prefix, clock) as b:
+        await b.enqueue([make_message(clock) for _ in range(3)])
+        [first] = await b.claim(["q"], 1, 30, "w")
+        writes = 0
+        send = AbstractConnection.send_packed_command
+
+        async def counting(conn: AbstractConnection, *args: object, **kwargs: object) -> None:
+            nonlocal writes
+            writes += 1
+            await send(conn, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
+        got: dict[str, object] = {}
+
+        async def settle() -> None:
+            got["settled"] = await b.settle(
+                [Outcome(first.message.id, first.token, OutcomeKind.SUCCEEDED, clock.now())]
+            )
+
+        async def claim() -> None:
+            got["claimed"] = await b.claim(["q"], 5, 30, "w")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(settle)
+            tg.start_soon(claim)
+        assert writes == 1
+        assert got["settled"] == [True] and len(got["claimed"]) == 2  # type: ignore[arg-type]
+        [stats] = await b.stats(["q"])
+        assert stats.states[State.SUCCEEDED] == 1 and stats.states[State.RUNNING] == 2
