@@ -201,9 +201,7 @@ class Worker:
         self._idle: deque[anyio.Event] = deque()
         self._closed = False
         self._waking = False
-        # fast: a flush reaches the backend in the turn it starts, with the claim that
-        # follows the same runs (the Redis backend sends the two in one round trip)
-        self._settle_lock = anyio.Lock(fast_acquire=True)
+        self._settle_lock = anyio.Lock()
         self._tracing = app.telemetry.tracing
         self._claimed = 0
         self._stop_requested = False
@@ -731,8 +729,17 @@ class Worker:
     async def _flush(self) -> None:
         # one settle at a time: the final flush at shutdown waits for the one in flight
         # instead of cancelling it (that would lose its outcomes)
-        async with self._settle_lock:
+        # A free lock is taken without yielding: the flush reaches the backend in the
+        # turn it starts, with the claim that follows the same runs (the Redis backend
+        # sends the two in one round trip).
+        try:
+            self._settle_lock.acquire_nowait()
+        except anyio.WouldBlock:
+            await self._settle_lock.acquire()
+        try:
             await self._flush_locked()
+        finally:
+            self._settle_lock.release()
 
     async def _flush_locked(self) -> None:
         failures = 0

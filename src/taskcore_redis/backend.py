@@ -235,6 +235,9 @@ class RedisBackend(Coordination):
         batch = self._batch = _Batch(list(calls), [what])
         try:
             await anyio.lowlevel.checkpoint()  # the others of this turn join meanwhile
+        except BaseException:
+            batch.sent.set()  # cancelled before sending: the others send their own
+            raise
         finally:
             self._batch = None
         try:

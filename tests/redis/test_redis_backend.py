@@ -482,3 +482,35 @@ async def test_a_settle_and_a_claim_in_one_turn_share_a_round_trip(
         assert got["settled"] == [True] and len(got["claimed"]) == 2  # type: ignore[arg-type]
         [stats] = await b.stats(["q"])
         assert stats.states[State.SUCCEEDED] == 1 and stats.states[State.RUNNING] == 2
+
+
+async def _cancel(scope: anyio.CancelScope) -> None:
+    scope.cancel()
+
+
+async def test_calls_that_joined_a_cancelled_round_trip_send_their_own(
+    redis_url: str, prefix: str
+) -> None:
+    clock = FakeClock()
+    async with _backend(redis_url, prefix, clock) as b:
+        await b.enqueue([make_message(clock) for _ in range(2)])
+        [first] = await b.claim(["q"], 1, 30, "w")
+        scope = anyio.CancelScope()
+        settled: list[bool] = []
+
+        async def claim() -> None:  # sends the turn's round trip, then is cancelled
+            with scope:
+                await b.claim(["q"], 5, 30, "w")
+
+        async def settle() -> None:  # joins it
+            ok = Outcome(first.message.id, first.token, OutcomeKind.SUCCEEDED, clock.now())
+            settled.extend(await b.settle([ok]))
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(claim)
+                tg.start_soon(settle)
+                tg.start_soon(_cancel, scope)
+        assert settled == [True]
+        [stats] = await b.stats(["q"])
+        assert stats.states[State.SUCCEEDED] == 1 and stats.states[State.QUEUED] == 1
