@@ -729,17 +729,8 @@ class Worker:
     async def _flush(self) -> None:
         # one settle at a time: the final flush at shutdown waits for the one in flight
         # instead of cancelling it (that would lose its outcomes)
-        # A free lock is taken without yielding: the flush reaches the backend in the
-        # turn it starts, with the claim that follows the same runs (the Redis backend
-        # sends the two in one round trip).
-        try:
-            self._settle_lock.acquire_nowait()
-        except anyio.WouldBlock:
-            await self._settle_lock.acquire()
-        try:
+        async with self._settle_lock:
             await self._flush_locked()
-        finally:
-            self._settle_lock.release()
 
     async def _flush_locked(self) -> None:
         failures = 0

@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import anyio
-import anyio.lowlevel
 import attrs
 from redis.exceptions import NoScriptError, ResponseError
 
@@ -70,16 +69,6 @@ class _Claimer:
     lease_seconds: float
     worker: str
     max_priority: int
-
-
-@attrs.define(eq=False)
-class _Batch:
-    """Script calls made in one turn of the event loop, sent in one round trip."""
-
-    calls: list[Call] = attrs.Factory(list)
-    whats: list[str] = attrs.Factory(list)
-    replies: list[Any] | None = None
-    sent: anyio.Event = attrs.Factory(anyio.Event)
 
 
 @attrs.frozen
@@ -152,7 +141,6 @@ class RedisBackend(Coordination):
         self._inbox_id = uuid.uuid4().hex  # this backend's wake-up inbox (see wait())
         self._inboxes: set[str] = set()
         self._kept_reply: str | None = None  # the last such claim's kept reply
-        self._batch: _Batch | None = None  # see _run()
         subscribe = getattr(self.clock, "subscribe", None)
         if subscribe is not None:  # a fake clock: wake local waiters when it moves
             subscribe(self._on_clock)
@@ -216,40 +204,6 @@ class RedisBackend(Coordination):
         keys += extra
         return (self._scripts[name], keys, [repr(now), self.keys.base(queue), *args])
 
-    async def _run(self, what: str, calls: list[Call], task_id: str | None = None) -> list[Any]:
-        """Run script calls, in one round trip with the calls that other tasks make in
-        the same turn of the event loop (a worker's settle and its next claim, which
-        both follow the runs that just ended). Every call carries a request id, so the
-        shared round trip is retried as safely as each alone."""
-        if not calls:
-            return []
-        batch = self._batch
-        if batch is not None:  # someone sends in a moment: join
-            start = len(batch.calls)
-            batch.calls += calls
-            batch.whats.append(what)
-            await batch.sent.wait()
-            if batch.replies is None:  # that round trip failed: ours alone
-                return await self._conn.run(what, calls, task_id=task_id)
-            return batch.replies[start : start + len(calls)]
-        batch = self._batch = _Batch(list(calls), [what])
-        try:
-            await anyio.lowlevel.checkpoint()  # the others of this turn join meanwhile
-        except BaseException:
-            batch.sent.set()  # cancelled before sending: the others send their own
-            raise
-        finally:
-            self._batch = None
-        try:
-            joined = len(batch.whats) > 1
-            replies = await self._conn.run(
-                " + ".join(batch.whats), batch.calls, task_id=None if joined else task_id
-            )
-            batch.replies = replies
-        finally:
-            batch.sent.set()
-        return replies[: len(calls)]
-
     async def _locate(self, ids: Iterable[str]) -> dict[str, str]:
         """Map task ids to their queues (unknown ids are left out)."""
         found: dict[str, str] = {}
@@ -302,7 +256,7 @@ class RedisBackend(Coordination):
             items = pack([item_of(i) for i in positions])
             calls.append(self._call(script, q, [*lead, items], request))
         out: list[Any] = [None] * len(ids)
-        replies = await self._run(what, calls, task_id=ids[0] if len(ids) == 1 else None)
+        replies = await self._conn.run(what, calls, task_id=ids[0] if len(ids) == 1 else None)
         for positions, reply in zip(groups.values(), replies, strict=True):
             for i, r in zip(positions, reply, strict=True):
                 out[i] = r
@@ -487,7 +441,7 @@ class RedisBackend(Coordination):
                 [limit - len(leases), worker, max_priority, repr(lease_seconds)],
                 uuid.uuid4().hex,
             )
-            [(rows, due, now)] = await self._run("claim", [call])
+            [(rows, due, now)] = await self._conn.run("claim", [call])
             if due:
                 dues.append(float(due))
             leases += self._leases(q, rows, float(now), lease_seconds, worker)
