@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import attrs
 import psutil
 
@@ -436,6 +437,8 @@ class Worker:
             for run in new_runs:
                 self._running[run.lease.message.id] = run
             self._hand_out(new_runs)
+            # let the slots start these runs before the next claim is prepared and sent
+            await anyio.lowlevel.checkpoint()
 
     # -- running ------------------------------------------------------------------
     def _stopped_outcome(self, run: _Run) -> Outcome | None:

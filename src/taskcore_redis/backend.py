@@ -7,14 +7,17 @@ scripts, one round trip). Time always comes from the client's clock as an argume
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import anyio
+import attrs
+from redis.exceptions import NoScriptError, ResponseError
 
 from taskcore.backend import (
     EnqueueResult,
@@ -29,6 +32,7 @@ from taskcore.backend import (
     TaskRecord,
 )
 from taskcore.clock import Clock, SystemClock
+from taskcore.errors import BackendError
 from taskcore.scheduling import DEFAULT_POLICY, SchedulingPolicy
 from taskcore.states import TERMINAL, State
 
@@ -54,6 +58,29 @@ def _s(v: bytes | str) -> str:
     return v.decode() if isinstance(v, bytes) else v
 
 
+@attrs.frozen
+class _Claimer:
+    """The arguments of the last claim that emptied its queues, less what it got: a
+    wait() on one of them claims in the round trip that wakes it (see wait())."""
+
+    queues: tuple[str, ...]
+    due: float | None  # the first scheduled task's due time, if any
+    limit: int  # slots the caller had left after that claim
+    lease_seconds: float
+    worker: str
+    max_priority: int
+
+
+@attrs.frozen
+class _Taken:
+    """Leases a wait() took for the next claim() with the same arguments."""
+
+    claimer: _Claimer
+    leases: list[Lease]
+    dry: bool  # the claim that took them emptied the queue again
+    due: float | None
+
+
 class RedisBackend(Coordination):
     """Tasks in Redis; ``redis://`` and ``rediss://`` (TLS) in a URL.
 
@@ -75,6 +102,12 @@ class RedisBackend(Coordination):
     Raises:
         ConfigurationError: the URL or an option is invalid.
     """
+
+    one_round_trip_enqueue = True
+    """``enqueue`` indexes the ids in the queue's own script (one round trip) instead
+    of running index.lua first (two). That script then touches two cluster slots
+    (``{P}:idx`` and ``{P:Q}``): fine on the single-node client this class uses; a
+    Redis Cluster client must set this to False."""
 
     def __init__(
         self,
@@ -99,10 +132,15 @@ class RedisBackend(Coordination):
         self._local_wake: anyio.Event | None = None
         # Queues this backend has seen in the registry (saves a SADD per enqueue).
         self._registered: set[str] = set()
-        # Set by a claim that emptied the ready sets of all its queues: those queues
-        # and the due time of their next scheduled task. The next wait() on the same
-        # queues blocks at once instead of looking first (see wait()).
-        self._drained: tuple[tuple[str, ...], float | None] | None = None
+        # Set by a claim that emptied the ready sets of all its queues: those queues,
+        # the due time of their next scheduled task and the claim's arguments. The
+        # next wait() on the same queues blocks at once instead of looking first, and
+        # claims in the round trip that wakes it (see wait()).
+        self._drained: _Claimer | None = None
+        self._taken: _Taken | None = None  # what that claim took, for the next claim()
+        self._inbox_id = uuid.uuid4().hex  # this backend's wake-up inbox (see wait())
+        self._inboxes: set[str] = set()
+        self._kept_reply: str | None = None  # the last such claim's kept reply
         subscribe = getattr(self.clock, "subscribe", None)
         if subscribe is not None:  # a fake clock: wake local waiters when it moves
             subscribe(self._on_clock)
@@ -124,7 +162,20 @@ class RedisBackend(Coordination):
 
     async def aclose(self) -> None:
         self._on_clock()
+        taken, self._taken = self._taken, None
+        with contextlib.suppress(BackendError):
+            if taken is not None:  # a wait() claimed, nobody asked for the leases
+                await self._release(taken.leases)
+            leftovers = [*self._inboxes, *([self._kept_reply] if self._kept_reply else [])]
+            if leftovers:
+                await self._conn.call("close", lambda: self._unlink_each(leftovers))
         await self._conn.close()
+
+    async def _unlink_each(self, keys: Sequence[str]) -> None:
+        async with self._r.pipeline(transaction=False) as pipe:
+            for key in keys:  # one key per command: they may be in different slots
+                pipe.unlink(key)
+            await pipe.execute()
 
     # -- internals ------------------------------------------------------------
     def _on_clock(self) -> None:
@@ -132,16 +183,25 @@ class RedisBackend(Coordination):
             self._local_wake.set()
             self._local_wake = None
 
-    def _call(self, name: str, queue: str, args: Sequence[Any], request: str | None = None) -> Call:
+    def _call(
+        self,
+        name: str,
+        queue: str,
+        args: Sequence[Any],
+        request: str | None = None,
+        extra: Sequence[str] = (),
+    ) -> Call:
         """A per-queue script call: KEYS[1] is the queue's meta key (cluster routing).
 
         ``request`` names the call so it can be sent again after a lost reply: the
-        script keeps its reply under that name and does not run twice.
+        script keeps its reply under that name and does not run twice. ``extra``:
+        further keys of the queue (after the reply key; needs ``request``).
         """
         now = self.clock.now()
         keys = [self.keys.meta(queue)]
         if request is not None:
             keys.append(self.keys.reply(queue, request))
+        keys += extra
         return (self._scripts[name], keys, [repr(now), self.keys.base(queue), *args])
 
     async def _locate(self, ids: Iterable[str]) -> dict[str, str]:
@@ -242,17 +302,24 @@ class RedisBackend(Coordination):
         now = self.clock.now()
         if any(m.eligible_at > now for m in messages):
             self._drained = None  # scheduled work the drained hint does not know about
-        index_args = [pack([(m.id, m.queue) for m in messages])]
-        indexed = await self._conn.run(
-            "enqueue", [(self._scripts["index"], [self.keys.index], index_args)]
-        )
-        known: dict[int, str] = {}
-        flat = indexed[0]
-        for j in range(0, len(flat), 2):
-            known[int(flat[j]) - 1] = flat[j + 1].decode()
         groups: dict[str, list[int]] = defaultdict(list)
         for i, m in enumerate(messages):
             groups[m.queue].append(i)
+        # One round trip: each queue's script indexes its ids. Not when one id goes to
+        # two queues in this batch: the first in the batch must win, as with the index
+        # written first (the queues' scripts run queue by queue).
+        one_trip = self.one_round_trip_enqueue and (
+            len(groups) == 1 or len({m.id for m in messages}) == len(messages)
+        )
+        known: dict[int, str] = {}
+        if not one_trip:
+            index_args = [pack([(m.id, m.queue) for m in messages])]
+            indexed = await self._conn.run(
+                "enqueue", [(self._scripts["index"], [self.keys.index], index_args)]
+            )
+            flat = indexed[0]
+            for j in range(0, len(flat), 2):
+                known[int(flat[j]) - 1] = flat[j + 1].decode()
         request = uuid.uuid4().hex
         calls: list[Call] = []
         chunks: list[list[int]] = []
@@ -283,7 +350,11 @@ class RedisBackend(Coordination):
                             m.task,
                         )
                     )
-                call = self._call("enqueue", q, [pack(items)], f"{request}.{len(calls)}")
+                request_id = f"{request}.{len(calls)}"
+                if one_trip:  # the script indexes the ids itself
+                    call = self._call("enqueue", q, [pack(items), q], request_id, [self.keys.index])
+                else:
+                    call = self._call("enqueue", q, [pack(items)], request_id)
                 calls.append(call)
                 chunks.append(chunk)
         replies = await self._conn.run("enqueue", calls)
@@ -297,7 +368,11 @@ class RedisBackend(Coordination):
                     continue
                 tid, state = item
                 task_id = tid.decode()
-                if task_id != messages[i].id and i not in known:
+                if (
+                    task_id != messages[i].id
+                    and i not in known
+                    and not one_trip  # the script unindexed it
+                ):
                     orphans.append(messages[i].id)  # deduped by unique key: unindex
                 if not state:  # the task this id names lives in another queue
                     elsewhere.append((i, task_id))
@@ -339,33 +414,69 @@ class RedisBackend(Coordination):
     ) -> list[Lease]:
         leases: list[Lease] = []
         self._drained = None
+        taken, self._taken = self._taken, None
+        if taken is not None:
+            c = taken.claimer
+            if limit > 0 and (c.queues, c.lease_seconds, c.worker, c.max_priority) == (
+                tuple(queues),
+                lease_seconds,
+                worker,
+                max_priority,
+            ):
+                # the wait() that just returned claimed for this call
+                leases, extra = taken.leases[:limit], taken.leases[limit:]
+                if extra:  # fewer slots than when it claimed: no prefetch
+                    await self._release(extra)
+                elif taken.dry:
+                    self._drained = attrs.evolve(c, due=taken.due, limit=limit - len(leases))
+                return leases
+            await self._release(taken.leases)
         if limit <= 0:
             return leases
         dues: list[float] = []
         for q in queues:
-            now = self.clock.now()
-            expires = now + lease_seconds
             call = self._call(
                 "claim",
                 q,
-                [limit - len(leases), worker, max_priority, repr(expires)],
+                [limit - len(leases), worker, max_priority, repr(lease_seconds)],
                 uuid.uuid4().hex,
             )
-            [(rows, due)] = await self._conn.run("claim", [call])
+            [(rows, due, now)] = await self._conn.run("claim", [call])
             if due:
                 dues.append(float(due))
-            for blob, token, attempt, ready in rows:
-                msg = decode_message(blob)
-                self._remember(msg.id, q)
-                leases.append(
-                    Lease(msg, int(token), int(attempt), worker, expires, now, float(ready))
-                )
+            leases += self._leases(q, rows, float(now), lease_seconds, worker)
             if len(leases) >= limit:
                 break
         else:
             if max_priority >= 4:  # every queue ran dry (the script says so then)
-                self._drained = (tuple(queues), min(dues, default=None))
+                self._drained = _Claimer(
+                    tuple(queues),
+                    min(dues, default=None),
+                    limit - len(leases),
+                    lease_seconds,
+                    worker,
+                    max_priority,
+                )
         return leases
+
+    def _leases(
+        self, queue: str, rows: list[Any], now: float, lease_seconds: float, worker: str
+    ) -> list[Lease]:
+        expires = now + lease_seconds
+        out = []
+        for blob, token, attempt, ready in rows:
+            msg = decode_message(blob)
+            self._remember(msg.id, queue)
+            out.append(Lease(msg, int(token), int(attempt), worker, expires, now, float(ready)))
+        return out
+
+    async def _release(self, leases: Sequence[Lease]) -> None:
+        """Hand leases back to their queues (attempt not spent)."""
+        if leases:
+            now = self.clock.now()
+            await self.settle(
+                [Outcome(x.message.id, x.token, OutcomeKind.RELEASED, now) for x in leases]
+            )
 
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
         if not outcomes:
@@ -446,6 +557,20 @@ class RedisBackend(Coordination):
         if not queues:
             await anyio.sleep(max(0.0, timeout))
             return
+        try:
+            await self._wait(queues, timeout)
+        except BaseException:
+            # cancelled (the worker stops) after claiming: nobody will take the leases
+            taken, self._taken = self._taken, None
+            if taken is not None and taken.leases:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                    try:
+                        await self._release(taken.leases)
+                    except BackendError:  # their leases expire and reap() requeues them
+                        pass
+            raise
+
+    async def _wait(self, queues: Sequence[str], timeout: float) -> None:
         deadline = anyio.current_time() + timeout
         wake_keys = [self.keys.wake(q) for q in queues]
         fake = hasattr(self.clock, "subscribe")
@@ -454,14 +579,20 @@ class RedisBackend(Coordination):
         # and only the next scheduled task's due time is needed (the claim returned
         # it). Scheduled work enqueued since is seen at the next look, within _POLL.
         drained, self._drained = self._drained, None
-        skip_look = drained is not None and drained[0] == tuple(queues)
+        skip_look = drained is not None and drained.queues == tuple(queues)
+        # On one queue the claim rides in the round trip that blocks: the server
+        # runs it as soon as a marker wakes us, and the next claim() returns its
+        # leases (BLMOVE takes one list: several queues pop, then claim).
+        claimer = None
+        if skip_look and drained is not None and len(queues) == 1 and drained.limit > 0:
+            claimer = drained
         while True:
             # Armed before looking, so a fake clock moving meanwhile is not missed.
             local = self._arm_local() if fake else None
             now = self.clock.now()
             if skip_look and drained is not None:
                 skip_look = False
-                dues = [] if drained[1] is None else [drained[1]]
+                dues = [] if drained.due is None else [drained.due]
                 if dues and dues[0] <= now:
                     return
             else:
@@ -472,14 +603,18 @@ class RedisBackend(Coordination):
             remaining = deadline - anyio.current_time()
             if remaining <= 0:
                 return
-            block = min(remaining, _POLL)
+            block = max(min(remaining, _POLL), 0.01)
             if dues and not fake:  # real time: wake when the next scheduled task is due
-                block = min(block, max(min(dues) - now, 0.0))
+                block = max(min(block, min(dues) - now), 0.01)
             # Woken by a marker (or the fake clock): return, and let the caller's claim
             # look; a marker may be stale (another worker took the work), the next
             # wait then looks again. Paused queues get no markers. Not woken: look
             # again (scheduled work may have come due).
-            if await self._block(wake_keys, max(block, 0.01), local):
+            if claimer is None:
+                pop = self._pop(wake_keys, block)
+            else:
+                pop = self._pop_and_claim(claimer, block)
+            if await self._block(pop, local):
                 return
 
     def _arm_local(self) -> anyio.Event:
@@ -487,19 +622,89 @@ class RedisBackend(Coordination):
             self._local_wake = anyio.Event()
         return self._local_wake
 
-    async def _block(self, keys: list[str], seconds: float, local: anyio.Event | None) -> bool:
-        """BLPOP a marker from ``keys`` for up to ``seconds``; True if woken (by a
-        marker, or by the fake clock moving: ``local`` is set)."""
-        pop = lambda: self._r.blpop(keys, timeout=seconds)  # noqa: E731
+    def _pop(self, keys: list[str], seconds: float) -> Callable[[], Awaitable[bool]]:
+        """BLPOP a marker from ``keys`` for up to ``seconds``; True if woken."""
+
+        async def pop() -> bool:
+            popped = await self._conn.call("wait", lambda: self._r.blpop(keys, timeout=seconds))
+            return popped is not None
+
+        return pop
+
+    def _inbox(self, queue: str) -> str:
+        """This backend's wake-up inbox in ``queue`` (a list; see claim.lua)."""
+        return f"{self.keys.base(queue)}:in:{self._inbox_id}"
+
+    def _pop_and_claim(self, c: _Claimer, seconds: float) -> Callable[[], Awaitable[bool]]:
+        """BLMOVE a marker into our inbox for up to ``seconds`` and, in the same round
+        trip, claim as ``c`` says (claim.lua with an inbox: nothing if no marker came).
+        True if woken; the leases wait in ``_taken`` for the next claim()."""
+        q = c.queues[0]
+        inbox = self._inbox(q)
+        self._inboxes.add(inbox)
+        args = [c.limit, c.worker, c.max_priority, repr(c.lease_seconds)]
+        call = self._call("claim", q, args, uuid.uuid4().hex, [inbox])
+        script, keys, argv = call
+        wake = self.keys.wake(q)
+
+        async def go() -> Any:
+            async with self._r.pipeline(transaction=False) as pipe:
+                if self._kept_reply is not None:  # the last one's reply arrived: drop it
+                    pipe.unlink(self._kept_reply)
+                    self._kept_reply = None
+                pipe.blmove(wake, inbox, seconds, "LEFT", "RIGHT")  # type: ignore[arg-type]
+                pipe.evalsha(script.sha, len(keys), *keys, *argv)
+                reply = (await pipe.execute(raise_on_error=False))[-1]
+            if isinstance(reply, NoScriptError):  # the claim did not run: run it alone
+                [reply] = await self._conn.run("wait", [call])
+            elif isinstance(reply, ResponseError):
+                raise reply
+            return reply
+
+        async def pop() -> bool:
+            try:
+                reply = await self._conn.call("wait", go, idempotent=False)
+            except BaseException as exc:
+                # Cancelled, or the reply was lost: the claim may have run. Send it
+                # again alone: its reply key returns what it took, or, if it has not
+                # run, it runs now (with the marker if the BLMOVE moved one, else it
+                # does nothing) and fences the one still in flight.
+                woke: bool | None = None
+                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                    with contextlib.suppress(BackendError):
+                        [again] = await self._conn.run("wait", [call])
+                        woke = self._took(c, again, replayed=True)
+                if woke is None or isinstance(exc, anyio.get_cancelled_exc_class()):
+                    raise
+                return woke
+            self._kept_reply = keys[1]
+            return self._took(c, reply, replayed=False)
+
+        return pop
+
+    def _took(self, c: _Claimer, reply: Any, *, replayed: bool) -> bool:
+        rows, due, now = reply
+        if not now:  # no marker came
+            return False
+        leases = self._leases(c.queues[0], rows, float(now), c.lease_seconds, c.worker)
+        # a claim that ran dry dropped the markers and said when work is due next (a
+        # replayed reply does not say: the next wait looks first)
+        dry = not replayed and len(leases) < c.limit and c.max_priority >= 4
+        self._taken = _Taken(c, leases, dry, float(due) if due else None)
+        return True
+
+    async def _block(self, pop: Callable[[], Awaitable[bool]], local: anyio.Event | None) -> bool:
+        """Block in ``pop``; True if woken (by a marker, or by the fake clock moving:
+        ``local`` is set)."""
         if local is None:
-            return await self._conn.call("wait", pop) is not None
+            return await pop()
         if local.is_set():
             return True
         woke = False
 
         async def by_marker(scope: anyio.CancelScope) -> None:
             nonlocal woke
-            woke = await self._conn.call("wait", pop) is not None
+            woke = await pop()
             scope.cancel()
 
         async def by_clock(scope: anyio.CancelScope) -> None:
@@ -660,7 +865,7 @@ class RedisBackend(Coordination):
             async with self._r.pipeline(transaction=False) as pipe:
                 pipe.hdel(self.keys.meta(queue), "paused")
                 pipe.sadd(self.keys.queues, queue)
-                pipe.rpush(wake, "1")
+                pipe.rpush(wake, repr(self.clock.now()))  # a marker is its time
                 pipe.ltrim(wake, -16, -1)
                 pipe.pexpire(wake, 5000)
                 await pipe.execute()

@@ -324,6 +324,103 @@ async def test_wait_after_draining_claim_sees_the_fake_clock_move(
         assert len(await b.claim(["q"], 1, 30, "w")) == 1
 
 
+# After a draining claim, a wait() on one queue claims in the round trip that wakes
+# it (BLMOVE of the marker + claim.lua with an inbox); the next claim() returns those
+# leases without a round trip.
+async def _wake_claim(
+    idle: RedisBackend, producer: RedisBackend, clock: object, n: int = 1, limit: int = 10
+) -> list[str]:
+    assert await idle.claim(["q"], limit, 30, "w") == []  # drained: the hint is set
+    ids: list[str] = []
+
+    async def waiter() -> None:
+        await idle.wait(["q"], 30)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            await anyio.wait_all_tasks_blocked()
+            res = await producer.enqueue([make_message(clock) for _ in range(n)])  # type: ignore[arg-type]
+            ids += [r.id for r in res]
+    return ids
+
+
+async def test_wait_claims_in_the_round_trip_that_wakes_it(redis_url: str, prefix: str) -> None:
+    clock = FakeClock()
+    async with (
+        _backend(redis_url, prefix, clock) as idle,
+        _backend(redis_url, prefix, clock) as producer,
+    ):
+        [tid] = await _wake_claim(idle, producer, clock)
+        rec = await producer.get(tid)
+        assert rec is not None and rec.state is State.RUNNING  # before claim() is called
+        [lease] = await idle.claim(["q"], 10, 30, "w")
+        assert (lease.message.id, lease.worker, lease.attempt) == (tid, "w", 1)
+        assert lease.expires_at == lease.claimed_at + 30
+        assert await idle.settle(
+            [Outcome(tid, lease.token, OutcomeKind.SUCCEEDED, clock.now())]
+        ) == [True]
+        admin = redis_sync.Redis.from_url(redis_url)
+        assert not [k for k in prefix_keys(admin, prefix) if b":in:" in k]  # inbox emptied
+
+
+async def test_a_woken_claim_never_starts_before_the_enqueue(redis_url: str, prefix: str) -> None:
+    # The claim's "now" was read when the wait started blocking; the marker's time
+    # (the enqueuer's clock) is later, and the claim takes the latest.
+    clock = SystemClock()
+    async with (
+        _backend(redis_url, prefix, clock) as idle,
+        _backend(redis_url, prefix, clock) as producer,
+    ):
+        [tid] = await _wake_claim(idle, producer, clock)
+        [lease] = await idle.claim(["q"], 10, 30, "w")
+        rec = await producer.get(tid)
+        assert rec is not None and rec.started_at is not None
+        assert rec.started_at >= rec.enqueued_at
+        assert lease.claimed_at >= lease.message.enqueued_at
+        assert lease.expires_at == lease.claimed_at + 30
+
+
+async def test_a_woken_claim_takes_no_more_than_the_free_slots(redis_url: str, prefix: str) -> None:
+    clock = FakeClock()
+    async with (
+        _backend(redis_url, prefix, clock) as idle,
+        _backend(redis_url, prefix, clock) as producer,
+    ):
+        await _wake_claim(idle, producer, clock, n=5, limit=3)
+        [stats] = await producer.stats(["q"])
+        assert stats.states[State.RUNNING] == 3 and stats.states[State.QUEUED] == 2
+        # one slot left by now (the worker shrank): two go back, their attempt unspent
+        [lease] = await idle.claim(["q"], 1, 30, "w")
+        [stats] = await producer.stats(["q"])
+        assert stats.states[State.RUNNING] == 1 and stats.states[State.QUEUED] == 4
+        again = await producer.claim(["q"], 10, 30, "w2")
+        assert len(again) == 4 and {x.attempt for x in again} == {1}
+        assert lease.message.id not in {x.message.id for x in again}
+
+
+async def test_leases_a_wait_took_for_another_claimer_go_back(redis_url: str, prefix: str) -> None:
+    clock = FakeClock()
+    async with (
+        _backend(redis_url, prefix, clock) as idle,
+        _backend(redis_url, prefix, clock) as producer,
+    ):
+        [tid] = await _wake_claim(idle, producer, clock)
+        [lease] = await idle.claim(["q"], 10, 30, "other-worker")
+        assert (lease.message.id, lease.worker, lease.attempt) == (tid, "other-worker", 1)
+
+
+async def test_closing_hands_back_leases_a_wait_took(redis_url: str, prefix: str) -> None:
+    clock = FakeClock()
+    async with _backend(redis_url, prefix, clock) as producer:
+        async with _backend(redis_url, prefix, clock) as idle:
+            [tid] = await _wake_claim(idle, producer, clock)
+        rec = await producer.get(tid)
+        assert rec is not None and rec.state is State.QUEUED
+        [lease] = await producer.claim(["q"], 1, 30, "w2")
+        assert lease.attempt == 1
+
+
 async def test_wait_done_across_clients(redis_url: str, prefix: str) -> None:
     clock = FakeClock()
     async with _backend(redis_url, prefix, clock) as a, _backend(redis_url, prefix, clock) as w:
@@ -343,3 +440,51 @@ async def test_wait_done_across_clients(redis_url: str, prefix: str) -> None:
                 )
         assert [r.result for r in got if r is not None] == [b"7", b"7"]
         assert await a.wait_done("unknown", 1) is None
+
+
+# -- enqueue and the id index ---------------------------------------------------------------
+# One round trip (enqueue.lua indexes the ids itself, single-node Redis) or two (index.lua
+# first, as on a cluster): the same answers either way.
+@pytest.mark.parametrize("one_round_trip", [True, False], ids=["one-trip", "index-first"])
+async def test_an_id_of_another_queues_task_creates_nothing(
+    redis_url: str, prefix: str, one_round_trip: bool
+) -> None:
+    clock = FakeClock()
+    async with _backend(redis_url, prefix, clock) as b:
+        b.one_round_trip_enqueue = one_round_trip
+        msg = make_message(clock)
+        [first] = await b.enqueue([msg])
+        elsewhere = make_message(clock, queue="q2", task_id=msg.id)
+        twice = make_message(clock, queue="q3", task_id="fresh-id")
+        res = await b.enqueue(
+            [elsewhere, twice, make_message(clock, queue="q2", task_id="fresh-id")]
+        )
+        assert first.created and (res[0].id, res[0].created) == (msg.id, False)
+        assert res[0].state is State.QUEUED
+        assert [r.created for r in res[1:]] == [True, False]
+        assert res[2].id == "fresh-id" and res[2].state is State.QUEUED
+        rec = await b.get(msg.id)
+        assert rec is not None and rec.queue == "q"
+        assert await b.claim(["q2"], 10, 30, "w") == []
+        [lease] = await b.claim(["q3"], 10, 30, "w")
+        assert lease.message.id == "fresh-id"
+
+
+@pytest.mark.parametrize("one_round_trip", [True, False], ids=["one-trip", "index-first"])
+async def test_an_id_deduplicated_by_unique_key_is_not_indexed(
+    redis_url: str, prefix: str, one_round_trip: bool
+) -> None:
+    clock = FakeClock()
+    async with _backend(redis_url, prefix, clock) as b:
+        b.one_round_trip_enqueue = one_round_trip
+        a, dup = make_message(clock, unique_key="k"), make_message(clock, unique_key="k")
+        [ra] = await b.enqueue([a])
+        [rd] = await b.enqueue([dup])
+        assert ra.created and not rd.created and rd.id == a.id
+        assert await b.get(dup.id) is None
+        admin = redis_sync.Redis.from_url(redis_url)
+        assert admin.hexists(b.keys.index, a.id) and not admin.hexists(b.keys.index, dup.id)
+        # the same id again, in the same queue: the existing task, still indexed
+        [ra2] = await b.enqueue([a])
+        assert (ra2.id, ra2.created) == (a.id, False)
+        assert admin.hget(b.keys.index, a.id) == b"q"

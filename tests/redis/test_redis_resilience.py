@@ -111,11 +111,15 @@ async def test_lost_replies_are_replayed_not_run_twice(proxy: TcpProxy, prefix: 
     async with RedisBackend.from_url(proxy.url, clock=clock, prefix=prefix) as b:
         msgs = [make_message(clock, unique_key=f"order-{i}") for i in range(50)]
         await b.enqueue(msgs[:1])
+        proxy.swallow_next_reply()  # the enqueue script's (it indexes the ids too)
+        assert all(r.created for r in await b.enqueue(msgs[1:13]))
+        b.one_round_trip_enqueue = False  # as on a cluster: index.lua first
         proxy.swallow_next_reply()  # the index script's reply
-        assert all(r.created for r in await b.enqueue(msgs[1:25]))
+        assert all(r.created for r in await b.enqueue(msgs[13:25]))
         proxy.swallow_next_reply(skip=1)  # the enqueue script's reply
         results = await b.enqueue(msgs[25:])
         assert [(r.id, r.created) for r in results] == [(m.id, True) for m in msgs[25:]]
+        b.one_round_trip_enqueue = True
 
         proxy.swallow_next_reply()
         leases = await b.claim(["q"], 10, 30, "w")  # replayed: the same 10 leases
@@ -124,7 +128,7 @@ async def test_lost_replies_are_replayed_not_run_twice(proxy: TcpProxy, prefix: 
         assert await b.settle([_ok(x, clock) for x in leases]) == [True] * 10
         proxy.swallow_next_reply()
         assert await b.cancel([msgs[-1].id]) == [True]  # a second run would say False
-        assert proxy.swallowed == 5
+        assert proxy.swallowed == 6
 
         assert await _count(b, State.SUCCEEDED) == 10
         assert await _count(b, State.CANCELLED) == 1
@@ -158,3 +162,31 @@ async def test_blocking_wait_longer_than_socket_timeout_is_not_a_timeout(
         started = anyio.current_time()
         await b.wait(["q"], 3.0)  # nothing comes: returns after the timeout, no error
         assert anyio.current_time() - started >= 3.0
+
+
+async def test_a_woken_claim_whose_reply_is_lost_is_replayed(
+    proxy: TcpProxy, redis_url: str, prefix: str
+) -> None:
+    """The claim that rides in a wait's blocking round trip is sent again alone when
+    the reply is lost: it returns the leases it took, nothing is claimed twice."""
+    clock = FakeClock()
+    async with (
+        RedisBackend.from_url(proxy.url, clock=clock, prefix=prefix) as idle,
+        RedisBackend.from_url(redis_url, clock=clock, prefix=prefix) as producer,
+    ):
+        assert await idle.claim(["q"], 10, 30, "w") == []  # drained: the next wait claims
+
+        async def waiter() -> None:
+            await idle.wait(["q"], 30)
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(waiter)
+                await anyio.wait_all_tasks_blocked()
+                proxy.swallow_next_reply()  # the BLMOVE + claim pipeline's reply
+                [res] = await producer.enqueue([make_message(clock)])
+        assert proxy.swallowed == 1
+        [lease] = await idle.claim(["q"], 10, 30, "w")
+        assert (lease.message.id, lease.attempt, lease.token) == (res.id, 1, 1)
+        assert await _count(producer, State.RUNNING) == 1
+        assert await idle.settle([_ok(lease, clock)]) == [True]

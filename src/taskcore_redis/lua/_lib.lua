@@ -190,10 +190,12 @@ end
 
 -- Wake idle workers blocked on the queue's marker list. A paused queue gets no
 -- markers (pause also clears them), so a woken worker can claim without looking first.
+-- A marker is the time it was pushed: a claim that a marker woke (claim.lua with an
+-- inbox) takes its time as a lower bound of "now" (see there).
 local function wake(n)
   if n > 0 and redis.call('HEXISTS', K_META, 'paused') == 0 then
     local args = {}
-    for i = 1, math.min(n, WAKE_MAX) do args[i] = '1' end
+    for i = 1, math.min(n, WAKE_MAX) do args[i] = NOW_S end
     if redis.call('RPUSH', K_WAKE, unpack(args)) > WAKE_MAX then
       redis.call('LTRIM', K_WAKE, -WAKE_MAX, -1)
     end

@@ -4,9 +4,16 @@
 --   times come as strings (Python's repr round-trips; formatting a double in Lua
 --   costs more than the rest of a field).
 --   An empty stored message means "this id names a task of another queue".
+-- KEYS[3] (optional): the id index ({P}:idx, another cluster slot: single-node Redis
+--   only, see RedisBackend.enqueue) and ARGV[4] this queue's name: the script
+--   indexes each id itself (one round trip instead of index.lua first), treats an id
+--   indexed to another queue as above, and unindexes an id it did not create a task
+--   for (deduplicated by its unique key).
 -- Returns per message: the state (a string) when it was created, else {id of the
 -- task it names, its state ('' when that task is in another queue)}.
 -- Same order of checks as the memory backend: the id first, then the unique key.
+local IDX = KEYS[3]
+local QNAME = ARGV[4]
 local out = {}
 local ready = 0
 local items = cmsgpack.unpack(ARGV[3])
@@ -15,6 +22,14 @@ for n = 1, #items do
   local id, uk = it[1], it[7]
   local k = k_task(id)
   local state = nil
+  local indexed = false  -- this call indexed the id (KEYS[3])
+  if IDX and it[2] ~= '' then
+    if redis.call('HSETNX', IDX, id, QNAME) == 1 then
+      indexed = true
+    elseif redis.call('HGET', IDX, id) ~= QNAME then
+      it[2] = ''  -- the id names a task of another queue
+    end
+  end
   if it[2] == '' then
     out[#out + 1] = {id, ''}
   else
@@ -26,6 +41,7 @@ for n = 1, #items do
     existing = redis.call('HGET', K_UNIQ, uk)
     if existing then
       out[#out + 1] = {existing, redis.call('HGET', k_task(existing), 's') or ''}
+      if indexed then redis.call('HDEL', IDX, id) end
     else
       redis.call('HSET', K_UNIQ, uk, id)
     end
