@@ -1,15 +1,19 @@
-"""Helpers for the Redis service tests (prefixes, key cleanup; the TCP proxy is shared
+"""Helpers for the Redis service tests (prefixes, key cleanup, woken waits; the TCP proxy is shared
 with the fault suite and lives in tests/faults/proxy.py)."""
 
 from __future__ import annotations
 
+import inspect
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 
+import anyio
 from tests.faults.proxy import TcpProxy
 
 import redis as redis_sync
+from taskcore.backend import Backend
 
-__all__ = ["TcpProxy", "delete_prefix", "new_prefix", "prefix_keys"]
+__all__ = ["TcpProxy", "delete_prefix", "new_prefix", "prefix_keys", "woken_by"]
 
 
 def new_prefix() -> str:
@@ -31,3 +35,24 @@ def delete_prefix(client: redis_sync.Redis, prefix: str) -> int:
     for i in range(0, len(keys), 1000):
         n += int(client.delete(*keys[i : i + 1000]))
     return n
+
+
+async def woken_by(
+    backend: Backend, wake: Callable[[], Awaitable[object] | None], queues: Sequence[str] = ("q",)
+) -> None:
+    """``backend.wait(queues)`` blocks until ``wake()`` (called once the wait is blocked)
+    wakes it; fails after 5 s. The wait's own timeout (30 s) is far beyond that."""
+    woke = anyio.Event()
+
+    async def waiter() -> None:
+        await backend.wait(queues, 30)
+        woke.set()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            await anyio.wait_all_tasks_blocked()
+            result = wake()
+            if inspect.isawaitable(result):
+                await result
+            await woke.wait()

@@ -9,7 +9,7 @@ import anyio
 import pytest
 from redis.asyncio.connection import SSLConnection
 from redis.crc import key_slot
-from redis_helpers import prefix_keys
+from redis_helpers import prefix_keys, woken_by
 
 import redis as redis_sync
 from taskcore.backend import Outcome, OutcomeKind, QueueSpec, TaskFilter
@@ -193,17 +193,9 @@ async def test_wait_wakes_on_enqueue_from_another_client(redis_url: str, prefix:
         _backend(redis_url, prefix, clock) as idle,
         _backend(redis_url, prefix, clock) as producer,
     ):
-        woke = anyio.Event()
-
-        async def waiter() -> None:
-            await idle.wait(["q", "other"], 30)
-            woke.set()
-
-        with anyio.fail_after(5):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(waiter)
-                await producer.enqueue([make_message(clock, queue="other")])
-                await woke.wait()
+        await woken_by(
+            idle, lambda: producer.enqueue([make_message(clock, queue="other")]), ["q", "other"]
+        )
 
 
 async def test_wait_skips_paused_queues_and_times_out(redis_url: str, prefix: str) -> None:
@@ -236,24 +228,19 @@ async def test_wait_wakes_when_fake_clock_makes_work_due(redis_url: str, prefix:
     clock = FakeClock()
     async with _backend(redis_url, prefix, clock) as b:
         await b.enqueue([make_message(clock, delay=60)])
-        woke = anyio.Event()
-
-        async def waiter() -> None:
-            await b.wait(["q"], 30)
-            woke.set()
-
-        with anyio.fail_after(5):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(waiter)
-                await anyio.wait_all_tasks_blocked()
-                clock.advance(60)
-                await woke.wait()
+        await woken_by(b, lambda: clock.advance(60))
 
 
-async def test_wait_wakes_for_scheduled_work_on_the_real_clock(redis_url: str, prefix: str) -> None:
+# drained: after a claim that emptied the queue, the wait knows the next due time
+@pytest.mark.parametrize("drained", [False, True], ids=["fresh", "after-draining-claim"])
+async def test_wait_wakes_for_scheduled_work_on_the_real_clock(
+    redis_url: str, prefix: str, drained: bool
+) -> None:
     clock = SystemClock()
     async with _backend(redis_url, prefix, clock) as b:
         await b.enqueue([make_message(FakeClock(clock.now()), delay=0.3)])
+        if drained:
+            assert await b.claim(["q"], 10, 30, "w") == []  # next due in 0.3 s
         start = anyio.current_time()
         with anyio.fail_after(2):
             await b.wait(["q"], 30)
@@ -282,33 +269,8 @@ async def test_wait_after_draining_claim_wakes_on_new_work(redis_url: str, prefi
         _backend(redis_url, prefix, clock) as producer,
     ):
         assert await idle.claim(["q"], 10, 30, "w") == []
-        woke = anyio.Event()
-
-        async def waiter() -> None:
-            await idle.wait(["q"], 30)
-            woke.set()
-
-        with anyio.fail_after(5):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(waiter)
-                await anyio.wait_all_tasks_blocked()
-                await producer.enqueue([make_message(clock)])
-                await woke.wait()
+        await woken_by(idle, lambda: producer.enqueue([make_message(clock)]))
         assert len(await idle.claim(["q"], 10, 30, "w")) == 1
-
-
-async def test_wait_after_draining_claim_wakes_for_scheduled_work(
-    redis_url: str, prefix: str
-) -> None:
-    clock = SystemClock()
-    async with _backend(redis_url, prefix, clock) as b:
-        await b.enqueue([make_message(FakeClock(clock.now()), delay=0.3)])
-        assert await b.claim(["q"], 10, 30, "w") == []  # drained; next due in 0.3 s
-        start = anyio.current_time()
-        with anyio.fail_after(2):
-            await b.wait(["q"], 30)
-        assert anyio.current_time() - start >= 0.25
-        assert len(await b.claim(["q"], 1, 30, "w")) == 1
 
 
 async def test_wait_after_draining_claim_sees_the_fake_clock_move(
