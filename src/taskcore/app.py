@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
 import anyio
+import attrs
 import msgspec
 
 from .backend import Backend, Message, QueueSpec, QueueStats, TaskFilter, TaskRecord
@@ -16,7 +17,7 @@ from .clock import Clock, SystemClock
 from .complexity import Complexity, Pool
 from .cron import Periodic
 from .discovery import backend_from_url, redact_url
-from .envelope import DEFAULT_MAX_PAYLOAD, Codec, Envelope, new_task_id
+from .envelope import DEFAULT_MAX_PAYLOAD, Codec, Envelope, new_task_id, new_task_ids
 from .errors import ConfigurationError, TaskValidationError, UnknownTask
 from .handle import TaskHandle
 from .middleware import Middleware
@@ -308,6 +309,18 @@ class App:
         task: Task[Any, Any],
         args: tuple[Any, ...],
         kwargs: Mapping[str, Any],
+        **options: Any,
+    ) -> tuple[Envelope, Message]:
+        """Validate a call and build its envelope and message (no I/O). ``options``:
+        ``delay``, ``eta``, ``priority``, ``deadline``, ``queue``, ``unique_key``,
+        ``fairness_key``, ``rate_key``, ``task_id``, ``headers``."""
+        args_body = task.encode_args(args, kwargs)
+        plan = self._plan(task, **options)
+        return plan.build(args_body, self.clock.now(), plan.task_id)
+
+    def _plan(
+        self,
+        task: Task[Any, Any],
         *,
         delay: float | None = None,
         eta: datetime | float | None = None,
@@ -319,18 +332,16 @@ class App:
         rate_key: str | None = None,
         task_id: str | None = None,
         headers: Mapping[str, str] | None = None,
-    ) -> tuple[Envelope, Message]:
-        """Validate a call and build its envelope and message (no I/O)."""
+    ) -> _Plan:
+        """Validate the options of a call (the same for every call of an enqueue_many)."""
         opts = task.options
-        now = self.clock.now()
-        args_body = task.encode_args(args, kwargs)
         if delay is not None and eta is not None:
             raise TaskValidationError("give either delay or eta, not both")
         if delay is not None and delay < 0:
             raise TaskValidationError(f"delay={delay!r}: must be >= 0 seconds")
-        eligible = now + (delay or 0.0)
+        eta_s = None
         if eta is not None:
-            eligible = eta.timestamp() if isinstance(eta, datetime) else float(eta)
+            eta_s = eta.timestamp() if isinstance(eta, datetime) else float(eta)
         dl = deadline.timestamp() if isinstance(deadline, datetime) else deadline
         try:
             prio = opts.priority if priority is None else Priority.parse(priority)
@@ -347,36 +358,21 @@ class App:
         q = queue or opts.queue
         if queue is not None:
             _check_name(q, "queue name", TaskValidationError)
-        if unique_key is None and opts.unique:
-            unique_key = hashlib.blake2b(args_body, digest_size=16).hexdigest()
-        tid = task_id or new_task_id()
-        trace: dict[str, str] = {}
-        env = Envelope(
-            id=tid,
+        return _Plan(
             task=task.name,
-            args=_raw(args_body),
             queue=q,
             priority=int(prio),
-            enqueued_at=now,
+            delay=delay or 0.0,
+            eta=eta_s,
             deadline=dl,
             timeout=opts.timeout,
             result_ttl=opts.result_ttl,
-            trace=trace,
-            headers=dict(headers or {}),
-            rate_key=rate_key,
-        )
-        return env, Message(
-            id=tid,
-            task=task.name,
-            queue=q,
-            priority=int(prio),
-            enqueued_at=now,
-            eligible_at=eligible,
-            body=b"",
-            deadline=dl,
             unique_key=unique_key,
+            hash_unique=unique_key is None and opts.unique,
             fairness_key=fairness_key,
-            result_ttl=opts.result_ttl,
+            rate_key=rate_key,
+            task_id=task_id,
+            headers=dict(headers or {}),
         )
 
     async def enqueue_call(
@@ -408,7 +404,7 @@ class App:
         ``calls`` holds ``(args, kwargs)`` pairs or plain argument tuples. If any call is
         invalid, nothing is enqueued.
         """
-        messages = []
+        bodies = []  # every call validated before anything is built or stored
         for call in calls:
             if (
                 isinstance(call, tuple)
@@ -416,11 +412,17 @@ class App:
                 and isinstance(call[1], Mapping)
                 and isinstance(call[0], (list, tuple))
             ):
-                args, kwargs = tuple(call[0]), call[1]
+                bodies.append(task.encode_args(tuple(call[0]), call[1]))
             else:
-                args, kwargs = tuple(call), {}
-            env, msg = self.build_message(task, args, kwargs, **options)
-            messages.append(_with_body(msg, self.codec.encode_envelope(env)))
+                bodies.append(task.encode_args(tuple(call), {}))
+        messages = []
+        if bodies:
+            plan = self._plan(task, **options)
+            ids = [plan.task_id] * len(bodies) if plan.task_id else new_task_ids(len(bodies))
+            clock, encode = self.clock, self.codec.encode_envelope
+            for body, tid in zip(bodies, ids, strict=True):
+                env, msg = plan.build(body, clock.now(), tid)
+                messages.append(_with_body(msg, encode(env)))
         if not self._opened:
             await self.open()
         results = await self.backend.enqueue(messages)
@@ -485,6 +487,59 @@ class App:
         from .blocking import BlockingApp
 
         return BlockingApp(self)
+
+
+@attrs.frozen
+class _Plan:
+    """The validated options of a call; :meth:`build` makes its envelope and message."""
+
+    task: str
+    queue: str
+    priority: int
+    delay: float
+    eta: float | None
+    deadline: float | None
+    timeout: float | None
+    result_ttl: float | None
+    unique_key: str | None
+    hash_unique: bool  # the task is unique: the key is a hash of the arguments
+    fairness_key: str | None
+    rate_key: str | None
+    task_id: str | None
+    headers: dict[str, str]
+
+    def build(self, args_body: bytes, now: float, task_id: str | None) -> tuple[Envelope, Message]:
+        unique_key = self.unique_key
+        if self.hash_unique:
+            unique_key = hashlib.blake2b(args_body, digest_size=16).hexdigest()
+        tid = task_id or new_task_id()
+        env = Envelope(
+            id=tid,
+            task=self.task,
+            args=_raw(args_body),
+            queue=self.queue,
+            priority=self.priority,
+            enqueued_at=now,
+            deadline=self.deadline,
+            timeout=self.timeout,
+            result_ttl=self.result_ttl,
+            trace={},
+            headers=dict(self.headers),
+            rate_key=self.rate_key,
+        )
+        return env, Message(
+            id=tid,
+            task=self.task,
+            queue=self.queue,
+            priority=self.priority,
+            enqueued_at=now,
+            eligible_at=now + self.delay if self.eta is None else self.eta,
+            body=b"",
+            deadline=self.deadline,
+            unique_key=unique_key,
+            fairness_key=self.fairness_key,
+            result_ttl=self.result_ttl,
+        )
 
 
 def _raw(body: bytes) -> Any:

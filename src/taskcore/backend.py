@@ -39,11 +39,13 @@ __all__ = [
 ]
 
 
-class Message(msgspec.Struct, frozen=True):
+class Message(msgspec.Struct, frozen=True, omit_defaults=True):
     """A task as a backend stores it: scheduling metadata plus the opaque body.
 
     ``body`` is the encoded :class:`~taskcore.envelope.Envelope`; backends never decode it.
     Times are epoch seconds. ``eligible_at`` later than now makes the task *scheduled*.
+    Encoded, it leaves out the optional fields that are None (smaller records; a
+    decoder fills them in, so both forms decode the same).
     """
 
     id: str

@@ -11,7 +11,7 @@ import msgspec
 
 from .errors import PayloadTooLarge, SerializationError
 
-__all__ = ["Codec", "Envelope", "new_task_id"]
+__all__ = ["Codec", "Envelope", "new_task_id", "new_task_ids"]
 
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 
@@ -54,6 +54,20 @@ def new_task_id() -> str:
             _last[1] = 0
         seq = _last[1]
     return f"{ms:012x}{seq:04x}{_node}"
+
+
+def new_task_ids(n: int) -> list[str]:
+    """``n`` ids as :func:`new_task_id` would make them one after the other."""
+    ms = time.time_ns() // 1_000_000
+    with _lock:
+        if ms <= _last[0]:
+            ms = _last[0]
+            first = _last[1] + 1
+        else:
+            _last[0] = ms
+            first = 0
+        _last[1] = first + n - 1
+    return [f"{ms:012x}{seq:04x}{_node}" for seq in range(first, first + n)]
 
 
 class Codec:

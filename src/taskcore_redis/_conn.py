@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import anyio
@@ -123,6 +123,63 @@ class Connection:
             raise
         self._kept += [keys[1] for _, keys, _ in calls if len(keys) > 1]
         return result
+
+    async def run_streamed(self, what: str, calls: Iterable[Call]) -> list[Any]:
+        """Run script calls in order on one connection, each sent as soon as ``calls``
+        yields it: the caller builds call k+1 while the server runs call k (Redis runs
+        one connection's commands in order, so they run in the order given).
+
+        Every call must carry a request id (its reply key, see :meth:`run`). If the
+        connection is lost or a script is refused (NOSCRIPT), whatever has not answered
+        yet is sent again through :meth:`run`, with its retries: a call that did run
+        returns its kept reply, so nothing runs twice.
+        """
+        it = iter(calls)
+        sent: list[Call] = []
+        replies: list[Any] = []
+        unlink, self._kept = self._kept[:256], self._kept[256:]
+        try:
+            # As in call(): let a connection the server closed be seen closed first.
+            await anyio.lowlevel.checkpoint()
+            conn = await self.pool.get_connection()  # type: ignore[no-untyped-call]
+            try:
+                health = True  # the pool's health check, before the first command only
+                if unlink:  # one key per command: they may be in different slots
+                    await conn.send_packed_command(
+                        conn.pack_commands([("UNLINK", key) for key in unlink]), health
+                    )
+                    health = False
+                for call in it:
+                    script, keys, args = call
+                    sent.append(call)
+                    await conn.send_packed_command(
+                        conn.pack_command("EVALSHA", script.sha, len(keys), *keys, *args),
+                        health,
+                    )
+                    health = False
+                for _ in unlink:
+                    await conn.read_response()
+                unlink = []
+                while len(replies) < len(sent):  # (a reply at a time: see the fallback)
+                    replies.append(await conn.read_response())
+            except BaseException:
+                # Replies may be left unread: the connection must not be used again.
+                await conn.disconnect(nowait=True)
+                raise
+            finally:
+                await self.pool.release(conn)
+        except (*_UNAVAILABLE, RedisError):
+            # Lost, timed out, or refused (NOSCRIPT, or an error that run() raises
+            # again): send what has not answered through run(), which retries.
+            self._kept += unlink
+            self._kept += [keys[1] for _, keys, _ in sent[: len(replies)]]
+            rest = [*sent[len(replies) :], *it]
+            return replies + await self.run(what, rest)
+        except BaseException:
+            self._kept += unlink
+            raise
+        self._kept += [keys[1] for _, keys, _ in sent]
+        return replies
 
     def _where(self) -> str:
         c = self.config.connection

@@ -45,7 +45,9 @@ from ._scripts import Call
 
 __all__ = ["RedisBackend"]
 
-_ENQUEUE_CHUNK = 1000  # messages per script call: keeps each call short
+# Messages per script call. A bigger batch is several calls on one connection, each
+# sent as soon as it is built, so the client packs one while the server runs another.
+_ENQUEUE_CHUNK = 250
 _REAP_CHUNK = 2000
 _PURGE_CHUNK = 2000
 _WHERE_MAX = 100_000
@@ -321,43 +323,49 @@ class RedisBackend(Coordination):
             for j in range(0, len(flat), 2):
                 known[int(flat[j]) - 1] = flat[j + 1].decode()
         request = uuid.uuid4().hex
-        calls: list[Call] = []
-        chunks: list[list[int]] = []
-        for q, positions in groups.items():
-            for c in range(0, len(positions), _ENQUEUE_CHUNK):
-                chunk = positions[c : c + _ENQUEUE_CHUNK]
-                items = []
-                for i in chunk:
-                    m = messages[i]
-                    foreign = known.get(i, m.queue) != m.queue  # id names another task
-                    # Times as strings: repr is cheaper here than %.17g in the script
-                    # (and a task that is not delayed has one time, formatted once).
-                    eligible = repr(float(m.eligible_at))
-                    if m.enqueued_at == m.eligible_at:
-                        enqueued = eligible
-                    else:
-                        enqueued = repr(float(m.enqueued_at))
-                    items.append(
-                        (
-                            m.id,
-                            raw_str(b"" if foreign else encode_message(m)),
-                            m.priority,
-                            eligible,
-                            enqueued,
-                            None if m.deadline is None else float(m.deadline),
-                            m.unique_key,
-                            m.fairness_key,
-                            m.task,
-                        )
+        chunks = [
+            positions[c : c + _ENQUEUE_CHUNK]
+            for positions in groups.values()
+            for c in range(0, len(positions), _ENQUEUE_CHUNK)
+        ]
+
+        def build(n: int, chunk: list[int]) -> Call:
+            q = messages[chunk[0]].queue
+            items = []
+            for i in chunk:
+                m = messages[i]
+                foreign = known.get(i, m.queue) != m.queue  # id names another task
+                # Times as strings: repr is cheaper here than %.17g in the script.
+                eligible = repr(float(m.eligible_at))
+                # None: the same as eligible_at (most tasks), fewer bytes to send.
+                enqueued = None
+                if m.enqueued_at != m.eligible_at:
+                    enqueued = repr(float(m.enqueued_at))
+                items.append(
+                    (
+                        m.id,
+                        raw_str(b"" if foreign else encode_message(m)),
+                        m.priority,
+                        eligible,
+                        enqueued,
+                        None if m.deadline is None else float(m.deadline),
+                        m.unique_key,
+                        m.fairness_key,
+                        m.task,
+                        float(m.eligible_at),
                     )
-                request_id = f"{request}.{len(calls)}"
-                if one_trip:  # the script indexes the ids itself
-                    call = self._call("enqueue", q, [pack(items), q], request_id, [self.keys.index])
-                else:
-                    call = self._call("enqueue", q, [pack(items)], request_id)
-                calls.append(call)
-                chunks.append(chunk)
-        replies = await self._conn.run("enqueue", calls)
+                )
+            request_id = f"{request}.{n}"
+            if one_trip:  # the script indexes the ids itself
+                return self._call("enqueue", q, [pack(items), q], request_id, [self.keys.index])
+            return self._call("enqueue", q, [pack(items)], request_id)
+
+        if len(chunks) == 1:
+            replies = await self._conn.run("enqueue", [build(0, chunks[0])])
+        else:  # chunk k+1 is built while the server stores chunk k
+            replies = await self._conn.run_streamed(
+                "enqueue", (build(n, chunk) for n, chunk in enumerate(chunks))
+            )
         out: list[EnqueueResult | None] = [None] * len(messages)
         orphans: list[str] = []
         elsewhere: list[tuple[int, str]] = []

@@ -20,7 +20,7 @@ from taskcore.states import State
 from taskcore.testing import make_message
 from taskcore_redis import RedisBackend
 from taskcore_redis._config import LONGEST_BLOCK
-from taskcore_redis.backend import _POLL
+from taskcore_redis.backend import _ENQUEUE_CHUNK, _POLL
 
 pytestmark = pytest.mark.anyio
 
@@ -450,3 +450,40 @@ async def test_an_id_deduplicated_by_unique_key_is_not_indexed(
         [ra2] = await b.enqueue([a])
         assert (ra2.id, ra2.created) == (a.id, False)
         assert admin.hget(b.keys.index, a.id) == b"q"
+
+
+# -- bulk enqueue in several script calls ----------------------------------------------------
+# A batch bigger than one script call's chunk is sent call by call on one connection
+# (RedisBackend.enqueue); across the chunk boundaries it answers as one call would.
+async def test_a_batch_of_several_script_calls_answers_as_one(redis_url: str, prefix: str) -> None:
+    clock = FakeClock()
+    n = 2 * _ENQUEUE_CHUNK + 7
+    msgs = [make_message(clock, queue=("q", "q2")[i % 2]) for i in range(n)]
+    # the same unique key in the first and the last chunk; the same id twice
+    msgs[3] = make_message(clock, unique_key="k")
+    msgs[-1] = make_message(clock, unique_key="k")
+    msgs[-2] = make_message(clock, task_id=msgs[5].id, queue=msgs[5].queue)
+    async with _backend(redis_url, prefix, clock) as b:
+        results = await b.enqueue(msgs)
+        assert [(r.id, r.created) for r in results[:-2]] == [(m.id, True) for m in msgs[:-2]]
+        assert [(r.id, r.created) for r in results[-2:]] == [
+            (msgs[5].id, False),
+            (msgs[3].id, False),
+        ]
+        for q in ("q", "q2"):  # arrival order kept across the calls
+            leases = await b.claim([q], n, 30, "w")
+            assert [x.message.id for x in leases] == [m.id for m in msgs[:-2] if m.queue == q]
+
+
+async def test_a_batch_of_several_script_calls_survives_script_flush(
+    redis_url: str, prefix: str, admin: redis_sync.Redis
+) -> None:
+    clock = FakeClock()
+    msgs = [make_message(clock) for _ in range(2 * _ENQUEUE_CHUNK + 1)]
+    async with _backend(redis_url, prefix, clock) as b:
+        await b.enqueue(msgs[:1])
+        admin.script_flush()  # every call of the batch is refused, then sent again
+        results = await b.enqueue(msgs[1:])
+        assert all(r.created for r in results)
+        leases = await b.claim(["q"], len(msgs), 30, "w")
+        assert [x.message.id for x in leases] == [m.id for m in msgs]

@@ -18,6 +18,7 @@ from taskcore.errors import BackendUnavailable
 from taskcore.states import State
 from taskcore.testing import make_message
 from taskcore_redis import RedisBackend
+from taskcore_redis.backend import _ENQUEUE_CHUNK
 
 pytestmark = pytest.mark.anyio
 
@@ -135,6 +136,23 @@ async def test_lost_replies_are_replayed_not_run_twice(proxy: TcpProxy, prefix: 
         rest = await b.claim(["q"], 100, 30, "w")
         assert len(rest) == 39 and all(x.attempt == 1 for x in rest)
         assert len({x.message.id for x in leases + rest}) == 49  # nothing lost or doubled
+
+
+async def test_a_bulk_enqueue_cut_midway_runs_each_call_once(proxy: TcpProxy, prefix: str) -> None:
+    """A batch of several script calls on one connection: the connection is cut after
+    the first call's reply; the calls that had not answered are sent again, and the ones
+    that ran return their kept replies (their unique keys would say "not created"
+    had they run twice)."""
+    clock = FakeClock()
+    async with RedisBackend.from_url(proxy.url, clock=clock, prefix=prefix) as b:
+        await b.enqueue([make_message(clock)])
+        msgs = [make_message(clock, unique_key=f"u{i}") for i in range(3 * _ENQUEUE_CHUNK)]
+        proxy.swallow_next_reply(skip=2)  # the kept replies' UNLINK, the first call
+        results = await b.enqueue(msgs)
+        assert [(r.id, r.created) for r in results] == [(m.id, True) for m in msgs]
+        leases = await b.claim(["q"], len(msgs) + 1, 30, "w")
+        assert proxy.swallowed == 1
+        assert [x.message.id for x in leases[1:]] == [m.id for m in msgs]
 
 
 async def test_silent_server_is_noticed_within_socket_timeout(proxy: TcpProxy, prefix: str) -> None:

@@ -22,7 +22,14 @@ local DONE_TTL_MS = 60000
 local REPLY_TTL_MS = 10000
 local SEQ_WIDTH = 15
 
-local function k_ready(p) return B .. ':r' .. p end
+-- Ready-set key per priority, built once per call (p may be a number or a string):
+-- concatenating a number formats it with sprintf on every use.
+local K_READY = {}
+local function k_ready(p)
+  local k = K_READY[p]
+  if k == nil then k = B .. ':r' .. p; K_READY[p] = k end
+  return k
+end
 local function k_task(id) return B .. ':t:' .. id end
 local function k_done(id) return B .. ':d:' .. id end
 
@@ -86,7 +93,17 @@ end
 local FIN = {}
 local FIN_DIRTY = {}
 
-local function member_of(seq, id) return string.format('%015d', seq) .. id end
+-- '%015d' of seq, with the sprintf done once per 100 sequence numbers: the last two
+-- digits come from a table filled on first use.
+local SEQ_HI, SEQ_HI_S, SEQ_LO = -1, '', {}
+local function member_of(seq, id)
+  local hi = math.floor(seq / 100)
+  if hi ~= SEQ_HI then SEQ_HI = hi; SEQ_HI_S = string.format('%013d', hi) end
+  local lo = seq - hi * 100
+  local d = SEQ_LO[lo]
+  if d == nil then d = string.format('%02d', lo); SEQ_LO[lo] = d end
+  return SEQ_HI_S .. d .. id
+end
 local function id_of(member) return string.sub(member, SEQ_WIDTH + 1) end
 local function seq_of(member) return tonumber(string.sub(member, 1, SEQ_WIDTH)) end
 
