@@ -124,10 +124,14 @@ class Connection:
         self._kept += [keys[1] for _, keys, _ in calls if len(keys) > 1]
         return result
 
-    async def run_streamed(self, what: str, calls: Iterable[Call]) -> list[Any]:
+    async def run_streamed(
+        self, what: str, calls: Iterable[Call], take: Callable[[int, Any], None]
+    ) -> None:
         """Run script calls in order on one connection, each sent as soon as ``calls``
         yields it: the caller builds call k+1 while the server runs call k (Redis runs
-        one connection's commands in order, so they run in the order given).
+        one connection's commands in order, so they run in the order given). Call k's
+        reply goes to ``take(k, reply)`` as soon as it is read, while the server may
+        still run the calls after it.
 
         Every call must carry a request id (its reply key, see :meth:`run`). If the
         connection is lost or a script is refused (NOSCRIPT), whatever has not answered
@@ -160,8 +164,9 @@ class Connection:
                 for _ in unlink:
                     await conn.read_response()
                 unlink = []
-                while len(replies) < len(sent):  # (a reply at a time: see the fallback)
+                while len(replies) < len(sent):
                     replies.append(await conn.read_response())
+                    take(len(replies) - 1, replies[-1])
             except BaseException:
                 # Replies may be left unread: the connection must not be used again.
                 await conn.disconnect(nowait=True)
@@ -174,12 +179,13 @@ class Connection:
             self._kept += unlink
             self._kept += [keys[1] for _, keys, _ in sent[: len(replies)]]
             rest = [*sent[len(replies) :], *it]
-            return replies + await self.run(what, rest)
+            for k, reply in enumerate(await self.run(what, rest), len(replies)):
+                take(k, reply)
+            return
         except BaseException:
             self._kept += unlink
             raise
         self._kept += [keys[1] for _, keys, _ in sent]
-        return replies
 
     def _where(self) -> str:
         c = self.config.connection

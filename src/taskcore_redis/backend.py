@@ -360,17 +360,12 @@ class RedisBackend(Coordination):
                 return self._call("enqueue", q, [pack(items), q], request_id, [self.keys.index])
             return self._call("enqueue", q, [pack(items)], request_id)
 
-        if len(chunks) == 1:
-            replies = await self._conn.run("enqueue", [build(0, chunks[0])])
-        else:  # chunk k+1 is built while the server stores chunk k
-            replies = await self._conn.run_streamed(
-                "enqueue", (build(n, chunk) for n, chunk in enumerate(chunks))
-            )
         out: list[EnqueueResult | None] = [None] * len(messages)
         orphans: list[str] = []
         elsewhere: list[tuple[int, str]] = []
-        for chunk, reply in zip(chunks, replies, strict=True):
-            for i, item in zip(chunk, reply, strict=True):
+
+        def take(n: int, reply: list[Any]) -> None:
+            for i, item in zip(chunks[n], reply, strict=True):
                 if isinstance(item, bytes):  # created
                     out[i] = EnqueueResult(messages[i].id, True, _STATE[item])
                     continue
@@ -386,6 +381,14 @@ class RedisBackend(Coordination):
                     elsewhere.append((i, task_id))
                     continue
                 out[i] = EnqueueResult(task_id, False, _STATE[state])
+
+        if len(chunks) == 1:
+            [reply] = await self._conn.run("enqueue", [build(0, chunks[0])])
+            take(0, reply)
+        else:  # chunk k+1 is built, and reply k read, while the server stores chunk k+1
+            await self._conn.run_streamed(
+                "enqueue", (build(n, chunk) for n, chunk in enumerate(chunks)), take
+            )
         if elsewhere:
             where = await self._locate(task_id for _, task_id in elsewhere)
             records = await self._fetch(
