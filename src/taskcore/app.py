@@ -421,8 +421,7 @@ class App:
             ids = [plan.task_id] * len(bodies) if plan.task_id else new_task_ids(len(bodies))
             clock, encode = self.clock, self.codec.encode_envelope
             for body, tid in zip(bodies, ids, strict=True):
-                env, msg = plan.build(body, clock.now(), tid)
-                messages.append(_with_body(msg, encode(env)))
+                messages.append(plan.build(body, clock.now(), tid, encode)[1])
         if not self._opened:
             await self.open()
         results = await self.backend.enqueue(messages)
@@ -508,7 +507,15 @@ class _Plan:
     task_id: str | None
     headers: dict[str, str]
 
-    def build(self, args_body: bytes, now: float, task_id: str | None) -> tuple[Envelope, Message]:
+    def build(
+        self,
+        args_body: bytes,
+        now: float,
+        task_id: str | None,
+        encode: Callable[[Envelope], bytes] | None = None,
+    ) -> tuple[Envelope, Message]:
+        """The envelope and message of a call; the message's body is ``encode(envelope)``
+        (empty without ``encode``: the caller encodes it later)."""
         unique_key = self.unique_key
         if self.hash_unique:
             unique_key = hashlib.blake2b(args_body, digest_size=16).hexdigest()
@@ -527,19 +534,20 @@ class _Plan:
             headers=dict(self.headers),
             rate_key=self.rate_key,
         )
-        return env, Message(
+        msg = Message(
             id=tid,
             task=self.task,
             queue=self.queue,
             priority=self.priority,
             enqueued_at=now,
             eligible_at=now + self.delay if self.eta is None else self.eta,
-            body=b"",
+            body=b"" if encode is None else encode(env),
             deadline=self.deadline,
             unique_key=unique_key,
             fairness_key=self.fairness_key,
             result_ttl=self.result_ttl,
         )
+        return env, msg
 
 
 def _raw(body: bytes) -> Any:

@@ -69,9 +69,11 @@ class QueueSpec:
     policy: SchedulingPolicy = DEFAULT_POLICY
 
 
-@attrs.frozen
-class EnqueueResult:
-    """``created`` is False when a unique key matched an existing task, whose id is given."""
+class EnqueueResult(msgspec.Struct, frozen=True):
+    """``created`` is False when a unique key matched an existing task, whose id is given.
+
+    (A Struct, not an attrs class: one per enqueued task, and a Struct is built in a
+    fraction of the time.)"""
 
     id: str
     created: bool

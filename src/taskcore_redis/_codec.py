@@ -39,14 +39,15 @@ def opt(s: str | None) -> str:
     return "" if s is None else "=" + s
 
 
+_HEADS = [bytes((0xA0 | n,)) for n in range(32)] + [b"\xd9" + bytes((n,)) for n in range(32, 256)]
+
+
 def raw_str(data: bytes) -> msgspec.Raw:
     """Bytes for :func:`pack`, as a MessagePack *str*: Redis's cmsgpack predates the
     bin types, and its strings are byte strings anyway."""
     n = len(data)
-    if n < 32:
-        head = bytes((0xA0 | n,))
-    elif n < 0x100:
-        head = b"\xd9" + n.to_bytes(1, "big")
+    if n < 0x100:
+        return msgspec.Raw(_HEADS[n] + data)
     elif n < 0x10000:
         head = b"\xda" + n.to_bytes(2, "big")
     else:
