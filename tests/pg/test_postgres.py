@@ -36,9 +36,9 @@ async def open_backend(
         yield backend
 
 
-async def _count(dsn: str, schema: str, where: str = "true") -> int:
+async def _count(dsn: str, schema: str, where: str = "true", table: str = "tasks") -> int:
     async with await psycopg.AsyncConnection.connect(dsn) as conn:
-        cur = await conn.execute(f'SELECT count(*) FROM "{schema}".tasks WHERE {where}')
+        cur = await conn.execute(f'SELECT count(*) FROM "{schema}".{table} WHERE {where}')
         row = await cur.fetchone()
         assert row is not None
         return int(row[0])
@@ -691,6 +691,20 @@ async def test_retention_prunes_in_bounded_batches(pg_dsn: str, pg_schema: str) 
         clock.advance(3600)
         assert await backend.prune_finished(older_than=3000, batch_size=30) == 100
         assert await _count(pg_dsn, pg_schema) == 0
+
+
+async def test_reaper_forgets_refilled_token_buckets(pg_dsn: str, pg_schema: str) -> None:
+    clock = FakeClock()
+    async with open_backend(pg_dsn, pg_schema, clock) as backend:
+        for i in range(50):
+            assert await backend.take_tokens(f"customer-{i}", 1.0, 5.0) == 0
+        await backend.take_tokens("drained", 1.0, 5.0, n=5)
+        clock.advance(2)
+        await backend.reap()
+        assert await _count(pg_dsn, pg_schema, table="buckets") == 1  # "drained" is not full yet
+        clock.advance(3)
+        await backend.reap()
+        assert await _count(pg_dsn, pg_schema, table="buckets") == 0
 
 
 async def test_purge_works_in_batches(pg_dsn: str, pg_schema: str) -> None:
