@@ -29,7 +29,6 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 import attrs
-import psutil
 
 from .admission import Admission
 from .autoscale import Autoscaler
@@ -254,6 +253,7 @@ class Worker:
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Run until :meth:`stop` (or SIGINT/SIGTERM through the CLI)."""
+        self.app.telemetry.bind_if_configured()  # the gauges, observed while idle
         await self.app.open()
         await self._heartbeat()
         async with anyio.create_task_group() as background:
@@ -822,6 +822,8 @@ class Worker:
                 self.app.telemetry.depth[(s.queue, f"P{p}")] = n
         self.app.telemetry.busy.update({str(k): v for k, v in self.busy.items()})
         if self.autoscaler is not None:
+            import psutil  # only autoscaling workers need it
+
             cpu = psutil.cpu_percent(interval=None)
             new = self.autoscaler.decide(self.target, len(self._running), self._depth, cpu)
             if new != self.target:
