@@ -3,8 +3,8 @@
 Attributes are low-cardinality: task, queue, priority, complexity, outcome — never
 the task id. Trace context travels in the envelope's ``trace`` field.
 
-The instruments are made on first use (the first enqueue or run, or a worker's start
-once OpenTelemetry is in the process), so an idle worker of an app that never set up
+The instruments are made on first use (the first enqueue or run, or a worker's start or
+maintenance once OpenTelemetry is set up), so an idle worker of an app that never set up
 OpenTelemetry does not import it. Instruments made later behave the same: the API's
 global providers are proxies that follow an SDK installed at any time.
 """
@@ -48,9 +48,14 @@ _PROVIDER_ENV = ("OTEL_PYTHON_METER_PROVIDER", "OTEL_PYTHON_TRACER_PROVIDER")
 
 
 def _configured() -> bool:
-    """Whether OpenTelemetry may be set up in this process: the API is imported (a
-    provider can only be installed through it) or a provider is named in the environment."""
-    return "opentelemetry" in sys.modules or any(os.environ.get(v) for v in _PROVIDER_ENV)
+    """Whether OpenTelemetry may be set up in this process: a provider is named in the
+    environment, the tracing API is imported, or a global meter provider is installed
+    (redis-py imports the metrics API by itself; until an SDK is installed, the API's
+    provider is its proxy)."""
+    if any(os.environ.get(v) for v in _PROVIDER_ENV) or "opentelemetry.trace" in sys.modules:
+        return True
+    api = sys.modules.get("opentelemetry.metrics")
+    return api is not None and type(api.get_meter_provider()).__name__ != "_ProxyMeterProvider"
 
 
 class Telemetry:
@@ -120,8 +125,8 @@ class Telemetry:
         )
 
     def bind_if_configured(self) -> None:
-        """Make the instruments if OpenTelemetry may be set up by now (a worker's start:
-        its gauges are then observed while it idles)."""
+        """Make the instruments if OpenTelemetry may be set up by now (a worker's start
+        and maintenance: its gauges are then observed while it idles)."""
         if not self._bound and _configured():
             self.bind()
 

@@ -817,6 +817,7 @@ class Worker:
             log.warning("maintenance failed: %s", exc)
             return
         self._depth = sum(s.depth for s in stats)
+        self.app.telemetry.bind_if_configured()  # an SDK installed since the start
         for s in stats:
             for p, n in s.depth_by_priority.items():
                 self.app.telemetry.depth[(s.queue, f"P{p}")] = n

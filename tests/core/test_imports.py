@@ -11,6 +11,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # Loaded on first use only: telemetry (OpenTelemetry), the printing commands (rich),
@@ -54,16 +56,28 @@ def test_a_started_worker_has_not_imported_the_optional_dependencies() -> None:
     assert out == "[]"
 
 
-def test_the_postgres_backend_imports_no_optional_dependency() -> None:
-    # psycopg loads zoneinfo itself; the rest stays out until used
+@pytest.mark.parametrize(
+    ("url", "driver"),
+    [
+        ("postgresql://postgres@127.0.0.1:5432/test", "psycopg_pool"),
+        ("redis://127.0.0.1:6379/0", "redis.asyncio"),
+    ],
+)
+def test_a_backend_worker_imports_no_optional_dependency(url: str, driver: str) -> None:
+    # the driver's own imports do not count (redis-py imports hashlib and OpenTelemetry's
+    # metrics API, psycopg zoneinfo)
     out = run(
         f"""
         import sys
-        import taskcore.cli, taskcore_pg
+        import {driver}
+
+        before = set(sys.modules)
+        import taskcore.cli
         from taskcore import App
 
-        App("postgresql://postgres@127.0.0.1:5432/test").worker()
-        print(sorted(m for m in {LAZY!r} if m != "zoneinfo" and m in sys.modules))
+        App({url!r}).worker()  # builds the backend, connects nothing
+        new = set(sys.modules) - before
+        print(sorted(m for m in [*{LAZY!r}, "opentelemetry.trace"] if m in new))
         """
     )
     assert out == "[]"
