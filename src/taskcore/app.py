@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
@@ -348,6 +347,8 @@ class App:
         if queue is not None:
             _check_name(q, "queue name", TaskValidationError)
         if unique_key is None and opts.unique:
+            import hashlib  # not at start-up: hashlib loads OpenSSL's digests (~3 MB)
+
             unique_key = hashlib.blake2b(args_body, digest_size=16).hexdigest()
         tid = task_id or new_task_id()
         trace: dict[str, str] = {}

@@ -29,7 +29,6 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 import attrs
-import psutil
 
 from .admission import Admission
 from .autoscale import Autoscaler
@@ -254,6 +253,7 @@ class Worker:
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Run until :meth:`stop` (or SIGINT/SIGTERM through the CLI)."""
+        self.app.telemetry.bind_if_configured()  # the gauges, observed while idle
         await self.app.open()
         await self._heartbeat()
         async with anyio.create_task_group() as background:
@@ -266,7 +266,6 @@ class Worker:
             if self.recycle.max_rss is not None:
                 background.start_soon(self._memory_loop)
             async with anyio.create_task_group() as runs:
-                self._spawn_slots(runs)
                 log.info(
                     "worker %s started: queues %s, concurrency %d",
                     self.id,
@@ -310,8 +309,10 @@ class Worker:
 
     # -- claiming ---------------------------------------------------------------
     def _spawn_slots(self, runs: anyio.abc.TaskGroup) -> None:
-        """Long-lived slot coroutines take runs from a deque (no spawn per task)."""
-        while self._slots < self.target:
+        """Long-lived slot coroutines take runs from a deque (no spawn per task). They
+        start when work first needs them (an idle worker holds none, a worker of
+        concurrency 100 that never ran more than 10 at once holds 10) and then stay."""
+        while self._slots < len(self._running):
             self._slots += 1
             runs.start_soon(self._slot_loop)
 
@@ -431,11 +432,11 @@ class Worker:
                 self._wait_scope = None
                 continue
             self._claimed += len(leases)
-            if self._slots < self.target:
-                self._spawn_slots(runs)
             new_runs = [_Run(lease) for lease in leases]
             for run in new_runs:
                 self._running[run.lease.message.id] = run
+            if self._slots < len(self._running):
+                self._spawn_slots(runs)
             self._hand_out(new_runs)
             # let the slots start these runs before the next claim is prepared and sent
             await anyio.lowlevel.checkpoint()
@@ -817,11 +818,14 @@ class Worker:
             log.warning("maintenance failed: %s", exc)
             return
         self._depth = sum(s.depth for s in stats)
+        self.app.telemetry.bind_if_configured()  # an SDK installed since the start
         for s in stats:
             for p, n in s.depth_by_priority.items():
                 self.app.telemetry.depth[(s.queue, f"P{p}")] = n
         self.app.telemetry.busy.update({str(k): v for k, v in self.busy.items()})
         if self.autoscaler is not None:
+            import psutil  # only autoscaling workers need it
+
             cpu = psutil.cpu_percent(interval=None)
             new = self.autoscaler.decide(self.target, len(self._running), self._depth, cpu)
             if new != self.target:
