@@ -25,11 +25,7 @@ class Telemetry:
         tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         meter = (meter_provider or metrics.get_meter_provider()).get_meter("taskcore")
-        # spans cost time even when no-op: skip them unless a real provider is installed
-        provider = tracer_provider or trace.get_tracer_provider()
-        self.tracing = not isinstance(
-            provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
-        )
+        self._tracer_provider = tracer_provider
         self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("taskcore")
         self.enqueued = meter.create_counter("taskcore.tasks.enqueued", "{task}", "Tasks enqueued")
         self.started = meter.create_counter("taskcore.tasks.started", "{task}", "Task runs started")
@@ -84,6 +80,19 @@ class Telemetry:
 
     def _observe_circuits(self, options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(v, {"circuit": name}) for name, v in list(self.circuits.items())]
+
+    @property
+    def tracing(self) -> bool:
+        """Whether a real tracer provider is installed (given, or set globally by now).
+        Spans cost time even when no-op (~10 us each), so they are skipped unless one is."""
+        provider = self._tracer_provider or trace.get_tracer_provider()
+        return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+
+    @staticmethod
+    def inject(carrier: dict[str, str]) -> None:
+        """Put the current trace context (and baggage) into ``carrier``, without a span
+        of our own: a context from elsewhere (an incoming request) still travels."""
+        propagate.inject(carrier)
 
     @contextlib.contextmanager
     def enqueue_span(self, task: str, queue: str, carrier: dict[str, str]) -> Iterator[None]:
