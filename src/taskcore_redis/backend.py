@@ -448,8 +448,15 @@ class RedisBackend(Coordination):
                 leases, extra = taken.leases[:limit], taken.leases[limit:]
                 if extra:  # fewer slots than when it claimed: no prefetch
                     await self._release(extra)
-                elif taken.dry:
-                    self._drained = attrs.evolve(c, due=taken.due, limit=limit - len(leases))
+                elif taken.dry:  # (not attrs.evolve: this is on the wake-up path)
+                    self._drained = _Claimer(
+                        c.queues,
+                        taken.due,
+                        limit - len(leases),
+                        c.lease_seconds,
+                        c.worker,
+                        c.max_priority,
+                    )
                 return leases
             await self._release(taken.leases)
         if limit <= 0:
