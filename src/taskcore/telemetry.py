@@ -84,17 +84,30 @@ class Telemetry:
         self.depth: dict[tuple[str, str], int] = {}
         self.busy: dict[str, int] = {}
         self.circuits: dict[str, int] = {}
-        # Spans cost time even when no-op: runs are traced only if a real provider is
-        # installed when the app is made (without the API imported by then, none can be).
-        self.tracing = False
         if meter_provider is not None or tracer_provider is not None or _configured():
             self.bind()
-            from opentelemetry import trace
 
-            provider = tracer_provider or trace.get_tracer_provider()
-            self.tracing = not isinstance(
-                provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
-            )
+    @property
+    def tracing(self) -> bool:
+        """Whether a real tracer provider is installed (given, or set globally by now).
+        Spans cost time even when no-op (~10 us each), so they are skipped unless one
+        is; without the tracing API imported, none can be."""
+        if self._tracer_provider is None and "opentelemetry.trace" not in sys.modules:
+            return False
+        from opentelemetry import trace
+
+        provider = self._tracer_provider or trace.get_tracer_provider()
+        return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+
+    @staticmethod
+    def inject(carrier: dict[str, str]) -> None:
+        """Put the current trace context (and baggage) into ``carrier``, without a span
+        of our own: a context from elsewhere (an incoming request) still travels. With
+        neither the tracing nor the baggage API imported there is no such context."""
+        if "opentelemetry.trace" in sys.modules or "opentelemetry.baggage" in sys.modules:
+            from opentelemetry import propagate
+
+            propagate.inject(carrier)
 
     def bind(self) -> None:
         """Make the instruments now (idempotent)."""

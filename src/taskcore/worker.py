@@ -15,6 +15,7 @@ reaches them (see :mod:`taskcore.recycle`).
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import os
@@ -59,6 +60,18 @@ log = logging.getLogger("taskcore.worker")
 StopReason = Literal["cancel", "lost", "shutdown", "timeout"]
 WATCHDOG_INTERVAL = 0.05  # seconds: precision of task timeouts
 RESERVED_POLL = 0.1  # seconds: P0 look-ups while only reserved slots are free
+
+
+_heap_frozen = False
+
+
+def _freeze_heap() -> None:
+    """Once per process: collect everything, then freeze what survived (start-up)."""
+    global _heap_frozen
+    if not _heap_frozen:
+        _heap_frozen = True
+        gc.collect()
+        gc.freeze()
 
 
 @attrs.frozen
@@ -114,6 +127,14 @@ class Worker:
         lost_lease_allowance: runs granted beyond the retry policy's attempts to make up
             for workers lost while running a task; a task claimed more often than
             ``retries + 1 + lost_lease_allowance`` times is dead-lettered as poison.
+        freeze_heap: when the first worker of the process starts, run one full garbage
+            collection and move every object that survives it out of the collector's
+            reach (``gc.freeze()``): the imports and set-up objects are then never
+            traversed again. Without it, the first full collection comes during the
+            first seconds of work and stalls the event loop for tens of milliseconds;
+            each later one walks the whole heap. An object alive at that moment that
+            later becomes part of unreachable cycles is not reclaimed (see
+            ``gc.freeze``); pass False to keep the collector's defaults.
     """
 
     def __init__(
@@ -135,6 +156,7 @@ class Worker:
         max_tasks: int | None = None,
         max_rss: int | str | None = None,
         lost_lease_allowance: int = 3,
+        freeze_heap: bool = True,
     ) -> None:
         from .errors import ConfigurationError
 
@@ -205,6 +227,7 @@ class Worker:
         self._claimed = 0
         self._stop_requested = False
         self._drain_scope: anyio.CancelScope | None = None
+        self.freeze_heap = freeze_heap
 
     # -- lifecycle ------------------------------------------------------------
     def stop(self) -> None:
@@ -266,6 +289,8 @@ class Worker:
             if self.recycle.max_rss is not None:
                 background.start_soon(self._memory_loop)
             async with anyio.create_task_group() as runs:
+                if self.freeze_heap:
+                    _freeze_heap()
                 log.info(
                     "worker %s started: queues %s, concurrency %d",
                     self.id,
