@@ -358,6 +358,22 @@ def capacity(target: str, result: dict[str, Any], args: argparse.Namespace) -> f
 
 
 # -- the suite ------------------------------------------------------------------------------------
+# scenarios 4-8: (option, type, default, help)
+OPTIONS_4_8: list[tuple[str, type, float, str]] = [
+    ("--capacity-n", int, 20_000, "tasks of the capacity burn-down when burn-down is not run"),
+    ("--load-seconds", float, 10.0, "load: seconds per level"),
+    ("--scale-n", int, 20_000, "scaling: tasks"),
+    ("--realistic-concurrency", int, 100, "realistic: slots per worker"),
+    ("--io-n", int, 5_000, "realistic: 10 ms sleep tasks"),
+    ("--cpu-n", int, 200, "realistic: 50 ms CPU tasks"),
+    ("--blob-n", int, 5_000, "realistic: 100 B payloads (10 KB: 2/5 of it, 1 MB: 1/100)"),
+    ("--burst-seconds", float, 30.0, "burst: seconds of ten times the base rate"),
+    ("--burst-calm", float, 5.0, "burst: seconds at the base rate before and after"),
+    ("--burst-base", float, 0.1, "burst: base rate as a fraction of the capacity"),
+    ("--burst-max-tasks", int, 100_000, "burst: most calls in all (a lower base rate if need be)"),
+]
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.peers",
@@ -376,47 +392,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=3, help="repeats; medians reported (3)")
     p.add_argument(
         "--capacity",
-        help="load / burst: tasks/s, for every target (5000) or per "
-        "target (huey=3000,taskcore-redis=9000); default: the burn-down of this run",
+        help="load / burst: tasks/s, for every target (5000) or per target "
+        "(huey=3000,taskcore-redis=9000); default: the burn-down of this run",
     )
-    p.add_argument(
-        "--capacity-n",
-        type=int,
-        default=20_000,
-        help="tasks of the capacity burn-down when burn-down is not run (20,000)",
-    )
-    p.add_argument("--load-seconds", type=float, default=10.0, help="load: seconds per level (10)")
-    p.add_argument("--scale-n", type=int, default=20_000, help="scaling: tasks (20,000)")
-    p.add_argument(
-        "--realistic-concurrency", type=int, default=100, help="realistic: slots per worker (100)"
-    )
-    p.add_argument("--io-n", type=int, default=5_000, help="realistic: 10 ms sleep tasks (5,000)")
-    p.add_argument("--cpu-n", type=int, default=200, help="realistic: 50 ms CPU tasks (200)")
-    p.add_argument(
-        "--blob-n",
-        type=int,
-        default=5_000,
-        help="realistic: 100 B payloads (5,000; 10 KB: 2/5 of it, 1 MB: 1/100)",
-    )
-    p.add_argument("--burst-seconds", type=float, default=30.0, help="burst: 10x window, s (30)")
-    p.add_argument(
-        "--burst-calm",
-        type=float,
-        default=5.0,
-        help="burst: seconds at the base rate before and after (5)",
-    )
-    p.add_argument(
-        "--burst-base",
-        type=float,
-        default=0.1,
-        help="burst: base rate as a fraction of the capacity (0.1)",
-    )
-    p.add_argument(
-        "--burst-max-tasks",
-        type=int,
-        default=100_000,
-        help="burst: most calls in all; a lower base rate if need be (100,000)",
-    )
+    for flag, kind, default, text in OPTIONS_4_8:
+        p.add_argument(flag, type=kind, default=default, help=f"{text} ({default:,g})")
     p.add_argument("--timeout", type=float, default=240.0, help="per-run limit, s (240)")
     p.add_argument(
         "--redis-url", help="an existing Redis for everyone (default: start a private redis-server)"
