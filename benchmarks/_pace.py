@@ -4,9 +4,11 @@ inside their own virtualenvs, taskcore's harness in its own).
 A plan is a list of phases ``(name, seconds, rate)`` run back to back; call ``i`` is due
 at its offset in the plan. :func:`pace` sends each call when it is due, or at once when
 the producer is behind (the offered rate catches up instead of drifting), and returns
-the wall clock read just before each call. Given each call's body start (wall clock, in
-the worker), :func:`report` gives per phase the wait percentiles, the rate actually
-sent, the largest backlog and how long the phase's calls took to clear.
+the wall clock read just before each call. With several producers (coroutines taking
+the calls in order from one shared iterator) more calls can be in flight at once.
+Given each call's body start (wall clock, in the worker), :func:`report` gives per
+phase the wait percentiles, the rate actually sent, the largest backlog and how long
+the phase's calls took to clear.
 """
 
 from __future__ import annotations
@@ -46,16 +48,24 @@ def phase_of(phases: Sequence[Phase], due: Sequence[float]) -> list[str]:
     return out
 
 
-async def pace(due: Sequence[float], send: Callable[[int], Awaitable[object]]) -> list[float]:
-    """``await send(i)`` for each call at its due time; the wall clock before each."""
+async def pace(
+    due: Sequence[float], send: Callable[[int], Awaitable[object]], producers: int = 1
+) -> list[float]:
+    """``await send(i)`` for each call at its due time, from ``producers`` coroutines;
+    the wall clock before each call."""
     sent = [0.0] * len(due)
+    calls = iter(range(len(due)))
     t0 = time.perf_counter()
-    for i, d in enumerate(due):
-        delay = t0 + d - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        sent[i] = time.time()
-        await send(i)
+
+    async def producer() -> None:
+        for i in calls:
+            delay = t0 + due[i] - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sent[i] = time.time()
+            await send(i)
+
+    await asyncio.gather(*(producer() for _ in range(producers)))
     return sent
 
 

@@ -237,10 +237,15 @@ async def serve(
 
 
 async def paced(
-    backend: str, due: Sequence[float], concurrency: int = 100, timeout: float = 120
+    backend: str,
+    due: Sequence[float],
+    concurrency: int = 100,
+    timeout: float = 120,
+    producers: int = 1,
 ) -> tuple[list[float], list[float]]:
     """Single enqueues of ``bench.stamp(i)`` at the offsets ``due`` (seconds; a late
-    call goes at once, see ``benchmarks._pace.pace``) into an idle worker. Returns, by
+    call goes at once, see ``benchmarks._pace.pace``; ``producers`` coroutines) into an
+    idle worker. Returns, by
     i, the wall clock just before each enqueue call and the body's wall-clock start;
     raises unless every call ran once and succeeded."""
     url = scratch_url(backend)
@@ -249,7 +254,13 @@ async def paced(
         async with app:
             stamp = app.tasks["bench.stamp"]
             sent, starts = await serve(
-                backend, app, url, len(due), lambda: pace(due, stamp.enqueue), timeout, concurrency
+                backend,
+                app,
+                url,
+                len(due),
+                lambda: pace(due, stamp.enqueue, producers),
+                timeout,
+                concurrency,
             )
             await verify_all_succeeded(app, len(due))
     finally:

@@ -133,11 +133,30 @@ def _with_db(url: str, db: int) -> str:
     return f"{head if last.isdigit() else base}/{db}"
 
 
-def _pg_dsn(peer: str) -> str:
+def _pg_dsn(peer: str, db: str | None = None) -> str:
+    """The peer's database, named after this runner process too: two suite runs at once
+    on the same server do not drop each other's database."""
     from benchmarks._common import PG_URL
 
     base = PG_URL.split("?", 1)[0].rsplit("/", 1)[0]
-    return f"{base}/bench_peers_{peer.replace('-', '_')}"
+    name = db or f"bench_peers_{peer.replace('-', '_')}_{os.getpid()}"
+    return f"{base}/{name}"
+
+
+@contextlib.contextmanager
+def dropping_pg_databases(peers: list[str]) -> Iterator[None]:
+    """Drop the PostgreSQL peers' databases of this run when it ends."""
+    try:
+        yield
+    finally:
+        import psycopg
+
+        pg = [p for p in peers if PEERS[p][1] == "postgres"]
+        if pg:
+            with psycopg.connect(_pg_dsn("", "postgres"), autocommit=True) as conn:
+                for peer in pg:
+                    name = _pg_dsn(peer).rsplit("/", 1)[1]
+                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _kit(peer: str, argv: list[str], concurrency: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -192,6 +211,15 @@ def _burst_phases(cap: float, args: argparse.Namespace) -> list[tuple[str, float
     return [("before", calm, base), ("burst", burst, 10 * base), ("after", calm, base)]
 
 
+def _plans(
+    scenario: str, args: argparse.Namespace, cap: float
+) -> list[tuple[str, list[tuple[str, float, float]]]]:
+    """The paced plans of load (one per level, key suffix ``_50`` / ``_90``) or burst."""
+    if scenario == "load":
+        return [(f"_{round(f * 100)}", [("", args.load_seconds, f * cap)]) for f in LOAD_FRACTIONS]
+    return [("", _burst_phases(cap, args))]
+
+
 def _parts(scenario: str, args: argparse.Namespace, cap: float) -> list[tuple[str, str, Any]]:
     """The runs one scenario takes, as (key prefix, key suffix, (``_kit`` argv, worker
     slots)) for a peer; their results are merged by :func:`_merge`."""
@@ -201,11 +229,10 @@ def _parts(scenario: str, args: argparse.Namespace, cap: float) -> list[tuple[st
     if scenario == "latency":
         phase = [("", args.seconds, args.rate)]
         return [("", "", (["paced", f"--idle={args.idle:g}", *_phases_arg(phase)], slots))]
-    if scenario == "load":
-        plans = [(f"_{round(f * 100)}", [("", args.load_seconds, f * cap)]) for f in LOAD_FRACTIONS]
-        return [("", tag, (["paced", "--idle=0", *_phases_arg(ph)], slots)) for tag, ph in plans]
-    if scenario == "burst":
-        return [("", "", (["paced", "--idle=0", *_phases_arg(_burst_phases(cap, args))], slots))]
+    if scenario in ("load", "burst"):
+        load = ["--idle=0", f"--producers={args.producers}"]
+        plans = _plans(scenario, args, cap)
+        return [("", tag, (["paced", *load, *_phases_arg(ph)], slots)) for tag, ph in plans]
     if scenario == "scaling":
         burn = ["burn", f"--n={args.scale_n}"]
         return [("", f"_{k}w", ([*burn, f"--workers={k}"], slots)) for k in SCALE_WORKERS]
@@ -295,15 +322,10 @@ async def _taskcore(
             backend, args.io_n, args.cpu_n, _payload_n(args), args.realistic_concurrency
         )
         return {new: res[old] for old, new in _REALISTIC_KEYS.items()}
-    plans = (
-        [(f"_{round(f * 100)}", [("", args.load_seconds, f * cap)]) for f in LOAD_FRACTIONS]
-        if scenario == "load"
-        else [("", _burst_phases(cap, args))]
-    )
     parts = []
-    for suffix, phases in plans:
+    for suffix, phases in _plans(scenario, args, cap):
         sent, start = await scenarios.paced(
-            backend, schedule(phases), args.concurrency, args.timeout
+            backend, schedule(phases), args.concurrency, args.timeout, args.producers
         )
         parts.append(("", suffix, report(phases, sent, start)))
     return _merge(scenario, parts)
@@ -362,6 +384,7 @@ def capacity(target: str, result: dict[str, Any], args: argparse.Namespace) -> f
 OPTIONS_4_8: list[tuple[str, type, float, str]] = [
     ("--capacity-n", int, 20_000, "tasks of the capacity burn-down when burn-down is not run"),
     ("--load-seconds", float, 10.0, "load: seconds per level"),
+    ("--producers", int, 4, "load / burst: producers of single enqueues"),
     ("--scale-n", int, 20_000, "scaling: tasks"),
     ("--realistic-concurrency", int, 100, "realistic: slots per worker"),
     ("--io-n", int, 5_000, "realistic: 10 ms sleep tasks"),
@@ -432,11 +455,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     # SIGTERM: unwind like Ctrl-C, so the running driver stops its worker process
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    if args.redis_url:
-        os.environ["TASKCORE_BENCH_REDIS"] = args.redis_url
-        return suite(args, peers, argv)
-    with private_redis() as url:
+    with contextlib.ExitStack() as stack:
+        url = args.redis_url or stack.enter_context(private_redis())
         os.environ["TASKCORE_BENCH_REDIS"] = url  # read by benchmarks._common on import
+        stack.enter_context(dropping_pg_databases(peers))
         return suite(args, peers, argv)
 
 

@@ -39,7 +39,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -441,10 +441,23 @@ async def burn(
     return out
 
 
+def _sender(adapter: Adapter, producers: int) -> Callable[[int], Awaitable[Any]]:
+    """``enqueue_one`` as a coroutine; in a thread when it blocks and several producers
+    share the loop (the libraries' clients are thread-safe)."""
+    if producers > 1 and not inspect.iscoroutinefunction(adapter.enqueue_one):
+        return lambda i: asyncio.to_thread(adapter.enqueue_one, i)
+    return lambda i: _call(adapter.enqueue_one, i)
+
+
 async def paced(
-    adapter: Adapter, config: Config, phases: list[Phase], idle: float, timeout: float,
+    adapter: Adapter,
+    config: Config,
+    phases: list[Phase],
+    idle: float,
+    timeout: float,
     workdir: Path,
-) -> Any:  # fmt: skip
+    producers: int = 1,
+) -> Any:
     await _call(adapter.open)
     procs = Workers(config, adapter.worker_argv(), 1, workdir)
     try:
@@ -459,7 +472,7 @@ async def paced(
         out["worker_processes"] = 1 + _descendants(root)
         if phases:
             due = schedule(phases)
-            sent = await pace(due, lambda i: _call(adapter.enqueue_one, i))
+            sent = await pace(due, _sender(adapter, producers), producers)
             done, _bodies = await procs.ledgers(len(due), timeout)
             end = {i: t for d in done.values() for i, t in d.items()}
             out |= report(phases, sent, [end[i] for i in range(len(due))])
@@ -499,6 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=0, help="blob: characters of payload")
     p.add_argument("--phase", type=_phase, action="append", default=[],
                    help="paced: NAME:SECONDS:RATE, repeatable (none: idle RSS only)")  # fmt: skip
+    p.add_argument("--producers", type=int, default=1, help="paced: producer coroutines")
     p.add_argument("--idle", type=float, default=2.0)
     p.add_argument("--timeout", type=float, default=300.0)
     p.add_argument("--workdir", type=Path, required=True)
@@ -527,7 +541,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.mode == "burn":
             coro = burn(adapter, config, args.n, args.workers, args.timeout, args.workdir)
         else:
-            coro = paced(adapter, config, args.phase, args.idle, args.timeout, args.workdir)
+            coro = paced(
+                adapter, config, args.phase, args.idle, args.timeout, args.workdir, args.producers
+            )
         result = asyncio.run(coro)
     except RunFailed as exc:
         sys.stdout.write(json.dumps({"error": str(exc)}) + "\n")

@@ -109,7 +109,8 @@ def _cell(summary: dict[str, Any] | None, key: str) -> Any:
     if not summary:
         return None
     median = summary["median"]
-    return median.get(key, median.get(NOT_APPLICABLE.get(key, "")))
+    value = median.get(key, median.get(NOT_APPLICABLE.get(key, "")))
+    return "n/a" if isinstance(value, str) and value.startswith("n/a") else value
 
 
 def _table(result: dict[str, Any], title: str, columns: list[Column], backend: str) -> list[str]:
