@@ -492,6 +492,7 @@ def suite(args: argparse.Namespace, peers: list[str], argv: list[str] | None) ->
             for target in order:
                 _say(f"[{time.monotonic() - t_start:6.0f}s] repeat {r + 1}/{args.repeat} "
                      f"{scenario} {target}")  # fmt: skip
+                res: dict[str, Any]
                 try:
                     cap = capacity(target, result, args) if scenario in ("load", "burst") else 0.0
                 except RuntimeError as exc:
