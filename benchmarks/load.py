@@ -24,7 +24,8 @@ from typing import Any
 from taskcore import App, State
 from taskcore.priority import Priority, is_late
 
-from ._common import drop_scratch, percentile, scratch_url, verify_all_succeeded
+from ._common import drop_scratch, scratch_url, verify_all_succeeded
+from ._pace import waits_ms
 from ._run import enqueue_noops
 from ._worker import _redis_info
 from .apps import QUEUE, make_app
@@ -178,15 +179,7 @@ async def capacity(backend: str, n: int, concurrency: int) -> float:
 
 
 def _pcts(prefix: str, waits: Sequence[float]) -> dict[str, float]:
-    ms = [w * 1000 for w in waits]
-    if not ms:
-        return {}
-    return {
-        f"{prefix}p50_ms": percentile(ms, 50),
-        f"{prefix}p95_ms": percentile(ms, 95),
-        f"{prefix}p99_ms": percentile(ms, 99),
-        f"{prefix}max_ms": max(ms),
-    }
+    return waits_ms(prefix, [w * 1000 for w in waits])
 
 
 async def _capacity(

@@ -8,7 +8,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,6 +17,7 @@ import psutil
 from taskcore import App
 
 from ._common import BenchError, drop_scratch, percentile, scratch_url, verify_all_succeeded
+from ._pace import pace
 from ._run import drain, enqueue_noops
 from .apps import PROBE, QUEUE, URL_ENV, make_app
 
@@ -185,20 +186,6 @@ async def bulk_enqueue(backend: str, n: int, singles: int) -> dict[str, Any]:
 
 
 # -- 3. latency ---------------------------------------------------------------------------
-async def _paced(app: Any, rate: float, count: int) -> list[str]:
-    """Enqueue ``bench.stamp(i)`` at a fixed rate; returns the task ids in order."""
-    stamp = app.tasks["bench.stamp"]
-    ids: list[str] = []
-    t0 = time.perf_counter()
-    for i in range(count):
-        delay = t0 + i / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        handle = await stamp.enqueue(i)
-        ids.append(handle.id)
-    return ids
-
-
 async def serve(
     backend: str,
     app: App,
@@ -206,16 +193,17 @@ async def serve(
     count: int,
     produce: Callable[[], Awaitable[T]],
     timeout: float = 30,
+    concurrency: int = 100,
 ) -> tuple[T, dict[int, float]]:
-    """Start an idle worker (in this process on memory, else a ``latency`` worker
-    process), run ``produce()``, which must enqueue ``bench.stamp(i)`` for i in
-    0..count-1, and wait until all ``count`` bodies ran (``timeout`` seconds after
-    ``produce()`` returned). Returns what ``produce()`` returned and each body's
-    wall-clock start by i."""
+    """Start an idle worker with ``concurrency`` slots (in this process on memory, else
+    a ``latency`` worker process), run ``produce()``, which must enqueue
+    ``bench.stamp(i)`` for i in 0..count-1, and wait until all ``count`` bodies ran
+    (``timeout`` seconds after ``produce()`` returned). Returns what ``produce()``
+    returned and each body's wall-clock start by i."""
     if backend == "memory":
         done = asyncio.Event()
         PROBE.reset(count, done.set)
-        worker = app.worker(queues=[QUEUE])
+        worker = app.worker(concurrency=concurrency, queues=[QUEUE])
         runner = asyncio.create_task(worker.run())
         await asyncio.sleep(0.5)
         try:
@@ -229,7 +217,7 @@ async def serve(
         starts = dict(PROBE.starts)
     else:
         await app.backend.stats([QUEUE])  # migrate / connect before the worker
-        proc = await _spawn_worker("latency", url, count, 100, "--timeout", "36000")
+        proc = await _spawn_worker("latency", url, count, concurrency, "--timeout", "36000")
         line = await asyncio.wait_for(proc.stdout.readline(), 60)
         if json.loads(line) != "ready":
             raise BenchError(f"worker said {line!r}")
@@ -248,21 +236,42 @@ async def serve(
     return produced, starts
 
 
-async def latency(backend: str, rate: float, seconds: float) -> dict[str, Any]:
-    count = max(1, int(rate * seconds))
+async def paced(
+    backend: str,
+    due: Sequence[float],
+    concurrency: int = 100,
+    timeout: float = 120,
+    producers: int = 1,
+) -> tuple[list[float], list[float]]:
+    """Single enqueues of ``bench.stamp(i)`` at the offsets ``due`` (seconds; a late
+    call goes at once, see ``benchmarks._pace.pace``; ``producers`` coroutines) into an
+    idle worker. Returns, by
+    i, the wall clock just before each enqueue call and the body's wall-clock start;
+    raises unless every call ran once and succeeded."""
     url = scratch_url(backend)
     try:
         app = make_app(url)
         async with app:
-            ids, starts = await serve(backend, app, url, count, lambda: _paced(app, rate, count))
-            lat = []
-            for i, tid in enumerate(ids):
-                record = await app.backend.get(tid)
-                if record is None:
-                    raise BenchError(f"task {tid} vanished")
-                lat.append((starts[i] - record.enqueued_at) * 1000)
+            stamp = app.tasks["bench.stamp"]
+            sent, starts = await serve(
+                backend,
+                app,
+                url,
+                len(due),
+                lambda: pace(due, stamp.enqueue, producers),
+                timeout,
+                concurrency,
+            )
+            await verify_all_succeeded(app, len(due))
     finally:
         await drop_scratch(url)
+    return sent, [starts[i] for i in range(len(due))]
+
+
+async def latency(backend: str, rate: float, seconds: float) -> dict[str, Any]:
+    count = max(1, int(rate * seconds))
+    sent, starts = await paced(backend, [i / rate for i in range(count)])
+    lat = [(start - at) * 1000 for at, start in zip(sent, starts, strict=True)]
     return {
         "rate_per_s": rate,
         "count": count,

@@ -3,21 +3,27 @@
 ``python -m benchmarks.peers._kit PEER MODE ...`` drives one adapter for one run and
 prints one JSON object on its last stdout line. Modes:
 
-- ``burn``: enqueue N no-op tasks in bulk (timed: that is the bulk-enqueue figure),
-  check the library stores N waiting tasks, start ONE worker process, wait until the
-  worker's ledger holds all N distinct task ids, stop the worker.
-- ``latency``: start one worker, send a warm-up task and wait for it, leave the worker
-  idle for ``--idle`` seconds, read its RSS (scenario 9), then enqueue ``--count``
-  single tasks at ``--rate`` per second, each carrying ``time.time()`` taken just
-  before the enqueue call; the task body records ``time.time() - ts``.
+- ``burn``: enqueue N tasks in bulk (timed: that is the bulk-enqueue figure), check the
+  library stores N waiting tasks, start ``--workers`` worker processes (1: the
+  burn-down; 1, 2, 4: scaling), wait until their ledgers hold all N distinct task ids,
+  stop the workers. ``--task`` picks the body: ``noop``, ``io`` (a 10 ms sleep:
+  ``asyncio.sleep`` or ``time.sleep``, as the library runs tasks), ``blob`` (checks the
+  ``--size`` characters of payload it received) or ``cpu`` (50 ms of CPU, in the
+  library's process pool: :meth:`Adapter.pool_argv`; n/a where it has none).
+- ``paced``: start one worker, send a warm-up task and wait for it, leave the worker
+  idle for ``--idle`` seconds, read its RSS (scenario 9), then send single enqueues
+  paced by the ``--phase NAME:SECONDS:RATE`` plan (:mod:`benchmarks._pace`; one phase
+  is the latency and load scenarios, three the burst).
 
-The proof of work is :class:`Ledger`, in the worker process: every task body adds its
-id to a set (under a lock: several peers run tasks in threads). When the set holds all
-N ids the ledger writes its result file (atomically); the driver waits for that file.
-A run whose ledger does not fill before ``--timeout`` fails, it is never "fast".
-The burn-down clock runs from the first task body's start to the body that completed
-the ledger, both read in the worker (interpreter start-up, imports and connecting are
-not counted, as in taskcore's own harness).
+The proof of work is :class:`Ledger`, in every process that runs task bodies: each
+body records its id and the wall clock it finished at (under a lock: several peers run
+tasks in threads). A reporter thread writes how many ids the process holds; when the
+counts of all processes add up to N the driver asks for the full ledgers and checks
+that their union is exactly the ids 0..N-1 (a worker process per ledger file, so
+several workers and process pools are counted alike). A run whose ledgers do not fill
+before ``--timeout`` fails, it is never "fast". The burn-down clock runs from the first
+body to the last, both read in the workers (interpreter start-up, imports and
+connecting are not counted, as in taskcore's own harness).
 """
 
 from __future__ import annotations
@@ -33,14 +39,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from benchmarks._pace import Phase, pace, report, schedule
+
 ROOT = Path(__file__).resolve().parent.parent.parent
-WARMUP = -1  # task id of the warm-up task in latency mode (not part of the ledger)
+WARMUP = -1  # task id of the warm-up task in paced mode (not part of the ledger)
 OWNER_KEY = "taskcore-bench-peers:owner"
+IO_SECONDS = 0.01  # the io task's sleep
+CPU_MS = 50.0  # the cpu task's busy time
+BATCH_BYTES = 8 * 2**20  # bulk enqueue: at most about this much payload per batch
+REPORT_EVERY = 0.02  # seconds between a ledger's progress reports
 
 
 # -- configuration, passed to the driver and the worker through the environment -----
@@ -50,8 +62,9 @@ class Config:
     pg_dsn: str  # a database created for this peer by the runner
     queue: str  # a fresh queue name per run
     concurrency: int
-    expect: int  # ledger size the worker waits for
-    result: str  # the ledger's result file
+    result: str  # prefix of the ledgers' files
+    task: str = "noop"  # noop | io | blob | cpu
+    size: int = 0  # blob: characters of payload
 
     @classmethod
     def from_env(cls) -> Config:
@@ -61,8 +74,9 @@ class Config:
             pg_dsn=e.get("BENCH_PG_DSN", ""),
             queue=e.get("BENCH_QUEUE", "bench"),
             concurrency=int(e.get("BENCH_CONCURRENCY", "10")),
-            expect=int(e.get("BENCH_EXPECT", "0")),
             result=e.get("BENCH_RESULT", ""),
+            task=e.get("BENCH_TASK", "noop"),
+            size=int(e.get("BENCH_SIZE", "0")),
         )
 
     def env(self) -> dict[str, str]:
@@ -71,56 +85,101 @@ class Config:
             "BENCH_PG_DSN": self.pg_dsn,
             "BENCH_QUEUE": self.queue,
             "BENCH_CONCURRENCY": str(self.concurrency),
-            "BENCH_EXPECT": str(self.expect),
             "BENCH_RESULT": self.result,
+            "BENCH_TASK": self.task,
+            "BENCH_SIZE": str(self.size),
         }
 
 
 CONFIG = Config.from_env()
+DATA = "x" * CONFIG.size  # the blob task's payload
 
 
 # -- the worker-side proof of work --------------------------------------------------------
 class Ledger:
-    """Records every task body that ran, in the worker process."""
+    """Records every task body that ran in this process (a forked child starts its own)."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.lock = threading.Lock()
-        self.ids: set[int] = set()
+        self.pid = 0
+        self.done: dict[int, float] = {}
         self.bodies = 0
-        self.first = 0.0
-        self.latencies: list[float] = []
-        self.written = False
 
-    def hit(self, i: int, ts: float | None = None) -> None:
+    def hit(self, i: int) -> None:
         now = time.time()
         if i == WARMUP:
             _write_json(self.config.result + ".ready", {"pid": os.getpid(), "at": now})
             return
         with self.lock:
-            if not self.ids:
-                self.first = now
+            if self.pid != os.getpid():  # the first body in this process
+                self.pid, self.done, self.bodies = os.getpid(), {}, 0
+                threading.Thread(target=self._report, daemon=True).start()
             self.bodies += 1
-            self.ids.add(i)
-            if ts is not None:
-                self.latencies.append((now - ts) * 1000)
-            full = len(self.ids) >= self.config.expect and not self.written
-            if full:
-                self.written = True
-                report = {
-                    "pid": os.getpid(),
-                    "first": self.first,
-                    "last": now,
-                    "distinct": len(self.ids),
-                    "bodies": self.bodies,
-                    "in_range": all(0 <= k < self.config.expect for k in self.ids),
-                    "latencies_ms": self.latencies,
-                }
-        if full:
-            _write_json(self.config.result, report)
+            self.done[i] = now
+
+    def _report(self) -> None:
+        """Write this process's count of ids when it changes, and the whole ledger when
+        the driver asks (``<result>.dump`` holds the request's number)."""
+        base = f"{self.config.result}.{os.getpid()}"
+        told, dumped = -1, None
+        while True:
+            time.sleep(REPORT_EVERY)
+            with self.lock:
+                count = len(self.done)
+            if count != told:
+                _write_json(base + ".count", count)
+                told = count
+            request = _read_json(self.config.result + ".dump")
+            if request is not None and request != dumped:
+                with self.lock:
+                    snap = {"request": request, "bodies": self.bodies, "done": dict(self.done)}
+                _write_json(base + ".json", snap)
+                dumped = request
 
 
 LEDGER = Ledger(CONFIG)
+
+
+def _check(data: str | None) -> None:
+    if CONFIG.task == "blob" and (data is None or len(data) != CONFIG.size):
+        raise ValueError(f"payload of {len(data or '')} characters, expected {CONFIG.size}")
+
+
+def work(i: int, data: str | None = None) -> None:
+    """The task body of the libraries that run tasks in threads or processes."""
+    _check(data)
+    if CONFIG.task == "io":
+        time.sleep(IO_SECONDS)
+    elif CONFIG.task == "cpu":
+        end = time.thread_time() + CPU_MS / 1000
+        while time.thread_time() < end:
+            pass
+    LEDGER.hit(i)
+
+
+async def awork(i: int, data: str | None = None) -> None:
+    """The task body of the asyncio libraries (no process pool: no cpu task)."""
+    _check(data)
+    if CONFIG.task == "io":
+        await asyncio.sleep(IO_SECONDS)
+    LEDGER.hit(i)
+
+
+def task_args(i: int) -> tuple[Any, ...]:
+    """Positional arguments of call ``i``: ``(i,)``, plus the payload for ``blob``."""
+    return (i, DATA) if CONFIG.task == "blob" else (i,)
+
+
+def task_kwargs(i: int) -> dict[str, Any]:
+    """Keyword arguments of call ``i`` (for the libraries that take them)."""
+    return {"i": i, "data": DATA} if CONFIG.task == "blob" else {"i": i}
+
+
+def chunks(ids: Sequence[int]) -> list[Sequence[int]]:
+    """``ids`` in bulk-enqueue batches: 1,000 calls, or fewer to stay near 8 MB."""
+    size = max(1, min(1000, BATCH_BYTES // max(1, CONFIG.size)))
+    return [ids[k : k + size] for k in range(0, len(ids), size)]
 
 
 def _write_json(path: str, obj: object) -> None:
@@ -128,6 +187,14 @@ def _write_json(path: str, obj: object) -> None:
     with open(tmp, "w") as f:
         json.dump(obj, f)
     os.replace(tmp, path)
+
+
+def _read_json(path: str) -> Any:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
 
 
 # -- what an adapter module provides -------------------------------------------------------
@@ -141,11 +208,14 @@ class Adapter(Protocol):
     backend: str  # "redis" | "postgres"
 
     def open(self) -> Any: ...  # connect the producer; install a schema if the library needs one
-    def enqueue_bulk(self, ids: Sequence[int]) -> Any: ...  # as the library allows
-    def enqueue_one(self, i: int, ts: float) -> Any: ...  # one single enqueue
+    def enqueue_bulk(self, ids: Sequence[int]) -> Any: ...  # task_args(i) as the library allows
+    def enqueue_one(self, i: int) -> Any: ...  # one single enqueue of task_args(i)
     def waiting(self) -> Any: ...  # tasks stored and waiting to run (a count)
     def worker_argv(self) -> list[str]: ...  # ONE worker process, CONFIG.concurrency slots
     def close(self) -> Any: ...
+
+    # optional: pool_argv() -> one worker whose task bodies run in a pool of os.cpu_count()
+    # processes, where the library's public API has one (the cpu task); n/a otherwise
 
 
 async def _call(fn: Callable[..., Any], *args: Any) -> Any:
@@ -236,61 +306,104 @@ def _worker_env(config: Config) -> dict[str, str]:
     return env
 
 
-def _spawn(adapter: Adapter, config: Config, log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as out:
-        return subprocess.Popen(
-            adapter.worker_argv(),
-            cwd=ROOT,
-            env=_worker_env(config),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # so we can stop the whole tree
-        )
+class Workers:
+    """Worker processes of one run (each in its own session, so its whole tree can be
+    stopped) and the ledgers of every process that ran a body."""
+
+    def __init__(self, config: Config, argv: list[str], count: int, workdir: Path) -> None:
+        self.config = config
+        self.logs = [workdir / f"worker-{k}.log" for k in range(count)]
+        self.procs: list[subprocess.Popen[bytes]] = []
+        for log in self.logs:
+            with open(log, "wb") as out:  # own session: the whole tree can be stopped
+                proc = subprocess.Popen(
+                    argv,
+                    cwd=ROOT,
+                    env=_worker_env(config),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            self.procs.append(proc)
+        self.request = 0
+
+    def check_alive(self) -> None:
+        for proc, log in zip(self.procs, self.logs, strict=True):
+            if proc.poll() is not None:
+                raise RunFailed(f"worker exited ({proc.returncode}): {log.read_text()[-1500:]}")
+
+    async def wait_file(self, path: str, timeout: float) -> Any:
+        deadline = time.monotonic() + timeout
+        while (found := _read_json(path)) is None:
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise RunFailed(f"timed out after {timeout}s waiting for {Path(path).name}")
+            await asyncio.sleep(0.02)
+        return found
+
+    def _files(self, suffix: str) -> dict[str, Any]:
+        prefix = Path(self.config.result)
+        found = {}
+        for path in prefix.parent.glob(f"{prefix.name}.*{suffix}"):
+            pid = path.name[len(prefix.name) + 1 : -len(suffix)]
+            if pid.isdigit() and (value := _read_json(str(path))) is not None:
+                found[pid] = value
+        return found
+
+    async def ledgers(self, n: int, timeout: float) -> tuple[dict[str, dict[int, float]], int]:
+        """Wait until the ledgers hold the ids 0..n-1; their entries by process, and how
+        many bodies ran in all. Raises :class:`RunFailed` on a timeout or a dead worker."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_alive()
+            counts = self._files(".count")
+            if sum(counts.values()) >= n:
+                self.request += 1
+                _write_json(self.config.result + ".dump", self.request)
+                while True:
+                    dumps = self._files(".json")
+                    if all(dumps.get(pid, {}).get("request") == self.request for pid in counts):
+                        break
+                    if time.monotonic() > deadline:
+                        raise RunFailed("timed out waiting for the workers' ledgers")
+                    await asyncio.sleep(0.02)
+                done = {pid: {int(k): v for k, v in d["done"].items()} for pid, d in dumps.items()}
+                union = set().union(*done.values())
+                if len(union) >= n:
+                    if union != set(range(n)):
+                        raise RunFailed(f"ledgers hold ids outside 0..{n - 1}")
+                    return done, sum(d["bodies"] for d in dumps.values())
+            if time.monotonic() > deadline:
+                raise RunFailed(
+                    f"timed out after {timeout}s: the ledgers hold {sum(counts.values())} of {n}"
+                )
+            await asyncio.sleep(0.02)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the tree
+            except ProcessLookupError:
+                pass
+            proc.wait()
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the tree
-    except ProcessLookupError:
-        pass
-    proc.wait()
-
-
-def _read_json(path: str) -> Any:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
-
-
-async def _wait_file(path: str, proc: subprocess.Popen[bytes], timeout: float, log: Path) -> Any:
-    deadline = time.monotonic() + timeout
-    while (found := _read_json(path)) is None:
-        if proc.poll() is not None:
-            raise RunFailed(f"worker exited ({proc.returncode}): {_tail(log)}")
-        if time.monotonic() > deadline:
-            raise RunFailed(f"timed out after {timeout}s waiting for {Path(path).name}")
-        await asyncio.sleep(0.02)
-    return found
-
-
-def _tail(log: Path) -> str:
-    return log.read_text()[-1500:]
-
-
-def _check_ledger(report: dict[str, Any], n: int) -> None:
-    if report["distinct"] != n or not report["in_range"]:
-        raise RunFailed(f"ledger holds {report['distinct']} distinct ids, expected 0..{n - 1}")
-
-
-async def burn(adapter: Adapter, config: Config, n: int, timeout: float, log: Path) -> Any:
+async def burn(
+    adapter: Adapter, config: Config, n: int, workers: int, timeout: float, workdir: Path
+) -> Any:
+    if config.task == "cpu":
+        if not hasattr(adapter, "pool_argv"):
+            return {"na": "no process pool in the library's public API"}
+        argv = adapter.pool_argv()
+    else:
+        argv = adapter.worker_argv()
     await _call(adapter.open)
     try:
         t0 = time.perf_counter()
@@ -299,65 +412,72 @@ async def burn(adapter: Adapter, config: Config, n: int, timeout: float, log: Pa
         waiting = await _call(adapter.waiting)
         if waiting != n:
             raise RunFailed(f"after enqueueing {n} tasks the library stores {waiting} waiting")
-        proc = _spawn(adapter, config, log)
+        procs = Workers(config, argv, workers, workdir)
         try:
-            report = await _wait_file(config.result, proc, timeout, log)
+            done, bodies = await procs.ledgers(n, timeout)
         except RunFailed as exc:  # say how far it got
             left = await _call(adapter.waiting)
             raise RunFailed(f"{exc}; {left} of {n} tasks still waiting") from None
         finally:
-            _stop(proc)
+            procs.stop()
     finally:
         await _call(adapter.close)
-    _check_ledger(report, n)
-    elapsed = report["last"] - report["first"]
-    return {
+    ends = [t for d in done.values() for t in d.values()]
+    elapsed = max(ends) - min(ends)
+    out = {
         "tasks_per_s": n / elapsed,
         "elapsed_s": elapsed,
         "bulk_tasks_per_s": n / enqueue_s,
         "enqueue_s": enqueue_s,
-        "bodies": report["bodies"],
+        "bodies": bodies,
+        "processes": len(done),
+        "split": "/".join(str(len(d)) for d in done.values()),
     }
+    if len(done) > 1:  # while every process ran bodies: start-up skew left out
+        lo = max(min(d.values()) for d in done.values())
+        hi = min(max(d.values()) for d in done.values())
+        inside = sum(lo <= t <= hi for t in ends)
+        out["all_running_tasks_per_s"] = inside / (hi - lo) if hi > lo else 0.0
+    return out
 
 
-async def latency(
+def _sender(adapter: Adapter, producers: int) -> Callable[[int], Awaitable[Any]]:
+    """``enqueue_one`` as a coroutine; in a thread when it blocks and several producers
+    share the loop (the libraries' clients are thread-safe)."""
+    if producers > 1 and not inspect.iscoroutinefunction(adapter.enqueue_one):
+        return lambda i: asyncio.to_thread(adapter.enqueue_one, i)
+    return lambda i: _call(adapter.enqueue_one, i)
+
+
+async def paced(
     adapter: Adapter,
     config: Config,
-    count: int,
-    rate: float,
+    phases: list[Phase],
     idle: float,
     timeout: float,
-    log: Path,
+    workdir: Path,
+    producers: int = 1,
 ) -> Any:
     await _call(adapter.open)
-    proc = _spawn(adapter, config, log)
+    procs = Workers(config, adapter.worker_argv(), 1, workdir)
     try:
-        await _call(adapter.enqueue_one, WARMUP, time.time())
-        ready = await _wait_file(config.result + ".ready", proc, 60, log)
+        await _call(adapter.enqueue_one, WARMUP)
+        ready = await procs.wait_file(config.result + ".ready", 60)
         await asyncio.sleep(idle)
-        pid = int(ready["pid"])
-        out: dict[str, Any] = {"rss_mb": rss_mb(pid), "tree_rss_mb": tree_rss_mb(proc.pid)}
-        out["worker_processes"] = 1 + _descendants(proc.pid)
-        if count:
-            t0 = time.perf_counter()
-            for i in range(count):
-                delay = t0 + i / rate - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                await _call(adapter.enqueue_one, i, time.time())
-            report = await _wait_file(config.result, proc, timeout, log)
-            _check_ledger(report, count)
-            lat = report["latencies_ms"]
-            out.update(
-                rate_per_s=rate,
-                count=count,
-                p50_ms=percentile(lat, 50),
-                p95_ms=percentile(lat, 95),
-                p99_ms=percentile(lat, 99),
-                max_ms=max(lat),
-            )
+        root = procs.procs[0].pid
+        out: dict[str, Any] = {
+            "rss_mb": rss_mb(int(ready["pid"])),
+            "tree_rss_mb": tree_rss_mb(root),
+        }
+        out["worker_processes"] = 1 + _descendants(root)
+        if phases:
+            due = schedule(phases)
+            sent = await pace(due, _sender(adapter, producers), producers)
+            done, _bodies = await procs.ledgers(len(due), timeout)
+            end = {i: t for d in done.values() for i, t in d.items()}
+            out |= report(phases, sent, [end[i] for i in range(len(due))])
     finally:
-        _stop(proc)
+        procs.stop()
         await _call(adapter.close)
     return out
 
@@ -377,22 +497,22 @@ def _descendants(root: int) -> int:
     return count
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100), as in benchmarks/_common.py."""
-    import math
-
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
-    return ordered[rank - 1]
+def _phase(text: str) -> Phase:
+    name, seconds, rate = text.split(":")
+    return name, float(seconds), float(rate)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.peers._kit")
     p.add_argument("peer")
-    p.add_argument("mode", choices=["burn", "latency"])
-    p.add_argument("--n", type=int, default=20_000)
-    p.add_argument("--count", type=int, default=500)
-    p.add_argument("--rate", type=float, default=100.0)
+    p.add_argument("mode", choices=["burn", "paced"])
+    p.add_argument("--n", type=int, default=20_000, help="burn: tasks")
+    p.add_argument("--workers", type=int, default=1, help="burn: worker processes")
+    p.add_argument("--task", choices=["noop", "io", "blob", "cpu"], default="noop")
+    p.add_argument("--size", type=int, default=0, help="blob: characters of payload")
+    p.add_argument("--phase", type=_phase, action="append", default=[],
+                   help="paced: NAME:SECONDS:RATE, repeatable (none: idle RSS only)")  # fmt: skip
+    p.add_argument("--producers", type=int, default=1, help="paced: producer coroutines")
     p.add_argument("--idle", type=float, default=2.0)
     p.add_argument("--timeout", type=float, default=300.0)
     p.add_argument("--workdir", type=Path, required=True)
@@ -403,8 +523,9 @@ def main(argv: list[str] | None = None) -> int:
         pg_dsn=CONFIG.pg_dsn,
         queue=f"bench_{os.getpid()}_{os.urandom(3).hex()}",
         concurrency=CONFIG.concurrency,
-        expect=args.n if args.mode == "burn" else args.count,
-        result=str(args.workdir / "ledger.json"),
+        result=str(args.workdir / "ledger"),
+        task=args.task,
+        size=args.size,
     )
     # before the adapter is imported: it builds its app from the environment
     os.environ.update(config.env())
@@ -414,14 +535,15 @@ def main(argv: list[str] | None = None) -> int:
         reset_redis(config.redis_url)
     else:
         reset_pg(config.pg_dsn)
-    log = args.workdir / "worker.log"
-    # SIGTERM from the runner: unwind, so the finally blocks stop the worker process
+    # SIGTERM from the runner: unwind, so the finally blocks stop the worker processes
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         if args.mode == "burn":
-            coro = burn(adapter, config, args.n, args.timeout, log)
+            coro = burn(adapter, config, args.n, args.workers, args.timeout, args.workdir)
         else:
-            coro = latency(adapter, config, args.count, args.rate, args.idle, args.timeout, log)
+            coro = paced(
+                adapter, config, args.phase, args.idle, args.timeout, args.workdir, args.producers
+            )
         result = asyncio.run(coro)
     except RunFailed as exc:
         sys.stdout.write(json.dumps({"error": str(exc)}) + "\n")

@@ -10,11 +10,11 @@ from typing import Any
 
 from saq import Queue, Worker
 
-from ._kit import CONFIG, LEDGER
+from ._kit import CONFIG, awork, chunks, task_kwargs
 
 
-async def noop(ctx: dict[str, Any], *, i: int, ts: float | None = None) -> None:
-    LEDGER.hit(i, ts)
+async def noop(ctx: dict[str, Any], *, i: int, data: str | None = None) -> None:
+    await awork(i, data)
 
 
 class SaqAdapter:
@@ -34,14 +34,12 @@ class SaqAdapter:
 
     async def enqueue_bulk(self, ids: Sequence[int]) -> None:
         assert self.queue
-        for start in range(0, len(ids), 1000):
-            await asyncio.gather(
-                *(self.queue.enqueue("noop", i=i) for i in ids[start : start + 1000])
-            )
+        for chunk in chunks(ids):
+            await asyncio.gather(*(self.queue.enqueue("noop", **task_kwargs(i)) for i in chunk))
 
-    async def enqueue_one(self, i: int, ts: float) -> None:
+    async def enqueue_one(self, i: int) -> None:
         assert self.queue
-        await self.queue.enqueue("noop", i=i, ts=ts)
+        await self.queue.enqueue("noop", **task_kwargs(i))
 
     async def waiting(self) -> int:
         assert self.queue

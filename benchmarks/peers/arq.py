@@ -12,11 +12,11 @@ from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 from arq.worker import Worker, func
 
-from ._kit import CONFIG, LEDGER
+from ._kit import CONFIG, awork, chunks, task_args
 
 
-async def noop(ctx: dict[str, Any], i: int, ts: float | None = None) -> None:
-    LEDGER.hit(i, ts)
+async def noop(ctx: dict[str, Any], i: int, data: str | None = None) -> None:
+    await awork(i, data)
 
 
 class Adapter:
@@ -33,14 +33,12 @@ class Adapter:
 
     async def enqueue_bulk(self, ids: Sequence[int]) -> None:
         assert self.pool
-        for start in range(0, len(ids), 1000):
-            await asyncio.gather(
-                *(self.pool.enqueue_job("noop", i) for i in ids[start : start + 1000])
-            )
+        for chunk in chunks(ids):
+            await asyncio.gather(*(self.pool.enqueue_job("noop", *task_args(i)) for i in chunk))
 
-    async def enqueue_one(self, i: int, ts: float) -> None:
+    async def enqueue_one(self, i: int) -> None:
         assert self.pool
-        await self.pool.enqueue_job("noop", i, ts)
+        await self.pool.enqueue_job("noop", *task_args(i))
 
     async def waiting(self) -> int:
         assert self.pool

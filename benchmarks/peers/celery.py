@@ -4,6 +4,7 @@ no result backend, gossip / mingle / heartbeat off."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -11,7 +12,7 @@ from celery import Celery
 
 import redis
 
-from ._kit import CONFIG, LEDGER
+from ._kit import CONFIG, task_args, work
 
 app = Celery("bench", broker=CONFIG.redis_url or "redis://")
 app.conf.task_default_queue = CONFIG.queue
@@ -19,8 +20,8 @@ app.conf.worker_hijack_root_logger = False
 
 
 @app.task(name="noop", ignore_result=True)
-def noop(i: int, ts: float | None = None) -> None:
-    LEDGER.hit(i, ts)
+def noop(i: int, data: str | None = None) -> None:
+    work(i, data)
 
 
 class Adapter:
@@ -33,10 +34,10 @@ class Adapter:
     def enqueue_bulk(self, ids: Sequence[int]) -> None:
         with app.producer_or_acquire() as producer:
             for i in ids:
-                noop.apply_async((i,), producer=producer)
+                noop.apply_async(task_args(i), producer=producer)
 
-    def enqueue_one(self, i: int, ts: float) -> None:
-        noop.apply_async((i, ts))
+    def enqueue_one(self, i: int) -> None:
+        noop.apply_async(task_args(i))
 
     def waiting(self) -> int:
         client = redis.Redis.from_url(CONFIG.redis_url)  # verification only
@@ -45,12 +46,15 @@ class Adapter:
         finally:
             client.close()
 
-    def worker_argv(self) -> list[str]:
+    def worker_argv(self, pool: str = "threads", slots: int = CONFIG.concurrency) -> list[str]:
         return [
             sys.executable, "-m", "celery", "-A", f"{__name__}:app", "worker",
-            "--pool", "threads", "-c", str(CONFIG.concurrency), "-Q", CONFIG.queue,
+            "--pool", pool, "-c", str(slots), "-Q", CONFIG.queue,
             "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "WARNING",
         ]  # fmt: skip
+
+    def pool_argv(self) -> list[str]:
+        return self.worker_argv("prefork", os.cpu_count() or 2)
 
     def close(self) -> None:
         pass

@@ -4,6 +4,7 @@ process from a supervisor)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -12,15 +13,15 @@ from dramatiq.brokers.redis import RedisBroker
 
 import redis
 
-from ._kit import CONFIG, LEDGER
+from ._kit import CONFIG, task_args, work
 
 broker = RedisBroker(url=CONFIG.redis_url or None)
 dramatiq.set_broker(broker)
 
 
 @dramatiq.actor(actor_name="noop", queue_name=CONFIG.queue)
-def noop(i: int, ts: float | None = None) -> None:
-    LEDGER.hit(i, ts)
+def noop(i: int, data: str | None = None) -> None:
+    work(i, data)
 
 
 class Adapter:
@@ -32,10 +33,10 @@ class Adapter:
 
     def enqueue_bulk(self, ids: Sequence[int]) -> None:
         for i in ids:
-            noop.send(i)
+            noop.send(*task_args(i))
 
-    def enqueue_one(self, i: int, ts: float) -> None:
-        noop.send(i, ts)
+    def enqueue_one(self, i: int) -> None:
+        noop.send(*task_args(i))
 
     def waiting(self) -> int:
         client = redis.Redis.from_url(CONFIG.redis_url)  # verification only
@@ -44,12 +45,15 @@ class Adapter:
         finally:
             client.close()
 
-    def worker_argv(self) -> list[str]:
+    def worker_argv(self, processes: int = 1, threads: int = CONFIG.concurrency) -> list[str]:
         return [
             sys.executable, "-m", "dramatiq", __name__,
-            "--processes", "1", "--threads", str(CONFIG.concurrency),
+            "--processes", str(processes), "--threads", str(threads),
             "--queues", CONFIG.queue,
         ]  # fmt: skip
+
+    def pool_argv(self) -> list[str]:
+        return self.worker_argv(os.cpu_count() or 2, 1)
 
     def close(self) -> None:
         pass

@@ -3,19 +3,20 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
 from huey import RedisHuey
 
-from ._kit import CONFIG, LEDGER
+from ._kit import CONFIG, task_args, work
 
 huey = RedisHuey(CONFIG.queue, url=CONFIG.redis_url or None)
 
 
 @huey.task()
-def noop(i: int, ts: float | None = None) -> None:
-    LEDGER.hit(i, ts)
+def noop(i: int, data: str | None = None) -> None:
+    work(i, data)
 
 
 class Adapter:
@@ -26,19 +27,22 @@ class Adapter:
         pass
 
     def enqueue_bulk(self, ids: Sequence[int]) -> None:
-        noop.map(ids)
+        noop.map([task_args(i) for i in ids])
 
-    def enqueue_one(self, i: int, ts: float) -> None:
-        noop(i, ts)
+    def enqueue_one(self, i: int) -> None:
+        noop(*task_args(i))
 
     def waiting(self) -> int:
         return int(huey.pending_count())
 
-    def worker_argv(self) -> list[str]:
+    def worker_argv(self, kind: str = "thread", workers: int = CONFIG.concurrency) -> list[str]:
         return [
             sys.executable, "-m", "huey.bin.huey_consumer", f"{__name__}.huey",
-            "-k", "thread", "-w", str(CONFIG.concurrency), "-q",
+            "-k", kind, "-w", str(workers), "-q",
         ]  # fmt: skip
+
+    def pool_argv(self) -> list[str]:
+        return self.worker_argv("process", os.cpu_count() or 2)
 
     def close(self) -> None:
         pass

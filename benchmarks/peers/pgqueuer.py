@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import psycopg
 from pgqueuer import Job, PgQueuer, PsycopgDriver, Queries
 
-from ._kit import CONFIG, LEDGER
+from ._kit import CONFIG, awork, chunks, task_args
 
 
 async def _connect() -> psycopg.AsyncConnection:
@@ -29,14 +29,12 @@ class Adapter:
             await self.queries.install()
 
     async def enqueue_bulk(self, ids: Sequence[int]) -> None:
-        for start in range(0, len(ids), 1000):
-            chunk = ids[start : start + 1000]
-            await self.queries.enqueue(
-                ["noop"] * len(chunk), [json.dumps([i]).encode() for i in chunk], [0] * len(chunk)
-            )
+        for chunk in chunks(ids):
+            payloads = [json.dumps(task_args(i)).encode() for i in chunk]
+            await self.queries.enqueue(["noop"] * len(chunk), payloads, [0] * len(chunk))
 
-    async def enqueue_one(self, i: int, ts: float) -> None:
-        await self.queries.enqueue("noop", json.dumps([i, ts]).encode())
+    async def enqueue_one(self, i: int) -> None:
+        await self.queries.enqueue("noop", json.dumps(task_args(i)).encode())
 
     async def waiting(self) -> int:
         cur = await self.conn.execute("SELECT count(*) FROM pgqueuer WHERE status = 'queued'")
@@ -58,7 +56,7 @@ async def _worker() -> None:
 
     @pgq.entrypoint("noop")
     async def noop(job: Job) -> None:
-        LEDGER.hit(*json.loads(job.payload or b"[]"))
+        await awork(*json.loads(job.payload or b"[]"))
 
     await pgq.run(batch_size=CONFIG.concurrency)
 

@@ -10,14 +10,14 @@ from collections.abc import Sequence
 import psycopg
 from procrastinate import App, PsycopgConnector
 
-from ._kit import CONFIG, LEDGER
+from ._kit import CONFIG, awork, chunks, task_kwargs
 
 app = App(connector=PsycopgConnector(conninfo=CONFIG.pg_dsn))
 
 
 @app.task(name="noop", queue=CONFIG.queue)
-async def noop(i: int, ts: float | None = None) -> None:
-    LEDGER.hit(i, ts)
+async def noop(i: int, data: str | None = None) -> None:
+    await awork(i, data)
 
 
 class Adapter:
@@ -29,11 +29,11 @@ class Adapter:
         await app.schema_manager.apply_schema_async()
 
     async def enqueue_bulk(self, ids: Sequence[int]) -> None:
-        for start in range(0, len(ids), 1000):
-            await noop.batch_defer_async(*({"i": i} for i in ids[start : start + 1000]))
+        for chunk in chunks(ids):
+            await noop.batch_defer_async(*(task_kwargs(i) for i in chunk))
 
-    async def enqueue_one(self, i: int, ts: float) -> None:
-        await noop.defer_async(i=i, ts=ts)
+    async def enqueue_one(self, i: int) -> None:
+        await noop.defer_async(**task_kwargs(i))
 
     async def waiting(self) -> int:
         async with await psycopg.AsyncConnection.connect(CONFIG.pg_dsn) as conn:

@@ -11,11 +11,11 @@ from rq import Queue
 
 from redis import Redis
 
-from ._kit import CONFIG, LEDGER
+from ._kit import CONFIG, chunks, task_args, work
 
 
-def noop(i: int, ts: float | None = None) -> None:
-    LEDGER.hit(i, ts)
+def noop(i: int, data: str | None = None) -> None:
+    work(i, data)
 
 
 class Adapter:
@@ -26,13 +26,11 @@ class Adapter:
         self.queue = Queue(CONFIG.queue, connection=Redis.from_url(CONFIG.redis_url))
 
     def enqueue_bulk(self, ids: Sequence[int]) -> None:
-        for start in range(0, len(ids), 1000):
-            self.queue.enqueue_many(
-                [Queue.prepare_data(noop, (i,)) for i in ids[start : start + 1000]]
-            )
+        for chunk in chunks(ids):
+            self.queue.enqueue_many([Queue.prepare_data(noop, task_args(i)) for i in chunk])
 
-    def enqueue_one(self, i: int, ts: float) -> None:
-        self.queue.enqueue(noop, i, ts)
+    def enqueue_one(self, i: int) -> None:
+        self.queue.enqueue(noop, *task_args(i))
 
     def waiting(self) -> int:
         return int(self.queue.count)

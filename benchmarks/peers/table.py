@@ -7,16 +7,70 @@ from typing import Any
 
 from benchmarks.report import _fmt
 
-# (scenario, key, column label, higher is better)
-COLUMNS: list[tuple[str, str, str, bool]] = [
-    ("burn-down", "tasks_per_s", "burn-down tasks/s", True),
-    ("burn-down", "bulk_tasks_per_s", "bulk enqueue tasks/s", True),
-    ("latency", "p50_ms", "p50 ms", False),
-    ("latency", "p95_ms", "p95 ms", False),
-    ("latency", "p99_ms", "p99 ms", False),
-    ("latency", "rss_mb", "idle RSS MB", False),
+# one table per scenario group and backend: (title, columns); a column is (scenario, key,
+# label, with a "tc / peer" ratio column)
+Column = tuple[str, str, str, bool]
+TABLES: list[tuple[str, list[Column]]] = [
+    (
+        "burn-down, bulk enqueue, latency at a fixed rate, idle RSS (scenarios 1, 2, 3, 9)",
+        [
+            ("burn-down", "tasks_per_s", "burn-down tasks/s", True),
+            ("burn-down", "bulk_tasks_per_s", "bulk enqueue tasks/s", True),
+            ("latency", "p50_ms", "p50 ms", False),
+            ("latency", "p95_ms", "p95 ms", False),
+            ("latency", "p99_ms", "p99 ms", True),
+            ("latency", "rss_mb", "idle RSS MB", True),
+        ],
+    ),
+    (
+        "load: single enqueues at 50% and 90% of the target's capacity (scenario 4)",
+        [
+            ("load", "capacity_per_s", "capacity/s", False),
+            *(
+                col
+                for pct in (50, 90)
+                for col in (
+                    ("load", f"sent_per_s_{pct}", f"{pct}%: sent/s", False),
+                    ("load", f"p50_ms_{pct}", "p50 ms", False),
+                    ("load", f"p99_ms_{pct}", "p99 ms", True),
+                    ("load", f"bounded_{pct}", "bounded", False),
+                )
+            ),
+        ],
+    ),
+    (
+        "scaling: burn-down by 1, 2 and 4 worker processes (scenario 7)",
+        [
+            *(("scaling", f"tasks_per_s_{k}w", f"{k} worker(s) tasks/s", True) for k in (1, 2, 4)),
+            ("scaling", "speedup_2w", "speed-up 2", False),
+            ("scaling", "speedup_4w", "speed-up 4", False),
+        ],
+    ),
+    (
+        "realistic tasks, burn-down tasks/s (scenario 8)",
+        [
+            ("realistic", "io_tasks_per_s", "10 ms sleep", True),
+            ("realistic", "cpu_tasks_per_s", "50 ms CPU, process pool", True),
+            ("realistic", "payload_100B_tasks_per_s", "100 B payload", True),
+            ("realistic", "payload_10KB_tasks_per_s", "10 KB", True),
+            ("realistic", "payload_1MB_tasks_per_s", "1 MB", True),
+        ],
+    ),
+    (
+        "burst: ten times the base rate for a window (scenario 6)",
+        [
+            ("burst", "capacity_per_s", "capacity/s", False),
+            ("burst", "before_sent_per_s", "base sent/s", False),
+            ("burst", "burst_sent_per_s", "burst sent/s", False),
+            ("burst", "before_p99_ms", "p99 before ms", False),
+            ("burst", "burst_p99_ms", "p99 burst ms", True),
+            ("burst", "rise_p99_x", "rise x", False),
+            ("burst", "burst_clear_s", "clear after burst s", True),
+        ],
+    ),
 ]
-RATIOS = {"tasks_per_s", "bulk_tasks_per_s", "p99_ms", "rss_mb"}
+# a text in place of a missing figure: the "n/a: why" a scenario recorded
+NOT_APPLICABLE = {"cpu_tasks_per_s": "cpu"}
 TASKCORE = {"redis": "taskcore-redis", "postgres": "taskcore-pg"}
 
 
@@ -27,8 +81,15 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
         for scenario, runs in per.items():
             ok = [r for r in runs if "error" not in r]
             keys = {k for r in ok for k, v in r.items() if isinstance(v, (int, float))}
+            texts = {k for r in ok for k, v in r.items() if isinstance(v, str)} - {"version"}
+            median: dict[str, Any] = {
+                k: statistics.median(r[k] for r in ok if k in r) for k in keys
+            }
+            for k in texts:  # "yes" / "no", "n/a: ...": one value, or each repeat's
+                seen = [str(r[k]) for r in ok if k in r]
+                median[k] = seen[0] if len(set(seen)) == 1 else " / ".join(seen)
             out.setdefault(target, {})[scenario] = {
-                "median": {k: statistics.median(r[k] for r in ok if k in r) for k in keys},
+                "median": median,
                 "values": {k: [r.get(k) for r in ok] for k in keys},
                 "version": next((r["version"] for r in ok if "version" in r), None),
                 "ok": len(ok),
@@ -42,6 +103,66 @@ def _backend(result: dict[str, Any], target: str) -> str:
     if target in TASKCORE.values():
         return "redis" if target == "taskcore-redis" else "postgres"
     return str(result["peers"][target]["backend"])
+
+
+def _cell(summary: dict[str, Any] | None, key: str) -> Any:
+    if not summary:
+        return None
+    median = summary["median"]
+    value = median.get(key, median.get(NOT_APPLICABLE.get(key, "")))
+    return "n/a" if isinstance(value, str) and value.startswith("n/a") else value
+
+
+def _table(result: dict[str, Any], title: str, columns: list[Column], backend: str) -> list[str]:
+    med = result["medians"]
+    scenarios = {c[0] for c in columns}
+    targets = [t for t in med if _backend(result, t) == backend and scenarios & set(med[t])]
+    if not targets:
+        return []
+    base = med.get(TASKCORE[backend], {})
+    head = ["library"]
+    for _scenario, _key, label, ratio in columns:
+        head += [label, "tc / peer"] if ratio else [label]
+    lines = ["", f"### {title}", "", "| " + " | ".join(head) + " |"]
+    lines.append("|---|" + "---:|" * (len(head) - 1))
+    for target in targets:
+        row = ["taskcore" if target in TASKCORE.values() else target]
+        for scenario, key, _label, ratio in columns:
+            value = _cell(med[target].get(scenario), key)
+            row.append(_fmt(value) if isinstance(value, (int, float)) else str(value or "—"))
+            if ratio:
+                ref = _cell(base.get(scenario), key)
+                both = isinstance(ref, (int, float)) and isinstance(value, (int, float))
+                row.append(_fmt(ref / value) if both and value else "—")
+        notes = [
+            f"{sc}: {s['failed']} of {s['ok'] + s['failed']} failed"
+            for sc, s in med[target].items()
+            if sc in scenarios and s["failed"]
+        ]
+        if notes:
+            row[0] += " (" + "; ".join(notes) + ")"
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _settings(c: dict[str, Any], scenarios: set[str]) -> str:
+    """What the scenarios 4-8 ran with (the JSON has every option)."""
+    parts = []
+    if "load" in scenarios:
+        parts.append(f"load: {c['load_seconds']:g} s per level, one worker of {c['concurrency']} "
+                     "slots; bounded = cleared within 1 s of the last enqueue")  # fmt: skip
+    if "scaling" in scenarios:
+        parts.append(f"scaling: {c['scale_n']:,} no-ops, {c['concurrency']} slots per worker")
+    if "realistic" in scenarios:
+        parts.append(f"realistic: {c['realistic_concurrency']} slots, {c['io_n']:,} sleep "
+                     f"tasks, {c['cpu_n']:,} CPU tasks, {c['blob_n']:,} / "
+                     f"{max(1, c['blob_n'] * 2 // 5):,} / {max(5, c['blob_n'] // 100):,} "
+                     "payloads of 100 B / 10 KB / 1 MB")  # fmt: skip
+    if "burst" in scenarios:
+        parts.append(f"burst: {c['burst_calm']:g} s at {c['burst_base']:g} x capacity, "
+                     f"{c['burst_seconds']:g} s at ten times that, {c['burst_calm']:g} s at "
+                     "the base again")  # fmt: skip
+    return "Scenarios 4-8: " + "; ".join(parts) + "."
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -65,36 +186,20 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "Ratios are taskcore / peer on the same backend: above 1 is better for throughput, "
         "below 1 is better for latency and memory.",
+        "",
+        "Versions: "
+        + ", ".join(
+            f"{'taskcore' if t in TASKCORE.values() else t} {v or m['taskcore']}"
+            for t, v in versions.items()
+        )
+        + ".",
     ]
-    for backend in ("redis", "postgres"):
-        targets = [t for t in med if _backend(result, t) == backend]
-        if not targets:
-            continue
-        base = med.get(TASKCORE[backend], {})
-        head = ["library", "version"]
-        for _scenario, key, label, _ in COLUMNS:
-            head.append(label)
-            if key in RATIOS:
-                head.append("tc / peer")
-        lines += ["", f"### {backend}", "", "| " + " | ".join(head) + " |"]
-        lines.append("|---|---|" + "---:|" * (len(head) - 2))
-        for target in targets:
-            name = "taskcore" if target in TASKCORE.values() else target
-            row = [name, versions.get(target) or m["taskcore"]]
-            notes = []
-            for scenario, key, _label, _ in COLUMNS:
-                s = med[target].get(scenario)
-                value = s["median"].get(key) if s else None
-                row.append(_fmt(value) if value is not None else "—")
-                if key in RATIOS:
-                    ref = base.get(scenario, {}).get("median", {}).get(key)
-                    row.append(_fmt(ref / value) if ref is not None and value else "—")
-            for scenario, s in med[target].items():
-                if s["failed"]:
-                    notes.append(f"{scenario}: {s['failed']} of {s['ok'] + s['failed']} failed")
-            if notes:
-                row[0] += " (" + "; ".join(notes) + ")"
-            lines.append("| " + " | ".join(row) + " |")
+    scenarios = {sc for per in med.values() for sc in per}
+    if scenarios - {"burn-down", "latency"}:
+        lines += ["", _settings(c, scenarios)]
+    for title, columns in TABLES:
+        for backend in ("redis", "postgres"):
+            lines += _table(result, f"{title}, {backend}", columns, backend)
     errors = [
         f"- {t} {sc}: {e[:300]}"
         for t, per in med.items()

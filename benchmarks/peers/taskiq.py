@@ -11,14 +11,14 @@ from taskiq_redis import ListQueueBroker
 
 import redis
 
-from ._kit import CONFIG, LEDGER
+from ._kit import CONFIG, awork, chunks, task_args
 
 broker = ListQueueBroker(CONFIG.redis_url or "redis://localhost", queue_name=CONFIG.queue)
 
 
 @broker.task(task_name="noop")
-async def noop(i: int, ts: float | None = None) -> None:
-    LEDGER.hit(i, ts)
+async def noop(i: int, data: str | None = None) -> None:
+    await awork(i, data)
 
 
 class Adapter:
@@ -29,11 +29,11 @@ class Adapter:
         await broker.startup()
 
     async def enqueue_bulk(self, ids: Sequence[int]) -> None:
-        for start in range(0, len(ids), 1000):
-            await asyncio.gather(*(noop.kiq(i) for i in ids[start : start + 1000]))
+        for chunk in chunks(ids):
+            await asyncio.gather(*(noop.kiq(*task_args(i)) for i in chunk))
 
-    async def enqueue_one(self, i: int, ts: float) -> None:
-        await noop.kiq(i, ts)
+    async def enqueue_one(self, i: int) -> None:
+        await noop.kiq(*task_args(i))
 
     def waiting(self) -> int:
         client = redis.Redis.from_url(CONFIG.redis_url)  # verification only

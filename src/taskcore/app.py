@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
@@ -11,7 +10,15 @@ import anyio
 import attrs
 import msgspec
 
-from .backend import Backend, Message, QueueSpec, QueueStats, TaskFilter, TaskRecord
+from .backend import (
+    Backend,
+    EnqueueResult,
+    Message,
+    QueueSpec,
+    QueueStats,
+    TaskFilter,
+    TaskRecord,
+)
 from .circuit import DEFAULT_CIRCUIT, Circuit
 from .clock import Clock, SystemClock
 from .complexity import Complexity, Pool
@@ -379,19 +386,29 @@ class App:
         self, task: Task[Any, R], args: tuple[Any, ...], kwargs: Mapping[str, Any], **options: Any
     ) -> TaskHandle[R]:
         env, msg = self.build_message(task, args, kwargs, **options)
-        with self.telemetry.enqueue_span(task.name, msg.queue, env.trace):
-            for mw in self.middleware:
-                await mw.before_enqueue(task, env)
-            msg = _with_body(msg, self.codec.encode_envelope(env))
-            if not self._opened:
-                await self.open()
-            [res] = await self.backend.enqueue([msg])
+        if self.telemetry.tracing:
+            with self.telemetry.enqueue_span(task.name, msg.queue, env.trace):
+                res, msg = await self._enqueue_one(task, env, msg)
+        else:
+            self.telemetry.inject(env.trace)
+            res, msg = await self._enqueue_one(task, env, msg)
         self.telemetry.enqueued.add(
             1, {"task": task.name, "queue": msg.queue, "priority": f"P{msg.priority}"}
         )
         for mw in self.middleware:
             await mw.after_enqueue(task, msg, res.created)
         return TaskHandle(self, res.id, created=res.created, return_type=task.return_type)
+
+    async def _enqueue_one(
+        self, task: Task[Any, Any], env: Envelope, msg: Message
+    ) -> tuple[EnqueueResult, Message]:
+        for mw in self.middleware:
+            await mw.before_enqueue(task, env)
+        msg = _with_body(msg, self.codec.encode_envelope(env))
+        if not self._opened:
+            await self.open()
+        [res] = await self.backend.enqueue([msg])
+        return res, msg
 
     async def enqueue_many(
         self,
@@ -518,6 +535,8 @@ class _Plan:
         (empty without ``encode``: the caller encodes it later)."""
         unique_key = self.unique_key
         if self.hash_unique:
+            import hashlib  # not at start-up: hashlib loads OpenSSL's digests (~3 MB)
+
             unique_key = hashlib.blake2b(args_body, digest_size=16).hexdigest()
         tid = task_id or new_task_id()
         env = Envelope(

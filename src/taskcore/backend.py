@@ -284,7 +284,11 @@ class Backend(Protocol):
     async def remove_worker(self, worker_id: str) -> None: ...
     async def workers(self) -> list[WorkerInfo]: ...
     async def take_tokens(self, bucket: str, rate: float, capacity: float, n: float = 1) -> float:
-        """Token bucket: take ``n`` tokens; returns 0 if granted, else seconds to wait."""
+        """Token bucket: take ``n`` tokens; returns 0 if granted, else seconds to wait.
+
+        A bucket is always taken with the same ``rate`` and ``capacity``. Once it has
+        refilled it answers like an absent one, so a backend may forget it then (and
+        should: per-key buckets would otherwise pile up)."""
 
     async def once(self, key: str, ttl: float) -> bool:
         """True the first time ``key`` is seen within ``ttl`` (cron-tick dedupe)."""

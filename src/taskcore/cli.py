@@ -9,11 +9,10 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
-from rich.console import Console
-from rich.table import Table
 
 from .app import App
 from .backend import QueueStats
@@ -21,6 +20,9 @@ from .errors import ConfigurationError, TaskcoreError
 from .recycle import Recycle
 from .states import State
 from .supervisor import CHILD_ENV, Supervisor, child_command
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 __all__ = ["load_app", "main"]
 
@@ -43,6 +45,8 @@ def load_app(spec: str) -> App:
 
 
 def status_table(stats: Sequence[QueueStats]) -> Table:
+    from rich.table import Table  # rich only for the commands that print (not a worker's)
+
     table = Table(title="taskcore queues")
     for col in (
         "queue",
@@ -136,6 +140,8 @@ async def _status(app: App) -> None:
     async with app:
         stats = await app.stats()
         workers = await app.backend.workers()
+    from rich.console import Console
+
     console = Console()
     console.print(status_table(stats))
     console.print(f"{len(workers)} worker(s) alive")
@@ -242,6 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ) from None
             return int(pg_cli.main(args.rest))
     except TaskcoreError as exc:
+        from rich.console import Console
+
         Console(stderr=True).print(f"[red]error:[/red] {exc}")
         return 2
     return 0

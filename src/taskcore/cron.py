@@ -6,7 +6,6 @@ only by apps that register a periodic task."""
 from __future__ import annotations
 
 from datetime import datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 
@@ -24,6 +23,8 @@ class Periodic:
     tz: str = "UTC"
 
     def __attrs_post_init__(self) -> None:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
         from croniter import croniter
 
         if not croniter.is_valid(self.cron):
@@ -41,6 +42,8 @@ class Periodic:
 
     def next_after(self, now: float) -> float:
         """The first tick strictly after ``now`` (epoch seconds)."""
+        from zoneinfo import ZoneInfo
+
         from croniter import croniter
 
         start = datetime.fromtimestamp(now, ZoneInfo(self.tz))

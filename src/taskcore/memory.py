@@ -116,7 +116,8 @@ class MemoryBackend:
         self._wakeup = anyio.Event()
         self._done_events: dict[str, anyio.Event] = {}
         self._workers: dict[str, tuple[WorkerInfo, float]] = {}
-        self._buckets: dict[str, tuple[float, float]] = {}
+        # bucket -> (tokens, last take, when it is full again: then it is the same as absent)
+        self._buckets: dict[str, tuple[float, float, float]] = {}
         self._once: dict[str, float] = {}
         self._kv: dict[str, tuple[bytes, float | None]] = {}
         self._runtimes: dict[str, tuple[int, float]] = {}
@@ -379,6 +380,8 @@ class MemoryBackend:
             del self._once[key]
         for key in [k for k, (_, exp) in self._kv.items() if exp is not None and exp <= now]:
             del self._kv[key]
+        for key in [k for k, (_, _, full) in self._buckets.items() if full <= now]:
+            del self._buckets[key]
         if requeued:
             self._wake()
         return requeued
@@ -548,13 +551,15 @@ class MemoryBackend:
 
     async def take_tokens(self, bucket: str, rate: float, capacity: float, n: float = 1) -> float:
         now = self.clock.now()
-        tokens, last = self._buckets.get(bucket, (capacity, now))
+        tokens, last, _ = self._buckets.get(bucket, (capacity, now, now))
         tokens = min(capacity, tokens + (now - last) * rate)
+        wait = 0.0
         if tokens >= n:
-            self._buckets[bucket] = (tokens - n, now)
-            return 0.0
-        self._buckets[bucket] = (tokens, now)
-        return (n - tokens) / rate
+            tokens -= n
+        else:
+            wait = (n - tokens) / rate
+        self._buckets[bucket] = (tokens, now, now + (capacity - tokens) / rate)
+        return wait
 
     async def once(self, key: str, ttl: float) -> bool:
         now = self.clock.now()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import re
 
 import attrs
-import psutil
 
 from .errors import ConfigurationError
 
@@ -57,6 +56,8 @@ def parse_size(value: int | str) -> int:
 
 def peak_rss() -> int:
     """The largest resident set of this process and its children (the process pool)."""
+    import psutil  # only workers with max_rss need it
+
     me = psutil.Process()
     largest = me.memory_info().rss
     for child in me.children():

@@ -2,62 +2,125 @@
 
 Attributes are low-cardinality: task, queue, priority, complexity, outcome — never
 the task id. Trace context travels in the envelope's ``trace`` field.
+
+The instruments are made on first use (the first enqueue or run, or a worker's start or
+maintenance once OpenTelemetry is set up), so an idle worker of an app that never set up
+OpenTelemetry does not import it. Instruments made later behave the same: the API's
+global providers are proxies that follow an SDK installed at any time.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from opentelemetry import metrics, propagate, trace
-from opentelemetry.metrics import CallbackOptions, Observation
+if TYPE_CHECKING:
+    from opentelemetry import metrics, trace
+    from opentelemetry.metrics import CallbackOptions, Observation
 
 __all__ = ["Telemetry"]
+
+# (attribute, kind, name, unit, description)
+_INSTRUMENTS = (
+    ("enqueued", "counter", "taskcore.tasks.enqueued", "{task}", "Tasks enqueued"),
+    ("started", "counter", "taskcore.tasks.started", "{task}", "Task runs started"),
+    ("succeeded", "counter", "taskcore.tasks.succeeded", "{task}", "Runs that succeeded"),
+    ("failed", "counter", "taskcore.tasks.failed", "{task}", "Runs that raised"),
+    ("retried", "counter", "taskcore.tasks.retried", "{task}", "Retries scheduled"),
+    ("dead", "counter", "taskcore.tasks.dead_lettered", "{task}", "Tasks dead-lettered"),
+    ("late", "counter", "taskcore.tasks.late", "{task}", "Runs that started past their SLA"),
+    ("run_time", "histogram", "taskcore.task.run_time", "s", "Run time per attempt"),
+    ("wait_time", "histogram", "taskcore.task.wait_time", "s", "Ready-to-start wait"),
+    (
+        "circuit_changes",
+        "counter",
+        "taskcore.circuit.transitions",
+        "{transition}",
+        "Circuit breakers opened (state=open) or closed (state=closed)",
+    ),
+)
+_LAZY = frozenset({"tracer", *(spec[0] for spec in _INSTRUMENTS)})
+# Set, these make the API build an SDK provider from the environment on first use.
+_PROVIDER_ENV = ("OTEL_PYTHON_METER_PROVIDER", "OTEL_PYTHON_TRACER_PROVIDER")
+
+
+def _configured() -> bool:
+    """Whether OpenTelemetry may be set up in this process: a provider is named in the
+    environment, the tracing API is imported, or a global meter provider is installed
+    (redis-py imports the metrics API by itself; until an SDK is installed, the API's
+    provider is its proxy)."""
+    if any(os.environ.get(v) for v in _PROVIDER_ENV) or "opentelemetry.trace" in sys.modules:
+        return True
+    api = sys.modules.get("opentelemetry.metrics")
+    return api is not None and type(api.get_meter_provider()).__name__ != "_ProxyMeterProvider"
 
 
 class Telemetry:
     """The instruments taskcore records; one per app."""
+
+    tracer: trace.Tracer
+    enqueued: metrics.Counter
+    started: metrics.Counter
+    succeeded: metrics.Counter
+    failed: metrics.Counter
+    retried: metrics.Counter
+    dead: metrics.Counter
+    late: metrics.Counter
+    run_time: metrics.Histogram
+    wait_time: metrics.Histogram
+    circuit_changes: metrics.Counter
 
     def __init__(
         self,
         meter_provider: metrics.MeterProvider | None = None,
         tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
-        meter = (meter_provider or metrics.get_meter_provider()).get_meter("taskcore")
-        # spans cost time even when no-op: skip them unless a real provider is installed
-        provider = tracer_provider or trace.get_tracer_provider()
-        self.tracing = not isinstance(
-            provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
-        )
-        self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("taskcore")
-        self.enqueued = meter.create_counter("taskcore.tasks.enqueued", "{task}", "Tasks enqueued")
-        self.started = meter.create_counter("taskcore.tasks.started", "{task}", "Task runs started")
-        self.succeeded = meter.create_counter(
-            "taskcore.tasks.succeeded", "{task}", "Runs that succeeded"
-        )
-        self.failed = meter.create_counter("taskcore.tasks.failed", "{task}", "Runs that raised")
-        self.retried = meter.create_counter("taskcore.tasks.retried", "{task}", "Retries scheduled")
-        self.dead = meter.create_counter(
-            "taskcore.tasks.dead_lettered", "{task}", "Tasks dead-lettered"
-        )
-        self.late = meter.create_counter(
-            "taskcore.tasks.late", "{task}", "Runs that started past their SLA"
-        )
-        self.run_time = meter.create_histogram(
-            "taskcore.task.run_time", "s", "Run time per attempt"
-        )
-        self.wait_time = meter.create_histogram(
-            "taskcore.task.wait_time", "s", "Ready-to-start wait"
-        )
-        self.circuit_changes = meter.create_counter(
-            "taskcore.circuit.transitions",
-            "{transition}",
-            "Circuit breakers opened (state=open) or closed (state=closed)",
-        )
+        self._meter_provider = meter_provider
+        self._tracer_provider = tracer_provider
+        self._bound = False
         self.depth: dict[tuple[str, str], int] = {}
         self.busy: dict[str, int] = {}
         self.circuits: dict[str, int] = {}
+        if meter_provider is not None or tracer_provider is not None or _configured():
+            self.bind()
+
+    @property
+    def tracing(self) -> bool:
+        """Whether a real tracer provider is installed (given, or set globally by now).
+        Spans cost time even when no-op (~10 us each), so they are skipped unless one
+        is; without the tracing API imported, none can be."""
+        if self._tracer_provider is None and "opentelemetry.trace" not in sys.modules:
+            return False
+        from opentelemetry import trace
+
+        provider = self._tracer_provider or trace.get_tracer_provider()
+        return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+
+    @staticmethod
+    def inject(carrier: dict[str, str]) -> None:
+        """Put the current trace context (and baggage) into ``carrier``, without a span
+        of our own: a context from elsewhere (an incoming request) still travels. With
+        neither the tracing nor the baggage API imported there is no such context."""
+        if "opentelemetry.trace" in sys.modules or "opentelemetry.baggage" in sys.modules:
+            from opentelemetry import propagate
+
+            propagate.inject(carrier)
+
+    def bind(self) -> None:
+        """Make the instruments now (idempotent)."""
+        if self._bound:
+            return
+        from opentelemetry import metrics, trace
+
+        self._bound = True
+        self.tracer = (self._tracer_provider or trace.get_tracer_provider()).get_tracer("taskcore")
+        meter = (self._meter_provider or metrics.get_meter_provider()).get_meter("taskcore")
+        for attr, kind, name, unit, description in _INSTRUMENTS:
+            make = meter.create_counter if kind == "counter" else meter.create_histogram
+            setattr(self, attr, make(name, unit, description))
         meter.create_observable_gauge(
             "taskcore.queue.depth",
             [self._observe_depth],
@@ -74,20 +137,43 @@ class Telemetry:
             "Circuit state as this worker last saw it: 0 closed, 1 half-open, 2 open",
         )
 
+    def bind_if_configured(self) -> None:
+        """Make the instruments if OpenTelemetry may be set up by now (a worker's start
+        and maintenance: its gauges are then observed while it idles)."""
+        if not self._bound and _configured():
+            self.bind()
+
+    if not TYPE_CHECKING:  # (mypy keeps checking attribute names)
+
+        def __getattr__(self, name: str) -> Any:
+            # called only for attributes not set: the instruments before bind()
+            if name in _LAZY and not self.__dict__.get("_bound", True):
+                self.bind()
+                return getattr(self, name)
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def _observe_depth(self, options: CallbackOptions) -> Iterable[Observation]:
+        from opentelemetry.metrics import Observation
+
         return [
             Observation(v, {"queue": q, "priority": p}) for (q, p), v in list(self.depth.items())
         ]
 
     def _observe_busy(self, options: CallbackOptions) -> Iterable[Observation]:
+        from opentelemetry.metrics import Observation
+
         return [Observation(v, {"pool": pool}) for pool, v in list(self.busy.items())]
 
     def _observe_circuits(self, options: CallbackOptions) -> Iterable[Observation]:
+        from opentelemetry.metrics import Observation
+
         return [Observation(v, {"circuit": name}) for name, v in list(self.circuits.items())]
 
     @contextlib.contextmanager
     def enqueue_span(self, task: str, queue: str, carrier: dict[str, str]) -> Iterator[None]:
         """A PRODUCER span around an enqueue; injects its context into ``carrier``."""
+        from opentelemetry import propagate, trace
+
         with self.tracer.start_as_current_span(
             f"enqueue {task}",
             kind=trace.SpanKind.PRODUCER,
@@ -101,6 +187,8 @@ class Telemetry:
         self, task: str, queue: str, carrier: dict[str, str], attempt: int
     ) -> Iterator[Any]:
         """A CONSUMER span around a run, child of the enqueue span's context."""
+        from opentelemetry import propagate, trace
+
         ctx = propagate.extract(carrier) if carrier else None
         with self.tracer.start_as_current_span(
             f"run {task}",

@@ -15,6 +15,7 @@ reaches them (see :mod:`taskcore.recycle`).
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import os
@@ -29,7 +30,6 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 import attrs
-import psutil
 
 from .admission import Admission
 from .autoscale import Autoscaler
@@ -60,6 +60,18 @@ log = logging.getLogger("taskcore.worker")
 StopReason = Literal["cancel", "lost", "shutdown", "timeout"]
 WATCHDOG_INTERVAL = 0.05  # seconds: precision of task timeouts
 RESERVED_POLL = 0.1  # seconds: P0 look-ups while only reserved slots are free
+
+
+_heap_frozen = False
+
+
+def _freeze_heap() -> None:
+    """Once per process: collect everything, then freeze what survived (start-up)."""
+    global _heap_frozen
+    if not _heap_frozen:
+        _heap_frozen = True
+        gc.collect()
+        gc.freeze()
 
 
 @attrs.frozen
@@ -115,6 +127,14 @@ class Worker:
         lost_lease_allowance: runs granted beyond the retry policy's attempts to make up
             for workers lost while running a task; a task claimed more often than
             ``retries + 1 + lost_lease_allowance`` times is dead-lettered as poison.
+        freeze_heap: when the first worker of the process starts, run one full garbage
+            collection and move every object that survives it out of the collector's
+            reach (``gc.freeze()``): the imports and set-up objects are then never
+            traversed again. Without it, the first full collection comes during the
+            first seconds of work and stalls the event loop for tens of milliseconds;
+            each later one walks the whole heap. An object alive at that moment that
+            later becomes part of unreachable cycles is not reclaimed (see
+            ``gc.freeze``); pass False to keep the collector's defaults.
     """
 
     def __init__(
@@ -136,6 +156,7 @@ class Worker:
         max_tasks: int | None = None,
         max_rss: int | str | None = None,
         lost_lease_allowance: int = 3,
+        freeze_heap: bool = True,
     ) -> None:
         from .errors import ConfigurationError
 
@@ -206,6 +227,7 @@ class Worker:
         self._claimed = 0
         self._stop_requested = False
         self._drain_scope: anyio.CancelScope | None = None
+        self.freeze_heap = freeze_heap
 
     # -- lifecycle ------------------------------------------------------------
     def stop(self) -> None:
@@ -254,6 +276,7 @@ class Worker:
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Run until :meth:`stop` (or SIGINT/SIGTERM through the CLI)."""
+        self.app.telemetry.bind_if_configured()  # the gauges, observed while idle
         await self.app.open()
         await self._heartbeat()
         async with anyio.create_task_group() as background:
@@ -266,7 +289,8 @@ class Worker:
             if self.recycle.max_rss is not None:
                 background.start_soon(self._memory_loop)
             async with anyio.create_task_group() as runs:
-                self._spawn_slots(runs)
+                if self.freeze_heap:
+                    _freeze_heap()
                 log.info(
                     "worker %s started: queues %s, concurrency %d",
                     self.id,
@@ -310,8 +334,10 @@ class Worker:
 
     # -- claiming ---------------------------------------------------------------
     def _spawn_slots(self, runs: anyio.abc.TaskGroup) -> None:
-        """Long-lived slot coroutines take runs from a deque (no spawn per task)."""
-        while self._slots < self.target:
+        """Long-lived slot coroutines take runs from a deque (no spawn per task). They
+        start when work first needs them (an idle worker holds none, a worker of
+        concurrency 100 that never ran more than 10 at once holds 10) and then stay."""
+        while self._slots < len(self._running):
             self._slots += 1
             runs.start_soon(self._slot_loop)
 
@@ -431,11 +457,11 @@ class Worker:
                 self._wait_scope = None
                 continue
             self._claimed += len(leases)
-            if self._slots < self.target:
-                self._spawn_slots(runs)
             new_runs = [_Run(lease) for lease in leases]
             for run in new_runs:
                 self._running[run.lease.message.id] = run
+            if self._slots < len(self._running):
+                self._spawn_slots(runs)
             self._hand_out(new_runs)
             # let the slots start these runs before the next claim is prepared and sent
             await anyio.lowlevel.checkpoint()
@@ -817,11 +843,14 @@ class Worker:
             log.warning("maintenance failed: %s", exc)
             return
         self._depth = sum(s.depth for s in stats)
+        self.app.telemetry.bind_if_configured()  # an SDK installed since the start
         for s in stats:
             for p, n in s.depth_by_priority.items():
                 self.app.telemetry.depth[(s.queue, f"P{p}")] = n
         self.app.telemetry.busy.update({str(k): v for k, v in self.busy.items()})
         if self.autoscaler is not None:
+            import psutil  # only autoscaling workers need it
+
             cpu = psutil.cpu_percent(interval=None)
             new = self.autoscaler.decide(self.target, len(self._running), self._depth, cpu)
             if new != self.target:

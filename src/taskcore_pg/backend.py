@@ -98,6 +98,11 @@ class _Pool(AsyncConnectionPool[Conn]):
             await AsyncConnectionPool.check_connection(conn)
 
 
+async def _guard_plans(conn: Conn) -> None:
+    """Pool sessions plan without bitmap scans (``Settings.plan_guard``)."""
+    await conn.execute("SET enable_bitmapscan = off")
+
+
 class PostgresBackend:
     """Tasks in PostgreSQL tables; ``postgresql://`` in a URL.
 
@@ -217,6 +222,7 @@ class PostgresBackend:
             timeout=s.timeout,
             name=f"taskcore_pg.{s.schema}",
             open=False,
+            configure=_guard_plans if s.plan_guard else None,
         )
         self._pool = pool
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -12,7 +13,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from taskcore.errors import BackendError, BackendUnavailable
@@ -48,9 +49,39 @@ class Connection:
         self.scripts = Scripts()
         self._backoff = ExponentialBackoff(cap=1.0, base=0.05)
         self._kept: list[str] = []  # reply keys whose replies arrived
+        get = inspect.signature(self.pool.get_connection).parameters.get("command_name")
+        self._legacy_get = get is not None and get.default is inspect.Parameter.empty
 
     async def open(self) -> None:
         await self.call("load scripts", lambda: self.scripts.load(self.redis))
+
+    async def execute(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Send ``commands`` in one write on a pooled connection and read their
+        replies, a refused command's ``ResponseError`` in its place: one round trip,
+        as a redis-py pipeline, without the pipeline's per-command bookkeeping
+        (response callbacks, retry wrapper, operation metrics), which costs about as
+        much client CPU as the rest of the round trip (docs/redis.md, Latency).
+
+        A connection that fails or is cancelled mid-way is disconnected by redis-py
+        before it goes back to the pool, so no reply is left unread on it.
+        """
+        conn = await self._get_connection()
+        try:
+            await conn.send_packed_command(conn.pack_commands(commands))
+            out: list[Any] = []
+            for _ in commands:
+                try:
+                    out.append(await conn.read_response())
+                except ResponseError as exc:
+                    out.append(exc)
+            return out
+        finally:
+            await self.pool.release(conn)
+
+    def _get_connection(self) -> Any:
+        get: Any = self.pool.get_connection  # untyped in redis-py
+        # redis-py < 5.3 wants a command name (and ignores it); later ones warn about it
+        return get("EVALSHA") if self._legacy_get else get()
 
     async def close(self) -> None:
         if self._kept:
@@ -114,7 +145,7 @@ class Connection:
         try:
             result = await self.call(
                 what,
-                lambda: self.scripts.run(self.redis, calls, unlink),
+                lambda: self.scripts.run(self, calls, unlink),
                 idempotent=idempotent,
                 task_id=task_id,
             )
@@ -145,7 +176,7 @@ class Connection:
         try:
             # As in call(): let a connection the server closed be seen closed first.
             await anyio.lowlevel.checkpoint()
-            conn = await self.pool.get_connection()  # type: ignore[no-untyped-call]
+            conn = await self._get_connection()
             try:
                 health = True  # the pool's health check, before the first command only
                 if unlink:  # one key per command: they may be in different slots

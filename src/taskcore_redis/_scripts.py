@@ -8,7 +8,7 @@ import json
 import re
 from collections.abc import Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 from redis.asyncio import Redis
@@ -16,7 +16,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from taskcore.scheduling import DEFAULT_POLICY
 
-__all__ = ["Call", "Script", "Scripts"]
+__all__ = ["Call", "Executor", "Script", "Scripts"]
 
 # Scripts on global keys; every other script works on one queue and gets the prelude.
 _GLOBAL = frozenset({"index", "tokens", "once", "kv_set"})
@@ -33,6 +33,14 @@ class Script:
 
 Call = tuple[Script, Sequence[str], Sequence[Any]]
 """One script invocation: the script, its KEYS and its ARGV."""
+
+
+class Executor(Protocol):
+    """Sends commands in one round trip (:meth:`taskcore_redis._conn.Connection.execute`)."""
+
+    redis: Redis
+
+    async def execute(self, commands: Sequence[Sequence[Any]]) -> list[Any]: ...
 
 
 def _read(name: str) -> str:
@@ -155,7 +163,7 @@ class Scripts:
             await pipe.execute()
 
     async def run(
-        self, redis: Redis, calls: Sequence[Call], unlink: Sequence[str] = ()
+        self, conn: Executor, calls: Sequence[Call], unlink: Sequence[str] = ()
     ) -> list[Any]:
         """Run ``calls`` in one pipeline (one round trip) and return their replies.
 
@@ -165,11 +173,11 @@ class Scripts:
         """
         if not calls:
             return []
-        results = await self._send(redis, calls, unlink)
+        results = await self._send(conn, calls, unlink)
         missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
         if missing:
-            await self.load(redis)
-            again = await self._send(redis, [calls[i] for i in missing])
+            await self.load(conn.redis)
+            again = await self._send(conn, [calls[i] for i in missing])
             for i, r in zip(missing, again, strict=True):
                 results[i] = r
         for r in results:
@@ -178,17 +186,11 @@ class Scripts:
         return results
 
     async def _send(
-        self, redis: Redis, calls: Sequence[Call], unlink: Sequence[str] = ()
+        self, conn: Executor, calls: Sequence[Call], unlink: Sequence[str] = ()
     ) -> list[Any]:
-        if len(calls) == 1 and not unlink:
-            script, keys, args = calls[0]
-            try:
-                return [await redis.evalsha(script.sha, len(keys), *keys, *args)]
-            except NoScriptError as exc:
-                return [exc]
-        async with redis.pipeline(transaction=False) as pipe:
-            for script, keys, args in calls:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-            for key in unlink:  # one key per command: they may be in different slots
-                pipe.unlink(key)
-            return list(await pipe.execute(raise_on_error=False))[: len(calls)]
+        commands: list[Sequence[Any]] = [
+            ("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args in calls
+        ]
+        # one key per command: they may be in different slots
+        commands += [("UNLINK", key) for key in unlink]
+        return (await conn.execute(commands))[: len(calls)]

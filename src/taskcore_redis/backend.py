@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import itertools
 import json
+import os
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -54,6 +56,20 @@ _WHERE_MAX = 100_000
 _POLL = 1.0  # longest a waiter blocks before it looks for due scheduled work
 _STATE = {s.value.encode(): s for s in State}  # a script's state -> State, fast
 _LATER = frozenset({OutcomeKind.RETRY, OutcomeKind.DEFER})  # outcomes that schedule work
+
+
+# Request ids: a random prefix per process (drawn again in a forked child), then a
+# counter. (A uuid4() per call cost a getrandom() system call each time.)
+_REQUEST_PREFIX = [uuid.uuid4().hex[:20]]
+_REQUESTS = itertools.count()
+
+
+def _new_request_prefix() -> None:
+    _REQUEST_PREFIX[0] = uuid.uuid4().hex[:20]
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_request_prefix)
 
 
 def _s(v: bytes | str) -> str:
@@ -180,6 +196,11 @@ class RedisBackend(Coordination):
             await pipe.execute()
 
     # -- internals ------------------------------------------------------------
+    @staticmethod
+    def _request() -> str:
+        """A new request id: names the reply a state-changing call keeps."""
+        return f"{_REQUEST_PREFIX[0]}-{next(_REQUESTS):x}"
+
     def _on_clock(self) -> None:
         if self._local_wake is not None:
             self._local_wake.set()
@@ -246,7 +267,7 @@ class RedisBackend(Coordination):
         """Run a per-task batch script grouped by queue; replies in the order of
         ``ids`` (None for unknown tasks). ``replayable``: the calls change state, so
         they carry a request id that makes sending them again safe."""
-        request = uuid.uuid4().hex if replayable else None
+        request = self._request() if replayable else None
         where = await self._locate(ids)
         groups: dict[str, list[int]] = defaultdict(list)
         for i, task_id in enumerate(ids):
@@ -322,7 +343,7 @@ class RedisBackend(Coordination):
             flat = indexed[0]
             for j in range(0, len(flat), 2):
                 known[int(flat[j]) - 1] = flat[j + 1].decode()
-        request = uuid.uuid4().hex
+        request = self._request()
         chunks = [
             positions[c : c + _ENQUEUE_CHUNK]
             for positions in groups.values()
@@ -438,8 +459,15 @@ class RedisBackend(Coordination):
                 leases, extra = taken.leases[:limit], taken.leases[limit:]
                 if extra:  # fewer slots than when it claimed: no prefetch
                     await self._release(extra)
-                elif taken.dry:
-                    self._drained = attrs.evolve(c, due=taken.due, limit=limit - len(leases))
+                elif taken.dry:  # (not attrs.evolve: this is on the wake-up path)
+                    self._drained = _Claimer(
+                        c.queues,
+                        taken.due,
+                        limit - len(leases),
+                        c.lease_seconds,
+                        c.worker,
+                        c.max_priority,
+                    )
                 return leases
             await self._release(taken.leases)
         if limit <= 0:
@@ -450,7 +478,7 @@ class RedisBackend(Coordination):
                 "claim",
                 q,
                 [limit - len(leases), worker, max_priority, repr(lease_seconds)],
-                uuid.uuid4().hex,
+                self._request(),
             )
             [(rows, due, now)] = await self._conn.run("claim", [call])
             if due:
@@ -537,7 +565,7 @@ class RedisBackend(Coordination):
         requeued: list[str] = []
         pending = await self._queue_names()
         while pending:
-            request = uuid.uuid4().hex
+            request = self._request()
             calls = [self._call("reap", q, [_REAP_CHUNK], request) for q in pending]
             replies = await self._conn.run("reap", calls)
             forgotten: list[str] = []
@@ -654,18 +682,18 @@ class RedisBackend(Coordination):
         inbox = self._inbox(q)
         self._inboxes.add(inbox)
         args = [c.limit, c.worker, c.max_priority, repr(c.lease_seconds)]
-        call = self._call("claim", q, args, uuid.uuid4().hex, [inbox])
+        call = self._call("claim", q, args, self._request(), [inbox])
         script, keys, argv = call
         wake = self.keys.wake(q)
 
         async def go() -> Any:
-            async with self._r.pipeline(transaction=False) as pipe:
-                if self._kept_reply is not None:  # the last one's reply arrived: drop it
-                    pipe.unlink(self._kept_reply)
-                    self._kept_reply = None
-                pipe.blmove(wake, inbox, seconds, "LEFT", "RIGHT")  # type: ignore[arg-type]
-                pipe.evalsha(script.sha, len(keys), *keys, *argv)
-                reply = (await pipe.execute(raise_on_error=False))[-1]
+            commands: list[tuple[Any, ...]] = []
+            if self._kept_reply is not None:  # the last one's reply arrived: drop it
+                commands.append(("UNLINK", self._kept_reply))
+                self._kept_reply = None
+            commands.append(("BLMOVE", wake, inbox, "LEFT", "RIGHT", seconds))
+            commands.append(("EVALSHA", script.sha, len(keys), *keys, *argv))
+            reply = (await self._conn.execute(commands))[-1]
             if isinstance(reply, NoScriptError):  # the claim did not run: run it alone
                 [reply] = await self._conn.run("wait", [call])
             elif isinstance(reply, ResponseError):
@@ -850,7 +878,7 @@ class RedisBackend(Coordination):
             return 0
         start = deleted = 0
         while True:
-            call = self._call("purge", queue, [start, _PURGE_CHUNK, *wanted], uuid.uuid4().hex)
+            call = self._call("purge", queue, [start, _PURGE_CHUNK, *wanted], self._request())
             [(gone, scanned)] = await self._conn.run("purge", [call])
             ids = [t.decode() for t in gone]
             if ids:

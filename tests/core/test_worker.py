@@ -6,6 +6,7 @@ input, slots, cron, uniqueness) live in tests/e2e and run on memory, Redis and P
 
 from __future__ import annotations
 
+import gc
 import threading
 
 import anyio
@@ -118,3 +119,13 @@ async def test_autoscaling_grows_with_backlog(app: App, recorder: Recorder) -> N
         assert worker.target == before + 4
         await recorder.wait_started(8)
         release.set()
+
+
+async def test_the_first_worker_freezes_the_start_up_heap(app: App) -> None:
+    @app.task
+    async def noop() -> None:
+        pass
+
+    async with app.worker():
+        await (await noop.enqueue()).result(timeout=5)
+        assert gc.get_freeze_count() > 0

@@ -326,6 +326,27 @@ async def test_wait_claims_in_the_round_trip_that_wakes_it(redis_url: str, prefi
         assert not [k for k in prefix_keys(admin, prefix) if b":in:" in k]  # inbox emptied
 
 
+async def test_a_woken_claim_after_script_flush_claims_in_the_same_wake(
+    redis_url: str, prefix: str, admin: redis_sync.Redis
+) -> None:
+    # The blocking round trip's claim comes back refused (NOSCRIPT) behind the BLMOVE
+    # reply; the wait sends it again alone and the wake-up still carries the lease.
+    clock = FakeClock()
+    async with (
+        _backend(redis_url, prefix, clock) as idle,
+        _backend(redis_url, prefix, clock) as producer,
+    ):
+        assert await idle.claim(["q"], 10, 30, "w") == []
+        [res] = await producer.enqueue([make_message(clock)])  # its marker waits
+        admin.script_flush()
+        with anyio.fail_after(5):
+            await idle.wait(["q"], 30)
+        rec = await producer.get(res.id)
+        assert rec is not None and rec.state is State.RUNNING  # before claim() is called
+        [lease] = await idle.claim(["q"], 10, 30, "w")
+        assert (lease.message.id, lease.attempt) == (res.id, 1)
+
+
 async def test_a_woken_claim_never_starts_before_the_enqueue(redis_url: str, prefix: str) -> None:
     # The claim's "now" was read when the wait started blocking; the marker's time
     # (the enqueuer's clock) is later, and the claim takes the latest.

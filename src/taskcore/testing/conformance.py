@@ -612,6 +612,22 @@ class BackendConformance:
         assert await backend.take_tokens("api", 1.0, 3.0) == 0
         assert await backend.take_tokens("other", 1.0, 3.0) == 0
 
+    async def test_token_bucket_is_kept_until_refilled(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        # A backend may forget a bucket once it is full again (it then answers like an
+        # absent one), never before: a drained bucket survives the reaper.
+        for _ in range(2):
+            assert await backend.take_tokens("slow", 0.5, 2.0) == 0
+        clock.advance(1)  # half a token back
+        await backend.reap()
+        assert await backend.take_tokens("slow", 0.5, 2.0) == pytest.approx(1.0)
+        clock.advance(4)  # full again
+        await backend.reap()
+        for _ in range(2):
+            assert await backend.take_tokens("slow", 0.5, 2.0) == 0
+        assert await backend.take_tokens("slow", 0.5, 2.0) == pytest.approx(2.0)
+
     async def test_once_dedupes_cron_ticks(self, backend: Backend, clock: FakeClock) -> None:
         assert await backend.once("cron:sweep:1000", 60)
         assert not await backend.once("cron:sweep:1000", 60)

@@ -304,12 +304,12 @@ def backend_state_machine(
             self.same(lambda b: b.list_tasks(f), f"list_tasks({f})")
 
         @rule(
-            bucket=st.sampled_from(["x", "y"]),
-            rate=st.sampled_from([0.5, 2.0]),
-            capacity=st.sampled_from([1.0, 3.0]),
+            # a bucket has one rate and capacity (Backend.take_tokens)
+            limit=st.sampled_from([("x", 0.5, 1.0), ("y", 2.0, 3.0)]),
             n=st.sampled_from([1.0, 2.0]),
         )
-        def take_tokens(self, bucket: str, rate: float, capacity: float, n: float) -> None:
+        def take_tokens(self, limit: tuple[str, float, float], n: float) -> None:
+            bucket, rate, capacity = limit
             self.same(lambda b: b.take_tokens(bucket, rate, capacity, n), "take_tokens")
 
         @rule(key=st.sampled_from(["tick1", "tick2"]), ttl=st.sampled_from([30.0, 120.0]))

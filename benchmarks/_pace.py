@@ -1,0 +1,123 @@
+"""Paced single enqueues and what they tell (stdlib only: the peers' drivers import it
+inside their own virtualenvs, taskcore's harness in its own).
+
+A plan is a list of phases ``(name, seconds, rate)`` run back to back; call ``i`` is due
+at its offset in the plan. :func:`pace` sends each call when it is due, or at once when
+the producer is behind (the offered rate catches up instead of drifting), and returns
+the wall clock read just before each call. With several producers (coroutines taking
+the calls in order from one shared iterator) more calls can be in flight at once.
+Given each call's body start (wall clock, in the worker), :func:`report` gives per
+phase the wait percentiles, the rate actually sent, the largest backlog and how long
+the phase's calls took to clear.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+Phase = tuple[str, float, float]  # (name, seconds, calls per second)
+BOUNDED_S = 1.0  # a backlog "stayed bounded" if it cleared within this after the producer
+
+
+def schedule(phases: Sequence[Phase]) -> list[float]:
+    """Due offsets (seconds from the start) of every call of ``phases``."""
+    due: list[float] = []
+    start = 0.0
+    for _name, seconds, rate in phases:
+        due += [start + k / rate for k in range(max(1, round(seconds * rate)))]
+        start += seconds
+    return due
+
+
+def phase_of(phases: Sequence[Phase], due: Sequence[float]) -> list[str]:
+    """The name of the phase each call belongs to."""
+    names, ends, end = [], [], 0.0
+    for name, seconds, _rate in phases:
+        end += seconds
+        names.append(name)
+        ends.append(end)
+    out = []
+    k = 0
+    for d in due:
+        while k < len(ends) - 1 and d >= ends[k]:
+            k += 1
+        out.append(names[k])
+    return out
+
+
+async def pace(
+    due: Sequence[float], send: Callable[[int], Awaitable[object]], producers: int = 1
+) -> list[float]:
+    """``await send(i)`` for each call at its due time, from ``producers`` coroutines;
+    the wall clock before each call."""
+    sent = [0.0] * len(due)
+    calls = iter(range(len(due)))
+    t0 = time.perf_counter()
+
+    async def producer() -> None:
+        for i in calls:
+            delay = t0 + due[i] - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sent[i] = time.time()
+            await send(i)
+
+    await asyncio.gather(*(producer() for _ in range(producers)))
+    return sent
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
+    return ordered[rank - 1]
+
+
+def waits_ms(prefix: str, waits: Sequence[float]) -> dict[str, float]:
+    """p50 / p95 / p99 / max of ``waits`` (ms) as ``{prefix}p50_ms`` ..."""
+    if not waits:
+        return {}
+    return {
+        f"{prefix}p50_ms": percentile(waits, 50),
+        f"{prefix}p95_ms": percentile(waits, 95),
+        f"{prefix}p99_ms": percentile(waits, 99),
+        f"{prefix}max_ms": max(waits),
+    }
+
+
+def backlog_max(sent: Sequence[float], start: Sequence[float]) -> int:
+    """The most calls sent and not yet started at any moment."""
+    events = sorted([(t, 1) for t in sent] + [(t, -1) for t in start])
+    depth = top = 0
+    for _t, step in events:
+        depth += step
+        top = max(top, depth)
+    return top
+
+
+def report(
+    phases: Sequence[Phase], sent: Sequence[float], start: Sequence[float]
+) -> dict[str, float | str]:
+    """Per phase (keys prefixed ``<name>_``, none for a nameless phase): offered and sent
+    rate, wait percentiles, and ``clear_s``: the last of the phase's calls to start
+    minus the moment the last of them was sent (how long its backlog took to clear);
+    ``bounded``: cleared within :data:`BOUNDED_S`. Plus the largest backlog overall."""
+    due = schedule(phases)
+    names = phase_of(phases, due)
+    out: dict[str, float | str] = {"count": len(due), "backlog_max": backlog_max(sent, start)}
+    for name, _seconds, rate in phases:
+        idx = [i for i, n in enumerate(names) if n == name]
+        p = f"{name}_" if name else ""
+        s = [sent[i] for i in idx]
+        clear = max(0.0, max(start[i] for i in idx) - max(s))
+        out |= {
+            f"{p}offered_per_s": rate,
+            f"{p}sent_per_s": (len(idx) - 1) / (max(s) - min(s)) if max(s) > min(s) else rate,
+            **waits_ms(p, [(start[i] - sent[i]) * 1000 for i in idx]),
+            f"{p}clear_s": clear,
+            f"{p}bounded": "yes" if clear < BOUNDED_S else "no",
+        }
+    return out
