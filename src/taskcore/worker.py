@@ -429,7 +429,12 @@ class Worker:
             run = self._pending.popleft()
             if run.stop_reason is None:
                 run.stop_reason = "shutdown"
-            self._finish(run, self._stopped_outcome(run))
+            del self._running[run.lease.message.id]  # not counted as processed
+            outcome = self._stopped_outcome(run)
+            if outcome is not None:  # None: the lease was lost meanwhile
+                self._outcomes.append(outcome)
+                self._outcome_event.set()
+        self._slot_event.set()
 
     def _stop_run(self, run: _Run, reason: StopReason) -> None:
         run.stop_reason = reason
