@@ -254,6 +254,7 @@ class Worker:
         """Stop claiming; running tasks get ``grace_period`` to finish."""
         self._stopping = True
         self._stop_requested = True
+        self._release_pending()  # prefetched tasks go back at once, not after the grace
         self._slot_event.set()
         if self._wait_scope is not None:
             self._wait_scope.cancel()
@@ -340,7 +341,11 @@ class Worker:
         self._stopped.set()
 
     async def _drain(self) -> None:
-        self._release_pending()
+        # a retiring worker runs the tasks it holds, prefetched ones too (they count
+        # towards max_tasks), unless a signal stops it meanwhile; a stopped one hands
+        # the prefetched ones back (stop() did already, unless a claim was in flight)
+        if self.recycled is None or self._stop_requested:
+            self._release_pending()
         if self._running:
             # a retiring worker waits for its tasks (their timeouts bound the wait) unless
             # a signal stops it meanwhile; a stopped one gives them the grace period

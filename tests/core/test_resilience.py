@@ -358,6 +358,21 @@ async def test_a_signal_while_retiring_applies_the_grace_period(app: App) -> Non
     assert rec is not None and rec.attempt == 0
 
 
+async def test_a_retiring_worker_runs_its_prefetched_tasks(app: App, recorder: Recorder) -> None:
+    @app.task
+    async def job(n: int) -> int:
+        await anyio.lowlevel.checkpoint()  # the worker retires while prefetched ones wait
+        return n
+
+    handles = await app.enqueue_many(job, [(n,) for n in range(8)])
+    w = app.worker(concurrency=1, prefetch=3, max_tasks=4)
+    with anyio.fail_after(5):
+        await w.run()  # claims 4 at once: one for the slot, three prefetched
+    assert w.recycled == "claimed max_tasks=4 tasks"
+    assert recorder.started == [h.id for h in handles[:4]]
+    assert [await h.status() for h in handles[4:]] == [State.QUEUED] * 4
+
+
 async def test_max_tasks_counts_with_reserved_critical_slots(app: App) -> None:
     @app.task
     async def job(n: int) -> int:
