@@ -369,7 +369,7 @@ class Worker:
         """Long-lived slot coroutines take runs from a deque (no spawn per task). They
         start when work first needs them (an idle worker holds none, a worker of
         concurrency 100 that never ran more than 10 at once holds 10) and then stay."""
-        while self._slots < len(self._running):
+        while self._slots < min(len(self._running), self.target):  # prefetched: no slot
             self._slots += 1
             runs.start_soon(self._slot_loop)
 
@@ -390,7 +390,16 @@ class Worker:
             self._idle.popleft().set()
 
     async def _next_run(self) -> _Run | None:
-        while not self._pending:
+        while True:
+            if self._slots > self.target:
+                # autoscaling shrank the worker: this slot ends (it would otherwise start
+                # prefetched tasks beyond the concurrency)
+                self._slots -= 1
+                if self._pending:
+                    self._wake_slot()
+                return None
+            if self._pending:
+                break
             if self._closed:
                 return None
             wake = anyio.Event()
@@ -512,7 +521,7 @@ class Worker:
             new_runs = [_Run(lease) for lease in leases]
             for run in new_runs:
                 self._running[run.lease.message.id] = run
-            if self._slots < len(self._running):
+            if self._slots < min(len(self._running), self.target):
                 self._spawn_slots(runs)
             self._hand_out(new_runs)
             # let the slots start these runs before the next claim is prepared and sent

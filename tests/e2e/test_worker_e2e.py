@@ -465,11 +465,15 @@ async def test_claims_no_more_than_free_slots(app: App, recorder: Recorder) -> N
 async def test_prefetch_holds_no_more_than_its_bound(app: App, recorder: Recorder) -> None:
     release = anyio.Event()
     held: list[int] = []  # what the worker held as each task started
+    active = [0, 0]  # running now, most at once
 
     @app.task
     async def hold() -> None:
         held.append(w.held)
+        active[0] += 1
+        active[1] = max(active)
         await release.wait()
+        active[0] -= 1
 
     handles = await app.enqueue_many(hold, [() for _ in range(12)])
     w = worker(app, concurrency=2, prefetch=3)
@@ -483,6 +487,7 @@ async def test_prefetch_holds_no_more_than_its_bound(app: App, recorder: Recorde
         for h in handles:
             assert await h.result(timeout=5) is None
     assert len(held) == 12 and max(held) <= 5
+    assert active[1] == 2  # prefetched tasks wait for a slot
 
 
 async def test_prefetched_tasks_are_handed_back_at_once_on_stop(
