@@ -96,6 +96,7 @@ async def _run_worker(app: App, args: argparse.Namespace) -> None:
         max_tasks=args.max_tasks,
         max_rss=args.max_rss,
         lost_lease_allowance=args.lost_lease_allowance,
+        prefetch=args.prefetch,
     )
     # open the app outside the task group: a setting out of bounds or an unreachable
     # server then ends the command with its one-line error, not an exception group
@@ -162,6 +163,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--processes", type=int, help="process-pool size for complex tasks (default: CPUs)"
     )
     w.add_argument("--reserved-critical", type=int, default=0)
+    w.add_argument(
+        "--prefetch",
+        type=int,
+        help="tasks claimed beyond the free slots (default: adaptive, none while tasks "
+        "run long; 0: claim only into free slots)",
+    )
     w.add_argument("--lease", type=float, default=30.0)
     w.add_argument("--grace", type=float, default=30.0)
     w.add_argument(

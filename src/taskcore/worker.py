@@ -1,11 +1,13 @@
 """The worker: claims tasks into free slots, runs them, settles the outcomes.
 
-One claim loop fills free slots (never more: no hidden prefetch). Each run goes to
+One claim loop fills free slots plus a small prefetch buffer (see ``prefetch``: by
+default about as many tasks as the slots finish during one claim round trip, so the
+next batch is at hand when slots free up; none while tasks run long). Each run goes to
 its pool: ``async`` on the event loop, ``thread`` in a bounded thread pool, ``process``
 in a bounded process pool with hard timeouts. Background loops renew leases, batch the
 acknowledgements, reap expired leases, heartbeat, fire cron ticks and scale
 concurrency. ``stop()`` stops claiming, waits ``grace_period`` for running tasks and
-hands the rest back to the queue.
+hands the rest back to the queue (prefetched tasks at once, keeping their place).
 
 Before a task runs, the worker admits it: a task whose leases keep expiring is
 dead-lettered as a poison task, a rate limit or an open circuit defers it (see
@@ -60,6 +62,10 @@ log = logging.getLogger("taskcore.worker")
 StopReason = Literal["cancel", "lost", "shutdown", "timeout"]
 WATCHDOG_INTERVAL = 0.05  # seconds: precision of task timeouts
 RESERVED_POLL = 0.1  # seconds: P0 look-ups while only reserved slots are free
+# automatic prefetch: twice the tasks the slots finished during the last claim round
+# trip, at most this many per slot (and at least PREFETCH_FLOOR in all)
+PREFETCH_PER_SLOT = 4
+PREFETCH_FLOOR = 100
 
 
 _heap_frozen = False
@@ -135,6 +141,13 @@ class Worker:
             each later one walks the whole heap. An object alive at that moment that
             later becomes part of unreachable cycles is not reclaimed (see
             ``gc.freeze``); pass False to keep the collector's defaults.
+        prefetch: tasks claimed beyond the free slots, held (their leases renewed)
+            until a slot frees up, so that short tasks do not wait for a claim round
+            trip. ``None`` (default): adaptive, twice the tasks the slots finished
+            during the last claim round trip, at most ``max(4 * concurrency, 100)``:
+            none while tasks run long. ``0``: claim only into free slots. Ignored
+            (0) with ``reserved_critical``. Prefetched tasks are handed back, keeping
+            their place, when the worker stops.
     """
 
     def __init__(
@@ -157,6 +170,7 @@ class Worker:
         max_rss: int | str | None = None,
         lost_lease_allowance: int = 3,
         freeze_heap: bool = True,
+        prefetch: int | None = None,
     ) -> None:
         from .errors import ConfigurationError
 
@@ -176,6 +190,8 @@ class Worker:
                 f"grace_period={grace_period}: the lease and the poll interval must be > 0 "
                 "seconds, the grace period >= 0"
             )
+        if prefetch is not None and prefetch < 0:
+            raise ConfigurationError(f"prefetch={prefetch} must be >= 0 (or None: adaptive)")
         self.recycle = Recycle.from_options(max_tasks, max_rss)
         self.admission = Admission(app, lost_lease_allowance)
         self.recycled: str | None = None
@@ -228,12 +244,17 @@ class Worker:
         self._stop_requested = False
         self._drain_scope: anyio.CancelScope | None = None
         self.freeze_heap = freeze_heap
+        self.prefetch_auto = prefetch is None
+        self.prefetch = prefetch or 0
+        """Tasks claimed beyond the free slots (adaptive unless set)."""
+        self._claim_mark: tuple[float, int] | None = None  # last claim: (sent, processed)
 
     # -- lifecycle ------------------------------------------------------------
     def stop(self) -> None:
         """Stop claiming; running tasks get ``grace_period`` to finish."""
         self._stopping = True
         self._stop_requested = True
+        self._release_pending()  # prefetched tasks go back at once, not after the grace
         self._slot_event.set()
         if self._wait_scope is not None:
             self._wait_scope.cancel()
@@ -250,7 +271,7 @@ class Worker:
                 "worker %s retiring: %s; finishing %d running task(s)",
                 self.id,
                 reason,
-                len(self._running),
+                self.running,
             )
         self._stopping = True
         self._slot_event.set()
@@ -259,6 +280,12 @@ class Worker:
 
     @property
     def running(self) -> int:
+        """Tasks in the slots (claimed ones waiting for a slot, prefetched, excluded)."""
+        return len(self._running) - len(self._pending)
+
+    @property
+    def held(self) -> int:
+        """Tasks this worker holds a lease on: running plus prefetched."""
         return len(self._running)
 
     async def __aenter__(self) -> Worker:
@@ -314,6 +341,11 @@ class Worker:
         self._stopped.set()
 
     async def _drain(self) -> None:
+        # a retiring worker runs the tasks it holds, prefetched ones too (they count
+        # towards max_tasks), unless a signal stops it meanwhile; a stopped one hands
+        # the prefetched ones back (stop() did already, unless a claim was in flight)
+        if self.recycled is None or self._stop_requested:
+            self._release_pending()
         if self._running:
             # a retiring worker waits for its tasks (their timeouts bound the wait) unless
             # a signal stops it meanwhile; a stopped one gives them the grace period
@@ -337,7 +369,7 @@ class Worker:
         """Long-lived slot coroutines take runs from a deque (no spawn per task). They
         start when work first needs them (an idle worker holds none, a worker of
         concurrency 100 that never ran more than 10 at once holds 10) and then stay."""
-        while self._slots < len(self._running):
+        while self._slots < min(len(self._running), self.target):  # prefetched: no slot
             self._slots += 1
             runs.start_soon(self._slot_loop)
 
@@ -358,7 +390,16 @@ class Worker:
             self._idle.popleft().set()
 
     async def _next_run(self) -> _Run | None:
-        while not self._pending:
+        while True:
+            if self._slots > self.target:
+                # autoscaling shrank the worker: this slot ends (it would otherwise start
+                # prefetched tasks beyond the concurrency)
+                self._slots -= 1
+                if self._pending:
+                    self._wake_slot()
+                return None
+            if self._pending:
+                break
             if self._closed:
                 return None
             wake = anyio.Event()
@@ -395,6 +436,20 @@ class Worker:
                         run.ticket, TaskTimeout(f"ran past its timeout of {run.timeout}s")
                     )
 
+    def _release_pending(self) -> None:
+        """Hand back the claimed tasks no slot has started (prefetched): a released task
+        keeps its place in the queue and does not spend an attempt."""
+        while self._pending:
+            run = self._pending.popleft()
+            if run.stop_reason is None:
+                run.stop_reason = "shutdown"
+            del self._running[run.lease.message.id]  # not counted as processed
+            outcome = self._stopped_outcome(run)
+            if outcome is not None:  # None: the lease was lost meanwhile
+                self._outcomes.append(outcome)
+                self._outcome_event.set()
+        self._slot_event.set()
+
     def _stop_run(self, run: _Run, reason: StopReason) -> None:
         run.stop_reason = reason
         if run.scope is not None:
@@ -412,9 +467,12 @@ class Worker:
         backend = self.app.backend
         failures = 0
         while not self._stopping:
-            free = self.target - len(self._running)
-            # batch claims: while tasks run, wait until a quarter of the slots are free
-            if free < (max(1, self.target // 4) if self._running else 1):
+            # reserved slots: claim only into free slots, or P1-P4 tasks prefetched now
+            # could take them later
+            capacity = self.target + (0 if self.reserved_critical else self.prefetch)
+            free = capacity - len(self._running)
+            # batch claims: while tasks run, wait until a quarter of the room is free
+            if free < (max(1, capacity // 4) if self._running else 1):
                 self._slot_event = anyio.Event()
                 await self._slot_event.wait()
                 continue
@@ -429,9 +487,12 @@ class Worker:
                     break
                 limit = min(limit, left)
             try:
+                sent = time.monotonic()
                 leases = await backend.claim(
                     self.queues, limit, self.lease_seconds, self.id, max_priority=max_priority
                 )
+                if self.prefetch_auto:
+                    self._adapt_prefetch(sent, time.monotonic())
                 failures = 0
             except BackendError as exc:
                 failures += 1
@@ -460,11 +521,24 @@ class Worker:
             new_runs = [_Run(lease) for lease in leases]
             for run in new_runs:
                 self._running[run.lease.message.id] = run
-            if self._slots < len(self._running):
+            if self._slots < min(len(self._running), self.target):
                 self._spawn_slots(runs)
             self._hand_out(new_runs)
             # let the slots start these runs before the next claim is prepared and sent
             await anyio.lowlevel.checkpoint()
+
+    def _adapt_prefetch(self, sent: float, back: float) -> None:
+        """Prefetch twice the tasks the slots finish during one claim round trip (their
+        completion rate since the previous claim times this claim's round trip), so a
+        batch is at hand when slots free up; long tasks finish too slowly to prefetch
+        any. Smoothed over claims, bounded by PREFETCH_PER_SLOT per slot."""
+        mark, self._claim_mark = self._claim_mark, (sent, self.processed)
+        if mark is None or sent <= mark[0]:
+            return
+        rate = (self.processed - mark[1]) / (sent - mark[0])
+        wanted = 2 * rate * (back - sent)
+        bound = max(PREFETCH_PER_SLOT * self.target, PREFETCH_FLOOR)
+        self.prefetch = min(bound, int((self.prefetch + wanted) / 2))
 
     # -- running ------------------------------------------------------------------
     def _stopped_outcome(self, run: _Run) -> Outcome | None:
@@ -852,7 +926,7 @@ class Worker:
             import psutil  # only autoscaling workers need it
 
             cpu = psutil.cpu_percent(interval=None)
-            new = self.autoscaler.decide(self.target, len(self._running), self._depth, cpu)
+            new = self.autoscaler.decide(self.target, self.running, self._depth, cpu)
             if new != self.target:
                 log.info(
                     "concurrency %d -> %d (depth %d, cpu %.0f%%)",
@@ -872,7 +946,7 @@ class Worker:
             os.getpid(),
             tuple(self.queues),
             self.target,
-            len(self._running),
+            self.running,
             self._started_at,
             now,
         )

@@ -145,6 +145,8 @@ async def test_worker_limits_are_validated(app: App) -> None:
         app.worker(max_rss="huge")
     with pytest.raises(ConfigurationError, match=r"lost_lease_allowance=-1"):
         app.worker(lost_lease_allowance=-1)
+    with pytest.raises(ConfigurationError, match=r"prefetch=-1 must be >= 0"):
+        app.worker(prefetch=-1)
     assert app.worker(max_tasks=10, max_rss="1GB").recycle == Recycle(10, 2**30)
 
 
@@ -354,6 +356,21 @@ async def test_a_signal_while_retiring_applies_the_grace_period(app: App) -> Non
     await settled(app, h.id, State.QUEUED)  # handed back, not lost
     rec = await h.record()
     assert rec is not None and rec.attempt == 0
+
+
+async def test_a_retiring_worker_runs_its_prefetched_tasks(app: App, recorder: Recorder) -> None:
+    @app.task
+    async def job(n: int) -> int:
+        await anyio.lowlevel.checkpoint()  # the worker retires while prefetched ones wait
+        return n
+
+    handles = await app.enqueue_many(job, [(n,) for n in range(8)])
+    w = app.worker(concurrency=1, prefetch=3, max_tasks=4)
+    with anyio.fail_after(5):
+        await w.run()  # claims 4 at once: one for the slot, three prefetched
+    assert w.recycled == "claimed max_tasks=4 tasks"
+    assert recorder.started == [h.id for h in handles[:4]]
+    assert [await h.status() for h in handles[4:]] == [State.QUEUED] * 4
 
 
 async def test_max_tasks_counts_with_reserved_critical_slots(app: App) -> None:

@@ -444,6 +444,7 @@ async def test_unserialisable_result_is_dead_lettered(app: App) -> None:
 
 
 async def test_claims_no_more_than_free_slots(app: App, recorder: Recorder) -> None:
+    """The adaptive prefetch holds none while no task has finished."""
     release = anyio.Event()
 
     @app.task
@@ -459,6 +460,65 @@ async def test_claims_no_more_than_free_slots(app: App, recorder: Recorder) -> N
         for h in handles:
             assert await h.result(timeout=5) is None
     assert len(recorder.started) == 10
+
+
+async def test_prefetch_holds_no_more_than_its_bound(app: App, recorder: Recorder) -> None:
+    release = anyio.Event()
+    held: list[int] = []  # what the worker held as each task started
+    active = [0, 0]  # running now, most at once
+
+    @app.task
+    async def hold() -> None:
+        held.append(w.held)
+        active[0] += 1
+        active[1] = max(active)
+        await release.wait()
+        active[0] -= 1
+
+    handles = await app.enqueue_many(hold, [() for _ in range(12)])
+    w = worker(app, concurrency=2, prefetch=3)
+    async with w:
+        await recorder.wait_started(2)
+        await until(lambda: w.held == 5)
+        [stats] = await app.stats(["default"])
+        assert stats.states.get(State.RUNNING) == 5 and stats.states.get(State.QUEUED) == 7
+        assert w.running == 2
+        release.set()
+        for h in handles:
+            assert await h.result(timeout=5) is None
+    assert len(held) == 12 and max(held) <= 5
+    assert active[1] == 2  # prefetched tasks wait for a slot
+
+
+async def test_prefetched_tasks_are_handed_back_at_once_on_stop(
+    app: App, recorder: Recorder
+) -> None:
+    release = anyio.Event()
+
+    @app.task
+    async def job(n: int) -> int:
+        if n == 0:
+            await release.wait()
+        return n
+
+    handles = await app.enqueue_many(job, [(n,) for n in range(8)])
+    async with anyio.create_task_group() as tg:
+        w = worker(app, concurrency=1, prefetch=3, grace_period=30)
+        await tg.start(w.run)
+        await recorder.wait_started(1)
+        await until(lambda: w.held == 4)  # job(0) runs, jobs 1-3 wait for the slot
+        w.stop()
+        await until(lambda: w.held == 1)  # the prefetched ones did not wait for the grace
+        release.set()
+    assert recorder.started == [handles[0].id]  # no prefetched task ran meanwhile
+    assert await handles[0].result(timeout=5) == 0
+    for h in handles[1:4]:
+        rec = await h.record()
+        assert rec is not None and rec.state is State.QUEUED and rec.attempt == 0
+        assert rec.worker is None and rec.errors == ()
+    async with worker(app, concurrency=1, prefetch=0):  # they kept their place
+        assert [await h.result(timeout=5) for h in handles] == list(range(8))
+    assert recorder.started == [h.id for h in handles]
 
 
 async def test_reserved_slots_for_critical(app: App, recorder: Recorder) -> None:
