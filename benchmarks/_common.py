@@ -17,6 +17,15 @@ PG_URL = os.environ.get("TASKCORE_BENCH_PG", "postgresql://postgres@127.0.0.1:54
 BACKENDS = ("memory", "redis", "postgres")
 
 
+def worker_options() -> dict[str, Any]:
+    """Worker options every benchmark worker takes: ``TASKCORE_BENCH_PREFETCH`` (N or
+    ``auto``) sets ``prefetch``; unset, the library's default (no prefetch)."""
+    value = os.environ.get("TASKCORE_BENCH_PREFETCH", "")
+    if not value:
+        return {}
+    return {"prefetch": value if value == "auto" else int(value)}
+
+
 class BenchError(Exception):
     """A run that cannot be trusted (a task did not run, a worker failed)."""
 

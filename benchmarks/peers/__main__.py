@@ -412,6 +412,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=100.0, help="latency: enqueues/s (100)")
     p.add_argument("--seconds", type=float, default=5.0, help="latency: duration (5)")
     p.add_argument("--idle", type=float, default=2.0, help="idle seconds before RSS (2)")
+    p.add_argument(
+        "--taskcore-prefetch",
+        default="",
+        help="taskcore workers' prefetch (N or auto; default: the library's, none)",
+    )
     p.add_argument("--repeat", type=int, default=3, help="repeats; medians reported (3)")
     p.add_argument(
         "--capacity",
@@ -437,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     peers = [x for x in args.peers.split(",") if x]
     if unknown := set(peers) - set(PEERS):
         p.error(f"unknown peer(s) {sorted(unknown)}: choose from {', '.join(PEERS)}")
+    if args.taskcore_prefetch:  # read by benchmarks._common.worker_options, in every worker
+        os.environ["TASKCORE_BENCH_PREFETCH"] = args.taskcore_prefetch
     if "all" in args.scenarios:
         args.scenarios = list(SCENARIOS)
     args.scenarios = [x for x in SCENARIOS if x in args.scenarios] + [

@@ -148,6 +148,18 @@ async def _status(app: App) -> None:
     console.print(f"{len(workers)} worker(s) alive")
 
 
+def _prefetch(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: use a number of tasks >= 0, or 'auto'")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="taskcore", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -165,9 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     w.add_argument("--reserved-critical", type=int, default=0)
     w.add_argument(
         "--prefetch",
-        type=int,
-        help="tasks claimed beyond the free slots (default: adaptive, none while tasks "
-        "run long; 0: claim only into free slots)",
+        type=_prefetch,
+        default=0,
+        help="tasks claimed beyond the free slots: N, or 'auto' (about what the slots "
+        "finish during one claim round trip, none while tasks run long); default 0",
     )
     w.add_argument("--lease", type=float, default=30.0)
     w.add_argument("--grace", type=float, default=30.0)

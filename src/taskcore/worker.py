@@ -1,8 +1,8 @@
 """The worker: claims tasks into free slots, runs them, settles the outcomes.
 
-One claim loop fills free slots plus a small prefetch buffer (see ``prefetch``: by
-default about as many tasks as the slots finish during one claim round trip, so the
-next batch is at hand when slots free up; none while tasks run long). Each run goes to
+One claim loop fills free slots (no hidden prefetch: by default never more; with
+``prefetch`` set, also a buffer of tasks claimed ahead, ``"auto"`` sizing it to what
+the slots finish during one claim round trip). Each run goes to
 its pool: ``async`` on the event loop, ``thread`` in a bounded thread pool, ``process``
 in a bounded process pool with hard timeouts. Background loops renew leases, batch the
 acknowledgements, reap expired leases, heartbeat, fire cron ticks and scale
@@ -143,11 +143,11 @@ class Worker:
             ``gc.freeze``); pass False to keep the collector's defaults.
         prefetch: tasks claimed beyond the free slots, held (their leases renewed)
             until a slot frees up, so that short tasks do not wait for a claim round
-            trip. ``None`` (default): adaptive, twice the tasks the slots finished
-            during the last claim round trip, at most ``max(4 * concurrency, 100)``:
-            none while tasks run long. ``0``: claim only into free slots. Ignored
-            (0) with ``reserved_critical``. Prefetched tasks are handed back, keeping
-            their place, when the worker stops.
+            trip. ``0`` (default): claim only into free slots. ``"auto"``: twice the
+            tasks the slots finished during the last claim round trip, at most
+            ``max(4 * concurrency, 100)``, none while tasks run long. ``N``: up to N.
+            Ignored (0) with ``reserved_critical``. Prefetched tasks are handed back,
+            keeping their place, when the worker stops.
     """
 
     def __init__(
@@ -170,7 +170,7 @@ class Worker:
         max_rss: int | str | None = None,
         lost_lease_allowance: int = 3,
         freeze_heap: bool = True,
-        prefetch: int | None = None,
+        prefetch: int | Literal["auto"] = 0,
     ) -> None:
         from .errors import ConfigurationError
 
@@ -190,8 +190,10 @@ class Worker:
                 f"grace_period={grace_period}: the lease and the poll interval must be > 0 "
                 "seconds, the grace period >= 0"
             )
-        if prefetch is not None and prefetch < 0:
-            raise ConfigurationError(f"prefetch={prefetch} must be >= 0 (or None: adaptive)")
+        if prefetch != "auto" and not (isinstance(prefetch, int) and prefetch >= 0):
+            raise ConfigurationError(
+                f"prefetch={prefetch!r}: use a number of tasks >= 0, or 'auto'"
+            )
         self.recycle = Recycle.from_options(max_tasks, max_rss)
         self.admission = Admission(app, lost_lease_allowance)
         self.recycled: str | None = None
@@ -244,9 +246,9 @@ class Worker:
         self._stop_requested = False
         self._drain_scope: anyio.CancelScope | None = None
         self.freeze_heap = freeze_heap
-        self.prefetch_auto = prefetch is None
-        self.prefetch = prefetch or 0
-        """Tasks claimed beyond the free slots (adaptive unless set)."""
+        self.prefetch_auto = prefetch == "auto"
+        self.prefetch = 0 if prefetch == "auto" else prefetch
+        """Tasks claimed beyond the free slots (adapted as it goes with ``"auto"``)."""
         self._claim_mark: tuple[float, int] | None = None  # last claim: (sent, processed)
 
     # -- lifecycle ------------------------------------------------------------

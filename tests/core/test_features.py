@@ -231,3 +231,12 @@ def test_demo_small_run(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "per priority" in out and "per complexity" in out and "runs/s overall" in out
     assert "P4 BATCH" in out and "complex" in out
+
+
+def test_worker_prefetch_option_takes_a_count_or_auto(capsys: pytest.CaptureFixture[str]) -> None:
+    from taskcore.cli import _prefetch
+
+    assert _prefetch("auto") == "auto" and _prefetch("0") == 0 and _prefetch("25") == 25
+    with pytest.raises(SystemExit):
+        cli_main(["worker", "tests.core.cli_app:app", "--prefetch", "lots"])
+    assert "'lots': use a number of tasks >= 0, or 'auto'" in capsys.readouterr().err

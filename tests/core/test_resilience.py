@@ -145,8 +145,10 @@ async def test_worker_limits_are_validated(app: App) -> None:
         app.worker(max_rss="huge")
     with pytest.raises(ConfigurationError, match=r"lost_lease_allowance=-1"):
         app.worker(lost_lease_allowance=-1)
-    with pytest.raises(ConfigurationError, match=r"prefetch=-1 must be >= 0"):
+    with pytest.raises(ConfigurationError, match=r"prefetch=-1: use a number of tasks >= 0"):
         app.worker(prefetch=-1)
+    with pytest.raises(ConfigurationError, match=r"prefetch='always'"):
+        app.worker(prefetch="always")  # type: ignore[arg-type]
     assert app.worker(max_tasks=10, max_rss="1GB").recycle == Recycle(10, 2**30)
 
 

@@ -443,8 +443,11 @@ async def test_unserialisable_result_is_dead_lettered(app: App) -> None:
 # -- slots -----------------------------------------------------------------------------------
 
 
-async def test_claims_no_more_than_free_slots(app: App, recorder: Recorder) -> None:
-    """The adaptive prefetch holds none while no task has finished."""
+@pytest.mark.parametrize("prefetch", [0, "auto"])
+async def test_claims_no_more_than_free_slots(
+    app: App, recorder: Recorder, prefetch: int | str
+) -> None:
+    """No prefetch by default; the adaptive one holds none while no task has finished."""
     release = anyio.Event()
 
     @app.task
@@ -452,7 +455,7 @@ async def test_claims_no_more_than_free_slots(app: App, recorder: Recorder) -> N
         await release.wait()
 
     handles = await app.enqueue_many(hold, [() for _ in range(10)])
-    async with worker(app, concurrency=3):
+    async with worker(app, concurrency=3, prefetch=prefetch):
         await recorder.wait_started(3)
         [stats] = await app.stats(["default"])
         assert stats.states.get(State.RUNNING) == 3 and stats.states.get(State.QUEUED) == 7
