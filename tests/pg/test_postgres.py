@@ -36,6 +36,20 @@ async def open_backend(
         yield backend
 
 
+def _claim_params(now: float, limit: int) -> dict[str, Any]:
+    """claim.sql's parameters for queue "q", to EXPLAIN it."""
+    return {
+        "queues": ["q"],
+        "limit": limit,
+        "max_priority": 4,
+        "now": now,
+        "expires_at": now + 30,
+        "worker": "w",
+        "promote_limit": 100,
+        "synchronous_commit": "off",
+    }
+
+
 async def _count(dsn: str, schema: str, where: str = "true", table: str = "tasks") -> int:
     async with await psycopg.AsyncConnection.connect(dsn) as conn:
         cur = await conn.execute(f'SELECT count(*) FROM "{schema}".{table} WHERE {where}')
@@ -381,16 +395,7 @@ async def test_hot_statements_read_indexes_not_the_finished_rows(
             await conn.execute(f'VACUUM ANALYZE "{pg_schema}".tasks')
             now = clock.now()
             statements = {
-                "claim": {
-                    "queues": ["q"],
-                    "limit": 5,
-                    "max_priority": 4,
-                    "now": now,
-                    "expires_at": now + 30,
-                    "worker": "w",
-                    "promote_limit": 100,
-                    "synchronous_commit": "off",
-                },
+                "claim": _claim_params(now, limit=5),
                 "ready": {"queues": ["q"], "now": now},
                 "purge": {
                     "queue": "q",
@@ -425,16 +430,7 @@ async def test_claim_reads_the_backlog_in_index_order_under_stale_statistics(
                 [Outcome(x.message.id, x.token, OutcomeKind.SUCCEEDED, clock.now()) for x in leases]
             )
         now = clock.now()
-        params = {
-            "queues": ["q"],
-            "limit": 10,
-            "max_priority": 4,
-            "now": now,
-            "expires_at": now + 30,
-            "worker": "w",
-            "promote_limit": 100,
-            "synchronous_commit": "off",
-        }
+        params = _claim_params(now, limit=10)
         query = "EXPLAIN (COSTS OFF) " + backend._sql["claim"]
 
         async def explain(conn: psycopg.AsyncConnection[Any]) -> str:
