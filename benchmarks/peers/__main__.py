@@ -47,8 +47,9 @@ PEERS: dict[str, tuple[str, str]] = {
     "pgqueuer": ("pgqueuer", "postgres"),
 }
 TASKCORE = {"taskcore-redis": "redis", "taskcore-pg": "postgres"}
-# in the order they run: load and burst use the burn-down of the same suite run
-SCENARIOS = ("burn-down", "latency", "load", "scaling", "realistic", "burst")
+# in the order they run: load, priority and burst use the burn-down of the same suite run
+SCENARIOS = ("burn-down", "latency", "load", "priority", "scaling", "realistic", "burst")
+PACED = ("load", "priority", "burst")  # the scenarios at a fraction of the capacity
 LOAD_FRACTIONS = (0.5, 0.9)
 SCALE_WORKERS = (1, 2, 4)
 SIZES = {"100B": 100, "10KB": 10_000, "1MB": 1_000_000 - 4096}  # 1MB: under taskcore's limit
@@ -233,6 +234,10 @@ def _parts(scenario: str, args: argparse.Namespace, cap: float) -> list[tuple[st
         load = ["--idle=0", f"--producers={args.producers}"]
         plans = _plans(scenario, args, cap)
         return [("", tag, (["paced", *load, *_phases_arg(ph)], slots)) for tag, ph in plans]
+    if scenario == "priority":
+        argv = ["priority", f"--capacity={cap:.6g}", f"--seconds={args.priority_seconds:g}",
+                f"--trickle={args.trickle:g}", f"--producers={args.producers}"]  # fmt: skip
+        return [("", "", (argv, slots))]
     if scenario == "scaling":
         burn = ["burn", f"--n={args.scale_n}"]
         return [("", f"_{k}w", ([*burn, f"--workers={k}"], slots)) for k in SCALE_WORKERS]
@@ -298,9 +303,10 @@ async def _taskcore(
     target: str, scenario: str, args: argparse.Namespace, cap: float
 ) -> dict[str, Any]:
     from benchmarks import scenarios
-    from benchmarks._pace import report, schedule
+    from benchmarks._pace import HIGH, priority_plan, priority_report, report, schedule
     from benchmarks.realistic import realistic
     from benchmarks.scaling import scaling
+    from taskcore.priority import Priority
 
     backend = TASKCORE[target]
     if scenario == "burn-down":
@@ -317,6 +323,14 @@ async def _taskcore(
         return {**lat, "rss_mb": rss["rss_mb"], "tree_rss_mb": rss["rss_mb"]}
     if scenario == "scaling":
         return await scaling(backend, args.scale_n, args.concurrency, SCALE_WORKERS)
+    if scenario == "priority":
+        due, classes = priority_plan(cap, args.priority_seconds, args.trickle)
+        prio = [int(Priority.CRITICAL if c == HIGH else Priority.BATCH) for c in classes]
+        sent, start = await scenarios.paced(
+            backend, due, args.concurrency, args.timeout, args.producers, prio
+        )
+        out = priority_report(args.priority_seconds, due, classes, sent, start)
+        return {"capacity_per_s": cap, "trickle_per_s": args.trickle, **out}
     if scenario == "realistic":
         res = await realistic(
             backend, args.io_n, args.cpu_n, _payload_n(args), args.realistic_concurrency
@@ -384,7 +398,9 @@ def capacity(target: str, result: dict[str, Any], args: argparse.Namespace) -> f
 OPTIONS_4_8: list[tuple[str, type, float, str]] = [
     ("--capacity-n", int, 20_000, "tasks of the capacity burn-down when burn-down is not run"),
     ("--load-seconds", float, 10.0, "load: seconds per level"),
-    ("--producers", int, 4, "load / burst: producers of single enqueues"),
+    ("--producers", int, 4, "load / priority / burst: producers of single enqueues"),
+    ("--priority-seconds", float, 8.0, "priority: seconds of the low flood and high trickle"),
+    ("--trickle", float, 20.0, "priority: high-priority calls/s"),
     ("--scale-n", int, 20_000, "scaling: tasks"),
     ("--realistic-concurrency", int, 100, "realistic: slots per worker"),
     ("--io-n", int, 5_000, "realistic: 10 ms sleep tasks"),
@@ -420,7 +436,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=3, help="repeats; medians reported (3)")
     p.add_argument(
         "--capacity",
-        help="load / burst: tasks/s, for every target (5000) or per target "
+        help="load / priority / burst: tasks/s, for every target (5000) or per target "
         "(huey=3000,taskcore-redis=9000); default: the burn-down of this run",
     )
     for flag, kind, default, text in OPTIONS_4_8:
@@ -501,7 +517,7 @@ def suite(args: argparse.Namespace, peers: list[str], argv: list[str] | None) ->
                      f"{scenario} {target}")  # fmt: skip
                 res: dict[str, Any]
                 try:
-                    cap = capacity(target, result, args) if scenario in ("load", "burst") else 0.0
+                    cap = capacity(target, result, args) if scenario in PACED else 0.0
                 except RuntimeError as exc:
                     res = {"error": str(exc)}
                 else:
