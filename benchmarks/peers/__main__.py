@@ -268,6 +268,7 @@ def _merge(scenario: str, parts: list[tuple[str, str, dict[str, Any]]]) -> dict[
             return {"error": f"{prefix}{suffix or ''}: {res['error']}"}
         if "na" in res:
             out[prefix.rstrip("_") or "na"] = "n/a: " + res["na"]
+            out |= {k: res[k] for k in ("library", "version") if k in res}
             continue
         for key, value in res.items():
             if key in ("library", "version"):
@@ -525,7 +526,7 @@ def suite(args: argparse.Namespace, peers: list[str], argv: list[str] | None) ->
                         res = asyncio.run(run_taskcore(target, scenario, args, cap))
                     else:
                         res = run_peer(target, scenario, args, cap)
-                    if cap:
+                    if cap and "na" not in res:
                         res["capacity_per_s"] = cap
                 result["runs"][target][scenario].append(res)
                 _say("    " + json.dumps({k: v for k, v in res.items() if k != "error"})[:200]
