@@ -283,6 +283,13 @@ def _merge(scenario: str, parts: list[tuple[str, str, dict[str, Any]]]) -> dict[
     return out
 
 
+def _no_priority(peer: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The priority scenario's result where the peer has no priority (``_kit priority
+    --capacity 0`` answers at once), else ``{}``."""
+    res = _kit(peer, ["priority", "--capacity=0"], args.concurrency, args)
+    return _merge("priority", [("", "", res)]) if "na" in res else {}
+
+
 def run_peer(peer: str, scenario: str, args: argparse.Namespace, cap: float) -> dict[str, Any]:
     parts = []
     for prefix, suffix, (argv, slots) in _parts(scenario, args, cap):
@@ -516,12 +523,16 @@ def suite(args: argparse.Namespace, peers: list[str], argv: list[str] | None) ->
             for target in order:
                 _say(f"[{time.monotonic() - t_start:6.0f}s] repeat {r + 1}/{args.repeat} "
                      f"{scenario} {target}")  # fmt: skip
-                res: dict[str, Any]
-                try:
-                    cap = capacity(target, result, args) if scenario in PACED else 0.0
-                except RuntimeError as exc:
-                    res = {"error": str(exc)}
-                else:
+                res: dict[str, Any] = {}
+                cap = 0.0
+                if scenario == "priority" and target not in TASKCORE:
+                    res = _no_priority(target, args)  # n/a: no capacity burn-down
+                if scenario in PACED and not res:
+                    try:
+                        cap = capacity(target, result, args)
+                    except RuntimeError as exc:
+                        res = {"error": str(exc)}
+                if not res:
                     if target in TASKCORE:
                         res = asyncio.run(run_taskcore(target, scenario, args, cap))
                     else:

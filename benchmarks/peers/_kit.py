@@ -515,6 +515,8 @@ async def priority(
     reason = getattr(adapter, "no_priority", None)
     if reason or enqueue_prio is None:
         return {"na": reason or "no priority in the public API"}
+    if cap <= 0:  # the runner asks whether the scenario applies
+        return {"applies": "yes"}
     due, classes = priority_plan(cap, seconds, trickle)
     await _call(adapter.open)
     procs = Workers(config, adapter.worker_argv(), 1, workdir)
