@@ -222,6 +222,14 @@ def markdown(result: dict[str, Any]) -> str:
     for title, columns in TABLES:
         for backend in ("redis", "postgres"):
             lines += _table(result, f"{title}, {backend}", columns, backend)
+    na = [
+        f"- {t} {sc}: {s['median']['na']}"
+        for t, per in med.items()
+        for sc, s in per.items()
+        if str(s["median"].get("na", "")).startswith("n/a")
+    ]
+    if na:
+        lines += ["", "Not applicable:", "", *na]
     errors = [
         f"- {t} {sc}: {e[:300]}"
         for t, per in med.items()

@@ -117,4 +117,5 @@ def test_table_from_a_recorded_run_has_one_table_per_scenario_and_backend() -> N
     prio_redis = text.split("### priority")[1]
     assert next(x for x in prio_redis.splitlines() if x.startswith("| huey |")).count("n/a") == 0
     assert "| arq | n/a |" in prio_redis
+    assert "- arq priority: n/a: no job priority in arq's public API" in text
     assert med["pgqueuer"]["priority"]["median"]["high_second_half_p99_ms"] > 0
