@@ -121,3 +121,52 @@ def report(
             f"{p}bounded": "yes" if clear < BOUNDED_S else "no",
         }
     return out
+
+
+# -- scenario 5, priority mix under saturation (two classes: the peers suite) ------------
+HIGH, LOW = "high", "low"
+OVERLOAD = 1.25  # the low class is offered this times the capacity
+
+
+def priority_plan(cap: float, seconds: float, trickle: float) -> tuple[list[float], list[str]]:
+    """Due offsets and class of every call, in due order: one second of capacity of
+    low calls at once, then low at :data:`OVERLOAD` x ``cap`` (the backlog grows) and
+    high at ``trickle``/s, both for ``seconds`` (taskcore's own harness: P4 and P0-P3)."""
+    calls = [(0.0, LOW)] * max(1, round(cap))
+    calls += [(d, LOW) for d in schedule([("", seconds, OVERLOAD * cap)])]
+    calls += [(d, HIGH) for d in schedule([("", seconds, trickle)])]
+    calls.sort(key=lambda c: c[0])  # stable: at 0 the backlog goes first
+    return [d for d, _ in calls], [c for _, c in calls]
+
+
+def priority_report(
+    seconds: float,
+    due: Sequence[float],
+    classes: Sequence[str],
+    sent: Sequence[float],
+    start: Sequence[float],
+) -> dict[str, float | str]:
+    """Wait percentiles of each class; the high class's in the first and the second
+    half of the run (flat = the backlog does not delay it); the low backlog (calls sent
+    and not started): its largest and what was left when the last call was sent."""
+    out: dict[str, float | str] = {"count": len(due), "seconds": seconds}
+    last = max(sent)
+    out["sent_per_s"] = (len(sent) - 1) / (last - min(sent)) if last > min(sent) else 0.0
+    for cls in (HIGH, LOW):
+        idx = [i for i, c in enumerate(classes) if c == cls]
+        out[f"{cls}_tasks"] = len(idx)
+        out |= waits_ms(f"{cls}_", [(start[i] - sent[i]) * 1000 for i in idx])
+    high = [i for i, c in enumerate(classes) if c == HIGH]
+    for name, part in (
+        ("first", [i for i in high if due[i] < seconds / 2]),
+        ("second", [i for i in high if due[i] >= seconds / 2]),
+    ):
+        out |= waits_ms(f"{HIGH}_{name}_half_", [(start[i] - sent[i]) * 1000 for i in part])
+    if out.get("high_first_half_p99_ms"):
+        out["high_rise_p99_x"] = float(out["high_second_half_p99_ms"]) / float(
+            out["high_first_half_p99_ms"]
+        )
+    low = [i for i, c in enumerate(classes) if c == LOW]
+    out["low_backlog_max"] = backlog_max([sent[i] for i in low], [start[i] for i in low])
+    out["low_backlog_at_end"] = sum(start[i] > last for i in low)
+    return out

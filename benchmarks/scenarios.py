@@ -242,10 +242,11 @@ async def paced(
     concurrency: int = 100,
     timeout: float = 120,
     producers: int = 1,
+    priority: Sequence[int] | None = None,
 ) -> tuple[list[float], list[float]]:
     """Single enqueues of ``bench.stamp(i)`` at the offsets ``due`` (seconds; a late
     call goes at once, see ``benchmarks._pace.pace``; ``producers`` coroutines) into an
-    idle worker. Returns, by
+    idle worker (call i at ``priority[i]`` if given). Returns, by
     i, the wall clock just before each enqueue call and the body's wall-clock start;
     raises unless every call ran once and succeeded."""
     url = scratch_url(backend)
@@ -253,12 +254,18 @@ async def paced(
         app = make_app(url)
         async with app:
             stamp = app.tasks["bench.stamp"]
+
+            def send(i: int) -> Any:
+                if priority is None:
+                    return stamp.enqueue(i)
+                return stamp.with_options(priority=priority[i]).enqueue(i)
+
             sent, starts = await serve(
                 backend,
                 app,
                 url,
                 len(due),
-                lambda: pace(due, stamp.enqueue, producers),
+                lambda: pace(due, send, producers),
                 timeout,
                 concurrency,
             )

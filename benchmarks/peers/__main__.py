@@ -47,8 +47,9 @@ PEERS: dict[str, tuple[str, str]] = {
     "pgqueuer": ("pgqueuer", "postgres"),
 }
 TASKCORE = {"taskcore-redis": "redis", "taskcore-pg": "postgres"}
-# in the order they run: load and burst use the burn-down of the same suite run
-SCENARIOS = ("burn-down", "latency", "load", "scaling", "realistic", "burst")
+# in the order they run: load, priority and burst use the burn-down of the same suite run
+SCENARIOS = ("burn-down", "latency", "load", "priority", "scaling", "realistic", "burst")
+PACED = ("load", "priority", "burst")  # the scenarios at a fraction of the capacity
 LOAD_FRACTIONS = (0.5, 0.9)
 SCALE_WORKERS = (1, 2, 4)
 SIZES = {"100B": 100, "10KB": 10_000, "1MB": 1_000_000 - 4096}  # 1MB: under taskcore's limit
@@ -233,6 +234,10 @@ def _parts(scenario: str, args: argparse.Namespace, cap: float) -> list[tuple[st
         load = ["--idle=0", f"--producers={args.producers}"]
         plans = _plans(scenario, args, cap)
         return [("", tag, (["paced", *load, *_phases_arg(ph)], slots)) for tag, ph in plans]
+    if scenario == "priority":
+        argv = ["priority", f"--capacity={cap:.6g}", f"--seconds={args.priority_seconds:g}",
+                f"--trickle={args.trickle:g}", f"--producers={args.producers}"]  # fmt: skip
+        return [("", "", (argv, slots))]
     if scenario == "scaling":
         burn = ["burn", f"--n={args.scale_n}"]
         return [("", f"_{k}w", ([*burn, f"--workers={k}"], slots)) for k in SCALE_WORKERS]
@@ -263,6 +268,7 @@ def _merge(scenario: str, parts: list[tuple[str, str, dict[str, Any]]]) -> dict[
             return {"error": f"{prefix}{suffix or ''}: {res['error']}"}
         if "na" in res:
             out[prefix.rstrip("_") or "na"] = "n/a: " + res["na"]
+            out |= {k: res[k] for k in ("library", "version") if k in res}
             continue
         for key, value in res.items():
             if key in ("library", "version"):
@@ -275,6 +281,13 @@ def _merge(scenario: str, parts: list[tuple[str, str, dict[str, Any]]]) -> dict[
     if scenario == "burst" and out.get("before_p99_ms"):
         out["rise_p99_x"] = out["burst_p99_ms"] / out["before_p99_ms"]
     return out
+
+
+def _no_priority(peer: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The priority scenario's result where the peer has no priority (``_kit priority
+    --capacity 0`` answers at once), else ``{}``."""
+    res = _kit(peer, ["priority", "--capacity=0"], args.concurrency, args)
+    return _merge("priority", [("", "", res)]) if "na" in res else {}
 
 
 def run_peer(peer: str, scenario: str, args: argparse.Namespace, cap: float) -> dict[str, Any]:
@@ -298,9 +311,10 @@ async def _taskcore(
     target: str, scenario: str, args: argparse.Namespace, cap: float
 ) -> dict[str, Any]:
     from benchmarks import scenarios
-    from benchmarks._pace import report, schedule
+    from benchmarks._pace import HIGH, priority_plan, priority_report, report, schedule
     from benchmarks.realistic import realistic
     from benchmarks.scaling import scaling
+    from taskcore.priority import Priority
 
     backend = TASKCORE[target]
     if scenario == "burn-down":
@@ -317,6 +331,14 @@ async def _taskcore(
         return {**lat, "rss_mb": rss["rss_mb"], "tree_rss_mb": rss["rss_mb"]}
     if scenario == "scaling":
         return await scaling(backend, args.scale_n, args.concurrency, SCALE_WORKERS)
+    if scenario == "priority":
+        due, classes = priority_plan(cap, args.priority_seconds, args.trickle)
+        prio = [int(Priority.CRITICAL if c == HIGH else Priority.BATCH) for c in classes]
+        sent, start = await scenarios.paced(
+            backend, due, args.concurrency, args.timeout, args.producers, prio
+        )
+        out = priority_report(args.priority_seconds, due, classes, sent, start)
+        return {"capacity_per_s": cap, "trickle_per_s": args.trickle, **out}
     if scenario == "realistic":
         res = await realistic(
             backend, args.io_n, args.cpu_n, _payload_n(args), args.realistic_concurrency
@@ -384,7 +406,9 @@ def capacity(target: str, result: dict[str, Any], args: argparse.Namespace) -> f
 OPTIONS_4_8: list[tuple[str, type, float, str]] = [
     ("--capacity-n", int, 20_000, "tasks of the capacity burn-down when burn-down is not run"),
     ("--load-seconds", float, 10.0, "load: seconds per level"),
-    ("--producers", int, 4, "load / burst: producers of single enqueues"),
+    ("--producers", int, 4, "load / priority / burst: producers of single enqueues"),
+    ("--priority-seconds", float, 8.0, "priority: seconds of the low flood and high trickle"),
+    ("--trickle", float, 20.0, "priority: high-priority calls/s"),
     ("--scale-n", int, 20_000, "scaling: tasks"),
     ("--realistic-concurrency", int, 100, "realistic: slots per worker"),
     ("--io-n", int, 5_000, "realistic: 10 ms sleep tasks"),
@@ -420,7 +444,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=3, help="repeats; medians reported (3)")
     p.add_argument(
         "--capacity",
-        help="load / burst: tasks/s, for every target (5000) or per target "
+        help="load / priority / burst: tasks/s, for every target (5000) or per target "
         "(huey=3000,taskcore-redis=9000); default: the burn-down of this run",
     )
     for flag, kind, default, text in OPTIONS_4_8:
@@ -499,17 +523,21 @@ def suite(args: argparse.Namespace, peers: list[str], argv: list[str] | None) ->
             for target in order:
                 _say(f"[{time.monotonic() - t_start:6.0f}s] repeat {r + 1}/{args.repeat} "
                      f"{scenario} {target}")  # fmt: skip
-                res: dict[str, Any]
-                try:
-                    cap = capacity(target, result, args) if scenario in ("load", "burst") else 0.0
-                except RuntimeError as exc:
-                    res = {"error": str(exc)}
-                else:
+                res: dict[str, Any] = {}
+                cap = 0.0
+                if scenario == "priority" and target not in TASKCORE:
+                    res = _no_priority(target, args)  # n/a: no capacity burn-down
+                if scenario in PACED and not res:
+                    try:
+                        cap = capacity(target, result, args)
+                    except RuntimeError as exc:
+                        res = {"error": str(exc)}
+                if not res:
                     if target in TASKCORE:
                         res = asyncio.run(run_taskcore(target, scenario, args, cap))
                     else:
                         res = run_peer(target, scenario, args, cap)
-                    if cap:
+                    if cap and "na" not in res:
                         res["capacity_per_s"] = cap
                 result["runs"][target][scenario].append(res)
                 _say("    " + json.dumps({k: v for k, v in res.items() if k != "error"})[:200]

@@ -14,6 +14,10 @@ prints one JSON object on its last stdout line. Modes:
   idle for ``--idle`` seconds, read its RSS (scenario 9), then send single enqueues
   paced by the ``--phase NAME:SECONDS:RATE`` plan (:mod:`benchmarks._pace`; one phase
   is the latency and load scenarios, three the burst).
+- ``priority``: like ``paced`` (no idle wait), the two-class plan of scenario 5
+  (:func:`benchmarks._pace.priority_plan`), each call sent by the adapter's
+  ``enqueue_prio(i, high)`` at the library's highest or lowest priority; n/a where the
+  adapter has none (its ``no_priority`` says why).
 
 The proof of work is :class:`Ledger`, in every process that runs task bodies: each
 body records its id and the wall clock it finished at (under a lock: several peers run
@@ -44,7 +48,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from benchmarks._pace import Phase, pace, report, schedule
+from benchmarks._pace import (
+    HIGH,
+    Phase,
+    pace,
+    priority_plan,
+    priority_report,
+    report,
+    schedule,
+)
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 WARMUP = -1  # task id of the warm-up task in paced mode (not part of the ledger)
@@ -65,6 +77,7 @@ class Config:
     result: str  # prefix of the ledgers' files
     task: str = "noop"  # noop | io | blob | cpu
     size: int = 0  # blob: characters of payload
+    priority: bool = False  # the priority scenario: the adapter sets up its priorities
 
     @classmethod
     def from_env(cls) -> Config:
@@ -77,6 +90,7 @@ class Config:
             result=e.get("BENCH_RESULT", ""),
             task=e.get("BENCH_TASK", "noop"),
             size=int(e.get("BENCH_SIZE", "0")),
+            priority=e.get("BENCH_PRIORITY") == "1",
         )
 
     def env(self) -> dict[str, str]:
@@ -88,6 +102,7 @@ class Config:
             "BENCH_RESULT": self.result,
             "BENCH_TASK": self.task,
             "BENCH_SIZE": str(self.size),
+            "BENCH_PRIORITY": "1" if self.priority else "0",
         }
 
 
@@ -214,6 +229,9 @@ class Adapter(Protocol):
     def worker_argv(self) -> list[str]: ...  # ONE worker process, CONFIG.concurrency slots
     def close(self) -> Any: ...
 
+    # optional: enqueue_prio(i, high) -> one single enqueue of task_args(i) at the
+    # library's highest (high) or lowest priority (the priority scenario); without it
+    # ``no_priority`` says why the library's public API has none
     # optional: pool_argv() -> one worker whose task bodies run in a pool of os.cpu_count()
     # processes, where the library's public API has one (the cpu task); n/a otherwise
 
@@ -482,6 +500,48 @@ async def paced(
     return out
 
 
+async def priority(
+    adapter: Adapter,
+    config: Config,
+    cap: float,
+    seconds: float,
+    trickle: float,
+    timeout: float,
+    workdir: Path,
+    producers: int = 1,
+) -> Any:
+    """Scenario 5 with two classes (:func:`benchmarks._pace.priority_plan`)."""
+    enqueue_prio = getattr(adapter, "enqueue_prio", None)
+    reason = getattr(adapter, "no_priority", None)
+    if reason or enqueue_prio is None:
+        return {"na": reason or "no priority in the public API"}
+    if cap <= 0:  # the runner asks whether the scenario applies
+        return {"applies": "yes"}
+    due, classes = priority_plan(cap, seconds, trickle)
+    await _call(adapter.open)
+    procs = Workers(config, adapter.worker_argv(), 1, workdir)
+    try:
+        await _call(adapter.enqueue_one, WARMUP)
+        await procs.wait_file(config.result + ".ready", 60)
+        threaded = producers > 1 and not inspect.iscoroutinefunction(enqueue_prio)
+
+        async def send(i: int) -> Any:
+            high = classes[i] == HIGH
+            if threaded:
+                return await asyncio.to_thread(enqueue_prio, i, high)
+            return await _call(enqueue_prio, i, high)
+
+        sent = await pace(due, send, producers)
+        done, _bodies = await procs.ledgers(len(due), timeout)
+        end = {i: t for d in done.values() for i, t in d.items()}
+        out: dict[str, Any] = {"capacity_per_s": cap, "trickle_per_s": trickle}
+        out |= priority_report(seconds, due, classes, sent, [end[i] for i in range(len(due))])
+    finally:
+        procs.stop()
+        await _call(adapter.close)
+    return out
+
+
 def _descendants(root: int) -> int:
     """Processes in the worker's session besides the one we started."""
     count = 0
@@ -505,7 +565,7 @@ def _phase(text: str) -> Phase:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.peers._kit")
     p.add_argument("peer")
-    p.add_argument("mode", choices=["burn", "paced"])
+    p.add_argument("mode", choices=["burn", "paced", "priority"])
     p.add_argument("--n", type=int, default=20_000, help="burn: tasks")
     p.add_argument("--workers", type=int, default=1, help="burn: worker processes")
     p.add_argument("--task", choices=["noop", "io", "blob", "cpu"], default="noop")
@@ -514,6 +574,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="paced: NAME:SECONDS:RATE, repeatable (none: idle RSS only)")  # fmt: skip
     p.add_argument("--producers", type=int, default=1, help="paced: producer coroutines")
     p.add_argument("--idle", type=float, default=2.0)
+    p.add_argument("--capacity", type=float, default=1000.0, help="priority: tasks/s")
+    p.add_argument("--seconds", type=float, default=8.0, help="priority: seconds")
+    p.add_argument("--trickle", type=float, default=20.0, help="priority: high calls/s")
     p.add_argument("--timeout", type=float, default=300.0)
     p.add_argument("--workdir", type=Path, required=True)
     args = p.parse_args(argv)
@@ -526,6 +589,7 @@ def main(argv: list[str] | None = None) -> int:
         result=str(args.workdir / "ledger"),
         task=args.task,
         size=args.size,
+        priority=args.mode == "priority",
     )
     # before the adapter is imported: it builds its app from the environment
     os.environ.update(config.env())
@@ -540,6 +604,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.mode == "burn":
             coro = burn(adapter, config, args.n, args.workers, args.timeout, args.workdir)
+        elif args.mode == "priority":
+            coro = priority(
+                adapter, config, args.capacity, args.seconds, args.trickle, args.timeout,
+                args.workdir, args.producers,
+            )  # fmt: skip
         else:
             coro = paced(
                 adapter, config, args.phase, args.idle, args.timeout, args.workdir, args.producers

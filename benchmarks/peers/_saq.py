@@ -24,6 +24,8 @@ class SaqAdapter:
         self.backend = backend
         self.module = module
         self.queue: Queue | None = None
+        if backend == "redis":
+            self.no_priority = "Job.priority is honoured by SAQ's PostgreSQL queue only"
 
     def url(self) -> str:
         return CONFIG.redis_url if self.backend == "redis" else CONFIG.pg_dsn
@@ -40,6 +42,11 @@ class SaqAdapter:
     async def enqueue_one(self, i: int) -> None:
         assert self.queue
         await self.queue.enqueue("noop", **task_kwargs(i))
+
+    async def enqueue_prio(self, i: int, high: bool) -> None:
+        """PostgreSQL only (``Job.priority``, 0..32767, lower runs first)."""
+        assert self.queue and self.backend == "postgres"
+        await self.queue.enqueue("noop", priority=0 if high else 32767, **task_kwargs(i))
 
     async def waiting(self) -> int:
         assert self.queue

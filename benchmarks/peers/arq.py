@@ -22,6 +22,10 @@ async def noop(ctx: dict[str, Any], i: int, data: str | None = None) -> None:
 class Adapter:
     library = "arq"
     backend = "redis"
+    no_priority = (
+        "no job priority in arq's public API "
+        "(one Redis sorted set per queue, ordered by enqueue time)"
+    )
 
     def __init__(self) -> None:
         self.pool: ArqRedis | None = None

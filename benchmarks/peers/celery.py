@@ -39,6 +39,10 @@ class Adapter:
     def enqueue_one(self, i: int) -> None:
         noop.apply_async(task_args(i))
 
+    def enqueue_prio(self, i: int, high: bool) -> None:
+        # kombu's Redis transport: a list per priority step (0, 3, 6, 9), 0 read first
+        noop.apply_async(task_args(i), priority=0 if high else 9)
+
     def waiting(self) -> int:
         client = redis.Redis.from_url(CONFIG.redis_url)  # verification only
         try:  # kombu's Redis transport: one list per queue

@@ -27,6 +27,10 @@ def noop(i: int, data: str | None = None) -> None:
 class Adapter:
     library = "dramatiq"
     backend = "redis"
+    no_priority = (
+        "the Redis broker ignores message priority; the actor's priority "
+        "only orders the messages one worker has prefetched"
+    )
 
     def open(self) -> None:
         pass

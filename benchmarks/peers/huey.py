@@ -7,11 +7,14 @@ import os
 import sys
 from collections.abc import Sequence
 
-from huey import RedisHuey
+from huey import PriorityRedisHuey, RedisHuey
 
 from ._kit import CONFIG, task_args, work
 
-huey = RedisHuey(CONFIG.queue, url=CONFIG.redis_url or None)
+# the priority scenario: Huey honours ``priority=`` only with its priority storage
+huey = (PriorityRedisHuey if CONFIG.priority else RedisHuey)(
+    CONFIG.queue, url=CONFIG.redis_url or None
+)
 
 
 @huey.task()
@@ -31,6 +34,9 @@ class Adapter:
 
     def enqueue_one(self, i: int) -> None:
         noop(*task_args(i))
+
+    def enqueue_prio(self, i: int, high: bool) -> None:
+        noop(*task_args(i), priority=10 if high else 0)  # higher runs first
 
     def waiting(self) -> int:
         return int(huey.pending_count())

@@ -36,6 +36,10 @@ class Adapter:
     async def enqueue_one(self, i: int) -> None:
         await self.queries.enqueue("noop", json.dumps(task_args(i)).encode())
 
+    async def enqueue_prio(self, i: int, high: bool) -> None:
+        payload = json.dumps(task_args(i)).encode()
+        await self.queries.enqueue("noop", payload, 10 if high else 0)  # higher runs first
+
     async def waiting(self) -> int:
         cur = await self.conn.execute("SELECT count(*) FROM pgqueuer WHERE status = 'queued'")
         row = await cur.fetchone()

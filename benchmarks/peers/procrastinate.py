@@ -35,6 +35,10 @@ class Adapter:
     async def enqueue_one(self, i: int) -> None:
         await noop.defer_async(**task_kwargs(i))
 
+    async def enqueue_prio(self, i: int, high: bool) -> None:
+        # higher runs first
+        await noop.configure(priority=10 if high else 0).defer_async(**task_kwargs(i))
+
     async def waiting(self) -> int:
         async with await psycopg.AsyncConnection.connect(CONFIG.pg_dsn) as conn:
             cur = await conn.execute(

@@ -21,6 +21,9 @@ def noop(i: int, data: str | None = None) -> None:
 class Adapter:
     library = "rq"
     backend = "redis"
+    no_priority = (
+        "no job priority in RQ's public API (only the order of the queues a worker listens to)"
+    )
 
     def open(self) -> None:
         self.queue = Queue(CONFIG.queue, connection=Redis.from_url(CONFIG.redis_url))

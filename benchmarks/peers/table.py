@@ -39,6 +39,22 @@ TABLES: list[tuple[str, list[Column]]] = [
         ],
     ),
     (
+        "priority: a low-priority flood at 1.25x capacity, high-priority calls trickling in "
+        "(scenario 5); high waits in the first and second half of the run, flat = good",
+        [
+            ("priority", "capacity_per_s", "capacity/s", False),
+            ("priority", "sent_per_s", "sent/s", False),
+            ("priority", "high_first_half_p50_ms", "high 1st half p50 ms", False),
+            ("priority", "high_first_half_p99_ms", "p99 ms", False),
+            ("priority", "high_second_half_p50_ms", "high 2nd half p50 ms", False),
+            ("priority", "high_second_half_p95_ms", "p95 ms", False),
+            ("priority", "high_second_half_p99_ms", "p99 ms", True),
+            ("priority", "low_p50_ms", "low p50 ms", False),
+            ("priority", "low_backlog_max", "low backlog max", False),
+            ("priority", "low_backlog_at_end", "low backlog at end", False),
+        ],
+    ),
+    (
         "scaling: burn-down by 1, 2 and 4 worker processes (scenario 7)",
         [
             *(("scaling", f"tasks_per_s_{k}w", f"{k} worker(s) tasks/s", True) for k in (1, 2, 4)),
@@ -69,7 +85,8 @@ TABLES: list[tuple[str, list[Column]]] = [
         ],
     ),
 ]
-# a text in place of a missing figure: the "n/a: why" a scenario recorded
+# a text in place of a missing figure: the "n/a: why" a scenario recorded (a whole
+# scenario's under "na")
 NOT_APPLICABLE = {"cpu_tasks_per_s": "cpu"}
 TASKCORE = {"redis": "taskcore-redis", "postgres": "taskcore-pg"}
 
@@ -109,7 +126,7 @@ def _cell(summary: dict[str, Any] | None, key: str) -> Any:
     if not summary:
         return None
     median = summary["median"]
-    value = median.get(key, median.get(NOT_APPLICABLE.get(key, "")))
+    value = median.get(key, median.get(NOT_APPLICABLE.get(key, ""), median.get("na")))
     return "n/a" if isinstance(value, str) and value.startswith("n/a") else value
 
 
@@ -151,6 +168,11 @@ def _settings(c: dict[str, Any], scenarios: set[str]) -> str:
     if "load" in scenarios:
         parts.append(f"load: {c['load_seconds']:g} s per level, one worker of {c['concurrency']} "
                      "slots; bounded = cleared within 1 s of the last enqueue")  # fmt: skip
+    if "priority" in scenarios:
+        parts.append(f"priority: one second of capacity of low calls at once, then low at "
+                     f"1.25 x capacity and high at {c.get('trickle', 20):g}/s for "
+                     f"{c.get('priority_seconds', 8):g} s, single enqueues; one worker of "
+                     f"{c['concurrency']} slots")  # fmt: skip
     if "scaling" in scenarios:
         parts.append(f"scaling: {c['scale_n']:,} no-ops, {c['concurrency']} slots per worker")
     if "realistic" in scenarios:
@@ -200,6 +222,14 @@ def markdown(result: dict[str, Any]) -> str:
     for title, columns in TABLES:
         for backend in ("redis", "postgres"):
             lines += _table(result, f"{title}, {backend}", columns, backend)
+    na = [
+        f"- {t} {sc}: {s['median']['na']}"
+        for t, per in med.items()
+        for sc, s in per.items()
+        if str(s["median"].get("na", "")).startswith("n/a")
+    ]
+    if na:
+        lines += ["", "Not applicable:", "", *na]
     errors = [
         f"- {t} {sc}: {e[:300]}"
         for t, per in med.items()

@@ -24,6 +24,7 @@ async def noop(i: int, data: str | None = None) -> None:
 class Adapter:
     library = "taskiq"
     backend = "redis"
+    no_priority = "taskiq-redis's brokers have no message priority (only several queue names)"
 
     async def open(self) -> None:
         await broker.startup()
