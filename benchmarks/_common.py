@@ -6,6 +6,7 @@ import math
 import os
 import statistics
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from taskcore import App, State
@@ -70,16 +71,33 @@ async def drop_scratch(url: str) -> None:
 
 
 def count_settles(app: App, on_settled: Callable[[int], None]) -> None:
-    """Wrap the backend's ``settle`` to report every accepted outcome (cheap: once per batch)."""
+    """Wrap the backend's ``settle`` to report every accepted outcome (cheap: once per
+    batch), and ``claim``, whose carried outcomes count once the claim returns (it does
+    not report refusals: a refused one is caught by :func:`verify_all_succeeded`)."""
     backend = app.backend
     settle: Callable[[Sequence[Any]], Awaitable[list[bool]]] = backend.settle
+    claim: Callable[..., Awaitable[list[Any]]] = backend.claim
+
+    inside_claim: ContextVar[bool] = ContextVar("inside_claim", default=False)
 
     async def counting(outcomes: Sequence[Any]) -> list[bool]:
         accepted = await settle(outcomes)
-        on_settled(sum(accepted))
+        if not inside_claim.get():  # a claim that settles through settle() counts once
+            on_settled(sum(accepted))
         return accepted
 
+    async def carrying(*args: Any, settle: Sequence[Any] = (), **kwargs: Any) -> list[Any]:
+        token = inside_claim.set(True)
+        try:
+            leases = await claim(*args, settle=settle, **kwargs)
+        finally:
+            inside_claim.reset(token)
+        if settle:
+            on_settled(len(settle))
+        return leases
+
     backend.settle = counting  # type: ignore[method-assign]
+    backend.claim = carrying  # type: ignore[method-assign]
 
 
 async def verify_all_succeeded(app: App, n: int) -> None:

@@ -232,10 +232,17 @@ class Backend(Protocol):
         lease_seconds: float,
         worker: str,
         max_priority: int = 4,
+        settle: Sequence[Outcome] = (),
     ) -> list[Lease]:
         """Atomically lease up to ``limit`` ready tasks in policy order, after promoting
         due scheduled/retrying tasks. Skips paused queues and tasks whose priority
-        number exceeds ``max_priority``."""
+        number exceeds ``max_priority``.
+
+        ``settle``: outcomes recorded first, exactly as :meth:`settle` records them
+        (refusals are not reported), in the same round trip where the backend can: a
+        worker hands in what its slots finished with its next claim. If the call
+        raises, the outcomes may or may not be recorded; settling them again is safe
+        (a recorded one is refused as stale)."""
 
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
         """Record outcomes; one whose token is stale, or whose transition is illegal,

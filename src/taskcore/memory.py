@@ -250,7 +250,10 @@ class MemoryBackend:
         lease_seconds: float,
         worker: str,
         max_priority: int = 4,
+        settle: Sequence[Outcome] = (),
     ) -> list[Lease]:
+        if settle:
+            await self.settle(settle)
         now = self.clock.now()
         leases: list[Lease] = []
         for name in queues:

@@ -488,15 +488,27 @@ class Worker:
                     self._retire(f"claimed max_tasks={self.recycle.max_tasks} tasks")
                     break
                 limit = min(limit, left)
+            # what the slots finished rides on the claim (one round trip, not two)
+            carried, self._outcomes = self._outcomes, []
             try:
                 sent = time.monotonic()
                 leases = await backend.claim(
-                    self.queues, limit, self.lease_seconds, self.id, max_priority=max_priority
+                    self.queues,
+                    limit,
+                    self.lease_seconds,
+                    self.id,
+                    max_priority=max_priority,
+                    settle=carried,
                 )
                 if self.prefetch_auto:
                     self._adapt_prefetch(sent, time.monotonic())
                 failures = 0
-            except BackendError as exc:
+            except BaseException as exc:
+                if carried:  # settled or not: the settle loop settles them (again)
+                    self._outcomes[:0] = carried
+                    self._outcome_event.set()
+                if not isinstance(exc, BackendError):
+                    raise
                 failures += 1
                 delay = min(30.0, 0.1 * 2**failures)
                 log.warning("claim failed (%s); retrying in %.1fs", exc, delay)
@@ -826,6 +838,8 @@ class Worker:
         while True:
             await self._outcome_event.wait()
             self._outcome_event = anyio.Event()
+            # a claim loop woken by the same finished tasks takes them along first
+            await anyio.lowlevel.checkpoint()
             await self._flush()
 
     async def _flush(self) -> None:

@@ -493,7 +493,10 @@ class PostgresBackend:
         lease_seconds: float,
         worker: str,
         max_priority: int = 4,
+        settle: Sequence[Outcome] = (),
     ) -> list[Lease]:
+        if settle:
+            await self.settle(settle)
         names = list(dict.fromkeys(queues))
         if limit <= 0 or not names:
             return []

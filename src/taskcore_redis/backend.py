@@ -268,6 +268,20 @@ class RedisBackend(Coordination):
         ``ids`` (None for unknown tasks). ``replayable``: the calls change state, so
         they carry a request id that makes sending them again safe."""
         request = self._request() if replayable else None
+        calls, groups = await self._grouped(script, ids, item_of, request, lead)
+        replies = await self._conn.run(what, calls, task_id=ids[0] if len(ids) == 1 else None)
+        return _spread(len(ids), groups, replies)
+
+    async def _grouped(
+        self,
+        script: str,
+        ids: Sequence[str],
+        item_of: Any,
+        request: str | None,
+        lead: Sequence[Any] = (),
+    ) -> tuple[list[Call], list[list[int]]]:
+        """The calls of :meth:`_by_queue`, one per queue, and the positions in ``ids``
+        that each call's reply answers."""
         where = await self._locate(ids)
         groups: dict[str, list[int]] = defaultdict(list)
         for i, task_id in enumerate(ids):
@@ -278,12 +292,7 @@ class RedisBackend(Coordination):
         for q, positions in groups.items():
             items = pack([item_of(i) for i in positions])
             calls.append(self._call(script, q, [*lead, items], request))
-        out: list[Any] = [None] * len(ids)
-        replies = await self._conn.run(what, calls, task_id=ids[0] if len(ids) == 1 else None)
-        for positions, reply in zip(groups.values(), replies, strict=True):
-            for i, r in zip(positions, reply, strict=True):
-                out[i] = r
-        return out
+        return calls, list(groups.values())
 
     async def _fetch(self, located: Sequence[tuple[str, str]]) -> list[TaskRecord | None]:
         """Records of ``(queue, task_id)`` pairs, in one round trip."""
@@ -443,10 +452,14 @@ class RedisBackend(Coordination):
         lease_seconds: float,
         worker: str,
         max_priority: int = 4,
+        settle: Sequence[Outcome] = (),
     ) -> list[Lease]:
         leases: list[Lease] = []
         self._drained = None
         taken, self._taken = self._taken, None
+        if settle and (taken is not None or limit <= 0 or not queues):
+            await self.settle(settle)  # no claim round trip to ride on
+            settle = ()
         if taken is not None:
             c = taken.claimer
             if limit > 0 and (c.queues, c.lease_seconds, c.worker, c.max_priority) == (
@@ -480,7 +493,13 @@ class RedisBackend(Coordination):
                 [limit - len(leases), worker, max_priority, repr(lease_seconds)],
                 self._request(),
             )
-            [(rows, due, now)] = await self._conn.run("claim", [call])
+            if settle:  # the settle scripts go first, in the claim's round trip
+                calls, groups = await self._settle_calls(settle)
+                *replies, (rows, due, now) = await self._conn.run("claim", [*calls, call])
+                self._settled(settle, groups, replies)
+                settle = ()
+            else:
+                [(rows, due, now)] = await self._conn.run("claim", [call])
             if due:
                 dues.append(float(due))
             leases += self._leases(q, rows, float(now), lease_seconds, worker)
@@ -520,6 +539,15 @@ class RedisBackend(Coordination):
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
         if not outcomes:
             return []
+        calls, groups = await self._settle_calls(outcomes)
+        task_id = outcomes[0].task_id if len(outcomes) == 1 else None
+        replies = await self._conn.run("settle", calls, task_id=task_id)
+        return self._settled(outcomes, groups, replies)
+
+    async def _settle_calls(
+        self, outcomes: Sequence[Outcome]
+    ) -> tuple[list[Call], list[list[int]]]:
+        """The settle script calls (replayable: they carry a request id)."""
 
         def item_of(i: int) -> tuple[Any, ...]:
             o = outcomes[i]
@@ -537,11 +565,15 @@ class RedisBackend(Coordination):
         if any(o.kind in _LATER for o in outcomes):
             self._drained = None  # scheduled work the drained hint does not know about
         ids = [o.task_id for o in outcomes]
-        replies = await self._by_queue("settle", "settle", ids, item_of, replayable=True)
-        out = [bool(r) for r in replies]
-        for task_id, ok in zip(ids, out, strict=True):
+        return await self._grouped("settle", ids, item_of, self._request())
+
+    def _settled(
+        self, outcomes: Sequence[Outcome], groups: list[list[int]], replies: Sequence[Any]
+    ) -> list[bool]:
+        out = [bool(r) for r in _spread(len(outcomes), groups, replies)]
+        for o, ok in zip(outcomes, out, strict=True):
             if ok:
-                self._where.pop(task_id, None)
+                self._where.pop(o.task_id, None)
         return out
 
     async def extend(
@@ -910,3 +942,12 @@ class RedisBackend(Coordination):
                 await pipe.execute()
 
         await self._conn.call("resume", go)
+
+
+def _spread(n: int, groups: list[list[int]], replies: Sequence[Any]) -> list[Any]:
+    """Per-queue replies back in the order of the ``n`` ids (None: unknown task)."""
+    out: list[Any] = [None] * n
+    for positions, reply in zip(groups, replies, strict=True):
+        for i, r in zip(positions, reply, strict=True):
+            out[i] = r
+    return out

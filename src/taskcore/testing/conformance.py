@@ -301,6 +301,31 @@ class BackendConformance:
         assert await backend.settle([_ok(lease, clock)]) == [True]
         assert await backend.settle([_ok(lease, clock)]) == [False]  # already settled
 
+    async def test_claim_settles_the_outcomes_it_carries_first(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        done_id, back_id, other_id = await self._enqueue(backend, clock, 3)
+        done, back = await self._claim(backend, 2)
+        stale = Outcome(other_id, 999_999, OutcomeKind.SUCCEEDED, clock.now())
+        released = Outcome(back_id, back.token, OutcomeKind.RELEASED, clock.now())
+        carried = [_ok(done, clock, result=b"7"), released, stale]
+        # recorded before the claim: the released task is claimable by this very call,
+        # ahead of the task behind it (it keeps its place)
+        [again] = await self._claim(backend, 1, settle=carried)
+        assert again.message.id == back_id and again.token != back.token
+        rec = await backend.get(done_id)
+        assert rec is not None and rec.state is State.SUCCEEDED and rec.result == b"7"
+        rec = await backend.get(other_id)
+        assert rec is not None and rec.state is State.QUEUED  # the stale outcome: refused
+        # carried outcomes are settled even when nothing is claimed (limit 0, or empty)
+        assert await self._claim(backend, 0, settle=[_ok(again, clock)]) == []
+        rec = await backend.get(back_id)
+        assert rec is not None and rec.state is State.SUCCEEDED
+        [last] = await self._claim(backend, 5)
+        assert await self._claim(backend, 5, settle=[_ok(last, clock)]) == []
+        [stats] = await backend.stats(["q"])
+        assert stats.states.get(State.SUCCEEDED) == 3 and stats.depth == 0
+
     async def test_reap_requeues_expired_lease_and_fences_old_holder(
         self, backend: Backend, clock: FakeClock
     ) -> None:
