@@ -495,38 +495,69 @@ class PostgresBackend:
         max_priority: int = 4,
         settle: Sequence[Outcome] = (),
     ) -> list[Lease]:
-        if settle:
-            await self.settle(settle)
+        """Lease tasks (see :class:`~taskcore.backend.Backend`).
+
+        Carried outcomes (``settle``) and the claim are one transaction, sent in one
+        round trip (psycopg's pipeline mode): the settle statements first, so the claim
+        sees what they released, then the claim. That transaction commits
+        synchronously (the claim keeps the server's ``synchronous_commit`` instead of
+        turning it off): the settles in it must survive a server crash. If any
+        statement fails, none of it is recorded and the call raises.
+        """
         names = list(dict.fromkeys(queues))
         if limit <= 0 or not names:
+            if settle:
+                await self.settle(settle)
             return []
+        settles = self._settle_statements(settle)
         now = self.clock.now()
         expires_at = now + lease_seconds
-        rows = await self._fetchall(
-            "claim",
-            {
-                "queues": names,
-                "limit": limit,
-                "max_priority": max_priority,
-                "now": now,
-                "expires_at": expires_at,
-                "worker": worker,
-                "promote_limit": max(limit, self.settings.promote_limit),
-                "synchronous_commit": None if self.settings.claim_sync_commit else "off",
-            },
-            binary=True,
-        )
+        params = {
+            "queues": names,
+            "limit": limit,
+            "max_priority": max_priority,
+            "now": now,
+            "expires_at": expires_at,
+            "worker": worker,
+            "promote_limit": max(limit, self.settings.promote_limit),
+            "synchronous_commit": (None if settles or self.settings.claim_sync_commit else "off"),
+        }
+        if settles:
+            claim_query = self._sql["claim"]
+
+            async def op(conn: Conn) -> list[TupleRow]:
+                # no Sync between the statements: one implicit transaction, whose
+                # first error skips the rest and rolls it all back
+                async with conn.pipeline():
+                    for name, settle_params, _ in settles:
+                        await conn.execute(self._sql[name], settle_params, binary=True)
+                    cur = await conn.execute(claim_query, params, binary=True)
+                return await cur.fetchall()
+
+            rows = await self._run(op)
+        else:
+            rows = await self._fetchall("claim", params, binary=True)
         return [_rows.lease_from_row(row, worker, now, expires_at) for row in rows]
 
-    async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
-        accepted = [False] * len(outcomes)
+    def _settle_statements(
+        self, outcomes: Sequence[Outcome]
+    ) -> list[tuple[str, dict[str, Any], list[int]]]:
+        """The settle statements for ``outcomes``: ``(name, params, positions)``, one
+        per round of :func:`_rounds`, in order."""
+        out = []
         channels = self._channel_params()
         for positions in _rounds([o.task_id for o in outcomes]):
             part = [outcomes[p] for p in positions]
             params = _rows.settle_params(part, self.clock.now())
             params.update(channels)
             final = all(o.kind in _FINAL for o in part)
-            row = await self._fetchone("settle_final" if final else "settle", params, binary=True)
+            out.append(("settle_final" if final else "settle", params, positions))
+        return out
+
+    async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        accepted = [False] * len(outcomes)
+        for name, params, positions in self._settle_statements(outcomes):
+            row = await self._fetchone(name, params, binary=True)
             for ord_ in row[0] if row else ():
                 accepted[positions[ord_ - 1]] = True
         return accepted

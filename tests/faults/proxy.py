@@ -27,7 +27,8 @@ class TcpProxy:
     connections are refused); ``blackhole()``/``forward()`` simulate a peer that vanished
     silently (a firewall dropping packets, a dead host): connections stay open and new
     ones are accepted, but no byte gets through either way and nothing is closed.
-    ``url`` is ``upstream_url`` pointed at the proxy
+    ``round_trips`` counts the times bytes came back after bytes went out (over all
+    connections: count on a client that uses one). ``url`` is ``upstream_url`` pointed at the proxy
     (default: a Redis URL for database 0).
     """
 
@@ -46,6 +47,8 @@ class TcpProxy:
         self.dropped = 0  # client connections cut by drop() or stop()
         self._blackhole = False
         self.swallowed_bytes = 0  # bytes lost in a blackhole
+        self.round_trips = 0
+        self._asked = False  # bytes went out since bytes last came back
 
     @classmethod
     def for_url(cls, upstream_url: str) -> TcpProxy:
@@ -133,6 +136,11 @@ class TcpProxy:
                         writer.transport.abort()
                         up_writer.transport.abort()
                         return
+                    if not replies:
+                        self._asked = True
+                    elif self._asked:
+                        self._asked = False
+                        self.round_trips += 1
                     dst.write(data)
                     await dst.drain()
             except (ConnectionError, OSError):

@@ -15,7 +15,7 @@ from tests.faults.proxy import TcpProxy
 
 from taskcore.backend import Outcome, OutcomeKind, QueueSpec
 from taskcore.clock import Clock, FakeClock, SystemClock
-from taskcore.errors import BackendUnavailable, ConfigurationError
+from taskcore.errors import BackendError, BackendUnavailable, ConfigurationError
 from taskcore.memory import MemoryBackend
 from taskcore.scheduling import SchedulingPolicy
 from taskcore.states import State
@@ -329,6 +329,88 @@ async def test_claim_commit_mode_is_local_to_the_claim(
             assert await setting(conn) == "on"
         record = await backend.get(msg.id)
         assert record is not None and record.state == State.RUNNING
+
+
+async def _xmin_and_state(dsn: str, schema: str, ids: list[str]) -> dict[str, tuple[str, str]]:
+    """``id -> (xmin, state)``: xmin names the transaction that last wrote the row."""
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        cur = await conn.execute(
+            f'SELECT id, xmin::text, state FROM "{schema}".tasks WHERE id = ANY(%s)', [ids]
+        )
+        return {tid: (xmin, state) for tid, xmin, state in await cur.fetchall()}
+
+
+async def test_carried_outcomes_and_the_claim_are_one_round_trip_and_one_transaction(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    """claim(settle=...) sends the settle statements (one per round of repeated ids) and
+    the claim together: one round trip, one transaction, which sees what it released."""
+    proxy = TcpProxy.for_url(pg_dsn)
+    await proxy.start()
+    try:
+        clock = FakeClock()
+        async with open_backend(
+            proxy.url, pg_schema, clock, min_size=1, max_size=1, listen=False
+        ) as backend:
+            a, b, c = (make_message(clock) for _ in range(3))
+            await backend.enqueue([a, b, c])
+            la, lb = await backend.claim(["q"], 2, 30, "w")
+            now = clock.now()
+            done = Outcome(a.id, la.token, OutcomeKind.SUCCEEDED, now, result=b"1")
+            released = Outcome(b.id, lb.token, OutcomeKind.RELEASED, now)
+            # a named twice: two settle statements, the second refused (already settled)
+            carried = [done, released, done]
+            before = proxy.round_trips
+            leases = await backend.claim(["q"], 2, 30, "w", settle=carried)
+            assert proxy.round_trips - before == 1
+            assert [lease.message.id for lease in leases] == [b.id, c.id]  # b kept its place
+            rows = await _xmin_and_state(pg_dsn, pg_schema, [a.id, b.id, c.id])
+            assert {state for _, state in rows.values()} == {"succeeded", "running"}
+            assert rows[a.id][1] == "succeeded"
+            assert len({xmin for xmin, _ in rows.values()}) == 1  # one transaction
+            # without outcomes to carry, a claim is one round trip as before
+            await backend.enqueue([make_message(clock)])
+            before = proxy.round_trips
+            assert len(await backend.claim(["q"], 2, 30, "w")) == 1
+            assert proxy.round_trips - before == 1
+    finally:
+        await proxy.stop()
+
+
+async def test_a_carried_outcome_that_fails_fails_the_claim_and_records_nothing(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    """An error in a carried settle statement rolls back the whole round trip (nothing
+    settled, nothing leased) and raises, so the worker keeps the outcomes to retry."""
+    clock = FakeClock()
+    async with open_backend(pg_dsn, pg_schema, clock) as backend:
+        a, b = make_message(clock), make_message(clock)
+        await backend.enqueue([a, b])
+        [la] = await backend.claim(["q"], 1, 30, "w")
+        async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+            await conn.execute(
+                f'CREATE FUNCTION "{pg_schema}".refuse() RETURNS trigger LANGUAGE plpgsql'
+                " AS $$ BEGIN RAISE EXCEPTION 'no settling today'; END $$"
+            )
+            await conn.execute(
+                f'CREATE TRIGGER refuse BEFORE UPDATE ON "{pg_schema}".tasks FOR EACH ROW'
+                f" WHEN (NEW.state = 'succeeded') EXECUTE FUNCTION \"{pg_schema}\".refuse()"
+            )
+        done = Outcome(a.id, la.token, OutcomeKind.SUCCEEDED, clock.now())
+        with pytest.raises(BackendError, match="no settling today"):
+            await backend.claim(["q"], 1, 30, "w", settle=[done])
+        rows = await _xmin_and_state(pg_dsn, pg_schema, [a.id, b.id])
+        assert {tid: state for tid, (_, state) in rows.items()} == {
+            a.id: "running",
+            b.id: "queued",
+        }
+        async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+            await conn.execute(f'DROP TRIGGER refuse ON "{pg_schema}".tasks')
+        # the pooled connection is usable again, and the same outcome goes through
+        [lb] = await backend.claim(["q"], 1, 30, "w", settle=[done])
+        assert lb.message.id == b.id
+        record = await backend.get(a.id)
+        assert record is not None and record.state is State.SUCCEEDED
 
 
 async def test_stats_and_purge_match_memory_backend(pg_dsn: str, pg_schema: str) -> None:
