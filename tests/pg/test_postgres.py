@@ -21,6 +21,7 @@ from taskcore.scheduling import SchedulingPolicy
 from taskcore.states import State
 from taskcore.testing import make_message
 from taskcore_pg import LATEST_VERSION, PostgresBackend, check, check_async, migrate, migrate_async
+from taskcore_pg._sql import Statements, strip_comments
 from taskcore_pg.cli import main as cli_main
 
 pytestmark = pytest.mark.anyio
@@ -126,6 +127,17 @@ def test_from_url_strips_taskcore_parameters() -> None:
         PostgresBackend("postgresql://u@h/db", poll_interval=5)
 
 
+def test_statements_are_sent_without_comments_and_fit_psycopgs_parse_cache() -> None:
+    # psycopg caches the parsing of a query's text only up to 4 KiB
+    # (psycopg._queries.MAX_CACHED_STATEMENT_LENGTH): a longer claim.sql was parsed
+    # again on every call, even with the longest schema name allowed
+    assert strip_comments("a -- x\n\n  'b -- c'  -- d\n-- e\n\"f--\" g") == "a\n'b -- c'\n\"f--\" g"
+    statements = Statements("s" * 48)
+    for name in ("claim", "settle", "settle_final", "extend", "ready", "reap"):
+        text = statements[name]
+        assert "--" not in text and len(text.encode()) <= 4096, name
+
+
 async def test_unreachable_server_is_backend_unavailable_with_the_cause() -> None:
     backend = PostgresBackend("postgresql://postgres:hunter2@127.0.0.1:1/test", timeout=1.0)
     with pytest.raises(BackendUnavailable) as info:
@@ -181,6 +193,17 @@ async def test_silent_server_is_noticed_and_left_behind(pg_dsn: str, pg_schema: 
             assert proxy.swallowed_bytes > 0 and proxy.dropped == 0
             [stats] = await backend.stats(["q"])
             assert stats.states[State.QUEUED] == 3
+            # a claim carrying outcomes (a pipeline) is bounded the same way, and
+            # leaves nothing half done: the outcome is settled by the next claim
+            [lease] = await backend.claim(["q"], 1, 30, "w")
+            done = Outcome(lease.message.id, lease.token, OutcomeKind.SUCCEEDED, clock.now())
+            proxy.blackhole()
+            with anyio.fail_after(10), pytest.raises(BackendUnavailable, match="unavailable"):
+                await backend.claim(["q"], 1, 30, "w", settle=[done])
+            proxy.forward()
+            assert len(await backend.claim(["q"], 1, 30, "w", settle=[done])) == 1
+            record = await backend.get(lease.message.id)
+            assert record is not None and record.state is State.SUCCEEDED
             # the listener noticed too and reconnected (polled, with a deadline)
             with anyio.fail_after(30):
                 while listener.backend_pid in (None, first_pid):  # noqa: ASYNC110
