@@ -522,13 +522,18 @@ class PostgresBackend:
             "promote_limit": max(limit, self.settings.promote_limit),
             "synchronous_commit": (None if settles or self.settings.claim_sync_commit else "off"),
         }
-        if settles:
+        # a generic claim plan pays only once psycopg prepares the statement
+        pin = self.settings.plan_guard and self.settings.prepare_threshold is not None
+        if settles or pin:
             claim_query = self._sql["claim"]
+            pin_query = self._sql["claim_plan"] if pin else None
 
             async def op(conn: Conn) -> list[TupleRow]:
                 # no Sync between the statements: one implicit transaction, whose
                 # first error skips the rest and rolls it all back
                 async with conn.pipeline():
+                    if pin_query is not None:
+                        await conn.execute(pin_query)
                     for name, settle_params, _ in settles:
                         await conn.execute(self._sql[name], settle_params, binary=True)
                     cur = await conn.execute(claim_query, params, binary=True)

@@ -4,6 +4,7 @@ connection loss, retention. Everything runs against a real server, no mocks."""
 from __future__ import annotations
 
 import contextlib
+import re
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -363,8 +364,9 @@ async def _xmin_and_state(dsn: str, schema: str, ids: list[str]) -> dict[str, tu
         return {tid: (xmin, state) for tid, xmin, state in await cur.fetchall()}
 
 
+@pytest.mark.parametrize("guard", [True, False], ids=["plan_guard", "plan_guard=0"])
 async def test_carried_outcomes_and_the_claim_are_one_round_trip_and_one_transaction(
-    pg_dsn: str, pg_schema: str
+    pg_dsn: str, pg_schema: str, guard: bool
 ) -> None:
     """claim(settle=...) sends the settle statements (one per round of repeated ids) and
     the claim together: one round trip, one transaction, which sees what it released."""
@@ -373,7 +375,7 @@ async def test_carried_outcomes_and_the_claim_are_one_round_trip_and_one_transac
     try:
         clock = FakeClock()
         async with open_backend(
-            proxy.url, pg_schema, clock, min_size=1, max_size=1, listen=False
+            proxy.url, pg_schema, clock, min_size=1, max_size=1, listen=False, plan_guard=guard
         ) as backend:
             a, b, c = (make_message(clock) for _ in range(3))
             await backend.enqueue([a, b, c])
@@ -550,6 +552,63 @@ async def test_claim_reads_the_backlog_in_index_order_under_stale_statistics(
     assert "Bitmap Heap Scan on tasks" in unguarded, unguarded
     assert "Bitmap" not in guarded, guarded
     assert "Index Scan using tasks_ready" in guarded, guarded
+
+
+async def test_claim_runs_on_a_pinned_generic_plan_that_reads_the_indexes(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    """With the plan guard the claim is planned once per session (generic plan, no
+    custom planning per call), and pinned to index reads even where the unpinned
+    generic plan would scan the table: analyzed statistics of a large backlog."""
+    clock = FakeClock()
+    async with open_backend(pg_dsn, pg_schema, clock, min_size=1, max_size=1) as backend:
+        for _ in range(20):
+            await backend.enqueue([make_message(clock) for _ in range(1000)])
+        leases = await backend.claim(["q"], 1000, 30, "w")
+        for _ in range(8):
+            done = [Outcome(x.message.id, x.token, OutcomeKind.SUCCEEDED, 0.0) for x in leases]
+            leases = await backend.claim(["q"], 10, 30, "w", settle=done)
+
+        async def plans(conn: Any) -> list[tuple[int, int]]:
+            cur = await conn.execute(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                " WHERE statement LIKE '%%commit_mode%%'"
+            )
+            return [tuple(row) for row in await cur.fetchall()]
+
+        [(generic, custom)] = await backend._run(plans)
+        assert generic > 0 and custom == 0
+    # the generic plan itself, under the pins and without them
+    order: list[str] = []
+
+    def number(match: Any) -> str:
+        if match[1] not in order:
+            order.append(match[1])
+        return f"${order.index(match[1]) + 1}"
+
+    text = re.sub(r"%\((\w+)\)[sb]", number, backend._sql["claim"])
+    params = _claim_params(clock.now(), limit=10)
+    values = [params[name] for name in order]
+    async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+        await conn.execute(f'ANALYZE "{pg_schema}".tasks')
+        await conn.execute("SET enable_bitmapscan = off")
+        await conn.execute("PREPARE claim AS " + text)
+        explain = "EXPLAIN (COSTS OFF) EXECUTE claim({})".format(", ".join(["%s"] * len(values)))
+        found = {}
+        for pinned in (False, True):
+            async with conn.transaction(force_rollback=True):
+                await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+                if pinned:
+                    await conn.execute(backend._sql["claim_plan"])
+                cur = psycopg.AsyncClientCursor(conn)
+                await cur.execute(explain, values)
+                found[pinned] = "\n".join(row[0] for row in await cur.fetchall())
+            await conn.execute("DEALLOCATE claim")
+            await conn.execute("PREPARE claim AS " + text)
+    assert "Seq Scan on tasks" in found[False], found[False]  # the trap is real
+    plan = found[True]
+    assert "Seq Scan on tasks" not in plan, plan
+    assert "Index Scan using tasks_ready" in plan and "Tid Scan on tasks" in plan, plan
 
 
 async def test_concurrent_claimers_lease_each_task_once(pg_dsn: str, pg_schema: str) -> None:
