@@ -90,7 +90,10 @@ class Settings:
             instead of 0.9 ms per claim with 180,000 queued rows). Behind a
             transaction-mode pooler, turn it off and set the parameter on the role
             instead (``ALTER ROLE ... SET enable_bitmapscan = off``): a session SET
-            there would reach other clients.
+            there would reach other clients. With it (and ``prepare_threshold``) the
+            claim also runs on a generic plan, made once per session and pinned to
+            index reads by transaction-local settings (``claim_plan.sql``), instead
+            of being planned again on every call.
     """
 
     schema: str = attrs.field(default="taskcore", validator=lambda _i, _a, v: check_schema(v))

@@ -502,7 +502,10 @@ class PostgresBackend:
         sees what they released, then the claim. That transaction commits
         synchronously (the claim keeps the server's ``synchronous_commit`` instead of
         turning it off): the settles in it must survive a server crash. If any
-        statement fails, none of it is recorded and the call raises.
+        statement fails, none of it is recorded and the call raises. With
+        ``plan_guard`` (and server-side prepares), ``claim_plan.sql`` goes just before
+        the claim in the same pipeline: the claim runs on one generic plan per
+        session, pinned to index reads, instead of being planned on every call.
         """
         names = list(dict.fromkeys(queues))
         if limit <= 0 or not names:
@@ -532,10 +535,10 @@ class PostgresBackend:
                 # no Sync between the statements: one implicit transaction, whose
                 # first error skips the rest and rolls it all back
                 async with conn.pipeline():
-                    if pin_query is not None:
-                        await conn.execute(pin_query)
                     for name, settle_params, _ in settles:
                         await conn.execute(self._sql[name], settle_params, binary=True)
+                    if pin_query is not None:  # (its settings apply to the claim only)
+                        await conn.execute(pin_query)
                     cur = await conn.execute(claim_query, params, binary=True)
                 return await cur.fetchall()
 
