@@ -702,7 +702,7 @@ class RedisBackend(Coordination):
 
         async def pop() -> bool:
             try:
-                reply = await self._conn.call("wait", go, idempotent=False)
+                reply = await self._conn.call("wait", go, idempotent=False, checked=True)
             except BaseException as exc:
                 # Cancelled, or the reply was lost: the claim may have run. Send it
                 # again alone: its reply key returns what it took, or, if it has not
