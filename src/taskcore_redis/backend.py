@@ -665,7 +665,11 @@ class RedisBackend(Coordination):
         """BLPOP a marker from ``keys`` for up to ``seconds``; True if woken."""
 
         async def pop() -> bool:
-            popped = await self._conn.call("wait", lambda: self._r.blpop(keys, timeout=seconds))
+            [popped] = await self._conn.call(
+                "wait", lambda: self._conn.execute([("BLPOP", *keys, seconds)]), checked=True
+            )
+            if isinstance(popped, ResponseError):
+                raise BackendError(f"Redis refused wait: {popped}") from popped
             return popped is not None
 
         return pop
