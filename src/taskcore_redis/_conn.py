@@ -141,18 +141,22 @@ class Connection:
         return conn.pack_commands(commands)
 
     @staticmethod
-    async def _send(conn: Any, packed: Any) -> None:
+    async def _send(conn: Any, packed: Any, health: bool = True) -> None:
         """Write ``packed`` on ``conn``: redis-py's ``send_packed_command`` without its
         ``asyncio.wait_for`` (on Python 3.11 a new task and a turn of the event loop
         per write) when the kernel takes the whole write at once, the usual case; the
-        same errors, and the same disconnect on any failure."""
+        same errors, and the same disconnect on any failure.
+
+        ``health``: PING first if the connection sat idle beyond redis-py's
+        ``health_check_interval`` (only while no reply is pending on it).
+        """
         writer = getattr(conn, "_writer", None)
         if (
             writer is None
             or writer.transport.is_closing()
-            or (conn.health_check_interval and _now() > conn.next_health_check)
+            or (health and conn.health_check_interval and _now() > conn.next_health_check)
         ):  # not connected, or a PING is due: redis-py's own path
-            await conn.send_packed_command(packed)
+            await conn.send_packed_command(packed, health)
             return
         try:
             if isinstance(packed, bytes):
@@ -280,13 +284,16 @@ class Connection:
         try:
             conn = await self._take()
             try:
+                health = True  # the health check, before the first command only
                 if unlink:  # one key per command: they may be in different slots
                     await self._send(conn, self._pack(conn, [("UNLINK", k) for k in unlink]))
+                    health = False
                 for call in it:
                     script, keys, args = call
                     sent.append(call)
                     command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-                    await self._send(conn, self._pack(conn, [command]))
+                    await self._send(conn, self._pack(conn, [command]), health)
+                    health = False
                 for _ in unlink:
                     await conn.read_response()
                 unlink = []
