@@ -64,7 +64,7 @@ def test_arrays_of_new_lengths_keep_no_memory() -> None:
     anything behind per length (``struct``'s format cache did, ~64 bytes per element
     of every length seen, up to 100 lengths)."""
     lengths = range(2000, 2030)
-    struct._clearcache()
+    struct._clearcache()  # type: ignore[attr-defined]
     for encode in ENCODERS.values():  # warm up whatever is created once
         encode(_values("int2", 1999))
     gc.collect()
