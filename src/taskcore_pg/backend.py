@@ -521,14 +521,21 @@ class PostgresBackend:
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
         accepted = [False] * len(outcomes)
         channels = self._channel_params()
-        for positions in _rounds([o.task_id for o in outcomes]):
-            part = [outcomes[p] for p in positions]
-            params = _rows.settle_params(part, self.clock.now())
-            params.update(channels)
-            final = all(o.kind in _FINAL for o in part)
-            row = await self._fetchone("settle_final" if final else "settle", params, binary=True)
-            for ord_ in row[0] if row else ():
-                accepted[positions[ord_ - 1]] = True
+        chunk = self.settings.batch_size
+        for round_ in _rounds([o.task_id for o in outcomes]):
+            # at most batch_size outcomes per statement: a worker's batch grows with the
+            # previous settle's round trip, and one huge statement would grow the
+            # connection's buffers and the process's heap for good (docs/postgres.md)
+            for start in range(0, len(round_), chunk):
+                positions = round_[start : start + chunk]
+                part = [outcomes[p] for p in positions]
+                params = _rows.settle_params(part, self.clock.now())
+                params.update(channels)
+                final = all(o.kind in _FINAL for o in part)
+                name = "settle_final" if final else "settle"
+                row = await self._fetchone(name, params, binary=True)
+                for ord_ in row[0] if row else ():
+                    accepted[positions[ord_ - 1]] = True
         return accepted
 
     async def extend(
