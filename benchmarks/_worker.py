@@ -42,7 +42,7 @@ class RoundTrips:
             self.count += 1
             await original(conn, *args, **kwargs)
 
-        AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
+        AbstractConnection.send_packed_command = counting  # type: ignore[method-assign,assignment]
 
 
 async def _redis_info(url: str) -> dict[str, Any]:

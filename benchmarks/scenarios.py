@@ -360,6 +360,7 @@ async def idle_rss(backend: str, settle_s: float = 2.0) -> dict[str, Any]:
         try:
             await asyncio.sleep(settle_s)
             if proc.returncode is not None:
+                assert proc.stderr is not None  # stderr=PIPE
                 raise BenchError(f"worker exited early: {(await proc.stderr.read()).decode()}")
             info = psutil.Process(proc.pid).memory_full_info()
         finally:
