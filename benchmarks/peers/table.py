@@ -193,7 +193,7 @@ def _settings(c: dict[str, Any], scenarios: set[str]) -> str:
     if "priority" in scenarios:
         parts.append(f"priority: one second of capacity of low calls at once, then low at "
                      f"1.25 x capacity and high at {c.get('trickle', 20):g}/s for "
-                     f"{c.get('priority_seconds', 8):g} s, single enqueues; one worker of "
+                     f"{c.get('priority_seconds', 8):g} s; one worker of "
                      f"{c['concurrency']} slots")  # fmt: skip
     if "scaling" in scenarios:
         parts.append(f"scaling: {c['scale_n']:,} no-ops, {c['concurrency']} slots per worker")
@@ -233,7 +233,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "Versions: "
         + ", ".join(
-            f"{'taskcore' if t in TASKCORE.values() else t} {v or m['taskcore']}"
+            f"{'taskcore' if t in TASKCORE.values() else t} "
+            f"{v or (m['taskcore'] if t in TASKCORE.values() else '(no successful run)')}"
             for t, v in versions.items()
         )
         + ".",
@@ -246,8 +247,7 @@ def markdown(result: dict[str, Any]) -> str:
             lines += _table(result, f"{title}, {backend}", columns, backend)
     short = [
         f"- {t} {what}: the producers sent {_fmt(s['median'][key])}% of the asked rate "
-        f"({_fmt(s['median'].get(key.replace('sent_pct', 'sent_per_s'), 0))}/s); "
-        "the target was not offered that load"
+        f"({_fmt(s['median'].get(key.replace('sent_pct', 'sent_per_s'), 0))}/s)"
         for t, per in med.items()
         for sc, key, what in SENT_PCT
         if (s := per.get(sc)) and isinstance(s["median"].get(key), (int, float))
