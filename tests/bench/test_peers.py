@@ -301,14 +301,13 @@ def test_the_table_names_the_producer_and_reports_a_short_offered_rate() -> None
     for target, api in (("huey", "single enqueues"), ("taskcore-redis", "enqueue_many")):
         for run in result["runs"][target]["load"]:
             run |= {"producer_api_50": api, "sent_pct_50": 99.0, "sent_pct_90": 99.0}
-    for run in result["runs"]["huey"]["load"]:
-        run["sent_pct_90"] = 60.0  # the producers fell short of 90% of huey's capacity
+    result["runs"]["huey"]["load"][0]["sent_pct_90"] = 60.0  # one run fell short
     result["medians"] = summarise(result)
     text = markdown(result)
     load = text.split("### load")[1]
     assert "| producer |" in load and "% of asked" in load
     huey_row = next(x for x in load.splitlines() if x.startswith("| huey |"))
-    assert "| single enqueues |" in huey_row and "| 60.0 |" in huey_row
+    assert "| single enqueues |" in huey_row and "| 99.0 |" in huey_row  # the median
     short = text.split("Offered rate short")[1].split("\n\n")[1]
-    assert short.startswith("- huey load 90%: the producers sent 60.0% of the asked rate")
+    assert short.startswith("- huey load 90%: the producers sent 60.0% of the asked rate in 1 of")
     assert "taskcore-redis load" not in short
