@@ -50,8 +50,8 @@ class RoundTrips:
             self.count += 1
             writelines(writer, data)
 
-        StreamWriter.write = counting_write  # type: ignore[method-assign]
-        StreamWriter.writelines = counting_writelines  # type: ignore[method-assign]
+        StreamWriter.write = counting_write  # type: ignore[method-assign,assignment]
+        StreamWriter.writelines = counting_writelines  # type: ignore[method-assign,assignment]
 
 
 async def _redis_info(url: str) -> dict[str, Any]:
