@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 Phase = tuple[str, float, float]  # (name, seconds, calls per second)
+BATCH = 1000  # most calls in one bulk enqueue of a tick
 BOUNDED_S = 1.0  # a backlog "stayed bounded" if it cleared within this after the producer
 
 
@@ -49,21 +50,77 @@ def phase_of(phases: Sequence[Phase], due: Sequence[float]) -> list[str]:
 
 
 async def pace(
-    due: Sequence[float], send: Callable[[int], Awaitable[object]], producers: int = 1
+    due: Sequence[float],
+    send: Callable[[int], Awaitable[object]],
+    producers: int = 1,
+    ids: Sequence[int] | None = None,
+    start_at: float | None = None,
 ) -> list[float]:
     """``await send(i)`` for each call at its due time, from ``producers`` coroutines;
-    the wall clock before each call."""
+    the wall clock before each call. ``ids``: only those calls (a producer process's
+    share; the others stay 0.0); ``start_at``: the wall clock of offset 0 (several
+    producer processes share it), default now."""
     sent = [0.0] * len(due)
-    calls = iter(range(len(due)))
-    t0 = time.perf_counter()
+    calls = iter(range(len(due)) if ids is None else ids)
+    t0 = time.time() if start_at is None else start_at
 
     async def producer() -> None:
         for i in calls:
-            delay = t0 + due[i] - time.perf_counter()
+            delay = t0 + due[i] - time.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             sent[i] = time.time()
             await send(i)
+
+    await asyncio.gather(*(producer() for _ in range(producers)))
+    return sent
+
+
+def ticks(
+    due: Sequence[float],
+    tick: float,
+    ids: Sequence[int] | None = None,
+    key: Callable[[int], object] | None = None,
+    most: int = BATCH,
+) -> list[tuple[float, list[int]]]:
+    """The calls ``ids`` (default all) cut into batches: the calls due in the same
+    ``tick`` seconds (and of the same ``key``, e.g. the priority class), at most
+    ``most`` a batch, each due at the start of its tick; in due order."""
+    groups: dict[tuple[int, object], list[int]] = {}
+    for i in range(len(due)) if ids is None else ids:
+        groups.setdefault((math.floor(due[i] / tick + 1e-9), key(i) if key else None), []).append(i)
+    out = [
+        (k * tick, calls[j : j + most])
+        for (k, _key), calls in groups.items()
+        for j in range(0, len(calls), most)
+    ]
+    out.sort(key=lambda b: (b[0], b[1][0]))
+    return out
+
+
+async def pace_ticks(
+    batches: Sequence[tuple[float, list[int]]],
+    size: int,
+    send: Callable[[list[int]], Awaitable[object]],
+    producers: int = 1,
+    start_at: float | None = None,
+) -> list[float]:
+    """Like :func:`pace` for :func:`ticks` batches: ``await send(ids)`` (one bulk or
+    pipelined enqueue) at each batch's due time; the wall clock before the call, for
+    each of its ``size`` calls (0.0 for calls in no batch)."""
+    sent = [0.0] * size
+    shared = iter(batches)
+    t0 = time.time() if start_at is None else start_at
+
+    async def producer() -> None:
+        for at, ids in shared:
+            delay = t0 + at - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            now = time.time()
+            for i in ids:
+                sent[i] = now
+            await send(ids)
 
     await asyncio.gather(*(producer() for _ in range(producers)))
     return sent
@@ -113,9 +170,11 @@ def report(
         p = f"{name}_" if name else ""
         s = [sent[i] for i in idx]
         clear = max(0.0, max(start[i] for i in idx) - max(s))
+        sent_per_s = (len(idx) - 1) / (max(s) - min(s)) if max(s) > min(s) else rate
         out |= {
             f"{p}offered_per_s": rate,
-            f"{p}sent_per_s": (len(idx) - 1) / (max(s) - min(s)) if max(s) > min(s) else rate,
+            f"{p}sent_per_s": sent_per_s,
+            f"{p}sent_pct": 100 * sent_per_s / rate,
             **waits_ms(p, [(start[i] - sent[i]) * 1000 for i in idx]),
             f"{p}clear_s": clear,
             f"{p}bounded": "yes" if clear < BOUNDED_S else "no",
@@ -151,7 +210,11 @@ def priority_report(
     and not started): its largest and what was left when the last call was sent."""
     out: dict[str, float | str] = {"count": len(due), "seconds": seconds}
     last = max(sent)
-    out["sent_per_s"] = (len(sent) - 1) / (last - min(sent)) if last > min(sent) else 0.0
+    offered = (len(due) - 1) / max(due) if max(due) > 0 else 0.0
+    sent_per_s = (len(sent) - 1) / (last - min(sent)) if last > min(sent) else 0.0
+    out["offered_per_s"], out["sent_per_s"] = offered, sent_per_s
+    if offered:
+        out["sent_pct"] = 100 * sent_per_s / offered
     for cls in (HIGH, LOW):
         idx = [i for i, c in enumerate(classes) if c == cls]
         out[f"{cls}_tasks"] = len(idx)

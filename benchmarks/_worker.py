@@ -30,19 +30,28 @@ def _emit(obj: object) -> None:
 
 
 class RoundTrips:
-    """Counts writes to Redis sockets: one per command, one per pipeline."""
+    """Counts writes to Redis sockets: one per command, one per pipeline.
+
+    Counted at asyncio's ``StreamWriter`` (redis-py's connections write there, and the
+    backend's own send path too): the process must have no other stream writers.
+    """
 
     def __init__(self) -> None:
-        from redis.asyncio.connection import AbstractConnection
+        from asyncio import StreamWriter
 
         self.count = 0
-        original = AbstractConnection.send_packed_command
+        write, writelines = StreamWriter.write, StreamWriter.writelines
 
-        async def counting(conn: Any, *args: Any, **kwargs: Any) -> None:
+        def counting_write(writer: StreamWriter, data: Any) -> None:
             self.count += 1
-            await original(conn, *args, **kwargs)
+            write(writer, data)
 
-        AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
+        def counting_writelines(writer: StreamWriter, data: Any) -> None:
+            self.count += 1
+            writelines(writer, data)
+
+        StreamWriter.write = counting_write  # type: ignore[method-assign,assignment]
+        StreamWriter.writelines = counting_writelines  # type: ignore[method-assign,assignment]
 
 
 async def _redis_info(url: str) -> dict[str, Any]:

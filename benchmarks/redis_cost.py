@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from taskcore.backend import Outcome, OutcomeKind
 from taskcore.states import State
@@ -40,6 +40,9 @@ from ._common import drop_scratch
 from ._run import drain, enqueue_noops
 from ._worker import RoundTrips
 from .apps import PROBE, QUEUE, make_app
+
+if TYPE_CHECKING:
+    from taskcore_redis import RedisBackend
 
 
 async def _server(client: Any) -> tuple[float, float, int]:
@@ -127,7 +130,7 @@ async def measure(
             await phase("single enqueue", singles, singles_)
 
             async def batches() -> None:  # a worker's calls in fixed batches of 100
-                backend = app.backend
+                backend = cast("RedisBackend", app.backend)  # a Redis scratch URL
                 left = n
                 while left > 0:
                     leases = await backend.claim([QUEUE], min(100, left), 60, "cost-worker")

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -17,7 +18,8 @@ import psutil
 from taskcore import App
 
 from ._common import BenchError, drop_scratch, percentile, scratch_url, verify_all_succeeded
-from ._pace import pace
+from ._produce import run as run_producers
+from ._produce import send_calls, write_plan
 from ._run import drain, enqueue_noops
 from .apps import PROBE, QUEUE, URL_ENV, make_app
 
@@ -243,11 +245,15 @@ async def paced(
     timeout: float = 120,
     producers: int = 1,
     priority: Sequence[int] | None = None,
+    procs: int = 0,
+    tick: float = 0.0,
 ) -> tuple[list[float], list[float]]:
-    """Single enqueues of ``bench.stamp(i)`` at the offsets ``due`` (seconds; a late
-    call goes at once, see ``benchmarks._pace.pace``; ``producers`` coroutines) into an
-    idle worker (call i at ``priority[i]`` if given). Returns, by
-    i, the wall clock just before each enqueue call and the body's wall-clock start;
+    """Enqueues of ``bench.stamp(i)`` at the offsets ``due`` (seconds; a late call goes
+    at once, see ``benchmarks._pace.pace``; ``producers`` coroutines) into an idle
+    worker (call i at ``priority[i]`` if given): single enqueues, or with ``tick`` one
+    ``enqueue_many`` per ``tick`` seconds and priority; from this process, or from
+    ``procs`` producer processes (:mod:`benchmarks._produce`; not on memory). Returns,
+    by i, the wall clock just before each enqueue call and the body's wall-clock start;
     raises unless every call ran once and succeeded."""
     url = scratch_url(backend)
     try:
@@ -260,15 +266,29 @@ async def paced(
                     return stamp.enqueue(i)
                 return stamp.with_options(priority=priority[i]).enqueue(i)
 
-            sent, starts = await serve(
-                backend,
-                app,
-                url,
-                len(due),
-                lambda: pace(due, send, producers),
-                timeout,
-                concurrency,
-            )
+            def send_batch(ids: list[int]) -> Any:
+                options = {} if priority is None else {"priority": priority[ids[0]]}
+                return app.enqueue_many(stamp, [(i,) for i in ids], **options)
+
+            classes = None if priority is None else [str(p) for p in priority]
+
+            async def produce() -> list[float]:
+                if procs <= 0 or backend == "memory":
+                    return await send_calls(due, None, producers, tick, send, send_batch, classes)
+                with tempfile.TemporaryDirectory(prefix="bench-plan-") as tmp:
+                    plan = Path(tmp) / "plan.json"
+                    write_plan(plan, due, classes)
+
+                    def argv(part: int) -> list[str]:
+                        return [
+                            sys.executable, "-m", "benchmarks._producer", "--url", url,
+                            "--plan", str(plan), "--part", str(part), "--parts", str(procs),
+                            "--producers", str(producers), "--tick", repr(tick),
+                        ]  # fmt: skip
+
+                    return await run_producers(argv, procs, len(due), timeout, _env(), ROOT)
+
+            sent, starts = await serve(backend, app, url, len(due), produce, timeout, concurrency)
             await verify_all_succeeded(app, len(due))
     finally:
         await drop_scratch(url)
@@ -340,6 +360,7 @@ async def idle_rss(backend: str, settle_s: float = 2.0) -> dict[str, Any]:
         try:
             await asyncio.sleep(settle_s)
             if proc.returncode is not None:
+                assert proc.stderr is not None  # stderr=PIPE
                 raise BenchError(f"worker exited early: {(await proc.stderr.read()).decode()}")
             info = psutil.Process(proc.pid).memory_full_info()
         finally:

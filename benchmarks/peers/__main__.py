@@ -221,6 +221,25 @@ def _plans(
     return [("", _burst_phases(cap, args))]
 
 
+def _producer_args(args: argparse.Namespace) -> list[str]:
+    """How the paced scenarios send (``_kit``'s options)."""
+    return [
+        f"--producers={args.producers}",
+        f"--producer-procs={args.producer_procs}",
+        f"--tick={args.tick_ms / 1000:g}",
+    ]
+
+
+def _producer_info(target: str, args: argparse.Namespace) -> dict[str, Any]:
+    """taskcore's producers, described as ``_kit`` describes a peer's."""
+    api = f"enqueue_many per {args.tick_ms:g} ms tick" if args.tick_ms > 0 else "single enqueues"
+    return {
+        "producer_procs": max(1, args.producer_procs),
+        "producer_coroutines": args.producers,
+        "producer_api": api,
+    }
+
+
 def _parts(scenario: str, args: argparse.Namespace, cap: float) -> list[tuple[str, str, Any]]:
     """The runs one scenario takes, as (key prefix, key suffix, (``_kit`` argv, worker
     slots)) for a peer; their results are merged by :func:`_merge`."""
@@ -231,12 +250,12 @@ def _parts(scenario: str, args: argparse.Namespace, cap: float) -> list[tuple[st
         phase = [("", args.seconds, args.rate)]
         return [("", "", (["paced", f"--idle={args.idle:g}", *_phases_arg(phase)], slots))]
     if scenario in ("load", "burst"):
-        load = ["--idle=0", f"--producers={args.producers}"]
+        load = ["--idle=0", *_producer_args(args)]
         plans = _plans(scenario, args, cap)
         return [("", tag, (["paced", *load, *_phases_arg(ph)], slots)) for tag, ph in plans]
     if scenario == "priority":
         argv = ["priority", f"--capacity={cap:.6g}", f"--seconds={args.priority_seconds:g}",
-                f"--trickle={args.trickle:g}", f"--producers={args.producers}"]  # fmt: skip
+                f"--trickle={args.trickle:g}", *_producer_args(args)]  # fmt: skip
         return [("", "", (argv, slots))]
     if scenario == "scaling":
         burn = ["burn", f"--n={args.scale_n}"]
@@ -335,10 +354,12 @@ async def _taskcore(
         due, classes = priority_plan(cap, args.priority_seconds, args.trickle)
         prio = [int(Priority.CRITICAL if c == HIGH else Priority.BATCH) for c in classes]
         sent, start = await scenarios.paced(
-            backend, due, args.concurrency, args.timeout, args.producers, prio
-        )
+            backend, due, args.concurrency, args.timeout, args.producers, prio,
+            args.producer_procs, args.tick_ms / 1000,
+        )  # fmt: skip
         out = priority_report(args.priority_seconds, due, classes, sent, start)
-        return {"capacity_per_s": cap, "trickle_per_s": args.trickle, **out}
+        return {"capacity_per_s": cap, "trickle_per_s": args.trickle, **out,
+                **_producer_info(target, args)}  # fmt: skip
     if scenario == "realistic":
         res = await realistic(
             backend, args.io_n, args.cpu_n, _payload_n(args), args.realistic_concurrency
@@ -347,9 +368,10 @@ async def _taskcore(
     parts = []
     for suffix, phases in _plans(scenario, args, cap):
         sent, start = await scenarios.paced(
-            backend, schedule(phases), args.concurrency, args.timeout, args.producers
-        )
-        parts.append(("", suffix, report(phases, sent, start)))
+            backend, schedule(phases), args.concurrency, args.timeout, args.producers,
+            None, args.producer_procs, args.tick_ms / 1000,
+        )  # fmt: skip
+        parts.append(("", suffix, report(phases, sent, start) | _producer_info(target, args)))
     return _merge(scenario, parts)
 
 
@@ -406,7 +428,15 @@ def capacity(target: str, result: dict[str, Any], args: argparse.Namespace) -> f
 OPTIONS_4_8: list[tuple[str, type, float, str]] = [
     ("--capacity-n", int, 20_000, "tasks of the capacity burn-down when burn-down is not run"),
     ("--load-seconds", float, 10.0, "load: seconds per level"),
-    ("--producers", int, 4, "load / priority / burst: producers of single enqueues"),
+    ("--producers", int, 4, "load / priority / burst: producer coroutines per producer process"),
+    ("--producer-procs", int, 2, "load / priority / burst: producer processes (0: in the driver)"),
+    (
+        "--tick-ms",
+        float,
+        10.0,
+        "load / priority / burst: ms per bulk enqueue, where the library "
+        "has a public bulk API (0: single enqueues everywhere)",
+    ),
     ("--priority-seconds", float, 8.0, "priority: seconds of the low flood and high trickle"),
     ("--trickle", float, 20.0, "priority: high-priority calls/s"),
     ("--scale-n", int, 20_000, "scaling: tasks"),

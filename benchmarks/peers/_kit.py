@@ -48,10 +48,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from benchmarks import _produce
 from benchmarks._pace import (
     HIGH,
     Phase,
-    pace,
     priority_plan,
     priority_report,
     report,
@@ -229,6 +229,12 @@ class Adapter(Protocol):
     def worker_argv(self) -> list[str]: ...  # ONE worker process, CONFIG.concurrency slots
     def close(self) -> Any: ...
 
+    # optional: enqueue_batch(ids, high) -> one bulk or pipelined enqueue of the calls
+    # ids (at enqueue_prio's priority unless high is None), where the library has a
+    # public bulk API, described by ``batch_api``; the paced scenarios send their
+    # per-tick batches with it (single enqueues without it)
+    # optional: open_producer() -> open for a producer process of a paced run, when
+    # open() does more than connect (the driver has opened first)
     # optional: enqueue_prio(i, high) -> one single enqueue of task_args(i) at the
     # library's highest (high) or lowest priority (the priority scenario); without it
     # ``no_priority`` says why the library's public API has none
@@ -459,12 +465,106 @@ async def burn(
     return out
 
 
-def _sender(adapter: Adapter, producers: int) -> Callable[[int], Awaitable[Any]]:
-    """``enqueue_one`` as a coroutine; in a thread when it blocks and several producers
-    share the loop (the libraries' clients are thread-safe)."""
-    if producers > 1 and not inspect.iscoroutinefunction(adapter.enqueue_one):
-        return lambda i: asyncio.to_thread(adapter.enqueue_one, i)
-    return lambda i: _call(adapter.enqueue_one, i)
+@dataclass(frozen=True)
+class Producers:
+    """How the paced scenarios send their plan: ``procs`` producer processes (0: the
+    driver itself), each with ``coroutines`` producers; with a ``tick`` (seconds), one
+    call of the adapter's ``enqueue_batch`` per tick and class where it has one."""
+
+    procs: int = 0
+    coroutines: int = 1
+    tick: float = 0.0
+    peer: str = ""  # the adapter's module name, for the producer processes
+
+    def api(self, adapter: Adapter) -> str:
+        """The enqueue API the producers use with ``adapter``."""
+        if self.tick > 0 and hasattr(adapter, "enqueue_batch"):
+            return (
+                f"{getattr(adapter, 'batch_api', 'enqueue_batch')} per {self.tick * 1000:g} ms tick"
+            )
+        return "single enqueues"
+
+    def describe(self, adapter: Adapter) -> dict[str, Any]:
+        return {
+            "producer_procs": max(1, self.procs),
+            "producer_coroutines": self.coroutines,
+            "producer_api": self.api(adapter),
+        }
+
+
+def _senders(
+    adapter: Adapter, classes: Sequence[str] | None, coroutines: int
+) -> tuple[Callable[[int], Awaitable[Any]], Callable[[list[int]], Awaitable[Any]] | None]:
+    """``enqueue_one`` (``enqueue_prio`` with ``classes``) and ``enqueue_batch`` as
+    coroutines; in a thread when they block and several coroutines share the loop (the
+    libraries' clients are thread-safe)."""
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+        if coroutines > 1 and not inspect.iscoroutinefunction(fn):
+            return lambda *a: asyncio.to_thread(fn, *a)
+        return lambda *a: _call(fn, *a)
+
+    if classes is None:
+        one = wrap(adapter.enqueue_one)
+        send_one: Callable[[int], Awaitable[Any]] = one
+    else:
+        prio = wrap(adapter.enqueue_prio)  # type: ignore[attr-defined]
+        send_one = lambda i: prio(i, classes[i] == HIGH)  # noqa: E731
+    batch = getattr(adapter, "enqueue_batch", None)
+    if batch is None:
+        return send_one, None
+    many = wrap(batch)
+    if classes is None:
+        return send_one, lambda ids: many(ids, None)
+    return send_one, lambda ids: many(ids, classes[ids[0]] == HIGH)  # one class a batch
+
+
+async def produce(
+    adapter: Adapter,
+    config: Config,
+    due: list[float],
+    classes: list[str] | None,
+    producers: Producers,
+    workdir: Path,
+    timeout: float,
+) -> list[float]:
+    """Send the plan (:mod:`benchmarks._produce`); the wall clock before each call."""
+    if producers.procs <= 0:
+        one, batch = _senders(adapter, classes, producers.coroutines)
+        return await _produce.send_calls(
+            due, None, producers.coroutines, producers.tick, one, batch, classes
+        )
+    plan = workdir / "plan.json"
+    _produce.write_plan(plan, due, classes)
+
+    def argv(part: int) -> list[str]:
+        return [
+            sys.executable, "-m", "benchmarks.peers._kit", producers.peer, "produce",
+            f"--plan={plan}", f"--part={part}", f"--parts={producers.procs}",
+            f"--producers={producers.coroutines}", f"--tick={producers.tick!r}",
+            f"--workdir={workdir}",
+        ]  # fmt: skip
+
+    try:
+        return await _produce.run(
+            argv, producers.procs, len(due), timeout, _worker_env(config), ROOT
+        )
+    except _produce.ProducerFailed as exc:
+        raise RunFailed(str(exc)) from None
+
+
+async def produce_child(
+    adapter: Adapter, plan: Path, part: int, parts: int, coroutines: int, tick: float
+) -> None:
+    """One producer process (``_kit PEER produce``): the adapter's producer side, on the
+    driver's queue (from the environment)."""
+    _due, classes = _produce.read_plan(plan)
+    await _call(getattr(adapter, "open_producer", adapter.open))
+    try:
+        one, batch = _senders(adapter, classes, coroutines)
+        await _produce.child(plan, part, parts, coroutines, tick, one, batch)
+    finally:
+        await _call(adapter.close)
 
 
 async def paced(
@@ -474,7 +574,7 @@ async def paced(
     idle: float,
     timeout: float,
     workdir: Path,
-    producers: int = 1,
+    producers: Producers = Producers(),
 ) -> Any:
     await _call(adapter.open)
     procs = Workers(config, adapter.worker_argv(), 1, workdir)
@@ -490,10 +590,11 @@ async def paced(
         out["worker_processes"] = 1 + _descendants(root)
         if phases:
             due = schedule(phases)
-            sent = await pace(due, _sender(adapter, producers), producers)
+            sent = await produce(adapter, config, due, None, producers, workdir, timeout)
             done, _bodies = await procs.ledgers(len(due), timeout)
             end = {i: t for d in done.values() for i, t in d.items()}
             out |= report(phases, sent, [end[i] for i in range(len(due))])
+            out |= producers.describe(adapter)
     finally:
         procs.stop()
         await _call(adapter.close)
@@ -508,7 +609,7 @@ async def priority(
     trickle: float,
     timeout: float,
     workdir: Path,
-    producers: int = 1,
+    producers: Producers = Producers(),
 ) -> Any:
     """Scenario 5 with two classes (:func:`benchmarks._pace.priority_plan`)."""
     enqueue_prio = getattr(adapter, "enqueue_prio", None)
@@ -523,19 +624,12 @@ async def priority(
     try:
         await _call(adapter.enqueue_one, WARMUP)
         await procs.wait_file(config.result + ".ready", 60)
-        threaded = producers > 1 and not inspect.iscoroutinefunction(enqueue_prio)
-
-        async def send(i: int) -> Any:
-            high = classes[i] == HIGH
-            if threaded:
-                return await asyncio.to_thread(enqueue_prio, i, high)
-            return await _call(enqueue_prio, i, high)
-
-        sent = await pace(due, send, producers)
+        sent = await produce(adapter, config, due, classes, producers, workdir, timeout)
         done, _bodies = await procs.ledgers(len(due), timeout)
         end = {i: t for d in done.values() for i, t in d.items()}
         out: dict[str, Any] = {"capacity_per_s": cap, "trickle_per_s": trickle}
         out |= priority_report(seconds, due, classes, sent, [end[i] for i in range(len(due))])
+        out |= producers.describe(adapter)
     finally:
         procs.stop()
         await _call(adapter.close)
@@ -565,14 +659,35 @@ def _phase(text: str) -> Phase:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.peers._kit")
     p.add_argument("peer")
-    p.add_argument("mode", choices=["burn", "paced", "priority"])
+    p.add_argument("mode", choices=["burn", "paced", "priority", "produce"])
     p.add_argument("--n", type=int, default=20_000, help="burn: tasks")
     p.add_argument("--workers", type=int, default=1, help="burn: worker processes")
     p.add_argument("--task", choices=["noop", "io", "blob", "cpu"], default="noop")
     p.add_argument("--size", type=int, default=0, help="blob: characters of payload")
     p.add_argument("--phase", type=_phase, action="append", default=[],
                    help="paced: NAME:SECONDS:RATE, repeatable (none: idle RSS only)")  # fmt: skip
-    p.add_argument("--producers", type=int, default=1, help="paced: producer coroutines")
+    p.add_argument(
+        "--producers",
+        type=int,
+        default=1,
+        help="paced, priority: producer coroutines (per producer process)",
+    )
+    p.add_argument(
+        "--producer-procs",
+        type=int,
+        default=0,
+        help="paced, priority: producer processes (0: the driver itself)",
+    )
+    p.add_argument(
+        "--tick",
+        type=float,
+        default=0.0,
+        help="paced, priority: seconds per batch of the adapter's enqueue_batch "
+        "(0, or no enqueue_batch: single enqueues)",
+    )
+    p.add_argument("--plan", type=Path, help="produce: the plan file")
+    p.add_argument("--part", type=int, default=0, help="produce: this producer's number")
+    p.add_argument("--parts", type=int, default=1, help="produce: producers in all")
     p.add_argument("--idle", type=float, default=2.0)
     p.add_argument("--capacity", type=float, default=1000.0, help="priority: tasks/s")
     p.add_argument("--seconds", type=float, default=8.0, help="priority: seconds")
@@ -580,6 +695,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=300.0)
     p.add_argument("--workdir", type=Path, required=True)
     args = p.parse_args(argv)
+    if args.mode == "produce":  # a producer process of a paced run: the driver's queue
+        module = importlib.import_module(f"benchmarks.peers.{args.peer.replace('-', '_')}")
+        asyncio.run(
+            produce_child(
+                module.ADAPTER, args.plan, args.part, args.parts, args.producers, args.tick
+            )
+        )
+        return 0
+    producers = Producers(args.producer_procs, args.producers, args.tick, args.peer)
 
     config = Config(
         redis_url=CONFIG.redis_url,
@@ -607,11 +731,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.mode == "priority":
             coro = priority(
                 adapter, config, args.capacity, args.seconds, args.trickle, args.timeout,
-                args.workdir, args.producers,
+                args.workdir, producers,
             )  # fmt: skip
         else:
             coro = paced(
-                adapter, config, args.phase, args.idle, args.timeout, args.workdir, args.producers
+                adapter, config, args.phase, args.idle, args.timeout, args.workdir, producers
             )
         result = asyncio.run(coro)
     except RunFailed as exc:

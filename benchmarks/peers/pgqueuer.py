@@ -33,6 +33,15 @@ class Adapter:
             payloads = [json.dumps(task_args(i)).encode() for i in chunk]
             await self.queries.enqueue(["noop"] * len(chunk), payloads, [0] * len(chunk))
 
+    batch_api = "Queries.enqueue with lists"
+
+    async def enqueue_batch(self, ids: Sequence[int], high: bool | None) -> None:
+        """One ``enqueue`` with lists (the paced scenarios' batches), at the priority of
+        ``enqueue_prio`` when ``high`` is given."""
+        payloads = [json.dumps(task_args(i)).encode() for i in ids]
+        prio = 10 if high else 0
+        await self.queries.enqueue(["noop"] * len(ids), payloads, [prio] * len(ids))
+
     async def enqueue_one(self, i: int) -> None:
         await self.queries.enqueue("noop", json.dumps(task_args(i)).encode())
 

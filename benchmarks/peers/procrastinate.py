@@ -28,9 +28,22 @@ class Adapter:
         await app.open_async()
         await app.schema_manager.apply_schema_async()
 
+    async def open_producer(self) -> None:
+        """A producer process: the driver has applied the schema (applying it from
+        several processes at once fails)."""
+        await app.open_async()
+
     async def enqueue_bulk(self, ids: Sequence[int]) -> None:
         for chunk in chunks(ids):
             await noop.batch_defer_async(*(task_kwargs(i) for i in chunk))
+
+    batch_api = "Task.batch_defer_async"
+
+    async def enqueue_batch(self, ids: Sequence[int], high: bool | None) -> None:
+        """One ``batch_defer_async`` (the paced scenarios' batches), at the priority
+        of ``enqueue_prio`` when ``high`` is given."""
+        deferrer = noop if high is None else noop.configure(priority=10 if high else 0)
+        await deferrer.batch_defer_async(*(task_kwargs(i) for i in ids))
 
     async def enqueue_one(self, i: int) -> None:
         await noop.defer_async(**task_kwargs(i))

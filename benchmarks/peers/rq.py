@@ -32,6 +32,12 @@ class Adapter:
         for chunk in chunks(ids):
             self.queue.enqueue_many([Queue.prepare_data(noop, task_args(i)) for i in chunk])
 
+    batch_api = "Queue.enqueue_many"
+
+    def enqueue_batch(self, ids: Sequence[int], high: bool | None) -> None:
+        """One pipelined ``enqueue_many`` (the paced scenarios' batches; no priority)."""
+        self.queue.enqueue_many([Queue.prepare_data(noop, task_args(i)) for i in ids])
+
     def enqueue_one(self, i: int) -> None:
         self.queue.enqueue(noop, *task_args(i))
 

@@ -23,14 +23,16 @@ TABLES: list[tuple[str, list[Column]]] = [
         ],
     ),
     (
-        "load: single enqueues at 50% and 90% of the target's capacity (scenario 4)",
+        "load: enqueues paced at 50% and 90% of the target's capacity (scenario 4)",
         [
             ("load", "capacity_per_s", "capacity/s", False),
+            ("load", "producer_api_50", "producer", False),
             *(
                 col
                 for pct in (50, 90)
                 for col in (
                     ("load", f"sent_per_s_{pct}", f"{pct}%: sent/s", False),
+                    ("load", f"sent_pct_{pct}", "% of asked", False),
                     ("load", f"p50_ms_{pct}", "p50 ms", False),
                     ("load", f"p99_ms_{pct}", "p99 ms", True),
                     ("load", f"bounded_{pct}", "bounded", False),
@@ -43,7 +45,9 @@ TABLES: list[tuple[str, list[Column]]] = [
         "(scenario 5); high waits in the first and second half of the run, flat = good",
         [
             ("priority", "capacity_per_s", "capacity/s", False),
+            ("priority", "producer_api", "producer", False),
             ("priority", "sent_per_s", "sent/s", False),
+            ("priority", "sent_pct", "% of asked", False),
             ("priority", "high_first_half_p50_ms", "high 1st half p50 ms", False),
             ("priority", "high_first_half_p99_ms", "p99 ms", False),
             ("priority", "high_second_half_p50_ms", "high 2nd half p50 ms", False),
@@ -77,7 +81,9 @@ TABLES: list[tuple[str, list[Column]]] = [
         [
             ("burst", "capacity_per_s", "capacity/s", False),
             ("burst", "before_sent_per_s", "base sent/s", False),
+            ("burst", "producer_api", "producer", False),
             ("burst", "burst_sent_per_s", "burst sent/s", False),
+            ("burst", "burst_sent_pct", "% of asked", False),
             ("burst", "before_p99_ms", "p99 before ms", False),
             ("burst", "burst_p99_ms", "p99 burst ms", True),
             ("burst", "rise_p99_x", "rise x", False),
@@ -88,6 +94,15 @@ TABLES: list[tuple[str, list[Column]]] = [
 # a text in place of a missing figure: the "n/a: why" a scenario recorded (a whole
 # scenario's under "na")
 NOT_APPLICABLE = {"cpu_tasks_per_s": "cpu"}
+SHORT_PCT = 95.0  # a paced run whose producers sent less than this % of the asked rate
+# the paced scenarios' "% of asked" figures: (scenario, key, what)
+SENT_PCT = [
+    ("load", "sent_pct_50", "load 50%"),
+    ("load", "sent_pct_90", "load 90%"),
+    ("priority", "sent_pct", "priority"),
+    ("burst", "before_sent_pct", "burst, base"),
+    ("burst", "burst_sent_pct", "burst, the burst"),
+]
 TASKCORE = {"redis": "taskcore-redis", "postgres": "taskcore-pg"}
 
 
@@ -165,13 +180,20 @@ def _table(result: dict[str, Any], title: str, columns: list[Column], backend: s
 def _settings(c: dict[str, Any], scenarios: set[str]) -> str:
     """What the scenarios 4-8 ran with (the JSON has every option)."""
     parts = []
+    if scenarios & {"load", "priority", "burst"}:
+        tick = c.get("tick_ms", 0)  # older runs: single enqueues from the driver
+        parts.append(f"producers (load, priority, burst): {c.get('producer_procs', 0)} "
+                     f"process(es) of {c.get('producers', 4)} coroutines each (0: the driver), "
+                     + (f"one bulk enqueue per {tick:g} ms tick and class where the library "
+                        "has a public bulk API (column producer), else single enqueues"
+                        if tick else "single enqueues"))  # fmt: skip
     if "load" in scenarios:
         parts.append(f"load: {c['load_seconds']:g} s per level, one worker of {c['concurrency']} "
                      "slots; bounded = cleared within 1 s of the last enqueue")  # fmt: skip
     if "priority" in scenarios:
         parts.append(f"priority: one second of capacity of low calls at once, then low at "
                      f"1.25 x capacity and high at {c.get('trickle', 20):g}/s for "
-                     f"{c.get('priority_seconds', 8):g} s, single enqueues; one worker of "
+                     f"{c.get('priority_seconds', 8):g} s; one worker of "
                      f"{c['concurrency']} slots")  # fmt: skip
     if "scaling" in scenarios:
         parts.append(f"scaling: {c['scale_n']:,} no-ops, {c['concurrency']} slots per worker")
@@ -211,7 +233,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "Versions: "
         + ", ".join(
-            f"{'taskcore' if t in TASKCORE.values() else t} {v or m['taskcore']}"
+            f"{'taskcore' if t in TASKCORE.values() else t} "
+            f"{v or (m['taskcore'] if t in TASKCORE.values() else '(no successful run)')}"
             for t, v in versions.items()
         )
         + ".",
@@ -222,6 +245,16 @@ def markdown(result: dict[str, Any]) -> str:
     for title, columns in TABLES:
         for backend in ("redis", "postgres"):
             lines += _table(result, f"{title}, {backend}", columns, backend)
+    short = []  # every run whose producers fell short, not only the medians
+    for t, per in med.items():
+        for sc, key, what in SENT_PCT:
+            pcts = (per.get(sc) or {}).get("values", {}).get(key, [])
+            low = [_fmt(v) + "%" for v in pcts if isinstance(v, (int, float)) and v < SHORT_PCT]
+            if low:
+                short.append(f"- {t} {what}: the producers sent {', '.join(low)} of the asked "
+                             f"rate in {len(low)} of {len(pcts)} runs")  # fmt: skip
+    if short:
+        lines += ["", f"Offered rate short (under {SHORT_PCT:g}% of the asked rate):", "", *short]
     na = [
         f"- {t} {sc}: {s['median']['na']}"
         for t, per in med.items()

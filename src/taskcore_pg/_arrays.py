@@ -3,14 +3,23 @@
 psycopg dumps a Python list element by element in Python (``types/array.py``); for
 the 11 arrays of a bulk enqueue that was about 8 us per task, a third of the
 client's time. These helpers build PostgreSQL's binary array format directly
-(header, then a length-prefixed value per element, -1 for NULL) with one
-``struct.pack`` per array; the statement's casts (``%(x)b::text[]``) name the type.
+(header, then a length-prefixed value per element, -1 for NULL); the statement's casts
+(``%(x)b::text[]``) name the type.
+
+Fixed-width arrays are packed with :mod:`array` and strided slice assignments, never
+with a format string that depends on the length (``">" + "id" * n``): ``struct``
+compiles and caches every such format (up to 100 of them, about 64 bytes per element
+each), so settle batches of ever new sizes kept megabytes alive in a long-running
+worker (docs/benchmarks.md, the PostgreSQL soak).
 """
 
 from __future__ import annotations
 
 import struct
+import sys
+from array import array
 from collections.abc import Sequence
+from itertools import repeat
 
 from psycopg import adapters
 from psycopg.adapt import Dumper
@@ -28,6 +37,8 @@ __all__ = [
 
 _HEAD = struct.Struct(">iiiii")  # ndim, has nulls, element oid, length, lower bound
 _NULL = b"\xff\xff\xff\xff"
+_LEN8 = b"\x00\x00\x00\x08"
+_F8 = struct.Struct(">d")
 
 
 class _Array(bytes):
@@ -110,26 +121,53 @@ def bytea_array(values: Sequence[bytes | None]) -> _Array:
     return _varlen(_ByteaArray, 17, values)
 
 
-def float8_array(values: Sequence[float | None]) -> _Array:
+# (element type oid, array type code, one length-prefixed element)
+_F8_ELEM = (701, "d", struct.Struct(">id"))
+_I2_ELEM = (21, "h", struct.Struct(">ih"))
+_I8_ELEM = (20, "q", struct.Struct(">iq"))
+_SHORT = 32  # below this many elements one pack per element is faster than the slices
+
+
+def _fixed(
+    cls: type[_Array], elem: tuple[int, str, struct.Struct], values: Sequence[float]
+) -> _Array:
+    """A NULL-free array of fixed-width values: each element is its big-endian length,
+    then its big-endian value. Long arrays take a constant number of C-level
+    operations (one :mod:`array` conversion, one strided slice assignment per byte of
+    the width); nothing is compiled or cached per length."""
+    oid, code, one = elem
     n = len(values)
+    width = one.size - 4
+    if n < _SHORT:
+        return cls(_HEAD.pack(1, 0, oid, n, 1) + b"".join(map(one.pack, repeat(width, n), values)))
+    data = array(code, values)
+    if sys.byteorder == "little":
+        data.byteswap()
+    raw = data.tobytes()
+    stride = one.size
+    buf = bytearray(_HEAD.size + stride * n)
+    _HEAD.pack_into(buf, 0, 1, 0, oid, n, 1)
+    start = _HEAD.size
+    buf[start + 3 :: stride] = bytes((width,)) * n  # the lengths' low bytes (< 256)
+    for k in range(width):
+        buf[start + 4 + k :: stride] = raw[k::width]
+    return cls(buf)
+
+
+def float8_array(values: Sequence[float | None]) -> _Array:
     if None not in values:
-        body = struct.pack(">" + "id" * n, *[x for v in values for x in (8, v)])
-        return _Float8Array(_HEAD.pack(1, 0, 701, n, 1) + body)
-    parts = [_HEAD.pack(1, 1, 701, n, 1)]
-    parts += [_NULL if v is None else b"\x00\x00\x00\x08" + struct.pack(">d", v) for v in values]
+        return _fixed(_Float8Array, _F8_ELEM, values)  # type: ignore[arg-type]
+    parts = [_HEAD.pack(1, 1, 701, len(values), 1)]
+    parts += [_NULL if v is None else _LEN8 + _F8.pack(v) for v in values]
     return _Float8Array(b"".join(parts))
 
 
 def int2_array(values: Sequence[int]) -> _Array:
-    n = len(values)
-    body = struct.pack(">" + "ih" * n, *[x for v in values for x in (2, v)])
-    return _Int2Array(_HEAD.pack(1, 0, 21, n, 1) + body)
+    return _fixed(_Int2Array, _I2_ELEM, values)
 
 
 def int8_array(values: Sequence[int]) -> _Array:
-    n = len(values)
-    body = struct.pack(">" + "iq" * n, *[x for v in values for x in (8, v)])
-    return _Int8Array(_HEAD.pack(1, 0, 20, n, 1) + body)
+    return _fixed(_Int8Array, _I8_ELEM, values)
 
 
 def bool_array(values: Sequence[bool]) -> _Array:

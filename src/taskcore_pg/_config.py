@@ -70,7 +70,7 @@ class Settings:
             fails with BackendUnavailable; also how often the LISTEN connection is
             checked. Server-side timeouts cannot help when the server never hears
             the statement; make this longer than your slowest statement.
-        batch_size: rows per statement for reaping, pruning and purging.
+        batch_size: rows per statement for settling, reaping, pruning and purging.
         promote_limit: due scheduled tasks promoted per queue and claim (at least the
             claim's limit).
         enqueue_chunk: messages per INSERT statement in a bulk enqueue.

@@ -551,15 +551,21 @@ class PostgresBackend:
         self, outcomes: Sequence[Outcome]
     ) -> list[tuple[str, dict[str, Any], list[int]]]:
         """The settle statements for ``outcomes``: ``(name, params, positions)``, one
-        per round of :func:`_rounds`, in order."""
+        per round of :func:`_rounds` and ``batch_size`` outcomes, in order."""
         out = []
         channels = self._channel_params()
-        for positions in _rounds([o.task_id for o in outcomes]):
-            part = [outcomes[p] for p in positions]
-            params = _rows.settle_params(part, self.clock.now())
-            params.update(channels)
-            final = all(o.kind in _FINAL for o in part)
-            out.append(("settle_final" if final else "settle", params, positions))
+        chunk = self.settings.batch_size
+        for round_ in _rounds([o.task_id for o in outcomes]):
+            # at most batch_size outcomes per statement: a worker's batch grows with the
+            # previous settle's round trip, and one huge statement would grow the
+            # connection's buffers and the process's heap for good (docs/postgres.md)
+            for begin in range(0, len(round_), chunk):
+                positions = round_[begin : begin + chunk]
+                part = [outcomes[p] for p in positions]
+                params = _rows.settle_params(part, self.clock.now())
+                params.update(channels)
+                final = all(o.kind in _FINAL for o in part)
+                out.append(("settle_final" if final else "settle", params, positions))
         return out
 
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:

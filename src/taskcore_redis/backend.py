@@ -697,7 +697,11 @@ class RedisBackend(Coordination):
         """BLPOP a marker from ``keys`` for up to ``seconds``; True if woken."""
 
         async def pop() -> bool:
-            popped = await self._conn.call("wait", lambda: self._r.blpop(keys, timeout=seconds))
+            [popped] = await self._conn.call(
+                "wait", lambda: self._conn.execute([("BLPOP", *keys, seconds)]), checked=True
+            )
+            if isinstance(popped, ResponseError):
+                raise BackendError(f"Redis refused wait: {popped}") from popped
             return popped is not None
 
         return pop
@@ -734,7 +738,7 @@ class RedisBackend(Coordination):
 
         async def pop() -> bool:
             try:
-                reply = await self._conn.call("wait", go, idempotent=False)
+                reply = await self._conn.call("wait", go, idempotent=False, checked=True)
             except BaseException as exc:
                 # Cancelled, or the reply was lost: the claim may have run. Send it
                 # again alone: its reply key returns what it took, or, if it has not

@@ -1,21 +1,33 @@
 """The peers suite's pure parts: the paced plan's report, merging a scenario's runs,
-and the markdown built from a recorded run (benchmarks/peers, docs/benchmarks.md)."""
+the markdown built from a recorded run, and the paced scenarios' producers: batches,
+producer processes and their ledgers (benchmarks/peers, benchmarks/_produce.py,
+docs/benchmarks.md)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
 from pathlib import Path
 
+import pytest
 from benchmarks._pace import (
     HIGH,
     LOW,
     backlog_max,
+    pace,
+    pace_ticks,
     priority_plan,
     priority_report,
     report,
     schedule,
+    ticks,
 )
-from benchmarks.peers.__main__ import _merge
+from benchmarks._produce import ProducerFailed, check_ledgers, send_calls, share, write_plan
+from benchmarks._produce import run as run_producers
+from benchmarks.peers.__main__ import ROOT, _merge
+from benchmarks.peers._kit import Config, Producers
+from benchmarks.peers._kit import produce as kit_produce
 from benchmarks.peers.table import TABLES, markdown, summarise
 from benchmarks.report import _fmt
 
@@ -119,3 +131,183 @@ def test_table_from_a_recorded_run_has_one_table_per_scenario_and_backend() -> N
     assert "| arq | n/a |" in prio_redis
     assert "- arq priority: n/a: no job priority in arq's public API" in text
     assert med["pgqueuer"]["priority"]["median"]["high_second_half_p99_ms"] > 0
+
+
+# -- the producers of the paced scenarios (benchmarks/_produce.py) ---------------------------
+PAST = 0.0  # offset 0 long gone: every call is overdue and sent at once
+
+
+def test_ticks_batch_the_calls_of_a_tick_and_class_in_due_order() -> None:
+    due = [0.0, 0.004, 0.012, 0.013, 0.015, 0.031]
+    classes = [LOW, HIGH, LOW, LOW, HIGH, LOW]
+    batches = ticks(due, 0.01, key=classes.__getitem__)
+    assert batches == [(0.0, [0]), (0.0, [1]), (0.01, [2, 3]), (0.01, [4]), (0.03, [5])]
+    # a producer's share only, and at most `most` calls a batch
+    assert ticks(due, 0.01, ids=[0, 2, 4]) == [(0.0, [0]), (0.01, [2, 4])]
+    assert [b for _at, b in ticks([0.0] * 5, 0.01, most=2)] == [[0, 1], [2, 3], [4]]
+
+
+def test_pace_and_pace_ticks_send_only_their_share_and_stamp_it() -> None:
+    due = [0.0, 0.0, 0.0, 0.0, 0.0]
+    singles: list[int] = []
+
+    async def one(i: int) -> None:
+        singles.append(i)
+
+    sent = asyncio.run(pace(due, one, producers=2, ids=[1, 3], start_at=PAST))
+    assert sorted(singles) == [1, 3]
+    assert [t > 0 for t in sent] == [False, True, False, True, False]
+
+    batches: list[list[int]] = []
+
+    async def many(ids: list[int]) -> None:
+        batches.append(ids)
+
+    sent = asyncio.run(pace_ticks(ticks(due, 0.01, ids=[0, 2, 4]), 5, many, start_at=PAST))
+    assert batches == [[0, 2, 4]]
+    assert [t > 0 for t in sent] == [True, False, True, False, True]
+
+
+def test_send_calls_uses_the_bulk_call_only_with_a_tick_and_one_class_a_batch() -> None:
+    due = [0.0, 0.0, 0.0, 0.0]
+    classes = [LOW, HIGH, LOW, HIGH]
+    calls: list[object] = []
+
+    async def one(i: int) -> None:
+        calls.append(i)
+
+    async def many(ids: list[int]) -> None:
+        calls.append(tuple(ids))
+
+    asyncio.run(send_calls(due, None, 1, 0.01, one, many, classes, PAST))
+    assert sorted(calls, key=str) == [(0, 2), (1, 3)]
+    calls.clear()
+    asyncio.run(send_calls(due, None, 1, 0.0, one, many, classes, PAST))  # no tick
+    assert sorted(calls, key=str) == [0, 1, 2, 3]
+    calls.clear()
+    asyncio.run(send_calls(due, [1, 2], 1, 0.01, one, None, classes, PAST))  # no bulk API
+    assert sorted(calls, key=str) == [1, 2]
+
+
+def test_the_producers_shares_cover_every_call_once() -> None:
+    shares = [share(10, k, 3) for k in range(3)]
+    assert sorted(i for s in shares for i in s) == list(range(10))
+    assert shares[1] == [1, 4, 7]
+
+
+def test_check_ledgers_fails_on_a_lost_repeated_or_foreign_call() -> None:
+    assert check_ledgers(3, [{0: 1.0, 2: 3.0}, {1: 2.0}]) == [1.0, 2.0, 3.0]
+    for ledgers, says in [
+        ([{0: 1.0}, {1: 2.0}], "sent 2 of 3"),
+        ([{0: 1.0, 1: 1.0}, {1: 2.0, 2: 2.0}], "another one sent"),
+        ([{0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0}], "outside 0..2"),
+    ]:
+        with pytest.raises(ProducerFailed, match=says):
+            check_ledgers(3, ledgers)
+
+
+CHILD = """
+import asyncio, sys
+from pathlib import Path
+from benchmarks import _produce
+
+plan, part, parts, skip = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+log = open(f"{plan}.{part}.log", "w")
+
+async def one(i):
+    log.write(f"one {i}\\n")
+
+async def many(ids):
+    log.write(f"many {' '.join(map(str, ids))}\\n")
+    if skip in ids:  # a producer that loses a call in its ledger
+        raise SystemExit(3)
+
+tick = 0.01 if len(sys.argv) > 5 else 0.0
+asyncio.run(_produce.child(plan, part, parts, 2, tick, one, many))
+log.close()
+"""
+
+
+def _producers(tmp_path: Path, n: int, parts: int, *extra: str) -> list[float]:
+    plan = tmp_path / "plan.json"
+    write_plan(plan, [0.0] * n, [LOW if i % 2 else HIGH for i in range(n)])
+
+    def argv(part: int) -> list[str]:
+        return [sys.executable, "-c", CHILD, str(plan), str(part), str(parts), *extra]
+
+    return asyncio.run(run_producers(argv, parts, n, 60, cwd=ROOT))
+
+
+def test_producer_processes_send_their_shares_and_the_union_of_their_ledgers_is_checked(
+    tmp_path: Path,
+) -> None:
+    sent = _producers(tmp_path, 7, 3, "-1")
+    assert len(sent) == 7 and all(t > 0 for t in sent)
+    logs = [(tmp_path / f"plan.json.{k}.log").read_text().split() for k in range(3)]
+    assert sorted(int(x) for log in logs for x in log if x != "one") == list(range(7))
+    assert sorted(logs[1]) == ["1", "4", "one", "one"]  # its share, single enqueues (no tick)
+    # with a tick: one bulk call per class in each producer
+    _producers(tmp_path, 6, 2, "-1", "tick")
+    assert (tmp_path / "plan.json.0.log").read_text().split("\n")[:2] == ["many 0 2 4", ""]
+    assert (tmp_path / "plan.json.1.log").read_text() == "many 1 3 5\n"
+
+
+def test_a_failed_producer_process_fails_the_run(tmp_path: Path) -> None:
+    with pytest.raises(ProducerFailed, match="producer 1 failed"):
+        _producers(tmp_path, 6, 2, "3", "tick")
+
+
+class _BatchAdapter:
+    """A peer adapter with a priority and a bulk API, recording what it was sent."""
+
+    batch_api = "Thing.enqueue_many"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object, object]] = []
+
+    def enqueue_one(self, i: int) -> None:
+        self.calls.append(("one", i, None))
+
+    def enqueue_prio(self, i: int, high: bool) -> None:
+        self.calls.append(("prio", i, high))
+
+    async def enqueue_batch(self, ids: list[int], high: bool | None) -> None:
+        self.calls.append(("batch", tuple(ids), high))
+
+
+def test_the_kit_sends_batches_at_each_class_priority_and_says_which_api(tmp_path: Path) -> None:
+    adapter = _BatchAdapter()
+    due = [0.0, 0.0, 0.0, 0.005]
+    classes = [LOW, HIGH, LOW, HIGH]
+    config = Config("", "", "q", 1, str(tmp_path / "ledger"))
+    ticked = Producers(procs=0, coroutines=2, tick=0.01)
+    sent = asyncio.run(kit_produce(adapter, config, due, classes, ticked, tmp_path, 60))  # type: ignore[arg-type]
+    assert all(t > 0 for t in sent)
+    assert sorted(adapter.calls, key=str) == [("batch", (0, 2), False), ("batch", (1, 3), True)]
+    assert ticked.describe(adapter)["producer_api"] == "Thing.enqueue_many per 10 ms tick"  # type: ignore[arg-type]
+    adapter.calls.clear()
+    single = Producers(procs=0, coroutines=1, tick=0.0)
+    asyncio.run(kit_produce(adapter, config, due, classes, single, tmp_path, 60))  # type: ignore[arg-type]
+    assert sorted(adapter.calls, key=str) == [
+        ("prio", 0, False), ("prio", 1, True), ("prio", 2, False), ("prio", 3, True)
+    ]  # fmt: skip
+    assert single.api(adapter) == "single enqueues"  # type: ignore[arg-type]
+    asyncio.run(kit_produce(adapter, config, due, None, single, tmp_path, 60))  # type: ignore[arg-type]
+    assert ("one", 3, None) in adapter.calls
+
+
+def test_the_table_names_the_producer_and_reports_a_short_offered_rate() -> None:
+    result = json.loads(RECORDED.read_text())
+    for target, api in (("huey", "single enqueues"), ("taskcore-redis", "enqueue_many")):
+        for run in result["runs"][target]["load"]:
+            run |= {"producer_api_50": api, "sent_pct_50": 99.0, "sent_pct_90": 99.0}
+    result["runs"]["huey"]["load"][0]["sent_pct_90"] = 60.0  # one run fell short
+    result["medians"] = summarise(result)
+    text = markdown(result)
+    load = text.split("### load")[1]
+    assert "| producer |" in load and "% of asked" in load
+    huey_row = next(x for x in load.splitlines() if x.startswith("| huey |"))
+    assert "| single enqueues |" in huey_row and "| 99.0 |" in huey_row  # the median
+    short = text.split("Offered rate short")[1].split("\n\n")[1]
+    assert short.startswith("- huey load 90%: the producers sent 60.0% of the asked rate in 1 of")
+    assert "taskcore-redis load" not in short

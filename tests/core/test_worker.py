@@ -129,3 +129,42 @@ async def test_the_first_worker_freezes_the_start_up_heap(app: App) -> None:
     async with app.worker():
         await (await noop.enqueue()).result(timeout=5)
         assert gc.get_freeze_count() > 0
+
+
+async def test_autoscaling_shrink_with_prefetch_runs_no_more_than_the_new_target(
+    app: App, recorder: Recorder
+) -> None:
+    """A shrunk worker's surplus slots end as their tasks finish; they do not start the
+    prefetched tasks it still holds."""
+    release = anyio.Event()
+    active = [0, 0]  # running now, most at once after the shrink
+    shrunk = False
+
+    @app.task
+    async def hold() -> None:
+        active[0] += 1
+        if shrunk:
+            active[1] = max(active)
+        await release.wait()
+        active[0] -= 1
+
+    handles = await app.enqueue_many(hold, [() for _ in range(12)])
+    async with app.worker(
+        concurrency=4, min_concurrency=2, max_concurrency=4, prefetch=2
+    ) as worker:
+        await recorder.wait_started(4)
+        assert worker.held == 6  # one claim: four slots and two prefetched
+        worker.autoscaler = worker.autoscaler and type(worker.autoscaler)(
+            2,
+            4,
+            step=2,
+            cpu_high=0,  # any CPU load counts as saturated: shrink
+        )
+        await worker.maintain()
+        assert worker.target == 2
+        shrunk = True
+        release.set()
+        for h in handles:
+            assert await h.result(timeout=10) is None
+    assert len(recorder.started) == 12
+    assert active[1] <= 2

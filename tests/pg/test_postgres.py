@@ -898,6 +898,43 @@ async def test_retention_prunes_in_bounded_batches(pg_dsn: str, pg_schema: str) 
         assert await _count(pg_dsn, pg_schema) == 0
 
 
+async def test_settle_sends_at_most_batch_size_outcomes_per_statement(
+    pg_dsn: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's settle batch grows with the previous settle's round trip; the
+    backend splits it so that no statement (and no connection buffer) grows with it,
+    and each outcome still gets its own answer."""
+    from taskcore_pg import _rows
+
+    sizes: list[int] = []
+    settle_params = _rows.settle_params
+
+    def spy(outcomes: Any, now: float) -> dict[str, Any]:
+        sizes.append(len(outcomes))
+        return settle_params(outcomes, now)
+
+    monkeypatch.setattr(_rows, "settle_params", spy)
+    clock = FakeClock()
+    async with open_backend(pg_dsn, pg_schema, clock, batch_size=3) as backend:
+        await backend.enqueue([make_message(clock) for _ in range(8)])
+        leases = await backend.claim(["q"], 8, 30, "w")
+        assert len(leases) == 8
+        outcomes = [
+            Outcome(lease.message.id, lease.token, OutcomeKind.SUCCEEDED, clock.now())
+            for lease in leases
+        ]
+        stale = leases[2]
+        outcomes[2] = Outcome(stale.message.id, stale.token + 1, OutcomeKind.SUCCEEDED, clock.now())
+        outcomes.append(outcomes[5])  # named twice: the second is refused
+        accepted = await backend.settle(outcomes)
+        assert accepted == [True, True, False, True, True, True, True, True, False]
+        assert sizes == [3, 3, 2, 1]
+        stored = [await backend.get(lease.message.id) for lease in leases]
+        assert [r.state if r else None for r in stored] == [
+            State.RUNNING if i == 2 else State.SUCCEEDED for i in range(8)
+        ]
+
+
 async def test_reaper_forgets_refilled_token_buckets(pg_dsn: str, pg_schema: str) -> None:
     clock = FakeClock()
     async with open_backend(pg_dsn, pg_schema, clock) as backend:

@@ -107,6 +107,39 @@ def test_socket_timeout_must_outlast_the_blocking_wait() -> None:
         RedisBackend.from_url("redis://h/0?socket_timeout=1")
 
 
+# -- connections -----------------------------------------------------------------------
+def test_commands_are_packed_as_redis_py_packs_them() -> None:
+    from redis.asyncio.connection import Connection as RedisConnection
+
+    conn = RedisConnection()
+    backend = RedisBackend.from_url("redis://h/0")
+    commands = [
+        ("EVALSHA", "ab" * 20, 2, "k:{q}", "k:{q}:r:1", "1764356412.123456", "q"),
+        ("SET", "clé", "välue", b"\x00\xff\r\n", 0.1, 1e-07, -3, 2**70),
+        ("UNLINK", "k"),
+    ]
+    assert backend._conn._pack(conn, commands) == b"".join(conn.pack_commands(commands))
+
+
+async def test_kept_connections_stay_within_the_pool_and_close_with_it(
+    redis_url: str, prefix: str, admin: redis_sync.Redis
+) -> None:
+    clock = FakeClock()
+
+    def connections() -> int:
+        return sum(c.get("name") == prefix for c in admin.client_list())
+
+    async with RedisBackend.from_url(
+        redis_url, clock=clock, prefix=prefix, max_connections=8, client_name=prefix
+    ) as b:
+        async with anyio.create_task_group() as tg:  # more callers than connections
+            for _ in range(40):
+                tg.start_soon(b.enqueue, [make_message(clock)])
+        assert 1 <= connections() <= 8
+        assert len(await b.claim(["q"], 100, 30, "w")) == 40
+    assert connections() == 0
+
+
 # -- script cache ----------------------------------------------------------------------
 async def test_scripts_reload_after_script_flush(
     redis_url: str, prefix: str, admin: redis_sync.Redis
