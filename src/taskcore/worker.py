@@ -148,6 +148,12 @@ class Worker:
             ``max(4 * concurrency, 100)``, none while tasks run long. ``N``: up to N.
             Ignored (0) with ``reserved_critical``. Prefetched tasks are handed back,
             keeping their place, when the worker stops.
+        carry: at most this many finished tasks ride on the next claim
+            (``Backend.claim(settle=)``) when it goes out while a settle is still in
+            flight. ``0`` (default): settles always go beside the claims, in parallel.
+            Carrying saves a round trip of client CPU per claim but adds the settles'
+            server time to the claim's; it pays when the worker's CPU is the limit,
+            not the round trip (docs/benchmarks.md, "Carried settles").
     """
 
     def __init__(
@@ -171,6 +177,7 @@ class Worker:
         lost_lease_allowance: int = 3,
         freeze_heap: bool = True,
         prefetch: int | Literal["auto"] = 0,
+        carry: int = 0,
     ) -> None:
         from .errors import ConfigurationError
 
@@ -190,6 +197,8 @@ class Worker:
                 f"grace_period={grace_period}: the lease and the poll interval must be > 0 "
                 "seconds, the grace period >= 0"
             )
+        if carry < 0:
+            raise ConfigurationError(f"carry={carry}: use a number of outcomes >= 0")
         if prefetch != "auto" and not (isinstance(prefetch, int) and prefetch >= 0):
             raise ConfigurationError(
                 f"prefetch={prefetch!r}: use a number of tasks >= 0, or 'auto'"
@@ -249,6 +258,7 @@ class Worker:
         self._stop_requested = False
         self._drain_scope: anyio.CancelScope | None = None
         self.freeze_heap = freeze_heap
+        self.carry = carry
         self.prefetch_auto = prefetch == "auto"
         self.prefetch = 0 if prefetch == "auto" else prefetch
         """Tasks claimed beyond the free slots (adapted as it goes with ``"auto"``)."""
@@ -491,8 +501,12 @@ class Worker:
                     self._retire(f"claimed max_tasks={self.recycle.max_tasks} tasks")
                     break
                 limit = min(limit, left)
-            # what the slots finished rides on the claim (one round trip, not two)
-            carried, self._outcomes = self._outcomes, []
+            # finished tasks are settled beside the claim, in parallel, where their
+            # server time does not delay it; with ``carry``, while a settle is still in
+            # flight a few ride on the claim instead (one round trip, not two)
+            carried: list[Outcome] = []
+            if len(self._outcomes) <= self.carry and self._settle_lock.locked():
+                carried, self._outcomes = self._outcomes, []
             try:
                 sent = time.monotonic()
                 leases = await backend.claim(

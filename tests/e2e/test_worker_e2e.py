@@ -440,6 +440,45 @@ async def test_unserialisable_result_is_dead_lettered(app: App) -> None:
     assert await h.status() is State.DEAD
 
 
+# -- settles -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("carry", [0, 16])
+async def test_finished_tasks_ride_on_the_claim_only_with_carry(app: App, carry: int) -> None:
+    """With ``carry``, outcomes that would queue behind a settle in flight go with the
+    next claim; without it every outcome is settled beside the claims. Either way each
+    result is recorded once."""
+    gate = anyio.Event()
+    carried: list[int] = []
+    backend: Any = app.backend
+    settle, claim = backend.settle, backend.claim
+
+    async def slow_settle(outcomes: Any) -> list[bool]:
+        with anyio.move_on_after(0 if carry == 0 else 10):
+            await gate.wait()  # held until a claim carries outcomes
+        return list(await settle(outcomes))
+
+    async def spy_claim(*args: Any, settle: Any = (), **kwargs: Any) -> Any:
+        if settle:
+            carried.append(len(settle))
+            gate.set()
+        return await claim(*args, settle=settle, **kwargs)
+
+    backend.settle, backend.claim = slow_settle, spy_claim
+
+    @app.task
+    async def echo(i: int) -> int:
+        return i
+
+    handles = await app.enqueue_many(echo, [(i,) for i in range(40)])
+    async with worker(app, concurrency=4, carry=carry):
+        assert [await h.result(timeout=20) for h in handles] == list(range(40))
+    assert (sum(carried) > 0) == (carry > 0)
+    assert all(n <= carry for n in carried)
+    [stats] = await app.stats(["default"])
+    assert stats.states.get(State.SUCCEEDED) == 40
+
+
 # -- slots -----------------------------------------------------------------------------------
 
 
