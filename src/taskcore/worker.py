@@ -855,8 +855,8 @@ class Worker:
         while True:
             await self._outcome_event.wait()
             self._outcome_event = self._new_event()
-            # a claim loop woken by the same finished tasks takes them along first
-            await anyio.lowlevel.checkpoint()
+            if self.carry:  # a claim loop woken by the same finished tasks may take them
+                await anyio.lowlevel.checkpoint()
             await self._flush()
 
     async def _flush(self) -> None:
