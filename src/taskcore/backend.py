@@ -209,7 +209,13 @@ class RuntimeStats:
 
 @runtime_checkable
 class Backend(Protocol):
-    """Everything a backend implements: broker, results, admin and coordination."""
+    """Everything a backend implements: broker, results, admin and coordination.
+
+    Optional attribute ``wait_claims`` (default False): True when, after a claim that
+    came back with fewer tasks than it asked for, :meth:`wait` claims in the round
+    trip that blocks, so that the worker's next claim comes from the wait; the worker
+    then waits at once instead of sending a claim that would come back empty.
+    """
 
     # -- lifecycle ------------------------------------------------------------
     async def __aenter__(self) -> Backend: ...

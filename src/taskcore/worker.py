@@ -35,7 +35,15 @@ import attrs
 
 from .admission import Admission
 from .autoscale import Autoscaler
-from .backend import AttemptError, ExtendStatus, Lease, Outcome, OutcomeKind, WorkerInfo
+from .backend import (
+    AttemptError,
+    Backend,
+    ExtendStatus,
+    Lease,
+    Outcome,
+    OutcomeKind,
+    WorkerInfo,
+)
 from .circuit import Ticket
 from .complexity import Complexity, Pool, classify
 from .errors import (
@@ -480,6 +488,11 @@ class Worker:
 
     async def _claim_loop(self, runs: anyio.abc.TaskGroup) -> None:
         backend = self.app.backend
+        # a backend whose wait() claims in the round trip that blocks, once a claim
+        # found the queues drained (Redis): a claim right after one that came back
+        # short would only come back empty, so the worker waits instead
+        wait_claims = bool(getattr(backend, "wait_claims", False))
+        short = False  # the last claim came back with fewer tasks than it asked for
         failures = 0
         while not self._stopping:
             # reserved slots: claim only into free slots, or P1-P4 tasks prefetched now
@@ -507,6 +520,11 @@ class Worker:
             carried: list[Outcome] = []
             if len(self._outcomes) <= self.carry and self._settle_lock.locked():
                 carried, self._outcomes = self._outcomes, []
+            if short and wait_claims and not carried and max_priority >= 4:
+                short = False
+                await self._wait_for_work(backend)
+                continue
+            short = False
             try:
                 sent = time.monotonic()
                 leases = await backend.claim(
@@ -540,14 +558,9 @@ class Worker:
                     await self._slot_event.wait()
                 continue
             if not leases:
-                with anyio.CancelScope() as self._wait_scope:
-                    try:
-                        await backend.wait(self.queues, self.poll_interval)
-                    except BackendError as exc:
-                        log.warning("wait failed: %s", exc)
-                        await anyio.sleep(self.poll_interval)
-                self._wait_scope = None
+                await self._wait_for_work(backend)
                 continue
+            short = len(leases) < limit and max_priority >= 4
             self._claimed += len(leases)
             new_runs = [_Run(lease) for lease in leases]
             for run in new_runs:
@@ -557,6 +570,15 @@ class Worker:
             self._hand_out(new_runs)
             # let the slots start these runs before the next claim is prepared and sent
             await anyio.lowlevel.checkpoint()
+
+    async def _wait_for_work(self, backend: Backend) -> None:
+        with anyio.CancelScope() as self._wait_scope:
+            try:
+                await backend.wait(self.queues, self.poll_interval)
+            except BackendError as exc:
+                log.warning("wait failed: %s", exc)
+                await anyio.sleep(self.poll_interval)
+        self._wait_scope = None
 
     def _adapt_prefetch(self, sent: float, back: float) -> None:
         """Prefetch twice the tasks the slots finish during one claim round trip (their

@@ -126,6 +126,9 @@ class RedisBackend(Coordination):
     of running index.lua first (two). That script then touches two cluster slots
     (``{P}:idx`` and ``{P:Q}``): fine on the single-node client this class uses; a
     Redis Cluster client must set this to False."""
+    wait_claims = True
+    """After a claim that ran dry, :meth:`wait` claims in the round trip that blocks
+    (see ``_wait``), so a worker waits then instead of claiming again."""
 
     def __init__(
         self,

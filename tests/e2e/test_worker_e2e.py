@@ -479,6 +479,39 @@ async def test_finished_tasks_ride_on_the_claim_only_with_carry(app: App, carry:
     assert stats.states.get(State.SUCCEEDED) == 40
 
 
+async def test_after_a_short_claim_the_worker_waits_where_the_wait_claims(app: App) -> None:
+    """A claim that came back with fewer tasks than it asked for found the queue
+    drained. On a backend whose wait() claims in the round trip that blocks (Redis)
+    the worker waits next instead of sending a claim that would come back empty;
+    elsewhere it claims again first. Either way every task runs."""
+    backend: Any = app.backend
+    claim, wait = backend.claim, backend.wait
+    calls: list[str] = []
+
+    async def spy_claim(queues: Any, limit: int, *args: Any, **kwargs: Any) -> Any:
+        leases = await claim(queues, limit, *args, **kwargs)
+        calls.append("short" if 0 < len(leases) < limit else "claim")
+        return leases
+
+    async def spy_wait(*args: Any, **kwargs: Any) -> None:
+        calls.append("wait")
+        await wait(*args, **kwargs)
+
+    backend.claim, backend.wait = spy_claim, spy_wait
+
+    @app.task
+    async def echo(i: int) -> int:
+        return i
+
+    async with worker(app, concurrency=4):
+        for i in range(5):  # one at a time: each claim takes one task of four slots
+            assert await (await echo.enqueue(i)).result(timeout=10) == i
+    after_short = [calls[k + 1] for k in range(len(calls) - 1) if calls[k] == "short"]
+    assert len(after_short) >= 4
+    expected = "wait" if getattr(backend, "wait_claims", False) else "claim"
+    assert set(after_short) == {expected}
+
+
 # -- slots -----------------------------------------------------------------------------------
 
 
