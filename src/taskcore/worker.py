@@ -72,6 +72,9 @@ WATCHDOG_INTERVAL = 0.05  # seconds: precision of task timeouts
 RESERVED_POLL = 0.1  # seconds: P0 look-ups while only reserved slots are free
 # automatic prefetch: twice the tasks the slots finished during the last claim round
 # trip, at most this many per slot (and at least PREFETCH_FLOOR in all)
+# backpressure: while this many outcomes per slot wait for a settle (the backend is slow
+# to record them, or unreachable), the worker claims nothing more
+SETTLE_BACKLOG_PER_SLOT = 10
 PREFETCH_PER_SLOT = 4
 PREFETCH_FLOOR = 100
 
@@ -261,6 +264,8 @@ class Worker:
         self._closed = False
         self._waking = False
         self._settle_lock = anyio.Lock()
+        self._settling = 0  # outcomes in the settle in flight
+        self._backlogged = False  # the claim loop waits for settles to catch up
         self._tracing = app.telemetry.tracing
         self._claimed = 0
         self._stop_requested = False
@@ -499,6 +504,15 @@ class Worker:
             # could take them later
             capacity = self.target + (0 if self.reserved_critical else self.prefetch)
             free = capacity - len(self._running)
+            if len(self._outcomes) + self._settling >= SETTLE_BACKLOG_PER_SLOT * self.target:
+                # finished tasks wait for their settle: claiming more would only pile up
+                # outcomes (memory) whose leases may lapse before they are recorded;
+                # woken by the next settle, a finished task or stop()
+                self._backlogged = True
+                self._slot_event = self._new_event()
+                await self._slot_event.wait()
+                self._backlogged = False
+                continue
             # batch claims: while tasks run, wait until a quarter of the room is free
             if free < (max(1, capacity // 4) if self._running else 1):
                 self._slot_event = self._new_event()
@@ -891,18 +905,24 @@ class Worker:
         failures = 0
         while self._outcomes:
             batch, self._outcomes = self._outcomes, []
+            self._settling = len(batch)
             try:
                 await self.app.backend.settle(batch)
                 failures = 0
             except BackendError as exc:
                 # keep the batch: a lease that lapses meanwhile ends in a re-run, never a loss
                 self._outcomes[:0] = batch
+                self._settling = 0
                 failures += 1
                 delay = min(10.0, 0.05 * 2**failures)
                 log.warning(
                     "settle of %d outcome(s) failed (%s); retrying in %.2fs", len(batch), exc, delay
                 )
                 await anyio.sleep(delay)
+            finally:
+                self._settling = 0
+                if self._backlogged:  # the claim loop waits for this settle: look again
+                    self._slot_event.set()
 
     async def _extend_loop(self) -> None:
         while True:
