@@ -464,7 +464,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=20_000, help="burn-down tasks (20,000)")
     p.add_argument("--concurrency", type=int, default=10, help="slots per worker (10)")
     p.add_argument("--rate", type=float, default=100.0, help="latency: enqueues/s (100)")
-    p.add_argument("--seconds", type=float, default=5.0, help="latency: duration (5)")
+    p.add_argument("--seconds", type=float, default=20.0, help="latency: duration (20)")
     p.add_argument("--idle", type=float, default=2.0, help="idle seconds before RSS (2)")
     p.add_argument(
         "--taskcore-prefetch",
