@@ -71,7 +71,8 @@ class Callgrind:
 
     def read(self) -> int:
         self._control("-d")
-        dumps = glob.glob(f"/proc/{self.pid}/cwd/*.{self.pid}.out.*")
+        cwd = f"/proc/{self.pid}/cwd"  # valgrind names dumps callgrind.out.<pid>.<n>
+        dumps = glob.glob(f"{cwd}/*.out.{self.pid}.*") or glob.glob(f"{cwd}/*.{self.pid}.out.*")
         latest = max(dumps, key=lambda f: int(f.rsplit(".", 1)[1]))
         with open(latest) as f:
             for line in f:
