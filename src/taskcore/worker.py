@@ -70,11 +70,11 @@ log = logging.getLogger("taskcore.worker")
 StopReason = Literal["cancel", "lost", "shutdown", "timeout"]
 WATCHDOG_INTERVAL = 0.05  # seconds: precision of task timeouts
 RESERVED_POLL = 0.1  # seconds: P0 look-ups while only reserved slots are free
-# automatic prefetch: twice the tasks the slots finished during the last claim round
-# trip, at most this many per slot (and at least PREFETCH_FLOOR in all)
 # backpressure: while this many outcomes per slot wait for a settle (the backend is slow
 # to record them, or unreachable), the worker claims nothing more
 SETTLE_BACKLOG_PER_SLOT = 10
+# automatic prefetch: twice the tasks the slots finished during the last claim round
+# trip, at most this many per slot (and at least PREFETCH_FLOOR in all)
 PREFETCH_PER_SLOT = 4
 PREFETCH_FLOOR = 100
 
