@@ -103,6 +103,17 @@ async def _guard_plans(conn: Conn) -> None:
     await conn.execute("SET enable_bitmapscan = off")
 
 
+def _pin_plans(pin_query: str) -> Callable[[Conn], Awaitable[None]]:
+    """The claim sessions' set-up: the plan guard, and the claim's generic plan pinned
+    to index reads for the whole session (``claim_plan.sql``)."""
+
+    async def configure(conn: Conn) -> None:
+        await _guard_plans(conn)
+        await conn.execute(pin_query)
+
+    return configure
+
+
 class PostgresBackend:
     """Tasks in PostgreSQL tables; ``postgresql://`` in a URL.
 
@@ -156,6 +167,8 @@ class PostgresBackend:
         self._channels = Channels(self.settings.schema)
         self._waiters = Waiters()
         self._pool: AsyncConnectionPool[Conn] | None = None
+        # claims run on sessions of their own when their plan is pinned (see claim)
+        self._claims: AsyncConnectionPool[Conn] | None = None
         self._listener: Listener | None = None
         subscribe = getattr(self.clock, "subscribe", None)
         if subscribe is not None:
@@ -225,9 +238,24 @@ class PostgresBackend:
             configure=_guard_plans if s.plan_guard else None,
         )
         self._pool = pool
+        if s.plan_guard and s.prepare_threshold is not None:
+            # opened lazily: a process that never claims (a producer) never connects
+            self._claims = _Pool(
+                s.operation_timeout,
+                self._dsn,
+                kwargs=kwargs,
+                min_size=0,
+                max_size=s.max_size,
+                timeout=s.timeout,
+                name=f"taskcore_pg.{s.schema}.claims",
+                open=False,
+                configure=_pin_plans(self._sql["claim_plan"]),
+            )
         try:
             await self._reach(libpq)
             await pool.open(wait=True, timeout=s.timeout)
+            if self._claims is not None:
+                await self._claims.open(wait=True, timeout=s.timeout)
             if s.migrate_on_start:
                 # (unbounded: upgrading a populated schema may wait for locks)
                 await self._run(lambda conn: migrate_async(conn, s.schema), bounded=False)
@@ -267,6 +295,9 @@ class PostgresBackend:
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
+        claims, self._claims = self._claims, None
+        if claims is not None:
+            await claims.close()
 
     def on_cancel(self, callback: Callable[[str], None]) -> None:
         """Call ``callback(task_id)`` as soon as cancellation of a running task is asked
@@ -280,6 +311,7 @@ class PostgresBackend:
         *,
         idempotent: bool = False,
         bounded: bool = True,
+        claims: bool = False,
     ) -> T:
         """Run ``op`` on a pooled connection, translating driver errors.
 
@@ -288,9 +320,12 @@ class PostgresBackend:
         operations (``idempotent``) are retried once first. An operation that takes
         longer than ``operation_timeout`` (unless not ``bounded``) counts as a lost
         connection (its peer may have vanished without a word): the connection is
-        closed, not reused.
+        closed, not reused. ``claims``: on a claim session (see :meth:`claim`), when
+        there are such.
         """
         pool = self._pool
+        if claims and self._claims is not None and pool is not None:
+            pool = self._claims
         if pool is None:
             raise BackendError(
                 "PostgresBackend is not open: use `async with backend:` before calling it"
@@ -503,9 +538,10 @@ class PostgresBackend:
         synchronously (the claim keeps the server's ``synchronous_commit`` instead of
         turning it off): the settles in it must survive a server crash. If any
         statement fails, none of it is recorded and the call raises. With
-        ``plan_guard`` (and server-side prepares), ``claim_plan.sql`` goes just before
-        the claim in the same pipeline: the claim runs on one generic plan per
-        session, pinned to index reads, instead of being planned on every call.
+        ``plan_guard`` (and server-side prepares), claims run on sessions of their own,
+        set up with ``claim_plan.sql``: the claim runs on one generic plan per session,
+        pinned to index reads, instead of being planned on every call, and without a
+        statement of its own per claim for the pins.
         """
         names = list(dict.fromkeys(queues))
         if limit <= 0 or not names:
@@ -525,26 +561,21 @@ class PostgresBackend:
             "promote_limit": max(limit, self.settings.promote_limit),
             "synchronous_commit": (None if settles or self.settings.claim_sync_commit else "off"),
         }
-        # a generic claim plan pays only once psycopg prepares the statement
-        pin = self.settings.plan_guard and self.settings.prepare_threshold is not None
-        if settles or pin:
-            claim_query = self._sql["claim"]
-            pin_query = self._sql["claim_plan"] if pin else None
+        claim_query = self._sql["claim"]
 
-            async def op(conn: Conn) -> list[TupleRow]:
-                # no Sync between the statements: one implicit transaction, whose
-                # first error skips the rest and rolls it all back
-                async with conn.pipeline():
-                    for name, settle_params, _ in settles:
-                        await conn.execute(self._sql[name], settle_params, binary=True)
-                    if pin_query is not None:  # (its settings apply to the claim only)
-                        await conn.execute(pin_query)
-                    cur = await conn.execute(claim_query, params, binary=True)
+        async def op(conn: Conn) -> list[TupleRow]:
+            if not settles:
+                cur = await conn.execute(claim_query, params, binary=True)
                 return await cur.fetchall()
+            # no Sync between the statements: one implicit transaction, whose first
+            # error skips the rest and rolls it all back
+            async with conn.pipeline():
+                for name, settle_params, _ in settles:
+                    await conn.execute(self._sql[name], settle_params, binary=True)
+                cur = await conn.execute(claim_query, params, binary=True)
+            return await cur.fetchall()
 
-            rows = await self._run(op)
-        else:
-            rows = await self._fetchall("claim", params, binary=True)
+        rows = await self._run(op, claims=True)
         return [_rows.lease_from_row(row, worker, now, expires_at) for row in rows]
 
     def _settle_statements(
