@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import socket
+import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -58,6 +62,10 @@ _PLAIN = {"conflict": "", "stored": "q.kind IS DISTINCT FROM 'fair'"}
 _FINAL = frozenset(
     {OutcomeKind.SUCCEEDED, OutcomeKind.FAILED, OutcomeKind.DEAD, OutcomeKind.CANCELLED}
 )
+
+# How long a registration as a result waiter (done_waiters) lasts; renewed by the next
+# wait_done once half of it has passed, forgotten by the reaper once it has run out.
+DONE_TTL = 300.0
 
 _RECORD_COLUMNS = (
     "id, task, queue, priority, state, attempt, enqueued_at, eligible_at, updated_at, body, "
@@ -170,6 +178,12 @@ class PostgresBackend:
         # claims run on sessions of their own when their plan is pinned (see claim)
         self._claims: AsyncConnectionPool[Conn] | None = None
         self._listener: Listener | None = None
+        # this backend's registration as a result waiter (see _want_done)
+        self._done_id = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:12]}"
+        self._done_until = -float("inf")  # backend clock
+        self._done_since = -float("inf")  # time.monotonic() of the latest fresh registration
+        self._done_generation = 0
+        self._done_lock: anyio.Lock | None = None
         subscribe = getattr(self.clock, "subscribe", None)
         if subscribe is not None:
             subscribe(self._waiters.wake_all)
@@ -289,6 +303,12 @@ class PostgresBackend:
     async def aclose(self) -> None:
         """Stop listening and close the pool; idempotent."""
         self._waiters.wake_all()
+        if self._done_until > -float("inf") and self._pool is not None:
+            # no longer waiting for results: the settles may stop notifying (else the
+            # reaper forgets the registration once it expires)
+            self._done_until = -float("inf")
+            with contextlib.suppress(BackendError):
+                await self._fetchall("unwant_done", {"id": self._done_id})
         listener, self._listener = self._listener, None
         if listener is not None:
             await listener.aclose()
@@ -701,11 +721,48 @@ class PostgresBackend:
         row = await self._fetchone("get", {"id": task_id}, idempotent=True)
         return None if row is None else _rows.record_from_row(row)
 
+    async def _want_done(self) -> tuple[int, bool]:
+        """Keep this backend registered as a result waiter (``done_waiters``): the
+        settles notify ``<schema>.done`` only while some process is. Returns the
+        registration's generation (it changes when a lapsed registration is made
+        again) and whether the registration is recent.
+
+        A settle decides whether to notify from a snapshot taken after it wrote its rows
+        (``done_wanted()``), but commits later: one that looked just before this
+        registration committed may still be committing, unnotified. So the first check
+        under a recent registration is a locking read, which waits for such a settle to
+        end; ``operation_timeout`` bounds "recent" (a settle still uncommitted after that
+        long only delays the waiter to its next poll).
+        """
+        if not self.settings.listen:  # nothing here would hear a notification: poll
+            return 0, False
+        if self._done_lock is None:
+            self._done_lock = anyio.Lock()
+        async with self._done_lock:
+            now = self.clock.now()
+            if now >= self._done_until - DONE_TTL / 2:
+                lapsed = now >= self._done_until
+                await self._fetchall(
+                    "want_done", {"id": self._done_id, "expires_at": now + DONE_TTL}
+                )
+                self._done_until = now + DONE_TTL
+                if lapsed:
+                    self._done_since = time.monotonic()
+                    self._done_generation += 1
+            recent = time.monotonic() - self._done_since < self.settings.operation_timeout
+            return self._done_generation, recent
+
     async def wait_done(self, task_id: str, timeout: float) -> TaskRecord | None:
         deadline = anyio.current_time() + timeout
         with self._waiters.done(task_id) as event:
+            checked: int | None = None
             while True:
-                record = await self.get(task_id)
+                generation, recent = await self._want_done()
+                # a locking read after each fresh registration (see _want_done)
+                name = "get_locked" if recent and generation != checked else "get"
+                checked = generation
+                row = await self._fetchone(name, {"id": task_id}, idempotent=True)
+                record = None if row is None else _rows.record_from_row(row)
                 if record is None or record.state in TERMINAL:
                     return record
                 remaining = deadline - anyio.current_time()

@@ -773,6 +773,7 @@ async def test_notify_from_another_process_wakes_waiters(pg_dsn: str, pg_schema:
         with anyio.fail_after(5):
             await got_cancel.wait()
         assert cancelled == [msg.id]
+        await consumer._want_done()  # what wait_done does first: settles notify while any does
         with consumer._waiters.done(msg.id) as done, anyio.fail_after(5):
             out = Outcome(msg.id, lease.token, OutcomeKind.CANCELLED, clock.now())
             assert await producer.settle([out]) == [True]
@@ -976,3 +977,116 @@ async def test_purge_works_in_batches(pg_dsn: str, pg_schema: str) -> None:
         await backend.enqueue([make_message(clock, delay=100) for _ in range(5)])
         assert await backend.purge("q", [State.QUEUED, State.SCHEDULED]) == 255
         assert await _count(pg_dsn, pg_schema) == 0
+
+
+async def _done_waiters(dsn: str, schema: str) -> list[str]:
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        cur = await conn.execute(f'SELECT id FROM "{schema}".done_waiters ORDER BY id')
+        return [row[0] for row in await cur.fetchall()]
+
+
+async def test_settles_notify_done_only_while_a_process_waits_for_results(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    """Nobody waiting for results: a settle sends no ``done`` notification (every
+    LISTENing session of the database would be woken by one). A process that waits
+    registers first; then settles notify, and closing it (or, for a process that
+    vanished, the reaper once the registration expired) stops them again."""
+    clock = FakeClock()
+    async with (
+        open_backend(pg_dsn, pg_schema, clock, listen=False) as worker,
+        await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as ear,
+    ):
+        await ear.execute(f'LISTEN "{pg_schema}.done"')
+        msgs = [make_message(clock) for _ in range(3)]
+        await worker.enqueue(msgs)
+        leases = {x.message.id: x for x in await worker.claim(["q"], 3, 30, "w")}
+
+        async def settle(msg: Any) -> None:
+            lease = leases[msg.id]
+            out = Outcome(msg.id, lease.token, OutcomeKind.SUCCEEDED, clock.now())
+            assert await worker.settle([out]) == [True]
+
+        await settle(msgs[0])  # nobody waits: no notification
+        async with open_backend(pg_dsn, pg_schema, clock) as waiting:
+            handle = await waiting.wait_done(msgs[0].id, 5)
+            assert handle is not None and handle.state is State.SUCCEEDED
+            assert await _done_waiters(pg_dsn, pg_schema) == [waiting._done_id]
+            await settle(msgs[1])  # now it does
+        assert await _done_waiters(pg_dsn, pg_schema) == []  # closed: forgotten
+        await settle(msgs[2])
+        # one more notification after that, to know that nothing else came before it
+        await ear.execute(f"NOTIFY \"{pg_schema}.done\", 'end'")
+        got = []
+        with anyio.fail_after(5):
+            async for note in ear.notifies():
+                got.append(note.payload)
+                if note.payload == "end":
+                    break
+        assert got == [msgs[1].id, "end"]
+
+        # a registration left by a process that vanished lasts until it expires
+        async with open_backend(pg_dsn, pg_schema, clock) as vanished:
+            await vanished._want_done()
+            vanished._done_until = -float("inf")  # as if it died: aclose forgets nothing
+        assert len(await _done_waiters(pg_dsn, pg_schema)) == 1
+        clock.advance(299)
+        await worker.reap()
+        assert len(await _done_waiters(pg_dsn, pg_schema)) == 1
+        clock.advance(2)
+        await worker.reap()
+        assert await _done_waiters(pg_dsn, pg_schema) == []
+
+
+async def test_a_result_waiter_sees_a_settle_that_committed_after_its_first_check(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    """The race of the lazy ``done`` notification: a settle decided not to notify (no
+    waiter registered yet) and is still committing when a waiter registers and looks
+    at the task. Its first look is a locking read: it waits for that settle to end and
+    sees the task finished, instead of 'running' and then no notification. (The settle
+    here is a transaction held open by hand, which sends no notification.)"""
+    clock = FakeClock()
+    async with (
+        open_backend(pg_dsn, pg_schema, clock, poll_interval=1.0) as backend,
+        await psycopg.AsyncConnection.connect(pg_dsn) as settler,
+    ):
+        msg = make_message(clock)
+        await backend.enqueue([msg])
+        [lease] = await backend.claim(["q"], 1, 30, "w")
+        await settler.execute(
+            f'UPDATE "{pg_schema}".tasks SET state = %s, result = %s, finished_at = %s'
+            " WHERE id = %s AND token = %s",
+            ["succeeded", b"42", clock.now(), msg.id, lease.token],
+        )  # in a transaction, not committed
+        got: list[Any] = []
+
+        async def waiter() -> None:
+            # less than poll_interval: without the locking read it would return 'running'
+            got.append(await backend.wait_done(msg.id, 0.5))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            # the waiter's first read queues behind the settle's lock (server state,
+            # observed: nothing to await)
+            with anyio.fail_after(5):
+                while not await _lock_waiters(pg_dsn, settler.info.backend_pid):  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+            await settler.commit()
+        [record] = got
+        assert record is not None and record.state is State.SUCCEEDED and record.result == b"42"
+        # later waits of the same registration read without locking (and still see it)
+        again = await backend.wait_done(msg.id, 0.5)
+        assert again is not None and again.state is State.SUCCEEDED
+
+
+async def _lock_waiters(dsn: str, blocker: int) -> int:
+    """How many sessions wait for a lock held by the session ``blocker``."""
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        cur = await conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+            [blocker],
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])

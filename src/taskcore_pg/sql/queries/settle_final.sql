@@ -30,10 +30,13 @@ WITH input AS (
      ORDER BY 1, 2
     ON CONFLICT (queue, priority) DO UPDATE SET n = c.n + EXCLUDED.n
 ), finished AS (
+    -- only while some process waits for results (done_wanted(): evaluated per chunk of
+    -- ids once the chunk is aggregated, i.e. after its rows were written)
     SELECT count(pg_notify(%(done_channel)s, c.ids)) AS n
       FROM (SELECT string_agg(d.id, ',') AS ids
               FROM (SELECT s.id, (row_number() OVER ()) / 200 AS chunk FROM settled s) d
              GROUP BY d.chunk) c
+     WHERE @schema@.done_wanted()
 )
 SELECT coalesce(array_agg(s.ord), '{}') AS accepted, (SELECT n FROM finished) AS notified
   FROM settled s
