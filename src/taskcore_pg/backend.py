@@ -58,6 +58,16 @@ Conn = psycopg.AsyncConnection[TupleRow]
 _ARBITER = {"conflict": "ON CONFLICT DO NOTHING", "stored": "true"}
 _PLAIN = {"conflict": "", "stored": "q.kind IS DISTINCT FROM 'fair'"}
 
+# The two variants of settle_final.sql: with the late counts' upsert, or without (no
+# outcome of the batch is late, the usual case).
+_COUNT_LATE = {
+    "count_late": "INSERT INTO @schema@.late_counts AS c (queue, priority, n)"
+    " SELECT s.queue, s.priority, count(*) FROM settled s WHERE s.late"
+    " GROUP BY s.queue, s.priority ORDER BY 1, 2"
+    " ON CONFLICT (queue, priority) DO UPDATE SET n = c.n + EXCLUDED.n"
+}
+_PUNCTUAL = {"count_late": "SELECT"}
+
 # Outcomes that end a task: a batch of only these takes settle_final.sql.
 _FINAL = frozenset(
     {OutcomeKind.SUCCEEDED, OutcomeKind.FAILED, OutcomeKind.DEAD, OutcomeKind.CANCELLED}
@@ -590,8 +600,8 @@ class PostgresBackend:
             # no Sync between the statements: one implicit transaction, whose first
             # error skips the rest and rolls it all back
             async with conn.pipeline():
-                for name, settle_params, _ in settles:
-                    await conn.execute(self._sql[name], settle_params, binary=True)
+                for settle_query, settle_params, _ in settles:
+                    await conn.execute(settle_query, settle_params, binary=True)
                 cur = await conn.execute(claim_query, params, binary=True)
             return await cur.fetchall()
 
@@ -601,7 +611,7 @@ class PostgresBackend:
     def _settle_statements(
         self, outcomes: Sequence[Outcome]
     ) -> list[tuple[str, dict[str, Any], list[int]]]:
-        """The settle statements for ``outcomes``: ``(name, params, positions)``, one
+        """The settle statements for ``outcomes``: ``(query, params, positions)``, one
         per round of :func:`_rounds` and ``batch_size`` outcomes, in order."""
         out = []
         channels = self._channel_params()
@@ -615,14 +625,25 @@ class PostgresBackend:
                 part = [outcomes[p] for p in positions]
                 params = _rows.settle_params(part, self.clock.now())
                 params.update(channels)
-                final = all(o.kind in _FINAL for o in part)
-                out.append(("settle_final" if final else "settle", params, positions))
+                if not all(o.kind in _FINAL for o in part):
+                    query = self._sql["settle"]
+                else:
+                    late = any(o.late for o in part)
+                    query = self._sql.variant(
+                        "settle_final", **(_COUNT_LATE if late else _PUNCTUAL)
+                    )
+                out.append((query, params, positions))
         return out
 
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
         accepted = [False] * len(outcomes)
-        for name, params, positions in self._settle_statements(outcomes):
-            row = await self._fetchone(name, params, binary=True)
+        for query, params, positions in self._settle_statements(outcomes):
+
+            async def op(conn: Conn, query: str = query, params: dict[str, Any] = params) -> Any:
+                cur = await conn.execute(query, params, binary=True)
+                return await cur.fetchone()
+
+            row = await self._run(op)
             for ord_ in row[0] if row else ():
                 accepted[positions[ord_ - 1]] = True
         return accepted

@@ -23,6 +23,7 @@ from taskcore.states import State
 from taskcore.testing import make_message
 from taskcore_pg import LATEST_VERSION, PostgresBackend, check, check_async, migrate, migrate_async
 from taskcore_pg._sql import Statements, strip_comments
+from taskcore_pg.backend import _COUNT_LATE, _PUNCTUAL
 from taskcore_pg.cli import main as cli_main
 
 pytestmark = pytest.mark.anyio
@@ -134,9 +135,31 @@ def test_statements_are_sent_without_comments_and_fit_psycopgs_parse_cache() -> 
     # again on every call, even with the longest schema name allowed
     assert strip_comments("a -- x\n\n  'b -- c'  -- d\n-- e\n\"f--\" g") == "a\n'b -- c'\n\"f--\" g"
     statements = Statements("s" * 48)
-    for name in ("claim", "settle", "settle_final", "extend", "ready", "reap"):
-        text = statements[name]
-        assert "--" not in text and len(text.encode()) <= 4096, name
+    texts = {name: statements[name] for name in ("claim", "settle", "extend", "ready", "reap")}
+    for variant in (_COUNT_LATE, _PUNCTUAL):
+        texts[f"settle_final {variant}"] = statements.variant("settle_final", **variant)
+    for name, text in texts.items():
+        assert "--" not in text and "@" not in text and len(text.encode()) <= 4096, name
+
+
+async def test_late_outcomes_are_counted_whichever_variant_settles_them(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    """A batch with a late outcome takes settle_final.sql with the late counts' upsert,
+    a punctual one the variant without it; the counts are those of the late ones."""
+    clock = FakeClock()
+    async with open_backend(pg_dsn, pg_schema, clock) as backend:
+        await backend.enqueue([make_message(clock) for _ in range(5)])
+        leases = await backend.claim(["q"], 5, 30, "w")
+
+        def out(i: int, late: bool) -> Outcome:
+            x = leases[i]
+            return Outcome(x.message.id, x.token, OutcomeKind.SUCCEEDED, clock.now(), late=late)
+
+        assert await backend.settle([out(0, False), out(1, True), out(2, False)]) == [True] * 3
+        assert await backend.settle([out(3, False), out(4, False)]) == [True] * 2
+        [stats] = await backend.stats(["q"])
+        assert stats.late == 1 and stats.states[State.SUCCEEDED] == 5
 
 
 async def test_unreachable_server_is_backend_unavailable_with_the_cause() -> None:
