@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import time
@@ -50,6 +51,8 @@ from ._sql import Statements
 from .migrations import check_async, migrate_async
 
 __all__ = ["PostgresBackend"]
+
+log = logging.getLogger("taskcore_pg")
 
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[TupleRow]
@@ -194,6 +197,7 @@ class PostgresBackend:
         self._done_since = -float("inf")  # time.monotonic() of the latest fresh registration
         self._done_generation = 0
         self._done_lock: anyio.Lock | None = None
+        self._done_refused = False  # the server refused the registration: poll
         subscribe = getattr(self.clock, "subscribe", None)
         if subscribe is not None:
             subscribe(self._waiters.wake_all)
@@ -755,17 +759,29 @@ class PostgresBackend:
         end; ``operation_timeout`` bounds "recent" (a settle still uncommitted after that
         long only delays the waiter to its next poll).
         """
-        if not self.settings.listen:  # nothing here would hear a notification: poll
-            return 0, False
+        if not self.settings.listen or self._done_refused:
+            return 0, False  # nothing here would hear a notification: poll
         if self._done_lock is None:
             self._done_lock = anyio.Lock()
         async with self._done_lock:
             now = self.clock.now()
             if now >= self._done_until - DONE_TTL / 2:
                 lapsed = now >= self._done_until
-                await self._fetchall(
-                    "want_done", {"id": self._done_id, "expires_at": now + DONE_TTL}
-                )
+                try:
+                    await self._fetchall(
+                        "want_done", {"id": self._done_id, "expires_at": now + DONE_TTL}
+                    )
+                except BackendUnavailable:
+                    raise
+                except BackendError as exc:  # e.g. a role that may only read
+                    log.warning(
+                        "taskcore_pg: cannot register as a result waiter (%s); "
+                        "waiting for results by polling every %g s",
+                        exc,
+                        self.settings.poll_interval,
+                    )
+                    self._done_refused = True
+                    return 0, False
                 self._done_until = now + DONE_TTL
                 if lapsed:
                     self._done_since = time.monotonic()

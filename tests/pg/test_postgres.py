@@ -1113,3 +1113,38 @@ async def _lock_waiters(dsn: str, blocker: int) -> int:
         row = await cur.fetchone()
         assert row is not None
         return int(row[0])
+
+
+async def test_a_role_that_may_only_read_waits_for_results_by_polling(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    """Registering as a result waiter writes (and the locking read needs UPDATE): a
+    process whose role may only read gets its results by polling, as before."""
+    clock = FakeClock()
+    role = f"tc_ro_{uuid.uuid4().hex[:8]}"
+    async with open_backend(pg_dsn, pg_schema, clock) as backend:
+        msg = make_message(clock)
+        await backend.enqueue([msg])
+        [lease] = await backend.claim(["q"], 1, 30, "w")
+        async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as admin:
+            await admin.execute(f"CREATE ROLE {role} LOGIN")
+            try:
+                await admin.execute(f'GRANT USAGE ON SCHEMA "{pg_schema}" TO {role}')
+                await admin.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA "{pg_schema}" TO {role}')
+                info = psycopg.conninfo.conninfo_to_dict(pg_dsn)
+                info["user"] = role
+                reader_dsn = psycopg.conninfo.make_conninfo(**info)
+                async with open_backend(
+                    reader_dsn, pg_schema, clock, migrate_on_start=False, poll_interval=0.05
+                ) as reader:
+                    running = await reader.wait_done(msg.id, 0.01)
+                    assert running is not None and running.state is State.RUNNING
+                    out = Outcome(msg.id, lease.token, OutcomeKind.SUCCEEDED, clock.now())
+                    assert await backend.settle([out]) == [True]
+                    done = await reader.wait_done(msg.id, 5)
+                    assert done is not None and done.state is State.SUCCEEDED
+                    assert reader._done_refused
+            finally:
+                await admin.execute(f'REVOKE ALL ON ALL TABLES IN SCHEMA "{pg_schema}" FROM {role}')
+                await admin.execute(f'REVOKE ALL ON SCHEMA "{pg_schema}" FROM {role}')
+                await admin.execute(f"DROP ROLE {role}")
