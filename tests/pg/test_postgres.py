@@ -896,6 +896,21 @@ async def test_recovers_after_connections_are_terminated(pg_dsn: str, pg_schema:
         [stats] = await backend.stats(["q"])
         assert stats.states[State.SUCCEEDED] == 100 and stats.depth == 0
 
+        # The claim sessions recover the same way (the claim connection dies too)
+        more = [r.id for r in await backend.enqueue([make_message(clock) for _ in range(3)])]
+        assert await _terminate(pg_dsn, app) >= 2
+        claim_failures = 0
+        got: list[str] = []
+        while len(got) < 3:
+            try:
+                got += [x.message.id for x in await backend.claim(["q"], 3, 30, "w")]
+            except BackendUnavailable as exc:
+                assert isinstance(exc.__cause__, psycopg.OperationalError)
+                claim_failures += 1
+                assert claim_failures <= 2
+        assert claim_failures >= 1 and sorted(got) == sorted(more)
+        assert await backend.get(more[0]) is not None  # (a read: retried, the pool checked)
+
         # The listener reconnects by itself and wakes waiters again.
         woke = anyio.Event()
 
