@@ -320,8 +320,10 @@ class PostgresBackend:
         if self._done_until > -float("inf") and self._pool is not None:
             # no longer waiting for results: the settles may stop notifying (else the
             # reaper forgets the registration once it expires)
+            # (best effort and brief, shielded: a close in a cancelled scope still closes
+            # the pool below, and a server that is gone does not hold it up)
             self._done_until = -float("inf")
-            with contextlib.suppress(BackendError):
+            with contextlib.suppress(BackendError), anyio.move_on_after(2.0, shield=True):
                 await self._fetchall("unwant_done", {"id": self._done_id})
         listener, self._listener = self._listener, None
         if listener is not None:
