@@ -99,6 +99,11 @@ for _cls in (
     adapters.register_dumper(_cls, _dumper(_cls))
 
 
+def _all_null(cls: type[_Array], elem_oid: int, n: int) -> _Array:
+    """An array of ``n`` NULLs (a settle's errors, retry times and TTLs, most often)."""
+    return cls(_HEAD.pack(1, 1, elem_oid, n, 1) + _NULL * n)
+
+
 def _varlen(cls: type[_Array], elem_oid: int, values: Sequence[bytes | None]) -> _Array:
     parts = [b""]
     nulls = 0
@@ -155,6 +160,8 @@ def _fixed(
 
 
 def float8_array(values: Sequence[float | None]) -> _Array:
+    if values.count(None) == len(values) and values:
+        return _all_null(_Float8Array, 701, len(values))
     if None not in values:
         return _fixed(_Float8Array, _F8_ELEM, values)  # type: ignore[arg-type]
     parts = [_HEAD.pack(1, 1, 701, len(values), 1)]
@@ -172,10 +179,14 @@ def int8_array(values: Sequence[int]) -> _Array:
 
 def bool_array(values: Sequence[bool]) -> _Array:
     n = len(values)
+    if not any(values):
+        return _BoolArray(_HEAD.pack(1, 0, 16, n, 1) + b"\x00\x00\x00\x01\x00" * n)
     body = b"".join(b"\x00\x00\x00\x01\x01" if v else b"\x00\x00\x00\x01\x00" for v in values)
     return _BoolArray(_HEAD.pack(1, 0, 16, n, 1) + body)
 
 
 def jsonb_array(values: Sequence[str | None]) -> _Array:
     """JSON texts as jsonb[] (binary jsonb is a version byte, 1, then the text)."""
+    if values.count(None) == len(values) and values:
+        return _all_null(_JsonbArray, 3802, len(values))
     return _varlen(_JsonbArray, 3802, [None if v is None else b"\x01" + v.encode() for v in values])

@@ -92,8 +92,9 @@ class Settings:
             instead (``ALTER ROLE ... SET enable_bitmapscan = off``): a session SET
             there would reach other clients. With it (and ``prepare_threshold``) the
             claim also runs on a generic plan, made once per session and pinned to
-            index reads by transaction-local settings (``claim_plan.sql``), instead
-            of being planned again on every call.
+            index reads (``claim_plan.sql``), instead of being planned again on every
+            call: claims then run on sessions of their own (a second pool of up to
+            ``max_size`` connections, opened on the first claim) that keep the pins.
     """
 
     schema: str = attrs.field(default="taskcore", validator=lambda _i, _a, v: check_schema(v))

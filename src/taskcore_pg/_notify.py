@@ -2,10 +2,11 @@
 
 Writers ``NOTIFY`` three channels per schema: ``<schema>.ready`` (payload: a queue
 name) when tasks become ready, ``<schema>.done`` (comma-separated task ids) when tasks
-end, and ``<schema>.cancel`` (a task id) when cancellation of a running task is asked
-for. One connection per backend listens and wakes the matching waiters. Lost
-notifications are harmless: every waiter also polls (see ``poll_interval``), and the
-listener wakes everybody whenever it (re)connects.
+end (settles: only while some process waits for results, see
+``PostgresBackend._want_done``), and ``<schema>.cancel`` (a task id) when cancellation
+of a running task is asked for. One connection per backend listens and wakes the
+matching waiters. Lost notifications are harmless: every waiter also polls (see
+``poll_interval``), and the listener wakes everybody whenever it (re)connects.
 
 A LISTEN connection is silent when nothing happens, so a peer that vanished without a
 FIN or RST would go unnoticed: every ``check_every`` seconds the listener runs a

@@ -68,13 +68,14 @@ def strip_comments(text: str) -> str:
 
 def query(name: str, schema: str, **fragments: str) -> str:
     """The statement ``sql/queries/<name>.sql`` for ``schema``, without its comments,
-    its ``@key@`` markers replaced by ``fragments[key]``."""
-    text = render(strip_comments(_read("queries", f"{name}.sql")), schema)
+    its ``@key@`` markers replaced by ``fragments[key]`` (which may name ``@schema@``)."""
+    text = strip_comments(_read("queries", f"{name}.sql"))
     for key, fragment in fragments.items():
         marker = f"@{key}@"
         if marker not in text:
             raise ValueError(f"{name}.sql has no marker {marker}")
         text = text.replace(marker, fragment)
+    text = render(text, schema)  # (a fragment may name @schema@ too)
     leftover = re.search(r"@\w+@", text)
     if leftover:
         raise ValueError(f"{name}.sql: no fragment given for {leftover[0]}")

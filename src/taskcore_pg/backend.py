@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import os
+import socket
+import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -47,6 +52,8 @@ from .migrations import check_async, migrate_async
 
 __all__ = ["PostgresBackend"]
 
+log = logging.getLogger("taskcore_pg")
+
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[TupleRow]
 
@@ -54,10 +61,24 @@ Conn = psycopg.AsyncConnection[TupleRow]
 _ARBITER = {"conflict": "ON CONFLICT DO NOTHING", "stored": "true"}
 _PLAIN = {"conflict": "", "stored": "q.kind IS DISTINCT FROM 'fair'"}
 
+# The two variants of settle_final.sql: with the late counts' upsert, or without (no
+# outcome of the batch is late, the usual case).
+_COUNT_LATE = {
+    "count_late": "INSERT INTO @schema@.late_counts AS c (queue, priority, n)"
+    " SELECT s.queue, s.priority, count(*) FROM settled s WHERE s.late"
+    " GROUP BY s.queue, s.priority ORDER BY 1, 2"
+    " ON CONFLICT (queue, priority) DO UPDATE SET n = c.n + EXCLUDED.n"
+}
+_PUNCTUAL = {"count_late": "SELECT"}
+
 # Outcomes that end a task: a batch of only these takes settle_final.sql.
 _FINAL = frozenset(
     {OutcomeKind.SUCCEEDED, OutcomeKind.FAILED, OutcomeKind.DEAD, OutcomeKind.CANCELLED}
 )
+
+# How long a registration as a result waiter (done_waiters) lasts; renewed by the next
+# wait_done once half of it has passed, forgotten by the reaper once it has run out.
+DONE_TTL = 300.0
 
 _RECORD_COLUMNS = (
     "id, task, queue, priority, state, attempt, enqueued_at, eligible_at, updated_at, body, "
@@ -101,6 +122,17 @@ class _Pool(AsyncConnectionPool[Conn]):
 async def _guard_plans(conn: Conn) -> None:
     """Pool sessions plan without bitmap scans (``Settings.plan_guard``)."""
     await conn.execute("SET enable_bitmapscan = off")
+
+
+def _pin_plans(pin_query: str) -> Callable[[Conn], Awaitable[None]]:
+    """The claim sessions' set-up: the plan guard, and the claim's generic plan pinned
+    to index reads for the whole session (``claim_plan.sql``)."""
+
+    async def configure(conn: Conn) -> None:
+        await _guard_plans(conn)
+        await conn.execute(pin_query)
+
+    return configure
 
 
 class PostgresBackend:
@@ -156,7 +188,16 @@ class PostgresBackend:
         self._channels = Channels(self.settings.schema)
         self._waiters = Waiters()
         self._pool: AsyncConnectionPool[Conn] | None = None
+        # claims run on sessions of their own when their plan is pinned (see claim)
+        self._claims: AsyncConnectionPool[Conn] | None = None
         self._listener: Listener | None = None
+        # this backend's registration as a result waiter (see _want_done)
+        self._done_id = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:12]}"
+        self._done_until = -float("inf")  # backend clock
+        self._done_since = -float("inf")  # time.monotonic() of the latest fresh registration
+        self._done_generation = 0
+        self._done_lock: anyio.Lock | None = None
+        self._done_refused = False  # the server refused the registration: poll
         subscribe = getattr(self.clock, "subscribe", None)
         if subscribe is not None:
             subscribe(self._waiters.wake_all)
@@ -225,9 +266,24 @@ class PostgresBackend:
             configure=_guard_plans if s.plan_guard else None,
         )
         self._pool = pool
+        if s.plan_guard and s.prepare_threshold is not None:
+            # opened lazily: a process that never claims (a producer) never connects
+            self._claims = _Pool(
+                s.operation_timeout,
+                self._dsn,
+                kwargs=kwargs,
+                min_size=0,
+                max_size=s.max_size,
+                timeout=s.timeout,
+                name=f"taskcore_pg.{s.schema}.claims",
+                open=False,
+                configure=_pin_plans(self._sql["claim_plan"]),
+            )
         try:
             await self._reach(libpq)
             await pool.open(wait=True, timeout=s.timeout)
+            if self._claims is not None:
+                await self._claims.open(wait=True, timeout=s.timeout)
             if s.migrate_on_start:
                 # (unbounded: upgrading a populated schema may wait for locks)
                 await self._run(lambda conn: migrate_async(conn, s.schema), bounded=False)
@@ -261,12 +317,23 @@ class PostgresBackend:
     async def aclose(self) -> None:
         """Stop listening and close the pool; idempotent."""
         self._waiters.wake_all()
+        if self._done_until > -float("inf") and self._pool is not None:
+            # no longer waiting for results: the settles may stop notifying (else the
+            # reaper forgets the registration once it expires)
+            # (best effort and brief, shielded: a close in a cancelled scope still closes
+            # the pool below, and a server that is gone does not hold it up)
+            self._done_until = -float("inf")
+            with contextlib.suppress(BackendError), anyio.move_on_after(2.0, shield=True):
+                await self._fetchall("unwant_done", {"id": self._done_id})
         listener, self._listener = self._listener, None
         if listener is not None:
             await listener.aclose()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
+        claims, self._claims = self._claims, None
+        if claims is not None:
+            await claims.close()
 
     def on_cancel(self, callback: Callable[[str], None]) -> None:
         """Call ``callback(task_id)`` as soon as cancellation of a running task is asked
@@ -280,6 +347,7 @@ class PostgresBackend:
         *,
         idempotent: bool = False,
         bounded: bool = True,
+        claims: bool = False,
     ) -> T:
         """Run ``op`` on a pooled connection, translating driver errors.
 
@@ -288,9 +356,12 @@ class PostgresBackend:
         operations (``idempotent``) are retried once first. An operation that takes
         longer than ``operation_timeout`` (unless not ``bounded``) counts as a lost
         connection (its peer may have vanished without a word): the connection is
-        closed, not reused.
+        closed, not reused. ``claims``: on a claim session (see :meth:`claim`), when
+        there are such.
         """
         pool = self._pool
+        if claims and self._claims is not None and pool is not None:
+            pool = self._claims
         if pool is None:
             raise BackendError(
                 "PostgresBackend is not open: use `async with backend:` before calling it"
@@ -503,9 +574,10 @@ class PostgresBackend:
         synchronously (the claim keeps the server's ``synchronous_commit`` instead of
         turning it off): the settles in it must survive a server crash. If any
         statement fails, none of it is recorded and the call raises. With
-        ``plan_guard`` (and server-side prepares), ``claim_plan.sql`` goes just before
-        the claim in the same pipeline: the claim runs on one generic plan per
-        session, pinned to index reads, instead of being planned on every call.
+        ``plan_guard`` (and server-side prepares), claims run on sessions of their own,
+        set up with ``claim_plan.sql``: the claim runs on one generic plan per session,
+        pinned to index reads, instead of being planned on every call, and without a
+        statement of its own per claim for the pins.
         """
         names = list(dict.fromkeys(queues))
         if limit <= 0 or not names:
@@ -525,32 +597,27 @@ class PostgresBackend:
             "promote_limit": max(limit, self.settings.promote_limit),
             "synchronous_commit": (None if settles or self.settings.claim_sync_commit else "off"),
         }
-        # a generic claim plan pays only once psycopg prepares the statement
-        pin = self.settings.plan_guard and self.settings.prepare_threshold is not None
-        if settles or pin:
-            claim_query = self._sql["claim"]
-            pin_query = self._sql["claim_plan"] if pin else None
+        claim_query = self._sql["claim"]
 
-            async def op(conn: Conn) -> list[TupleRow]:
-                # no Sync between the statements: one implicit transaction, whose
-                # first error skips the rest and rolls it all back
-                async with conn.pipeline():
-                    for name, settle_params, _ in settles:
-                        await conn.execute(self._sql[name], settle_params, binary=True)
-                    if pin_query is not None:  # (its settings apply to the claim only)
-                        await conn.execute(pin_query)
-                    cur = await conn.execute(claim_query, params, binary=True)
+        async def op(conn: Conn) -> list[TupleRow]:
+            if not settles:
+                cur = await conn.execute(claim_query, params, binary=True)
                 return await cur.fetchall()
+            # no Sync between the statements: one implicit transaction, whose first
+            # error skips the rest and rolls it all back
+            async with conn.pipeline():
+                for settle_query, settle_params, _ in settles:
+                    await conn.execute(settle_query, settle_params, binary=True)
+                cur = await conn.execute(claim_query, params, binary=True)
+            return await cur.fetchall()
 
-            rows = await self._run(op)
-        else:
-            rows = await self._fetchall("claim", params, binary=True)
+        rows = await self._run(op, claims=True)
         return [_rows.lease_from_row(row, worker, now, expires_at) for row in rows]
 
     def _settle_statements(
         self, outcomes: Sequence[Outcome]
     ) -> list[tuple[str, dict[str, Any], list[int]]]:
-        """The settle statements for ``outcomes``: ``(name, params, positions)``, one
+        """The settle statements for ``outcomes``: ``(query, params, positions)``, one
         per round of :func:`_rounds` and ``batch_size`` outcomes, in order."""
         out = []
         channels = self._channel_params()
@@ -564,14 +631,25 @@ class PostgresBackend:
                 part = [outcomes[p] for p in positions]
                 params = _rows.settle_params(part, self.clock.now())
                 params.update(channels)
-                final = all(o.kind in _FINAL for o in part)
-                out.append(("settle_final" if final else "settle", params, positions))
+                if not all(o.kind in _FINAL for o in part):
+                    query = self._sql["settle"]
+                else:
+                    late = any(o.late for o in part)
+                    query = self._sql.variant(
+                        "settle_final", **(_COUNT_LATE if late else _PUNCTUAL)
+                    )
+                out.append((query, params, positions))
         return out
 
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
         accepted = [False] * len(outcomes)
-        for name, params, positions in self._settle_statements(outcomes):
-            row = await self._fetchone(name, params, binary=True)
+        for query, params, positions in self._settle_statements(outcomes):
+
+            async def op(conn: Conn, query: str = query, params: dict[str, Any] = params) -> Any:
+                cur = await conn.execute(query, params, binary=True)
+                return await cur.fetchone()
+
+            row = await self._run(op)
             for ord_ in row[0] if row else ():
                 accepted[positions[ord_ - 1]] = True
         return accepted
@@ -670,11 +748,60 @@ class PostgresBackend:
         row = await self._fetchone("get", {"id": task_id}, idempotent=True)
         return None if row is None else _rows.record_from_row(row)
 
+    async def _want_done(self) -> tuple[int, bool]:
+        """Keep this backend registered as a result waiter (``done_waiters``): the
+        settles notify ``<schema>.done`` only while some process is. Returns the
+        registration's generation (it changes when a lapsed registration is made
+        again) and whether the registration is recent.
+
+        A settle decides whether to notify from a snapshot taken after it wrote its rows
+        (``done_wanted()``), but commits later: one that looked just before this
+        registration committed may still be committing, unnotified. So the first check
+        under a recent registration is a locking read, which waits for such a settle to
+        end; ``operation_timeout`` bounds "recent" (a settle still uncommitted after that
+        long only delays the waiter to its next poll).
+        """
+        if not self.settings.listen or self._done_refused:
+            return 0, False  # nothing here would hear a notification: poll
+        if self._done_lock is None:
+            self._done_lock = anyio.Lock()
+        async with self._done_lock:
+            now = self.clock.now()
+            if now >= self._done_until - DONE_TTL / 2:
+                lapsed = now >= self._done_until
+                try:
+                    await self._fetchall(
+                        "want_done", {"id": self._done_id, "expires_at": now + DONE_TTL}
+                    )
+                except BackendUnavailable:
+                    raise
+                except BackendError as exc:  # e.g. a role that may only read
+                    log.warning(
+                        "taskcore_pg: cannot register as a result waiter (%s); "
+                        "waiting for results by polling every %g s",
+                        exc,
+                        self.settings.poll_interval,
+                    )
+                    self._done_refused = True
+                    return 0, False
+                self._done_until = now + DONE_TTL
+                if lapsed:
+                    self._done_since = time.monotonic()
+                    self._done_generation += 1
+            recent = time.monotonic() - self._done_since < self.settings.operation_timeout
+            return self._done_generation, recent
+
     async def wait_done(self, task_id: str, timeout: float) -> TaskRecord | None:
         deadline = anyio.current_time() + timeout
         with self._waiters.done(task_id) as event:
+            checked: int | None = None
             while True:
-                record = await self.get(task_id)
+                generation, recent = await self._want_done()
+                # a locking read after each fresh registration (see _want_done)
+                name = "get_locked" if recent and generation != checked else "get"
+                checked = generation
+                row = await self._fetchone(name, {"id": task_id}, idempotent=True)
+                record = None if row is None else _rows.record_from_row(row)
                 if record is None or record.state in TERMINAL:
                     return record
                 remaining = deadline - anyio.current_time()

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from taskcore_pg._arrays import float8_array, int2_array, int8_array
+from taskcore_pg._arrays import bool_array, float8_array, int2_array, int8_array, jsonb_array
 
 # around the switch from per-element packing to strided slices (_SHORT = 32)
 LENGTHS = [0, 1, 2, 31, 32, 33, 100, 1001]
@@ -57,6 +57,29 @@ def test_float8_array_with_nulls(pg_dsn: str) -> None:
     with psycopg.connect(pg_dsn) as conn:
         row = conn.execute("SELECT %(a)b::float8[]", {"a": float8_array(values)}).fetchone()
     assert row == (values,)
+
+
+@pytest.mark.parametrize(
+    ("encode", "kind", "values"),
+    [
+        (float8_array, "float8", [None] * 17),
+        (jsonb_array, "jsonb", [None] * 5),
+        (jsonb_array, "jsonb", [None, '{"a": 1}', None]),
+        (bool_array, "bool", [False] * 9),
+        (bool_array, "bool", [False, True, False]),
+    ],
+    ids=["float8-nulls", "jsonb-nulls", "jsonb-mixed", "bool-false", "bool-mixed"],
+)
+def test_arrays_of_nulls_and_of_false(
+    pg_dsn: str, encode: Callable[[Sequence[Any]], bytes], kind: str, values: list[Any]
+) -> None:
+    """The shortcuts for a settle's usual columns (no errors, retry times, TTLs; nothing
+    late) read back like the general encoding."""
+    with psycopg.connect(pg_dsn) as conn:
+        row = conn.execute(f"SELECT %(a)b::{kind}[]", {"a": encode(values)}).fetchone()
+    assert row is not None
+    expected = [None if v is None else (v if kind != "jsonb" else {"a": 1}) for v in values]
+    assert row[0] == expected
 
 
 def test_arrays_of_new_lengths_keep_no_memory() -> None:

@@ -23,6 +23,7 @@ from taskcore.states import State
 from taskcore.testing import make_message
 from taskcore_pg import LATEST_VERSION, PostgresBackend, check, check_async, migrate, migrate_async
 from taskcore_pg._sql import Statements, strip_comments
+from taskcore_pg.backend import _COUNT_LATE, _PUNCTUAL
 from taskcore_pg.cli import main as cli_main
 
 pytestmark = pytest.mark.anyio
@@ -134,9 +135,31 @@ def test_statements_are_sent_without_comments_and_fit_psycopgs_parse_cache() -> 
     # again on every call, even with the longest schema name allowed
     assert strip_comments("a -- x\n\n  'b -- c'  -- d\n-- e\n\"f--\" g") == "a\n'b -- c'\n\"f--\" g"
     statements = Statements("s" * 48)
-    for name in ("claim", "settle", "settle_final", "extend", "ready", "reap"):
-        text = statements[name]
-        assert "--" not in text and len(text.encode()) <= 4096, name
+    texts = {name: statements[name] for name in ("claim", "settle", "extend", "ready", "reap")}
+    for variant in (_COUNT_LATE, _PUNCTUAL):
+        texts[f"settle_final {variant}"] = statements.variant("settle_final", **variant)
+    for name, text in texts.items():
+        assert "--" not in text and "@" not in text and len(text.encode()) <= 4096, name
+
+
+async def test_late_outcomes_are_counted_whichever_variant_settles_them(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    """A batch with a late outcome takes settle_final.sql with the late counts' upsert,
+    a punctual one the variant without it; the counts are those of the late ones."""
+    clock = FakeClock()
+    async with open_backend(pg_dsn, pg_schema, clock) as backend:
+        await backend.enqueue([make_message(clock) for _ in range(5)])
+        leases = await backend.claim(["q"], 5, 30, "w")
+
+        def out(i: int, late: bool) -> Outcome:
+            x = leases[i]
+            return Outcome(x.message.id, x.token, OutcomeKind.SUCCEEDED, clock.now(), late=late)
+
+        assert await backend.settle([out(0, False), out(1, True), out(2, False)]) == [True] * 3
+        assert await backend.settle([out(3, False), out(4, False)]) == [True] * 2
+        [stats] = await backend.stats(["q"])
+        assert stats.late == 1 and stats.states[State.SUCCEEDED] == 5
 
 
 async def test_unreachable_server_is_backend_unavailable_with_the_cause() -> None:
@@ -576,8 +599,20 @@ async def test_claim_runs_on_a_pinned_generic_plan_that_reads_the_indexes(
             )
             return [tuple(row) for row in await cur.fetchall()]
 
-        [(generic, custom)] = await backend._run(plans)
+        [(generic, custom)] = await backend._run(plans, claims=True)
         assert generic > 0 and custom == 0
+
+        async def pins(conn: Any) -> list[str]:
+            cur = await conn.execute(
+                "SELECT current_setting('plan_cache_mode'), current_setting('enable_seqscan'),"
+                " current_setting('enable_hashjoin'), current_setting('enable_bitmapscan')"
+            )
+            row = await cur.fetchone()
+            return list(row)
+
+        # pinned for the whole claim session; the other sessions plan as usual
+        assert await backend._run(pins, claims=True) == ["force_generic_plan", "off", "off", "off"]
+        assert await backend._run(pins) == ["auto", "on", "on", "off"]
     # the generic plan itself, under the pins and without them
     order: list[str] = []
 
@@ -761,6 +796,7 @@ async def test_notify_from_another_process_wakes_waiters(pg_dsn: str, pg_schema:
         with anyio.fail_after(5):
             await got_cancel.wait()
         assert cancelled == [msg.id]
+        await consumer._want_done()  # what wait_done does first: settles notify while any does
         with consumer._waiters.done(msg.id) as done, anyio.fail_after(5):
             out = Outcome(msg.id, lease.token, OutcomeKind.CANCELLED, clock.now())
             assert await producer.settle([out]) == [True]
@@ -848,9 +884,32 @@ async def test_recovers_after_connections_are_terminated(pg_dsn: str, pg_schema:
             Outcome(lease.message.id, lease.token, OutcomeKind.SUCCEEDED, clock.now())
             for lease in leases
         ]
-        assert await backend.settle(outcomes) == [True] * 100
+        # (claims run on sessions of their own: the settle meets the pool's dead ones)
+        while True:
+            try:
+                assert await backend.settle(outcomes) == [True] * 100
+                break
+            except BackendUnavailable as exc:
+                assert isinstance(exc.__cause__, psycopg.OperationalError)
+                failures += 1
+                assert failures <= 4
         [stats] = await backend.stats(["q"])
         assert stats.states[State.SUCCEEDED] == 100 and stats.depth == 0
+
+        # The claim sessions recover the same way (the claim connection dies too)
+        more = [r.id for r in await backend.enqueue([make_message(clock) for _ in range(3)])]
+        assert await _terminate(pg_dsn, app) >= 2
+        claim_failures = 0
+        got: list[str] = []
+        while len(got) < 3:
+            try:
+                got += [x.message.id for x in await backend.claim(["q"], 3, 30, "w")]
+            except BackendUnavailable as exc:
+                assert isinstance(exc.__cause__, psycopg.OperationalError)
+                claim_failures += 1
+                assert claim_failures <= 2
+        assert claim_failures >= 1 and sorted(got) == sorted(more)
+        assert await backend.get(more[0]) is not None  # (a read: retried, the pool checked)
 
         # The listener reconnects by itself and wakes waiters again.
         woke = anyio.Event()
@@ -956,3 +1015,151 @@ async def test_purge_works_in_batches(pg_dsn: str, pg_schema: str) -> None:
         await backend.enqueue([make_message(clock, delay=100) for _ in range(5)])
         assert await backend.purge("q", [State.QUEUED, State.SCHEDULED]) == 255
         assert await _count(pg_dsn, pg_schema) == 0
+
+
+async def _done_waiters(dsn: str, schema: str) -> list[str]:
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        cur = await conn.execute(f'SELECT id FROM "{schema}".done_waiters ORDER BY id')
+        return [row[0] for row in await cur.fetchall()]
+
+
+async def test_settles_notify_done_only_while_a_process_waits_for_results(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    """Nobody waiting for results: a settle sends no ``done`` notification (every
+    LISTENing session of the database would be woken by one). A process that waits
+    registers first; then settles notify, and closing it (or, for a process that
+    vanished, the reaper once the registration expired) stops them again."""
+    clock = FakeClock()
+    async with (
+        open_backend(pg_dsn, pg_schema, clock, listen=False) as worker,
+        await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as ear,
+    ):
+        await ear.execute(f'LISTEN "{pg_schema}.done"')
+        msgs = [make_message(clock) for _ in range(3)]
+        await worker.enqueue(msgs)
+        leases = {x.message.id: x for x in await worker.claim(["q"], 3, 30, "w")}
+
+        async def settle(msg: Any) -> None:
+            lease = leases[msg.id]
+            out = Outcome(msg.id, lease.token, OutcomeKind.SUCCEEDED, clock.now())
+            assert await worker.settle([out]) == [True]
+
+        await settle(msgs[0])  # nobody waits: no notification
+        async with open_backend(pg_dsn, pg_schema, clock) as waiting:
+            handle = await waiting.wait_done(msgs[0].id, 5)
+            assert handle is not None and handle.state is State.SUCCEEDED
+            assert await _done_waiters(pg_dsn, pg_schema) == [waiting._done_id]
+            await settle(msgs[1])  # now it does
+        assert await _done_waiters(pg_dsn, pg_schema) == []  # closed: forgotten
+        await settle(msgs[2])
+        # one more notification after that, to know that nothing else came before it
+        await ear.execute(f"NOTIFY \"{pg_schema}.done\", 'end'")
+        got = []
+        with anyio.fail_after(5):
+            async for note in ear.notifies():
+                got.append(note.payload)
+                if note.payload == "end":
+                    break
+        assert got == [msgs[1].id, "end"]
+
+        # a registration left by a process that vanished lasts until it expires
+        async with open_backend(pg_dsn, pg_schema, clock) as vanished:
+            await vanished._want_done()
+            vanished._done_until = -float("inf")  # as if it died: aclose forgets nothing
+        assert len(await _done_waiters(pg_dsn, pg_schema)) == 1
+        clock.advance(299)
+        await worker.reap()
+        assert len(await _done_waiters(pg_dsn, pg_schema)) == 1
+        clock.advance(2)
+        await worker.reap()
+        assert await _done_waiters(pg_dsn, pg_schema) == []
+
+
+async def test_a_result_waiter_sees_a_settle_that_committed_after_its_first_check(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    """The race of the lazy ``done`` notification: a settle decided not to notify (no
+    waiter registered yet) and is still committing when a waiter registers and looks
+    at the task. Its first look is a locking read: it waits for that settle to end and
+    sees the task finished, instead of 'running' and then no notification. (The settle
+    here is a transaction held open by hand, which sends no notification.)"""
+    clock = FakeClock()
+    async with (
+        open_backend(pg_dsn, pg_schema, clock, poll_interval=1.0) as backend,
+        await psycopg.AsyncConnection.connect(pg_dsn) as settler,
+    ):
+        msg = make_message(clock)
+        await backend.enqueue([msg])
+        [lease] = await backend.claim(["q"], 1, 30, "w")
+        await settler.execute(
+            f'UPDATE "{pg_schema}".tasks SET state = %s, result = %s, finished_at = %s'
+            " WHERE id = %s AND token = %s",
+            ["succeeded", b"42", clock.now(), msg.id, lease.token],
+        )  # in a transaction, not committed
+        got: list[Any] = []
+
+        async def waiter() -> None:
+            # less than poll_interval: without the locking read it would return 'running'
+            got.append(await backend.wait_done(msg.id, 0.5))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            # the waiter's first read queues behind the settle's lock (server state,
+            # observed: nothing to await)
+            with anyio.fail_after(5):
+                while not await _lock_waiters(pg_dsn, settler.info.backend_pid):  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+            await settler.commit()
+        [record] = got
+        assert record is not None and record.state is State.SUCCEEDED and record.result == b"42"
+        # later waits of the same registration read without locking (and still see it)
+        again = await backend.wait_done(msg.id, 0.5)
+        assert again is not None and again.state is State.SUCCEEDED
+
+
+async def _lock_waiters(dsn: str, blocker: int) -> int:
+    """How many sessions wait for a lock held by the session ``blocker``."""
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        cur = await conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+            [blocker],
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+async def test_a_role_that_may_only_read_waits_for_results_by_polling(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    """Registering as a result waiter writes (and the locking read needs UPDATE): a
+    process whose role may only read gets its results by polling, as before."""
+    clock = FakeClock()
+    role = f"tc_ro_{uuid.uuid4().hex[:8]}"
+    async with open_backend(pg_dsn, pg_schema, clock) as backend:
+        msg = make_message(clock)
+        await backend.enqueue([msg])
+        [lease] = await backend.claim(["q"], 1, 30, "w")
+        async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as admin:
+            await admin.execute(f"CREATE ROLE {role} LOGIN")
+            try:
+                await admin.execute(f'GRANT USAGE ON SCHEMA "{pg_schema}" TO {role}')
+                await admin.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA "{pg_schema}" TO {role}')
+                info = psycopg.conninfo.conninfo_to_dict(pg_dsn)
+                info["user"] = role
+                reader_dsn = psycopg.conninfo.make_conninfo(**info)
+                async with open_backend(
+                    reader_dsn, pg_schema, clock, migrate_on_start=False, poll_interval=0.05
+                ) as reader:
+                    running = await reader.wait_done(msg.id, 0.01)
+                    assert running is not None and running.state is State.RUNNING
+                    out = Outcome(msg.id, lease.token, OutcomeKind.SUCCEEDED, clock.now())
+                    assert await backend.settle([out]) == [True]
+                    done = await reader.wait_done(msg.id, 5)
+                    assert done is not None and done.state is State.SUCCEEDED
+                    assert reader._done_refused
+            finally:
+                await admin.execute(f'REVOKE ALL ON ALL TABLES IN SCHEMA "{pg_schema}" FROM {role}')
+                await admin.execute(f'REVOKE ALL ON SCHEMA "{pg_schema}" FROM {role}')
+                await admin.execute(f"DROP ROLE {role}")

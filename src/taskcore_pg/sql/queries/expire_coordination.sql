@@ -1,8 +1,9 @@
--- Forget expired cron-tick keys, kv entries and worker registrations, and token
--- buckets that have refilled (a full bucket answers like an absent one).
+-- Forget expired cron-tick keys, kv entries, worker and result-waiter registrations,
+-- and token buckets that have refilled (a full bucket answers like an absent one).
 WITH o AS (DELETE FROM @schema@.once_keys WHERE expires_at <= %(now)s RETURNING 1),
      k AS (DELETE FROM @schema@.kv WHERE expires_at <= %(now)s RETURNING 1),
      w AS (DELETE FROM @schema@.workers WHERE expires_at <= %(now)s RETURNING 1),
-     b AS (DELETE FROM @schema@.buckets WHERE full_at <= %(now)s RETURNING 1)
+     b AS (DELETE FROM @schema@.buckets WHERE full_at <= %(now)s RETURNING 1),
+     d AS (DELETE FROM @schema@.done_waiters WHERE expires_at <= %(now)s RETURNING 1)
 SELECT (SELECT count(*) FROM o) + (SELECT count(*) FROM k) + (SELECT count(*) FROM w)
-     + (SELECT count(*) FROM b)
+     + (SELECT count(*) FROM b) + (SELECT count(*) FROM d)

@@ -1,7 +1,8 @@
 -- Record a batch of outcomes in one statement. Only rows still running under the
 -- outcome's token are touched (fencing); the rest are refused. Released tasks go back
 -- to their place (ready time, score and arrival seq kept; on a weighted fair queue the
--- spent finish tag becomes the queue's virtual time); terminal ones wake result waiters.
+-- spent finish tag becomes the queue's virtual time); terminal ones wake result waiters
+-- (if any process waits: done_waiters).
 WITH input AS (
     SELECT * FROM unnest(%(ids)b::text[], %(tokens)b::bigint[], %(kinds)b::text[],
                          %(results)b::bytea[], %(errors)b::jsonb[], %(retry_at)b::float8[],
@@ -53,11 +54,13 @@ WITH input AS (
     SELECT count(pg_notify(%(ready_channel)s, r.queue)) AS n
       FROM (SELECT DISTINCT s.queue FROM settled s WHERE s.state = 'queued') r
 ), finished AS (
+    -- only while some process waits for results (see settle_final.sql)
     SELECT count(pg_notify(%(done_channel)s, c.ids)) AS n
       FROM (SELECT string_agg(d.id, ',') AS ids
               FROM (SELECT s.id, (row_number() OVER ()) / 200 AS chunk FROM settled s
                      WHERE s.state IN ('succeeded', 'failed', 'dead', 'cancelled')) d
              GROUP BY d.chunk) c
+     WHERE @schema@.done_wanted()
 )
 SELECT coalesce(array_agg(s.ord), '{}') AS accepted,
        (SELECT n FROM woken) + (SELECT n FROM finished) AS notified

@@ -1,0 +1,1 @@
+DELETE FROM @schema@.done_waiters WHERE id = %(id)s
