@@ -735,9 +735,12 @@ class PostgresBackend:
         deadline = anyio.current_time() + timeout
         with self._waiters.ready(names) as event:
             while True:
-                ready = await self._fetchone(
-                    "ready", {"queues": names, "now": self.clock.now()}, idempotent=True
-                )
+                # shielded: a stop() that cancels the wait during this short read would
+                # make psycopg cancel the query and close the connection, with warnings
+                with anyio.CancelScope(shield=True):
+                    ready = await self._fetchone(
+                        "ready", {"queues": names, "now": self.clock.now()}, idempotent=True
+                    )
                 if ready and ready[0]:
                     return
                 remaining = deadline - anyio.current_time()

@@ -841,6 +841,41 @@ async def test_poll_fallback_without_listen(pg_dsn: str, pg_schema: str) -> None
                 await done.wait()
 
 
+async def test_a_wait_stopped_during_its_read_lets_the_read_finish(
+    pg_dsn: str, pg_schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker's stop() cancels its wait(); a read in flight then finishes instead of
+    being cancelled on the server, which costs psycopg the connection (and warnings)."""
+    async with open_backend(pg_dsn, pg_schema, SystemClock(), min_size=1, max_size=1) as backend:
+        in_read = anyio.Event()
+        real = backend._fetchall
+
+        async def slow_ready(name: str, params: dict[str, Any], **kw: Any) -> Any:
+            if name != "ready":
+                return await real(name, params, **kw)
+            in_read.set()
+
+            async def op(conn: Any) -> Any:  # the read, held on the server a moment
+                await conn.execute("SELECT pg_sleep(0.3)")
+                return [(False,)]
+
+            return await backend._run(op)
+
+        backend._fetchall = slow_ready  # type: ignore[method-assign]
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(backend.wait, ["q"], 60)
+                await in_read.wait()
+                tg.cancel_scope.cancel()
+        assert backend._pool is not None
+        stats = backend._pool.get_stats()
+        assert stats.get("connections_lost", 0) == 0, stats
+        assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == []
+        backend._fetchall = real  # type: ignore[method-assign]
+        await backend.enqueue([make_message(backend.clock)])  # type: ignore[arg-type]
+        assert len(await backend.claim(["q"], 1, 30, "w")) == 1  # the connection still works
+
+
 # -- connection loss -----------------------------------------------------------------
 async def _terminate(dsn: str, app: str) -> int:
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
