@@ -8,7 +8,6 @@ clock as parameters, never from ``now()``.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -371,11 +370,7 @@ class PostgresBackend:
         for attempt in range(attempts):
             try:
                 async with pool.connection() as conn:
-                    if not bounded:
-                        return await op(conn)
-                    # asyncio's own timeout: this backend runs on asyncio only, and it
-                    # costs half of anyio.fail_after's, once per statement
-                    async with asyncio.timeout(self.settings.operation_timeout):
+                    with anyio.fail_after(self.settings.operation_timeout if bounded else None):
                         return await op(conn)
             except (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError) as exc:
                 if not isinstance(exc, TimeoutError):
