@@ -732,6 +732,7 @@ class PostgresBackend:
             while True:
                 # shielded: a stop() that cancels the wait during this short read would
                 # make psycopg cancel the query and close the connection, with warnings
+                # (against a silent server the stop then waits for operation_timeout)
                 with anyio.CancelScope(shield=True):
                     ready = await self._fetchone(
                         "ready", {"queues": names, "now": self.clock.now()}, idempotent=True
