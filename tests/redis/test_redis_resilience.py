@@ -63,6 +63,9 @@ async def test_waiter_survives_client_kill(
     redis_url: str, prefix: str, admin: redis_sync.Redis
 ) -> None:
     clock = FakeClock()
+    # only this test's connections are killed (the server may be shared): client ids
+    # grow, so those above the largest one now are the ones opened from here on
+    before = max(int(c["id"]) for c in admin.client_list())
     async with (
         RedisBackend.from_url(redis_url, clock=clock, prefix=prefix) as idle,
         RedisBackend.from_url(redis_url, clock=clock, prefix=prefix) as producer,
@@ -79,7 +82,10 @@ async def test_waiter_survives_client_kill(
                 while not any(c.get("cmd") == "blpop" for c in admin.client_list()):
                     await anyio.wait_all_tasks_blocked()
                     await anyio.lowlevel.checkpoint()  # let the BLPOP reach the server
-                admin.client_kill_filter(_type="normal", skipme=True)
+                ours = [c["id"] for c in admin.client_list() if int(c["id"]) > before]
+                assert ours, "the backends' connections are not listed"
+                for client_id in ours:
+                    admin.client_kill_filter(_id=client_id, skipme=True)
                 await producer.enqueue([make_message(clock)])
                 await woke.wait()
 
