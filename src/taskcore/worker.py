@@ -265,6 +265,7 @@ class Worker:
         self._waking = False
         self._settle_lock = anyio.Lock()
         self._settling = 0  # outcomes in the settle in flight
+        self._in_settle: list[Outcome] = []  # those outcomes (their leases are renewed)
         self._backlogged = False  # the claim loop waits for settles to catch up
         self._tracing = app.telemetry.tracing
         self._claimed = 0
@@ -905,14 +906,14 @@ class Worker:
         failures = 0
         while self._outcomes:
             batch, self._outcomes = self._outcomes, []
-            self._settling = len(batch)
+            self._settling, self._in_settle = len(batch), batch
             try:
                 await self.app.backend.settle(batch)
                 failures = 0
             except BackendError as exc:
                 # keep the batch: a lease that lapses meanwhile ends in a re-run, never a loss
                 self._outcomes[:0] = batch
-                self._settling = 0
+                self._settling, self._in_settle = 0, []
                 failures += 1
                 delay = min(10.0, 0.05 * 2**failures)
                 log.warning(
@@ -920,7 +921,7 @@ class Worker:
                 )
                 await anyio.sleep(delay)
             finally:
-                self._settling = 0
+                self._settling, self._in_settle = 0, []
                 if self._backlogged:  # the claim loop waits for this settle: look again
                     self._slot_event.set()
 
@@ -930,16 +931,21 @@ class Worker:
             await self.extend_leases()
 
     async def extend_leases(self) -> None:
-        """Renew every running lease now; act on cancellations and lost leases."""
-        if not self._running:
-            return
+        """Renew every lease this worker holds now: its running tasks' and those of
+        finished tasks whose outcome waits for its settle (a slow settle must not let
+        them lapse and the task run again). Act on cancellations and lost leases of the
+        running ones."""
         items = [(tid, run.lease.token) for tid, run in self._running.items()]
+        running = len(items)
+        items += [(o.task_id, o.token) for o in (*self._in_settle, *self._outcomes)]
+        if not items:
+            return
         try:
             statuses = await self.app.backend.extend(items, self.lease_seconds)
         except BackendError as exc:
             log.warning("lease renewal failed: %s", exc)
             return
-        for (tid, _), status in zip(items, statuses, strict=True):
+        for (tid, _), status in zip(items[:running], statuses[:running], strict=True):
             run = self._running.get(tid)
             if run is None or status is ExtendStatus.OK:
                 continue

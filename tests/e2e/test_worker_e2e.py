@@ -898,6 +898,42 @@ async def test_running_lease_is_renewed_and_not_reaped(
     assert recorder.started == [h.id]
 
 
+async def test_a_finished_task_waiting_for_its_settle_keeps_its_lease(
+    app: App, clock: FakeClock, recorder: Recorder
+) -> None:
+    """A settle slower than the lease: the finished task's lease is renewed with the
+    running ones', so no reaper requeues it and it runs once."""
+    backend: Any = app.backend
+    settle, gate, held = backend.settle, anyio.Event(), anyio.Event()
+
+    async def slow_settle(outcomes: Any) -> list[bool]:
+        held.set()
+        await gate.wait()
+        return list(await settle(outcomes))
+
+    backend.settle = slow_settle
+
+    @app.task
+    async def quick() -> str:
+        return "done"
+
+    async with worker(app, lease_seconds=30):
+        h = await quick.enqueue()
+        with anyio.fail_after(5):
+            await held.wait()  # finished; its outcome waits in the settle
+        await until(lambda: clock.sleepers == 2)  # renewal and maintenance loops asleep
+        for step in (10, 25, 25):  # past the lease's expiry, within each renewal
+            clock.advance(step)
+            await until(lambda: clock.sleepers == 2)  # both loops went round
+            assert await app.backend.reap() == []
+            assert await h.status() is State.RUNNING
+        gate.set()
+        assert await h.result(timeout=5) == "done"
+    rec = await h.record()
+    assert rec is not None and rec.attempt == 1
+    assert recorder.started == [h.id]
+
+
 async def test_cancel_a_task_waiting_for_its_retry(
     app: App, clock: FakeClock, recorder: Recorder
 ) -> None:
