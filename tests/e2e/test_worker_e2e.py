@@ -872,6 +872,17 @@ async def test_finished_records_expire_after_their_ttl(app: App, clock: FakeCloc
 # -- more backend-visible paths -------------------------------------------------------------
 
 
+async def outlive_the_lease(app: App, clock: FakeClock, h: Any) -> None:
+    """Move a 30 s lease's clock well past its first expiry, in steps shorter than its
+    renewal period: after each, no reaper finds the task's lease expired."""
+    await until(lambda: clock.sleepers == 2)  # renewal and maintenance loops asleep
+    for step in (10, 25, 25):
+        clock.advance(step)
+        await until(lambda: clock.sleepers == 2)  # both loops went round
+        assert await app.backend.reap() == []
+        assert await h.status() is State.RUNNING
+
+
 async def test_running_lease_is_renewed_and_not_reaped(
     app: App, clock: FakeClock, recorder: Recorder
 ) -> None:
@@ -885,12 +896,7 @@ async def test_running_lease_is_renewed_and_not_reaped(
     async with worker(app, lease_seconds=30):
         h = await long.enqueue()
         await recorder.wait_started(1)
-        await until(lambda: clock.sleepers == 2)  # renewal and maintenance loops asleep
-        for step in (10, 25, 25):  # past the first lease's expiry, within each renewal
-            clock.advance(step)
-            await until(lambda: clock.sleepers == 2)  # both loops went round
-            assert await app.backend.reap() == []
-            assert await h.status() is State.RUNNING
+        await outlive_the_lease(app, clock, h)
         release.set()
         assert await h.result(timeout=5) == "done"
     rec = await h.record()
@@ -921,12 +927,7 @@ async def test_a_finished_task_waiting_for_its_settle_keeps_its_lease(
         h = await quick.enqueue()
         with anyio.fail_after(5):
             await held.wait()  # finished; its outcome waits in the settle
-        await until(lambda: clock.sleepers == 2)  # renewal and maintenance loops asleep
-        for step in (10, 25, 25):  # past the lease's expiry, within each renewal
-            clock.advance(step)
-            await until(lambda: clock.sleepers == 2)  # both loops went round
-            assert await app.backend.reap() == []
-            assert await h.status() is State.RUNNING
+        await outlive_the_lease(app, clock, h)
         gate.set()
         assert await h.result(timeout=5) == "done"
     rec = await h.record()
