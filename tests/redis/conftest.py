@@ -3,12 +3,19 @@
 
 Unreachable server: the tests are skipped, except in CI (``CI=true``) where that
 is a failure. Every test gets its own key prefix and its keys are deleted after.
+Tests that flush the server's script cache run against a private ``redis-server``
+of their own instead (``private_redis_url``), so that other clients of the shared
+server keep theirs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import subprocess
+import tempfile
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
@@ -26,6 +33,13 @@ def anyio_backend() -> str:
     return "asyncio"  # redis-py's client is asyncio-only
 
 
+def _unavailable(reason: str) -> None:
+    """Skip, or fail under CI where every service is expected to be there."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     try:
@@ -33,11 +47,40 @@ def redis_url() -> str:
         client.ping()
         client.close()
     except redis_sync.RedisError as exc:
-        reason = f"Redis server at {REDIS_URL} unreachable ({exc}); set TASKCORE_REDIS_URL"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        _unavailable(f"Redis server at {REDIS_URL} unreachable ({exc}); set TASKCORE_REDIS_URL")
     return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def private_redis_url() -> Iterator[str]:
+    """A ``redis-server`` of these tests' own, on a unix socket, nothing on disk (for
+    tests that flush its script cache)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        _unavailable("redis-server is not on PATH; install Redis to run the script-cache tests")
+    assert binary is not None  # _unavailable() does not return
+    with tempfile.TemporaryDirectory(prefix="tc-redis-") as tmp:
+        sock = os.path.join(tmp, "redis.sock")
+        log = os.path.join(tmp, "redis.log")
+        options = ["--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no"]
+        server = subprocess.Popen([binary, *options, "--dir", tmp, "--logfile", log])
+        url = f"unix://{sock}"
+        try:
+            client = redis_sync.Redis.from_url(url)
+            deadline = time.monotonic() + 10
+            while True:  # polls until the server answers (it starts in milliseconds)
+                try:
+                    client.ping()
+                    break
+                except redis_sync.ConnectionError:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        _unavailable(f"the private redis-server did not start ({binary})")
+                    time.sleep(0.01)
+            client.close()
+            yield url
+        finally:
+            server.terminate()
+            server.wait(10)
 
 
 @pytest.fixture(scope="session")

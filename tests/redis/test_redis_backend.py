@@ -140,21 +140,25 @@ async def test_kept_connections_stay_within_the_pool_and_close_with_it(
     assert connections() == 0
 
 
+def flush_scripts(url: str) -> None:
+    """SCRIPT FLUSH on the server at ``url`` (the tests' private one: see conftest)."""
+    with contextlib.closing(redis_sync.Redis.from_url(url)) as client:
+        client.script_flush()
+
+
 # -- script cache ----------------------------------------------------------------------
-async def test_scripts_reload_after_script_flush(
-    redis_url: str, prefix: str, admin: redis_sync.Redis
-) -> None:
+async def test_scripts_reload_after_script_flush(private_redis_url: str, prefix: str) -> None:
     clock = FakeClock()
-    async with _backend(redis_url, prefix, clock) as b:
+    async with _backend(private_redis_url, prefix, clock) as b:
         await b.enqueue([make_message(clock, queue=q) for q in ("a", "b")])
-        admin.script_flush()
+        flush_scripts(private_redis_url)
         # one script call, then a pipeline of several (reap runs one per queue)
         leases = await b.claim(["a", "b"], 10, 30, "w")
         assert len(leases) == 2
-        admin.script_flush()
+        flush_scripts(private_redis_url)
         clock.advance(31)
         assert sorted(await b.reap()) == sorted(lease.message.id for lease in leases)
-        admin.script_flush()
+        flush_scripts(private_redis_url)
         settled = await b.settle(
             [Outcome(lease.message.id, lease.token, OutcomeKind.SUCCEEDED, 0.0) for lease in leases]
         )
@@ -360,18 +364,18 @@ async def test_wait_claims_in_the_round_trip_that_wakes_it(redis_url: str, prefi
 
 
 async def test_a_woken_claim_after_script_flush_claims_in_the_same_wake(
-    redis_url: str, prefix: str, admin: redis_sync.Redis
+    private_redis_url: str, prefix: str
 ) -> None:
     # The blocking round trip's claim comes back refused (NOSCRIPT) behind the BLMOVE
     # reply; the wait sends it again alone and the wake-up still carries the lease.
     clock = FakeClock()
     async with (
-        _backend(redis_url, prefix, clock) as idle,
-        _backend(redis_url, prefix, clock) as producer,
+        _backend(private_redis_url, prefix, clock) as idle,
+        _backend(private_redis_url, prefix, clock) as producer,
     ):
         assert await idle.claim(["q"], 10, 30, "w") == []
         [res] = await producer.enqueue([make_message(clock)])  # its marker waits
-        admin.script_flush()
+        flush_scripts(private_redis_url)
         with anyio.fail_after(5):
             await idle.wait(["q"], 30)
         rec = await producer.get(res.id)
@@ -530,13 +534,13 @@ async def test_a_batch_of_several_script_calls_answers_as_one(redis_url: str, pr
 
 
 async def test_a_batch_of_several_script_calls_survives_script_flush(
-    redis_url: str, prefix: str, admin: redis_sync.Redis
+    private_redis_url: str, prefix: str
 ) -> None:
     clock = FakeClock()
     msgs = [make_message(clock) for _ in range(2 * _ENQUEUE_CHUNK + 1)]
-    async with _backend(redis_url, prefix, clock) as b:
+    async with _backend(private_redis_url, prefix, clock) as b:
         await b.enqueue(msgs[:1])
-        admin.script_flush()  # every call of the batch is refused, then sent again
+        flush_scripts(private_redis_url)  # every call of the batch is refused, then sent again
         results = await b.enqueue(msgs[1:])
         assert all(r.created for r in results)
         leases = await b.claim(["q"], len(msgs), 30, "w")
