@@ -80,6 +80,7 @@ class Telemetry:
     ) -> None:
         self._meter_provider = meter_provider
         self._tracer_provider = tracer_provider
+        self._global_tracing = False  # a real global tracer provider was seen
         self._bound = False
         self.depth: dict[tuple[str, str], int] = {}
         self.busy: dict[str, int] = {}
@@ -91,23 +92,32 @@ class Telemetry:
     def tracing(self) -> bool:
         """Whether a real tracer provider is installed (given, or set globally by now).
         Spans cost time even when no-op (~10 us each), so they are skipped unless one
-        is; without the tracing API imported, none can be."""
-        if self._tracer_provider is None and "opentelemetry.trace" not in sys.modules:
-            return False
-        from opentelemetry import trace
-
+        is; without the tracing API imported, none can be. A real global provider,
+        once seen, is remembered: the API sets the global provider only once."""
+        if self._global_tracing:
+            return True
+        trace: Any = sys.modules.get("opentelemetry.trace")  # (an import statement: ~2 us)
+        if trace is None:
+            if self._tracer_provider is None:
+                return False
+            import opentelemetry.trace as trace
         provider = self._tracer_provider or trace.get_tracer_provider()
-        return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+        real = not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+        self._global_tracing = real and self._tracer_provider is None
+        return real
 
     @staticmethod
     def inject(carrier: dict[str, str]) -> None:
         """Put the current trace context (and baggage) into ``carrier``, without a span
         of our own: a context from elsewhere (an incoming request) still travels. With
-        neither the tracing nor the baggage API imported there is no such context."""
-        if "opentelemetry.trace" in sys.modules or "opentelemetry.baggage" in sys.modules:
-            from opentelemetry import propagate
+        no OpenTelemetry context API imported, or an empty current context (no span,
+        no baggage), there is nothing to propagate, and the propagators are skipped."""
+        context = sys.modules.get("opentelemetry.context")
+        if context is None or not context.get_current():
+            return
+        from opentelemetry import propagate
 
-            propagate.inject(carrier)
+        propagate.inject(carrier)
 
     def bind(self) -> None:
         """Make the instruments now (idempotent)."""

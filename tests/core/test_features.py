@@ -101,6 +101,45 @@ async def test_metrics_and_traces(clock: FakeClock) -> None:
 
 
 @pytest.mark.anyio
+async def test_a_trace_context_from_elsewhere_travels_without_a_tracer_provider(
+    clock: FakeClock,
+) -> None:
+    from opentelemetry import baggage, context, trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    app = App(backend=MemoryBackend(clock=clock), clock=clock)
+
+    @app.task
+    async def noop() -> None:
+        pass
+
+    incoming = SpanContext(0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, True)
+    incoming = SpanContext(incoming.trace_id, incoming.span_id, True, TraceFlags(1))
+    async with app:
+        assert not app.telemetry.tracing  # no tracer provider: no spans of our own
+        plain = await noop.enqueue()
+        ctx = baggage.set_baggage(
+            "tenant", "t1", trace.set_span_in_context(NonRecordingSpan(incoming))
+        )
+        token = context.attach(ctx)
+        try:
+            carried = await noop.enqueue()
+        finally:
+            context.detach(token)
+
+        async def trace_of(tid: str) -> dict[str, str]:
+            rec = await app.backend.get(tid)
+            assert rec is not None
+            return app.codec.decode_envelope(rec.body).trace
+
+        assert await trace_of(plain.id) == {}  # an empty context: nothing to carry
+        assert await trace_of(carried.id) == {
+            "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "baggage": "tenant=t1",
+        }
+
+
+@pytest.mark.anyio
 async def test_middleware_hooks_run_in_order(clock: FakeClock) -> None:
     events: list[str] = []
 
