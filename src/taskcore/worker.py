@@ -77,6 +77,10 @@ SETTLE_BACKLOG_PER_SLOT = 10
 # trip, at most this many per slot (and at least PREFETCH_FLOOR in all)
 PREFETCH_PER_SLOT = 4
 PREFETCH_FLOOR = 100
+# after a failed lease renewal or settle, the next try comes within this fraction of the
+# lease (renewals otherwise every third of it): leases lapse one lease after their last
+# renewal, so a backend back after an outage gets them renewed and settled in time
+RETRY_FRACTION = 12
 
 
 _heap_frozen = False
@@ -915,7 +919,7 @@ class Worker:
                 self._outcomes[:0] = batch
                 self._settling, self._in_settle = 0, []
                 failures += 1
-                delay = min(10.0, 0.05 * 2**failures)
+                delay = min(10.0, self.lease_seconds / RETRY_FRACTION, 0.05 * 2**failures)
                 log.warning(
                     "settle of %d outcome(s) failed (%s); retrying in %.2fs", len(batch), exc, delay
                 )
@@ -926,30 +930,34 @@ class Worker:
                     self._slot_event.set()
 
     async def _extend_loop(self) -> None:
+        renewed = True
         while True:
-            await self.clock.sleep(self.lease_seconds / 3)
-            await self.extend_leases()
+            # every third of the lease; after a failure (an outage) much sooner, so the
+            # leases are renewed soon after the backend is back, before they lapse
+            await self.clock.sleep(self.lease_seconds / (3 if renewed else RETRY_FRACTION))
+            renewed = await self.extend_leases()
 
-    async def extend_leases(self) -> None:
+    async def extend_leases(self) -> bool:
         """Renew every lease this worker holds now: its running tasks' and those of
         finished tasks whose outcome waits for its settle (a slow settle must not let
         them lapse and the task run again). Act on cancellations and lost leases of the
-        running ones."""
+        running ones. False if the backend could not be reached."""
         items = [(tid, run.lease.token) for tid, run in self._running.items()]
         running = len(items)
         items += [(o.task_id, o.token) for o in (*self._in_settle, *self._outcomes)]
         if not items:
-            return
+            return True
         try:
             statuses = await self.app.backend.extend(items, self.lease_seconds)
         except BackendError as exc:
             log.warning("lease renewal failed: %s", exc)
-            return
+            return False
         for (tid, _), status in zip(items[:running], statuses[:running], strict=True):
             run = self._running.get(tid)
             if run is None or status is ExtendStatus.OK:
                 continue
             self._stop_run(run, "lost" if status is ExtendStatus.LOST else "cancel")
+        return True
 
     async def _watchdog_loop(self) -> None:
         """Cancel runs past their timeout. One timer for all runs is far cheaper than a

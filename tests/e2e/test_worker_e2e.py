@@ -18,6 +18,7 @@ import pytest
 
 from taskcore import (
     App,
+    BackendUnavailable,
     FakeClock,
     Priority,
     ResultTimeout,
@@ -929,6 +930,52 @@ async def test_a_finished_task_waiting_for_its_settle_keeps_its_lease(
             await held.wait()  # finished; its outcome waits in the settle
         await outlive_the_lease(app, clock, h)
         gate.set()
+        assert await h.result(timeout=5) == "done"
+    rec = await h.record()
+    assert rec is not None and rec.attempt == 1
+    assert recorder.started == [h.id]
+
+
+async def test_after_an_outage_the_lease_is_renewed_before_it_lapses(
+    app: App, clock: FakeClock, recorder: Recorder
+) -> None:
+    """Renewals fail from 10 s to 20 s into a 30 s lease (the backend is down) and it is
+    back at 21 s: the worker tries again soon after a failure, not a third of a lease
+    later (30 s, when the lease lapses), so the lease is renewed in time and no reaper
+    requeues the task."""
+    backend: Any = app.backend
+    extend, down, calls = backend.extend, [True], []
+
+    async def flaky_extend(leases: Any, seconds: float) -> Any:
+        if down[0]:
+            calls.append((clock.now(), False))
+            raise BackendUnavailable("the backend is down (test)")
+        calls.append((clock.now(), True))
+        return await extend(leases, seconds)
+
+    backend.extend = flaky_extend
+    release = anyio.Event()
+
+    @app.task
+    async def long() -> str:
+        await release.wait()
+        return "done"
+
+    async with worker(app, lease_seconds=30):
+        h = await long.enqueue()
+        await recorder.wait_started(1)
+        claimed = clock.now()
+        await until(lambda: clock.sleepers == 2)  # renewal and maintenance loops asleep
+        for second in range(1, 36):
+            if second == 21:
+                down[0] = False  # the backend is back
+            clock.advance(1)
+            await until(lambda: clock.sleepers == 2)
+            if second == 29:  # the last moment before the lease lapses
+                assert any(ok for at, ok in calls if at < claimed + 30), calls
+        assert [ok for _, ok in calls][:2] == [False, False]  # the outage was seen
+        assert await app.backend.reap() == []
+        release.set()
         assert await h.result(timeout=5) == "done"
     rec = await h.record()
     assert rec is not None and rec.attempt == 1
