@@ -8,6 +8,7 @@ import os
 import platform
 import statistics
 import subprocess
+import time
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -272,6 +273,25 @@ def _source() -> str:
     return f"{src} at {head}" + (" with uncommitted changes in src/" if dirty else "")
 
 
+_SPEED_LOOP = compile("s = 0\nfor i in range(5_000_000):\n    s += i\n", "<speed>", "exec")
+
+
+def host_speed() -> float:
+    """Seconds this interpreter takes now for a module-level loop of 5 million additions
+    (the check docs/benchmarks.md quotes for each machine: ``python3 -c`` of the same
+    loop). A shared VM's speed drifts (here a third within an hour, for every library
+    alike), so the reports record it beside the figures it affects."""
+    t0 = time.perf_counter()
+    exec(_SPEED_LOOP, {})  # module-level: globals, as in the quoted check
+    return round(time.perf_counter() - t0, 3)
+
+
+def speed_line(speeds: Sequence[float]) -> str:
+    """The markdown line that reports :func:`host_speed` readings."""
+    readings = ", ".join(f"{x:.3g}" for x in speeds)
+    return f"Host speed: a loop of 5 million additions took {readings} s (lower is faster)."
+
+
 async def machine() -> dict[str, Any]:
     import taskcore
 
@@ -291,6 +311,7 @@ async def machine() -> dict[str, Any]:
         "psycopg": _version("psycopg"),
         "msgspec": _version("msgspec"),
         "anyio": _version("anyio"),
+        "host_speed_s": [host_speed()],
     }
 
 
@@ -324,6 +345,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"PostgreSQL {m['postgres_server']}; redis-py {m['redis-py']}; "
         f"psycopg {m['psycopg']}; msgspec {m['msgspec']}; anyio {m['anyio']}.",
         "",
+        *([speed_line(m["host_speed_s"]), ""] if m.get("host_speed_s") else []),
         f"Command: `{result['command']}` — medians of {result['repeat']} repeat(s)"
         + (" (quick mode: small sizes, not representative)" if result["quick"] else "")
         + ".",

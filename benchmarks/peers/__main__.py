@@ -525,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def suite(args: argparse.Namespace, peers: list[str], argv: list[str] | None) -> int:
     from benchmarks.peers.table import markdown, summarise
-    from benchmarks.report import machine
+    from benchmarks.report import host_speed, machine
 
     targets: list[str] = []
     for backend, tc in (("redis", "taskcore-redis"), ("postgres", "taskcore-pg")):
@@ -548,6 +548,8 @@ def suite(args: argparse.Namespace, peers: list[str], argv: list[str] | None) ->
     path = args.out / f"peers-{stamp}.json"
     t_start = time.monotonic()
     for r in range(args.repeat):
+        if r:  # the host's speed before every repeat (machine() read it before the first)
+            result["machine"]["host_speed_s"].append(host_speed())
         order = targets[r % len(targets) :] + targets[: r % len(targets)]
         for scenario in args.scenarios:
             for target in order:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from benchmarks.report import _fmt
+from benchmarks.report import _fmt, speed_line
 
 # one table per scenario group and backend: (title, columns); a column is (scenario, key,
 # label, with a "tc / peer" ratio column)
@@ -223,6 +223,11 @@ def markdown(result: dict[str, Any]) -> str:
         f"taskcore {m['taskcore']} ({m['taskcore_source']}), redis-py {m['redis-py']}, "
         f"psycopg {m['psycopg']}.",
         "",
+        *(
+            [speed_line(m["host_speed_s"]) + " Readings before each repeat.", ""]
+            if m.get("host_speed_s")
+            else []
+        ),
         f"Command: `{result['command']}`. Medians of {c['repeat']} interleaved repeats; "
         f"N = {c['n']:,} pre-enqueued no-op tasks, ONE worker process with {c['concurrency']} "
         f"slots; latency: {int(c['rate'] * c['seconds'])} single enqueues at {c['rate']:g}/s "

@@ -131,6 +131,10 @@ def test_table_from_a_recorded_run_has_one_table_per_scenario_and_backend() -> N
     assert "| arq | n/a |" in prio_redis
     assert "- arq priority: n/a: no job priority in arq's public API" in text
     assert med["pgqueuer"]["priority"]["median"]["high_second_half_p99_ms"] > 0
+    # the host's speed, read before each repeat, is reported when the run recorded it
+    assert "Host speed" not in text
+    result["machine"]["host_speed_s"] = [0.452, 0.61]
+    assert "a loop of 5 million additions took 0.452, 0.61 s" in markdown(result)
 
 
 # -- the producers of the paced scenarios (benchmarks/_produce.py) ---------------------------
