@@ -884,9 +884,8 @@ async def outlive_the_lease(app: App, clock: FakeClock, h: Any) -> None:
         assert await h.status() is State.RUNNING
 
 
-async def test_running_lease_is_renewed_and_not_reaped(
-    app: App, clock: FakeClock, recorder: Recorder
-) -> None:
+def held_task(app: App) -> tuple[Any, anyio.Event]:
+    """A task that runs until the returned event is set, then returns "done"."""
     release = anyio.Event()
 
     @app.task
@@ -894,6 +893,13 @@ async def test_running_lease_is_renewed_and_not_reaped(
         await release.wait()
         return "done"
 
+    return long, release
+
+
+async def test_running_lease_is_renewed_and_not_reaped(
+    app: App, clock: FakeClock, recorder: Recorder
+) -> None:
+    long, release = held_task(app)
     async with worker(app, lease_seconds=30):
         h = await long.enqueue()
         await recorder.wait_started(1)
@@ -954,13 +960,7 @@ async def test_after_an_outage_the_lease_is_renewed_before_it_lapses(
         return await extend(leases, seconds)
 
     backend.extend = flaky_extend
-    release = anyio.Event()
-
-    @app.task
-    async def long() -> str:
-        await release.wait()
-        return "done"
-
+    long, release = held_task(app)
     async with worker(app, lease_seconds=30):
         h = await long.enqueue()
         await recorder.wait_started(1)
