@@ -96,7 +96,7 @@ class Telemetry:
         once seen, is remembered: the API sets the global provider only once."""
         if self._global_tracing:
             return True
-        trace: Any = sys.modules.get("opentelemetry.trace")  # (an import statement: ~2 us)
+        trace: Any = sys.modules.get("opentelemetry.trace")  # cheaper than an import (~2 us)
         if trace is None:
             if self._tracer_provider is None:
                 return False
