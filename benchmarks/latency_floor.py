@@ -154,7 +154,7 @@ async def _run(mode: str, rate: float, seconds: float) -> list[float]:
         sent, starts = await paced("redis", [i / rate for i in range(n)], concurrency=10)
         return [(s - t) * 1000 for t, s in zip(sent, starts, strict=True)]
     url = scratch_url("redis")
-    key = url.partition("prefix=")[2] + ":bare"
+    key = "{" + url.partition("prefix=")[2] + "}:bare"  # a key drop_scratch() deletes
     try:
         proc = await _spawn(mode, key if mode.startswith("bare") else url, n)
         if mode == "bare-sync":
