@@ -432,28 +432,38 @@ class App:
                 bodies.append(task.encode_args(tuple(call[0]), call[1]))
             else:
                 bodies.append(task.encode_args(tuple(call), {}))
-        messages = []
-        if bodies:
-            plan = self._plan(task, **options)
-            ids = [plan.task_id] * len(bodies) if plan.task_id else new_task_ids(len(bodies))
-            clock, encode = self.clock, self.codec.encode_envelope
-            for body, tid in zip(bodies, ids, strict=True):
-                messages.append(plan.build(body, clock.now(), tid, encode)[1])
+        if not bodies:
+            return []
+        plan = self._plan(task, **options)
         if not self._opened:
             await self.open()
-        results = await self.backend.enqueue(messages)
-        if messages:
-            self.telemetry.enqueued.add(
-                len(messages),
-                {
-                    "task": task.name,
-                    "queue": messages[0].queue,
-                    "priority": f"P{messages[0].priority}",
-                },
-            )
+        # one PRODUCER span for the batch (with tracing), or the caller's context: every
+        # envelope carries it
+        carrier: dict[str, str] = {}
+        if self.telemetry.tracing:
+            with self.telemetry.enqueue_span(task.name, plan.queue, carrier):
+                messages, results = await self._enqueue_batch(plan, bodies, carrier)
+        else:
+            self.telemetry.inject(carrier)
+            messages, results = await self._enqueue_batch(plan, bodies, carrier)
+        self.telemetry.enqueued.add(
+            len(messages),
+            {"task": task.name, "queue": plan.queue, "priority": f"P{plan.priority}"},
+        )
         return [
             TaskHandle(self, r.id, created=r.created, return_type=task.return_type) for r in results
         ]
+
+    async def _enqueue_batch(
+        self, plan: _Plan, bodies: list[bytes], trace: dict[str, str]
+    ) -> tuple[list[Message], list[EnqueueResult]]:
+        ids = [plan.task_id] * len(bodies) if plan.task_id else new_task_ids(len(bodies))
+        clock, encode = self.clock, self.codec.encode_envelope
+        messages = [
+            plan.build(body, clock.now(), tid, encode, trace)[1]
+            for body, tid in zip(bodies, ids, strict=True)
+        ]
+        return messages, await self.backend.enqueue(messages)
 
     def handle(self, task_id: str) -> TaskHandle[Any]:
         """A handle on an existing task by id."""
@@ -530,9 +540,11 @@ class _Plan:
         now: float,
         task_id: str | None,
         encode: Callable[[Envelope], bytes] | None = None,
+        trace: Mapping[str, str] | None = None,
     ) -> tuple[Envelope, Message]:
         """The envelope and message of a call; the message's body is ``encode(envelope)``
-        (empty without ``encode``: the caller encodes it later)."""
+        (empty without ``encode``: the caller encodes it later); ``trace``: the trace
+        context the envelope carries (else the caller injects it later)."""
         unique_key = self.unique_key
         if self.hash_unique:
             import hashlib  # not at start-up: hashlib loads OpenSSL's digests (~3 MB)
@@ -549,7 +561,7 @@ class _Plan:
             deadline=self.deadline,
             timeout=self.timeout,
             result_ttl=self.result_ttl,
-            trace={},
+            trace=dict(trace) if trace else {},
             headers=dict(self.headers),
             rate_key=self.rate_key,
         )

@@ -124,6 +124,7 @@ async def test_a_trace_context_from_elsewhere_travels_without_a_tracer_provider(
         token = context.attach(ctx)
         try:
             carried = await noop.enqueue()
+            bulk = await app.enqueue_many(noop, [(), ()])
         finally:
             context.detach(token)
 
@@ -133,10 +134,34 @@ async def test_a_trace_context_from_elsewhere_travels_without_a_tracer_provider(
             return app.codec.decode_envelope(rec.body).trace
 
         assert await trace_of(plain.id) == {}  # an empty context: nothing to carry
-        assert await trace_of(carried.id) == {
+        expected = {
             "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "baggage": "tenant=t1",
         }
+        assert await trace_of(carried.id) == expected
+        assert [await trace_of(h.id) for h in bulk] == [expected, expected]
+
+
+@pytest.mark.anyio
+async def test_a_bulk_enqueue_is_one_producer_span_parent_of_every_run(clock: FakeClock) -> None:
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry = Telemetry(tracer_provider=tracer_provider)
+    app = App(backend=MemoryBackend(clock=clock), clock=clock, telemetry=telemetry)
+
+    @app.task
+    async def ok(n: int) -> int:
+        return n
+
+    async with app, app.worker():
+        handles = await app.enqueue_many(ok, [(1,), (2,), (3,)])
+        assert [await h.result(timeout=5) for h in handles] == [1, 2, 3]
+    spans = exporter.get_finished_spans()
+    [producer] = [s for s in spans if s.name == f"enqueue {ok.name}"]
+    runs = [s for s in spans if s.name == f"run {ok.name}"]
+    assert len(runs) == 3
+    assert all(s.parent is not None and s.parent.span_id == producer.context.span_id for s in runs)
 
 
 @pytest.mark.anyio
