@@ -442,10 +442,10 @@ class App:
         carrier: dict[str, str] = {}
         if self.telemetry.tracing:
             with self.telemetry.enqueue_span(task.name, plan.queue, carrier):
-                messages, results = await self._enqueue_batch(plan, bodies, carrier)
+                messages, results = await self._enqueue_batch(task, plan, bodies, carrier)
         else:
             self.telemetry.inject(carrier)
-            messages, results = await self._enqueue_batch(plan, bodies, carrier)
+            messages, results = await self._enqueue_batch(task, plan, bodies, carrier)
         self.telemetry.enqueued.add(
             len(messages),
             {"task": task.name, "queue": plan.queue, "priority": f"P{plan.priority}"},
@@ -455,15 +455,31 @@ class App:
         ]
 
     async def _enqueue_batch(
-        self, plan: _Plan, bodies: list[bytes], trace: dict[str, str]
+        self, task: Task[Any, Any], plan: _Plan, bodies: list[bytes], trace: dict[str, str]
     ) -> tuple[list[Message], list[EnqueueResult]]:
+        """Build and store one batch; middleware sees every call, as with ``enqueue``
+        (a ``before_enqueue`` that raises refuses the whole batch: nothing is stored)."""
         ids = [plan.task_id] * len(bodies) if plan.task_id else new_task_ids(len(bodies))
-        clock, encode = self.clock, self.codec.encode_envelope
-        messages = [
-            plan.build(body, clock.now(), tid, encode, trace)[1]
+        clock, encode, middleware = self.clock, self.codec.encode_envelope, self.middleware
+        if not middleware:
+            messages = [
+                plan.build(body, clock.now(), tid, encode, trace)[1]
+                for body, tid in zip(bodies, ids, strict=True)
+            ]
+            return messages, await self.backend.enqueue(messages)
+        built = [
+            plan.build(body, clock.now(), tid, None, trace)
             for body, tid in zip(bodies, ids, strict=True)
         ]
-        return messages, await self.backend.enqueue(messages)
+        for env, _ in built:
+            for mw in middleware:
+                await mw.before_enqueue(task, env)
+        messages = [_with_body(msg, encode(env)) for env, msg in built]
+        results = await self.backend.enqueue(messages)
+        for msg, res in zip(messages, results, strict=True):
+            for mw in middleware:
+                await mw.after_enqueue(task, msg, res.created)
+        return messages, results
 
     def handle(self, task_id: str) -> TaskHandle[Any]:
         """A handle on an existing task by id."""

@@ -198,6 +198,43 @@ async def test_middleware_hooks_run_in_order(clock: FakeClock) -> None:
 
 
 @pytest.mark.anyio
+async def test_middleware_sees_every_call_of_a_bulk_enqueue(clock: FakeClock) -> None:
+    events: list[str] = []
+
+    class Stamp(Middleware):
+        async def before_enqueue(self, task: Any, envelope: Any) -> None:
+            if bytes(envelope.args) == b'{"n":13}':
+                raise PermissionError("13 is refused")
+            envelope.headers["stamped"] = "yes"
+            events.append(f"before {bytes(envelope.args).decode()}")
+
+        async def after_enqueue(self, task: Any, message: Any, created: bool) -> None:
+            events.append(f"after created={created}")
+
+    app = App(backend=MemoryBackend(clock=clock), clock=clock, middleware=[Stamp()])
+
+    @app.task
+    async def double(n: int) -> int:
+        return n * 2
+
+    async with app:
+        handles = await app.enqueue_many(double, [(1,), (2,)])
+        assert events == [
+            'before {"n":1}',
+            'before {"n":2}',
+            "after created=True",
+            "after created=True",
+        ]
+        for h in handles:  # what before_enqueue changed is what was stored
+            rec = await app.backend.get(h.id)
+            assert rec is not None
+            assert app.codec.decode_envelope(rec.body).headers == {"stamped": "yes"}
+        with pytest.raises(PermissionError, match="13 is refused"):
+            await app.enqueue_many(double, [(12,), (13,)])
+        assert len(await app.list_tasks()) == 2  # the refused batch stored nothing
+
+
+@pytest.mark.anyio
 async def test_cron_tick_enqueued_once_with_two_workers(
     clock: FakeClock, recorder: Recorder
 ) -> None:
