@@ -761,9 +761,10 @@ class PostgresBackend:
         A settle decides whether to notify from a snapshot taken after it wrote its rows
         (``done_wanted()``), but commits later: one that looked just before this
         registration committed may still be committing, unnotified. So the first check
-        under a recent registration is a locking read, which waits for such a settle to
-        end; ``operation_timeout`` bounds "recent" (a settle still uncommitted after that
-        long only delays the waiter to its next poll).
+        under a recent registration, if it finds the task running, is followed by a
+        locking read, which waits for such a settle to end; ``operation_timeout`` bounds
+        "recent" (a settle still uncommitted after that long only delays the waiter to
+        its next poll).
         """
         if not self.settings.listen or self._done_refused:
             return 0, False  # nothing here would hear a notification: poll
@@ -801,11 +802,16 @@ class PostgresBackend:
             checked: int | None = None
             while True:
                 generation, recent = await self._want_done()
-                # a locking read after each fresh registration (see _want_done)
-                name = "get_locked" if recent and generation != checked else "get"
-                checked = generation
-                row = await self._fetchone(name, {"id": task_id}, idempotent=True)
+                row = await self._fetchone("get", {"id": task_id}, idempotent=True)
                 record = None if row is None else _rows.record_from_row(row)
+                # a locking read after each fresh registration (see _want_done), of a
+                # running task only: a settle changes nothing else, and a share lock on a
+                # queued row would make a claim's SKIP LOCKED pass it over for a moment
+                # (another task would start first)
+                if recent and generation != checked and record and record.state is State.RUNNING:
+                    row = await self._fetchone("get_locked", {"id": task_id}, idempotent=True)
+                    record = None if row is None else _rows.record_from_row(row)
+                checked = generation
                 if record is None or record.state in TERMINAL:
                     return record
                 remaining = deadline - anyio.current_time()

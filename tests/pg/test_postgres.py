@@ -1153,6 +1153,27 @@ async def test_a_result_waiter_sees_a_settle_that_committed_after_its_first_chec
         assert again is not None and again.state is State.SUCCEEDED
 
 
+async def test_a_result_waiter_takes_no_lock_on_a_queued_task(pg_dsn: str, pg_schema: str) -> None:
+    """Only a running task can have a settle in flight, so only a running task gets the
+    locking read. A share lock on a queued row would make a claim's SKIP LOCKED pass it
+    over for that moment, and the task behind it would start first; here a claim holds
+    the row's lock, and the waiter's reads must not queue behind it."""
+    clock = FakeClock()
+    async with (
+        open_backend(pg_dsn, pg_schema, clock, poll_interval=1.0) as backend,
+        await psycopg.AsyncConnection.connect(pg_dsn) as claimer,
+    ):
+        msg = make_message(clock)
+        await backend.enqueue([msg])
+        await claimer.execute(
+            f'SELECT id FROM "{pg_schema}".tasks WHERE id = %s FOR UPDATE', [msg.id]
+        )  # a claim's lock, in a transaction left open
+        with anyio.fail_after(5):  # a locking read would wait for the claimer's rollback
+            record = await backend.wait_done(msg.id, 0.2)
+        assert record is not None and record.state is State.QUEUED
+        await claimer.rollback()
+
+
 async def _lock_waiters(dsn: str, blocker: int) -> int:
     """How many sessions wait for a lock held by the session ``blocker``."""
     async with await psycopg.AsyncConnection.connect(dsn) as conn:
