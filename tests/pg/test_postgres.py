@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from tests.faults.proxy import TcpProxy
 
-from taskcore.backend import Outcome, OutcomeKind, QueueSpec
+from taskcore.backend import Message, Outcome, OutcomeKind, QueueSpec
 from taskcore.clock import Clock, FakeClock, SystemClock
 from taskcore.errors import BackendError, BackendUnavailable, ConfigurationError
 from taskcore.memory import MemoryBackend
@@ -1111,6 +1111,21 @@ async def test_settles_notify_done_only_while_a_process_waits_for_results(
         assert await _done_waiters(pg_dsn, pg_schema) == []
 
 
+@contextlib.asynccontextmanager
+async def one_task_and_a_session(
+    dsn: str, schema: str, clock: FakeClock
+) -> AsyncIterator[tuple[PostgresBackend, Message, psycopg.AsyncConnection[Any]]]:
+    """A backend (polling results every second) holding one queued task, and a session
+    of the test's own for holding row locks in an open transaction."""
+    async with (
+        open_backend(dsn, schema, clock, poll_interval=1.0) as backend,
+        await psycopg.AsyncConnection.connect(dsn) as session,
+    ):
+        msg = make_message(clock)
+        await backend.enqueue([msg])
+        yield backend, msg, session
+
+
 async def test_a_result_waiter_sees_a_settle_that_committed_after_its_first_check(
     pg_dsn: str, pg_schema: str
 ) -> None:
@@ -1120,12 +1135,7 @@ async def test_a_result_waiter_sees_a_settle_that_committed_after_its_first_chec
     sees the task finished, instead of 'running' and then no notification. (The settle
     here is a transaction held open by hand, which sends no notification.)"""
     clock = FakeClock()
-    async with (
-        open_backend(pg_dsn, pg_schema, clock, poll_interval=1.0) as backend,
-        await psycopg.AsyncConnection.connect(pg_dsn) as settler,
-    ):
-        msg = make_message(clock)
-        await backend.enqueue([msg])
+    async with one_task_and_a_session(pg_dsn, pg_schema, clock) as (backend, msg, settler):
         [lease] = await backend.claim(["q"], 1, 30, "w")
         await settler.execute(
             f'UPDATE "{pg_schema}".tasks SET state = %s, result = %s, finished_at = %s'
@@ -1158,13 +1168,7 @@ async def test_a_result_waiter_takes_no_lock_on_a_queued_task(pg_dsn: str, pg_sc
     locking read. A share lock on a queued row would make a claim's SKIP LOCKED pass it
     over for that moment, and the task behind it would start first; here a claim holds
     the row's lock, and the waiter's reads must not queue behind it."""
-    clock = FakeClock()
-    async with (
-        open_backend(pg_dsn, pg_schema, clock, poll_interval=1.0) as backend,
-        await psycopg.AsyncConnection.connect(pg_dsn) as claimer,
-    ):
-        msg = make_message(clock)
-        await backend.enqueue([msg])
+    async with one_task_and_a_session(pg_dsn, pg_schema, FakeClock()) as (backend, msg, claimer):
         await claimer.execute(
             f'SELECT id FROM "{pg_schema}".tasks WHERE id = %s FOR UPDATE', [msg.id]
         )  # a claim's lock, in a transaction left open
