@@ -749,7 +749,11 @@ class PostgresBackend:
 
     # -- results --------------------------------------------------------------------
     async def get(self, task_id: str) -> TaskRecord | None:
-        row = await self._fetchone("get", {"id": task_id}, idempotent=True)
+        return await self._read("get", task_id)
+
+    async def _read(self, name: str, task_id: str) -> TaskRecord | None:
+        """One task by id with ``get.sql`` or ``get_locked.sql``."""
+        row = await self._fetchone(name, {"id": task_id}, idempotent=True)
         return None if row is None else _rows.record_from_row(row)
 
     async def _want_done(self) -> tuple[int, bool]:
@@ -802,15 +806,13 @@ class PostgresBackend:
             checked: int | None = None
             while True:
                 generation, recent = await self._want_done()
-                row = await self._fetchone("get", {"id": task_id}, idempotent=True)
-                record = None if row is None else _rows.record_from_row(row)
+                record = await self._read("get", task_id)
                 # a locking read after each fresh registration (see _want_done), of a
                 # running task only: a settle changes nothing else, and a share lock on a
                 # queued row would make a claim's SKIP LOCKED pass it over for a moment
                 # (another task would start first)
                 if recent and generation != checked and record and record.state is State.RUNNING:
-                    row = await self._fetchone("get_locked", {"id": task_id}, idempotent=True)
-                    record = None if row is None else _rows.record_from_row(row)
+                    record = await self._read("get_locked", task_id)
                 checked = generation
                 if record is None or record.state in TERMINAL:
                     return record
