@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
@@ -61,26 +60,24 @@ def private_redis_url() -> Iterator[str]:
     assert binary is not None  # _unavailable() does not return
     with tempfile.TemporaryDirectory(prefix="tc-redis-") as tmp:
         sock = os.path.join(tmp, "redis.sock")
-        log = os.path.join(tmp, "redis.log")
         options = ["--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no"]
-        server = subprocess.Popen([binary, *options, "--dir", tmp, "--logfile", log])
-        url = f"unix://{sock}"
+        server = subprocess.Popen(
+            [binary, *options, "--dir", tmp, "--logfile", ""],  # the log on stdout
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
-            client = redis_sync.Redis.from_url(url)
-            deadline = time.monotonic() + 10
-            while True:  # polls until the server answers (it starts in milliseconds)
-                try:
-                    client.ping()
+            assert server.stdout is not None  # stdout=PIPE
+            for line in server.stdout:  # the server says when it is ready, or exits
+                # 7.0: "... now ready to accept connections at <path>"; 7.2: "Ready to ..."
+                if "ready to accept connections" in line.lower():
                     break
-                except redis_sync.ConnectionError:
-                    if server.poll() is not None or time.monotonic() > deadline:
-                        _unavailable(f"the private redis-server did not start ({binary})")
-                    time.sleep(0.01)
-            client.close()
-            yield url
+            else:
+                _unavailable(f"the private redis-server did not start ({binary})")
+            yield f"unix://{sock}"
         finally:
             server.terminate()
-            server.wait(10)
+            server.communicate(timeout=10)  # reads the rest of its log, then reaps it
 
 
 @pytest.fixture(scope="session")
