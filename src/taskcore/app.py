@@ -461,7 +461,7 @@ class App:
         (a ``before_enqueue`` that raises refuses the whole batch: nothing is stored)."""
         ids = [plan.task_id] * len(bodies) if plan.task_id else new_task_ids(len(bodies))
         clock, encode, middleware = self.clock, self.codec.encode_envelope, self.middleware
-        if not middleware:
+        if not middleware:  # each body encoded as it is built (no copy of each message)
             messages = [
                 plan.build(body, clock.now(), tid, encode, trace)[1]
                 for body, tid in zip(bodies, ids, strict=True)
