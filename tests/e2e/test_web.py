@@ -1,0 +1,562 @@
+"""The web API and dashboard end to end, on memory (asyncio and trio), Redis and
+PostgreSQL: requests through httpx's ASGI transport (the SSE stream through the ASGI
+interface directly, since that transport buffers whole responses), one run under a
+real uvicorn server. The monitor is driven by ``await monitor.sample()``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Mapping, MutableMapping
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from taskcore import App, FakeClock, State
+from taskcore.backend import AttemptError, Outcome, OutcomeKind
+from taskcore.memory import MemoryBackend
+from taskcore.monitor.monitor import Monitor
+from taskcore.web import create_app
+from taskcore.web.auth import fingerprint
+from taskcore.web.panels import PANELS
+from taskcore.web.routes import openapi_path
+
+pytestmark = pytest.mark.anyio
+
+TOKENS = {"view-token": "viewer", "op-token": "operator", "admin-token": "admin"}
+EVIL = "<script>alert(1)</script>"
+
+
+def client(web: Starlette, token: str | None = None, **headers: str) -> httpx.AsyncClient:
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=web), base_url="http://testserver", headers=headers
+    )
+
+
+def job(app: App, name: str = "web.job", queue: str = "default") -> Any:
+    @app.task(name=name, queue=queue)
+    async def fn(x: int) -> int:
+        return x
+
+    return fn
+
+
+async def dead_letter(app: App, task: Any, message: str = "boom") -> str:
+    """A task in the dead-letter queue, its one attempt failed with ``message``."""
+    handle = await task.enqueue(1)
+    leases = await app.backend.claim([task.options.queue], 100, 30.0, "test-worker")
+    now = app.clock.now()
+    error = AttemptError(1, "ValueError", message, f"Traceback: {message}", now)
+    outcomes = [  # the others go back as they were
+        Outcome(lease.message.id, lease.token, OutcomeKind.RELEASED, now)
+        if lease.message.id != handle.id
+        else Outcome(handle.id, lease.token, OutcomeKind.DEAD, now, error=error)
+        for lease in leases
+    ]
+    assert handle.id in [o.task_id for o in outcomes]
+    assert all(await app.backend.settle(outcomes))
+    return str(handle.id)
+
+
+async def state_of(app: App, task_id: str) -> State | None:
+    rec = await app.backend.get(task_id)
+    return None if rec is None else rec.state
+
+
+# -- queues, tasks, dead letters ---------------------------------------------------------
+
+
+async def test_pause_shows_in_stats_and_resume_clears_it(app: App) -> None:
+    await job(app).enqueue(1)
+    web = create_app(app, tokens=TOKENS)
+    async with client(web, "op-token") as http:
+        r = await http.post("/api/queues/default/pause")
+        assert r.status_code == 200, r.text
+        [stats] = await app.stats(["default"])
+        assert stats.paused
+        [queue] = (await http.get("/api/queues")).json()
+        assert queue["queue"] == "default" and queue["paused"] is True
+        assert queue["depth_by_priority"]["P2"] == 1 and queue["states"]["queued"] == 1
+        assert (await http.post("/api/queues/default/resume")).status_code == 200
+        [stats] = await app.stats(["default"])
+        assert not stats.paused
+
+
+async def test_task_search_detail_and_clear_errors(app: App) -> None:
+    fn = job(app)
+    queued = await fn.enqueue(1)
+    dead = await dead_letter(app, fn, "it broke")
+    web = create_app(app)
+    async with client(web) as http:
+        r = await http.get("/api/tasks", params={"state": "queued"})
+        assert [t["id"] for t in r.json()] == [queued.id]
+        r = await http.get("/api/tasks", params={"state": "dead", "task": "web.job"})
+        assert [t["last_error"] for t in r.json()] == ["ValueError: it broke"]
+        detail = (await http.get(f"/api/tasks/{dead}")).json()
+        assert detail["state"] == "dead" and detail["args"] == {"x": 1}
+        assert [e["message"] for e in detail["errors"]] == ["it broke"]
+
+        r = await http.get("/api/tasks", params={"state": "zombie"})
+        assert r.status_code == 400
+        assert "unknown state 'zombie'" in r.json()["error"] and "queued" in r.json()["error"]
+        r = await http.get("/api/tasks", params={"limit": "0"})
+        assert r.status_code == 400 and "limit='0'" in r.json()["error"]
+        r = await http.get("/api/tasks", params={"limit": "many"})
+        assert r.status_code == 400
+        r = await http.get("/api/tasks/no-such-task")
+        assert r.status_code == 404 and "no-such-task" in r.json()["error"]
+
+
+async def test_cancel_and_retry_change_the_backend(app: App) -> None:
+    fn = job(app)
+    waiting = await fn.enqueue(1)
+    web = create_app(app)
+    async with client(web) as http:
+        r = await http.post(f"/api/tasks/{waiting.id}/cancel")
+        assert r.status_code == 200 and r.json()["result"] == "cancelled"
+        assert await state_of(app, waiting.id) == State.CANCELLED
+        r = await http.post(f"/api/tasks/{waiting.id}/cancel")
+        assert r.status_code == 409 and "cancelled" in r.json()["error"]
+        r = await http.post(f"/api/tasks/{waiting.id}/retry")
+        assert r.status_code == 409 and "only dead or failed" in r.json()["error"]
+
+        dead = await dead_letter(app, fn)
+        assert (await http.post(f"/api/tasks/{dead}/retry")).status_code == 200
+        assert await state_of(app, dead) == State.QUEUED
+        assert (await http.post("/api/tasks/nope/cancel")).status_code == 404
+
+
+async def test_dead_letters_list_retry_and_purge(app: App) -> None:
+    fn = job(app)
+    first = await dead_letter(app, fn)
+    web = create_app(app, tokens=TOKENS)
+    async with client(web, "admin-token") as admin, client(web, "op-token") as operator:
+        listed = (await admin.get("/api/dead-letters")).json()
+        assert [t["id"] for t in listed] == [first]
+        r = await operator.post("/api/dead-letters/retry", json={"ids": [first, "unknown"]})
+        assert r.json() == {"retried": [first], "not_retried": ["unknown"]}
+        assert await state_of(app, first) == State.QUEUED
+
+        second = await dead_letter(app, fn)
+        r = await operator.post("/api/dead-letters/purge", json={"queue": "default"})
+        assert r.status_code == 403 and "admin" in r.json()["error"]
+        assert await state_of(app, second) == State.DEAD
+        r = await admin.post("/api/dead-letters/purge", json={"queue": "default"})
+        assert r.json()["purged"] == 1
+        assert await state_of(app, second) is None
+        assert await state_of(app, first) == State.QUEUED  # only dead letters go
+
+        r = await admin.post("/api/dead-letters/retry", json={"ids": "x"})
+        assert r.status_code == 400 and "ids" in r.json()["error"]
+
+
+async def test_purge_queue_states_needs_admin_and_valid_states(app: App) -> None:
+    fn = job(app)
+    queued = await fn.enqueue(1)
+    dead = await dead_letter(app, fn)
+    web = create_app(app, tokens=TOKENS)
+    async with client(web, "admin-token") as http:
+        r = await http.post("/api/queues/default/purge", json={"states": ["deadish"]})
+        assert r.status_code == 400 and "unknown state 'deadish'" in r.json()["error"]
+        r = await http.post("/api/queues/default/purge", json={"states": ["running"]})
+        assert r.status_code == 400 and "cancel" in r.json()["error"]
+        r = await http.post("/api/queues/default/purge", json={"states": ["queued"]})
+        assert r.json()["purged"] == 1
+    assert await state_of(app, queued.id) is None
+    assert await state_of(app, dead) == State.DEAD
+
+
+async def test_schedules_list_periodic_tasks_with_next_run(app: App, clock: FakeClock) -> None:
+    @app.periodic("*/5 * * * *", name="web.tick")
+    async def tick() -> None: ...
+
+    web = create_app(app)
+    async with client(web) as http:
+        [s] = (await http.get("/api/schedules")).json()
+    assert s["task"] == "web.tick" and s["cron"] == "*/5 * * * *" and s["tz"] == "UTC"
+    assert clock.now() < s["next_run"] <= clock.now() + 300 and s["next_run"] % 300 == 0
+
+
+# -- auth and audit --------------------------------------------------------------------------
+
+
+async def test_roles_401_403_and_cookie_login(app: App) -> None:
+    await job(app).enqueue(1)
+    web = create_app(app, tokens=TOKENS)
+    async with client(web) as anon:
+        r = await anon.get("/api/queues")
+        assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+        assert "no token" in r.json()["error"]
+        r = await anon.get("/")
+        assert r.status_code == 303 and r.headers["location"] == "/login?next=/"
+        assert (await anon.get("/healthz")).status_code == 200
+    async with client(web, "wrong") as bad:
+        r = await bad.get("/api/queues")
+        assert r.status_code == 401 and "unknown token" in r.json()["error"]
+    async with client(web, "view-token") as viewer:
+        assert (await viewer.get("/api/queues")).status_code == 200
+        r = await viewer.post("/api/queues/default/pause")
+        assert r.status_code == 403 and "operator" in r.json()["error"]
+    async with client(web, "op-token") as operator:
+        r = await operator.post("/api/queues/default/purge", json={"states": ["dead"]})
+        assert r.status_code == 403
+    [stats] = await app.stats(["default"])
+    assert not stats.paused  # the refused pause changed nothing
+
+    async with client(web) as browser:
+        r = await browser.post("/login", json={"token": "nope"})
+        assert r.status_code == 401
+        r = await browser.post("/login", json={"token": "op-token"})
+        assert r.status_code == 200 and r.json() == {"role": "operator"}
+        cookie = r.headers["set-cookie"]
+        assert "httponly" in cookie.lower() and "samesite=strict" in cookie.lower()
+        assert (await browser.get("/api/queues")).status_code == 200
+        assert (await browser.get("/")).status_code == 200
+        r = await browser.post("/api/queues/default/pause")  # no CSRF header
+        assert r.status_code == 403 and "x-requested-with" in r.json()["error"]
+        r = await browser.post(
+            "/api/queues/default/pause", headers={"X-Requested-With": "taskcore"}
+        )
+        assert r.status_code == 200
+        [stats] = await app.stats(["default"])
+        assert stats.paused
+        await browser.post("/logout")
+        assert (await browser.get("/api/queues")).status_code == 401
+
+    async with client(web) as form:  # the login page's plain form post
+        r = await form.post("/login", data={"token": "view-token", "next": "/tasks"})
+        assert r.status_code == 303 and r.headers["location"] == "/tasks"
+        r = await form.post("/login", data={"token": "view-token", "next": "//evil.example"})
+        assert r.headers["location"] == "/"
+
+
+async def test_every_change_is_audited_without_the_token(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="taskcore.audit")
+    fn = job(app)
+    handle = await fn.enqueue(1)
+    web = create_app(app, tokens=TOKENS)
+    async with client(web, "op-token") as operator, client(web, "view-token") as viewer:
+        await operator.post("/api/queues/default/pause")
+        await operator.post(f"/api/tasks/{handle.id}/cancel")
+        await viewer.post("/api/queues/default/resume")  # refused
+        entries = (await viewer.get("/api/audit")).json()
+    who = f"operator:{fingerprint('op-token')}"
+    assert [(e["who"], e["action"], e["targets"], e["ok"]) for e in entries] == [
+        (who, "queue.pause", ["default"], True),
+        (who, "task.cancel", [handle.id], True),
+        (f"viewer:{fingerprint('view-token')}", "queue.resume", ["default"], False),
+    ]
+    assert entries[1]["result"] == "cancelled" and "403" in entries[2]["result"]
+    assert entries[0]["at"] == app.clock.now()
+    logged = [r.getMessage() for r in caplog.records if r.name == "taskcore.audit"]
+    assert len(logged) == 3 and "queue.pause" in logged[0]
+    everything = json.dumps(entries) + "".join(logged)
+    assert not any(token in everything for token in TOKENS)
+
+
+# -- limits -------------------------------------------------------------------------------
+
+
+async def test_body_over_the_limit_is_refused_with_413(app: App) -> None:
+    web = create_app(app, max_body=64)
+    async with client(web) as http:
+        r = await http.post("/api/dead-letters/retry", json={"ids": ["x" * 100]})
+        assert r.status_code == 413
+        assert "over the limit of 64 bytes" in r.json()["error"]
+
+        async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as read
+            yield b'{"ids": ["'
+            yield b"y" * 100
+            yield b'"]}'
+
+        r = await http.post("/api/dead-letters/retry", content=chunks())
+        assert r.status_code == 413
+        r = await http.post("/api/dead-letters/retry", json={"ids": ["z"]})
+        assert r.status_code == 200
+
+
+async def test_rate_limit_429_with_retry_after_from_the_backend_bucket(
+    app: App, clock: FakeClock
+) -> None:
+    web = create_app(app, rate_limit="2/m")  # one request per 30 s, bursts of 1
+    async with client(web) as http:
+        assert (await http.get("/api/queues")).status_code == 200
+        r = await http.get("/api/queues")
+        assert r.status_code == 429 and r.headers["retry-after"] == "30"
+        assert "retry after 30 s" in r.json()["error"]
+        assert (await http.get("/healthz")).status_code == 200  # probes are exempt
+        clock.advance(30)
+        assert (await http.get("/api/queues")).status_code == 200
+
+
+# -- health, metrics, OpenAPI ----------------------------------------------------------------
+
+
+async def test_health_and_readiness(app: App) -> None:
+    async with client(create_app(app)) as http:
+        assert (await http.get("/healthz")).json() == {"status": "ok"}
+        assert (await http.get("/readyz")).json() == {"status": "ready"}
+
+
+class _Unresponsive(MemoryBackend):
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock=clock)
+        self.answer = anyio.Event()
+
+    async def kv_get(self, key: str) -> bytes | None:
+        await self.answer.wait()
+        return None
+
+
+async def test_readiness_503_when_the_backend_does_not_answer(
+    backend_kind: str, clock: FakeClock
+) -> None:
+    if backend_kind != "memory":
+        pytest.skip("a backend that hangs on purpose is built on the memory backend")
+    backend = _Unresponsive(clock)
+    async with App(backend=backend, clock=clock) as app, client(create_app(app)) as http:
+        r = await http.get("/readyz")
+        assert r.status_code == 503 and "0.5 s" in r.json()["error"]
+        backend.answer.set()
+        assert (await http.get("/readyz")).status_code == 200
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+async def test_metrics_expose_the_latest_snapshot(app: App) -> None:
+    fn = job(app)
+    for _ in range(3):
+        await fn.enqueue(1)
+    await fn.with_options(priority=0).enqueue(1)
+    await dead_letter(app, fn)
+    monitor = Monitor(app, resources=True)
+    async with client(create_app(app, monitor=monitor)) as http:
+        before = _samples((await http.get("/metrics")).text)
+        assert before[("taskcore_monitor_up", ())] == 0
+        await monitor.sample()
+        r = await http.get("/metrics")
+    assert r.headers["content-type"].startswith("text/plain")
+    m = _samples(r.text)
+    assert m[("taskcore_monitor_up", ())] == 1
+    assert m[("taskcore_queue_depth", (("priority", "P2"), ("queue", "default")))] == 3
+    assert m[("taskcore_queue_depth", (("priority", "P0"), ("queue", "default")))] == 1
+    assert m[("taskcore_queue_tasks", (("queue", "default"), ("state", "dead")))] == 1
+    assert m[("taskcore_queue_paused", (("queue", "default"),))] == 0
+    assert m[("taskcore_workers_alive", ())] == 0
+    assert m[("taskcore_alerts_firing", (("severity", "critical"),))] == 0
+    assert 0 <= m[("taskcore_host_cpu_percent", ())] <= 100
+    labels = {k for _, pairs in m for k, _ in pairs}
+    assert labels <= {"queue", "priority", "state", "check", "kind", "outcome", "severity"}
+
+
+async def test_openapi_describes_every_route(app: App) -> None:
+    web = create_app(app, tokens=TOKENS)
+    async with client(web) as http:  # public: clients discover the API before a token
+        doc = (await http.get("/api/openapi.json")).json()
+    served = {
+        (openapi_path(route.path), method.lower())
+        for route in web.routes
+        if isinstance(route, Route)
+        for method in route.methods or ()
+        if method != "HEAD"
+    }
+    described = {(path, method) for path, ops in doc["paths"].items() for method in ops}
+    assert len(served) >= 25
+    assert served == described
+    purge = doc["paths"]["/api/queues/{queue}/purge"]["post"]
+    assert purge["x-taskcore-role"] == "admin" and purge["requestBody"]
+    assert doc["paths"]["/api/tasks"]["get"]["parameters"][1]["name"] == "state"
+
+
+# -- the dashboard ------------------------------------------------------------------------
+
+
+async def test_dashboard_page_has_every_panel_and_no_external_assets(app: App) -> None:
+    fn = job(app)
+    await fn.enqueue(1)
+
+    @app.periodic("0 * * * *", name="web.hourly")
+    async def hourly() -> None: ...
+
+    monitor = Monitor(app, resources=False)
+    await monitor.sample()
+    async with client(create_app(app, monitor=monitor)) as http:
+        r = await http.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    page = r.text
+    for name in PANELS:
+        assert f'<section id="panel-{name}">' in page
+    assert 'data-post="/api/queues/default/pause"' in page
+    assert "web.hourly" in page and "<svg" in page and "new EventSource" in page
+    assert "http://" not in page and "https://" not in page  # nothing from a CDN
+
+
+async def test_user_data_is_escaped_everywhere(app: App) -> None:
+    fn = job(app, name=f"evil{EVIL}", queue="evil<b>q")
+    dead = await dead_letter(app, fn, f'<img src=x onerror="alert(2)"> {EVIL}')
+    monitor = Monitor(app, resources=False)
+    await monitor.sample()
+    async with client(create_app(app, monitor=monitor)) as http:
+        pages = [
+            (await http.get("/")).text,
+            (await http.get("/tasks", params={"state": "dead"})).text,
+            (await http.get(f"/tasks/{dead}")).text,
+        ]
+    for page in pages:
+        assert EVIL not in page and "<img" not in page and "evil<b>q" not in page
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "evil&lt;b&gt;q" in pages[0]
+    assert "&lt;img src=x onerror=&quot;alert(2)&quot;&gt;" in pages[2]
+
+
+async def test_task_views_find_and_show_a_task(app: App) -> None:
+    fn = job(app)
+    queued = await fn.enqueue(7)
+    dead = await dead_letter(app, fn, "kaput")
+    async with client(create_app(app)) as http:
+        found = (await http.get("/tasks", params={"text": "kaput"})).text
+        assert dead in found and queued.id not in found
+        detail = await http.get(f"/tasks/{dead}")
+        assert "Traceback: kaput" in detail.text
+        assert f'data-post="/api/tasks/{dead}/retry"' in detail.text
+        missing = await http.get("/tasks/nothing-here")
+        assert missing.status_code == 404 and "nothing-here" in missing.text
+        r = await http.get("/tasks", params={"state": "bogus"})
+        assert r.status_code == 400 and "unknown state" in r.text
+
+
+class SSE:
+    """Reads one Server-Sent Events response driven through the ASGI interface."""
+
+    def __init__(self, chunks: anyio.abc.ObjectReceiveStream[bytes]) -> None:
+        self.chunks = chunks
+        self.buffer = b""
+        self.status = 0
+        self.headers: Mapping[bytes, bytes] = {}
+
+    async def event(self, timeout: float = 5) -> tuple[str, str]:
+        with anyio.fail_after(timeout):
+            while True:
+                while b"\n\n" in self.buffer:
+                    raw, self.buffer = self.buffer.split(b"\n\n", 1)
+                    fields = dict(
+                        line.split(b": ", 1) for line in raw.split(b"\n") if b": " in line
+                    )
+                    if b"event" in fields:
+                        return fields[b"event"].decode(), fields[b"data"].decode()
+                self.buffer += await self.chunks.receive()
+
+
+@contextlib.asynccontextmanager
+async def sse(web: Starlette, path: str, headers: dict[str, str]) -> AsyncIterator[SSE]:
+    send_chunk, chunks = anyio.create_memory_object_stream[bytes](100)
+    reader = SSE(chunks)
+    gone = anyio.Event()
+    asked = False
+
+    async def receive() -> MutableMapping[str, Any]:
+        nonlocal asked
+        if not asked:
+            asked = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            reader.status = message["status"]
+            reader.headers = dict(message["headers"])
+        elif message["type"] == "http.response.body":
+            await send_chunk.send(message.get("body", b""))
+
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+    }
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(web, scope, receive, send)
+        yield reader
+        gone.set()
+        tg.cancel_scope.cancel()
+
+
+async def test_events_push_rerendered_panels_after_each_sample(app: App) -> None:
+    fn = job(app)
+    monitor = Monitor(app, resources=False)
+    await monitor.sample()
+    web = create_app(app, monitor=monitor, tokens=TOKENS)
+    async with sse(web, "/api/events", {"Authorization": "Bearer view-token"}) as stream:
+        event, data = await stream.event()
+        assert stream.status == 200
+        assert stream.headers[b"content-type"].startswith(b"text/event-stream")
+        assert event == "panels"
+        first = json.loads(data)
+        assert set(first) == set(PANELS) and "No queues yet." in first["queues"]
+
+        await fn.enqueue(1)
+        await fn.enqueue(2)
+        await monitor.sample()
+        event, data = await stream.event()
+        queues = json.loads(data)["queues"]
+        assert event == "panels" and "<td>default</td>" in queues
+        assert 'data-post="/api/queues/default/pause"' in queues
+    async with sse(web, "/api/events", {}) as anonymous:
+        with pytest.raises(TimeoutError):
+            await anonymous.event(timeout=1)
+        assert anonymous.status == 401
+
+
+# -- a real server ----------------------------------------------------------------------------
+
+
+async def test_served_by_uvicorn_over_real_http(app: App, anyio_backend: str) -> None:
+    if anyio_backend != "asyncio":
+        pytest.skip("uvicorn serves on asyncio")
+    import uvicorn
+
+    started = anyio.Event()
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            started.set()
+
+    web = create_app(app, monitor=Monitor(app, resources=False))
+    server = Server(uvicorn.Config(web, host="127.0.0.1", port=0, log_level="warning"))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve)
+        with anyio.fail_after(10):
+            await started.wait()
+        port = server.servers[0].sockets[0].getsockname()[1]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            r = await http.get("/healthz")
+            snapshot = await http.get("/api/snapshot")  # the lifespan ran the monitor
+        server.should_exit = True
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+    assert snapshot.status_code == 200 and "queues" in snapshot.json()
