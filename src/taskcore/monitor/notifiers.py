@@ -145,24 +145,26 @@ NOTIFY_TIMEOUT = 10.0
 
 
 async def deliver(notifiers: tuple[Notifier, ...], alerts: list[Alert]) -> None:
-    """Hand every alert to every notifier, concurrently; failures are logged only."""
+    """Hand the alerts to every notifier: the notifiers concurrently, each one the
+    alerts in order. A notifier's failure (or hang) is logged and costs only its own
+    delivery of that alert."""
     if not alerts or not notifiers:
         return
 
-    async def one(notifier: Notifier, alert: Alert) -> None:
-        try:
-            with anyio.fail_after(NOTIFY_TIMEOUT):
-                await notifier.notify(alert)
-        except Exception:
-            log.exception(
-                "notifier %r failed on alert %s (%s, %s)",
-                notifier,
-                alert.rule,
-                alert.subject,
-                alert.state,
-            )
+    async def each(notifier: Notifier) -> None:
+        for alert in alerts:
+            try:
+                with anyio.fail_after(NOTIFY_TIMEOUT):
+                    await notifier.notify(alert)
+            except Exception:
+                log.exception(
+                    "notifier %r failed on alert %s (%s, %s)",
+                    notifier,
+                    alert.rule,
+                    alert.subject,
+                    alert.state,
+                )
 
     async with anyio.create_task_group() as tg:
-        for alert in alerts:
-            for notifier in notifiers:
-                tg.start_soon(one, notifier, alert)
+        for notifier in notifiers:
+            tg.start_soon(each, notifier)

@@ -1,0 +1,156 @@
+"""The monitor against every backend: what a snapshot shows, rates between snapshots,
+and alerts that wait out their duration on the fake clock, fire once and resolve.
+"""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from taskcore import App, FakeClock, Priority, RetryPolicy, TaskFailed, Worker
+from taskcore.monitor import (
+    Alert,
+    AlertState,
+    CallableNotifier,
+    Monitor,
+    Rates,
+    Rule,
+    default_rules,
+)
+
+from .conftest import POLL
+
+pytestmark = pytest.mark.anyio
+
+
+def worker(app: App) -> Worker:
+    return app.worker(queues=["mon"], poll_interval=POLL)
+
+
+def by_name(rules: list[Rule], *names: str) -> list[Rule]:
+    return [r for r in rules if r.name in names]
+
+
+async def test_a_snapshot_shows_depth_late_and_dead_tasks_live_workers_and_rates(
+    app: App, clock: FakeClock
+) -> None:
+    @app.task(queue="mon", priority=Priority.CRITICAL)
+    async def urgent(n: int) -> int:
+        return n
+
+    @app.task(queue="mon", retry=RetryPolicy.fixed(0))
+    async def boom() -> None:
+        raise RuntimeError("no")
+
+    monitor = Monitor(app, resources=False, notifiers=[])
+    handles = [await urgent.enqueue(n) for n in range(3)]
+    first = await monitor.sample()
+    [q] = first.queues
+    assert (q.name, q.depth, q.depth_by_priority[0], q.running, q.late, q.dead) == (
+        "mon",
+        3,
+        3,
+        0,
+        0,
+        0,
+    )
+    assert first.workers == [] and first.rates == Rates()
+    assert [(c.name, c.kind, c.ok) for c in first.checks] == [("backend", "backend", True)]
+    assert [(a.rule, a.subject, a.state) for a in first.alerts] == [
+        ("no_worker", "mon", AlertState.PENDING)
+    ]
+
+    clock.advance(2)  # past P0's one-second SLA: the three start late
+    async with worker(app) as w:
+        assert [await h.result(timeout=10) for h in handles] == [0, 1, 2]
+        with pytest.raises(TaskFailed):
+            await (await boom.enqueue()).result(timeout=10)
+        second = await monitor.sample()
+    [q] = second.queues
+    assert (q.depth, q.succeeded, q.dead, q.late, q.late_by_priority[0]) == (0, 3, 1, 3, 3)
+    assert [(x.id, x.queues, x.concurrency) for x in second.workers] == [(w.id, ["mon"], w.target)]
+    # two seconds of the fake clock between the snapshots
+    assert second.rates == Rates(succeeded=1.5, dead=0.5)
+    assert {(a.rule, a.subject, a.severity, a.state, a.value) for a in second.alerts} == {
+        ("late_p0_p1", "mon", "critical", AlertState.FIRING, 3),
+        ("late_tasks", "mon", "warning", AlertState.FIRING, 3),
+        ("dead_letters_growing", "mon", "warning", AlertState.FIRING, 1),
+        ("failure_rate", "mon", "warning", AlertState.FIRING, 0.25),
+    }
+    assert second.alerts[0].rule == "late_p0_p1"  # critical first
+    assert [s.at for s in monitor.history] == [first.at, second.at]
+
+
+async def test_an_alert_fires_after_its_duration_once_and_resolves(
+    app: App, clock: FakeClock
+) -> None:
+    sync_seen: list[Alert] = []
+    async_seen: list[Alert] = []
+
+    async def record(alert: Alert) -> None:
+        await anyio.lowlevel.checkpoint()
+        async_seen.append(alert)
+
+    @app.task(queue="mon")
+    async def job() -> str:
+        return "done"
+
+    monitor = Monitor(
+        app,
+        resources=False,
+        rules=by_name(default_rules(), "no_worker"),
+        notifiers=[CallableNotifier(sync_seen.append), CallableNotifier(record)],
+    )
+    handle = await job.enqueue()
+    start = clock.now()
+    assert [a.state for a in (await monitor.sample()).alerts] == [AlertState.PENDING]
+    clock.advance(29)
+    assert [a.state for a in (await monitor.sample()).alerts] == [AlertState.PENDING]
+    assert sync_seen == []
+    clock.advance(1)
+    firing = await monitor.sample()
+    [alert] = firing.alerts
+    assert (alert.state, alert.subject, alert.severity, alert.value) == (
+        AlertState.FIRING,
+        "mon",
+        "critical",
+        1,
+    )
+    assert (alert.since, alert.fired_at) == (start, start + 30)
+    clock.advance(5)
+    assert [a.state for a in (await monitor.sample()).alerts] == [AlertState.FIRING]
+    assert len(sync_seen) == 1  # no repeat while it keeps firing
+
+    async with worker(app):
+        assert await handle.result(timeout=10) == "done"
+        clock.advance(1)
+        resolved = await monitor.sample()
+    assert resolved.alerts == []
+    assert [(a.state, a.fired_at, a.resolved_at) for a in sync_seen] == [
+        (AlertState.FIRING, start + 30, None),
+        (AlertState.RESOLVED, start + 30, start + 36),
+    ]
+    assert async_seen == sync_seen == list(monitor.alert_log)
+
+
+async def test_run_streams_a_snapshot_per_interval_of_the_app_clock(
+    app: App, clock: FakeClock
+) -> None:
+    @app.task(queue="mon")
+    async def job() -> None:
+        pass
+
+    monitor = Monitor(app, interval=1, resources=False, notifiers=[])
+    with monitor.subscribe() as snapshots:
+        async with anyio.create_task_group() as tg:
+            await tg.start(monitor.run)
+            assert (await snapshots.receive()).queues == []
+            await job.enqueue()
+            while clock.sleepers == 0:
+                await anyio.lowlevel.checkpoint()
+            clock.advance(1)
+            snapshot = await snapshots.receive()
+            tg.cancel_scope.cancel()
+    assert snapshot is monitor.latest
+    assert snapshot.at == clock.now()
+    assert [(q.name, q.depth) for q in snapshot.queues] == [("mon", 1)]
