@@ -6,6 +6,6 @@
 -- settles of one join, so exactly one of them sees the last parent arrive, enqueues
 -- the callback and deletes the row.
 CREATE TABLE IF NOT EXISTS @schema@.joins (
-    id       text PRIMARY KEY,
+    id       text COLLATE "C" PRIMARY KEY,
     parents  text[] NOT NULL
 );
