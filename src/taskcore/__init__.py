@@ -33,6 +33,7 @@ from .scheduling import SchedulingPolicy
 from .states import State
 from .task import RateLimit, Task
 from .worker import Worker
+from .workflow import Chain, Chord, Group, Signature, WorkflowHandle, chain, chord, group
 
 __version__ = "0.1.0"
 
@@ -41,12 +42,15 @@ __all__ = [
     "Backend",
     "BackendError",
     "BackendUnavailable",
+    "Chain",
+    "Chord",
     "Circuit",
     "Clock",
     "Complexity",
     "ConfigurationError",
     "ExecutionContext",
     "FakeClock",
+    "Group",
     "IllegalTransition",
     "Middleware",
     "PayloadTooLarge",
@@ -59,6 +63,7 @@ __all__ = [
     "RetryPolicy",
     "SchedulingPolicy",
     "SerializationError",
+    "Signature",
     "State",
     "SystemClock",
     "Task",
@@ -72,5 +77,9 @@ __all__ = [
     "TaskcoreError",
     "UnknownTask",
     "Worker",
+    "WorkflowHandle",
     "__version__",
+    "chain",
+    "chord",
+    "group",
 ]

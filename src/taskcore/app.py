@@ -24,7 +24,7 @@ from .clock import Clock, SystemClock
 from .complexity import Complexity, Pool
 from .cron import Periodic
 from .discovery import backend_from_url, redact_url
-from .envelope import DEFAULT_MAX_PAYLOAD, Codec, Envelope, new_task_id, new_task_ids
+from .envelope import DEFAULT_MAX_PAYLOAD, Codec, Envelope, Step, new_task_id, new_task_ids
 from .errors import ConfigurationError, TaskValidationError, UnknownTask
 from .handle import TaskHandle
 from .middleware import Middleware
@@ -98,6 +98,7 @@ class App:
         self.dead_ttl = _check_retention("dead_ttl", dead_ttl, 30, 180)
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.periodics: list[Periodic] = []
+        self.subscriptions: dict[str, list[Task[Any, Any]]] = {}
         self.queue_specs: dict[str, QueueSpec] = {
             name: QueueSpec(name, policy) for name, policy in (queues or {}).items()
         }
@@ -187,6 +188,7 @@ class App:
         rate_key: str | None = None,
         circuit: str | Circuit | None = None,
         dead_letter: bool = True,
+        on: str | Sequence[str] | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
@@ -211,6 +213,8 @@ class App:
                 (settings from ``App(circuits=...)``), or a :class:`Circuit` of the
                 task's own.
             dead_letter: exhausted tasks go to the dead-letter queue (else end ``failed``).
+            on: event name(s) the task subscribes to: :meth:`emit` of one enqueues it
+                with the event's arguments.
         """
         if fn is not None:
             return self._register(fn, {})
@@ -239,6 +243,10 @@ class App:
             retry = (retry or complexity.retry_policy).with_filters(retry_on, give_up_on)
         rate = options.pop("rate_limit", None)
         circuit = options.pop("circuit", None)
+        on = options.pop("on", None)
+        events = [on] if isinstance(on, str) else list(on or ())
+        for event in events:
+            _check_name(event, "event name")
         if isinstance(circuit, Circuit):
             known = self.circuits.get(name)
             if known is not None and known != circuit:
@@ -280,6 +288,8 @@ class App:
         task: Task[Any, Any] = Task(self, fn, opts)
         task.check_rate_key()
         self.tasks[name] = task
+        for event in dict.fromkeys(events):
+            self.subscriptions.setdefault(event, []).append(task)
         return task
 
     def periodic(
@@ -480,6 +490,69 @@ class App:
             for mw in middleware:
                 await mw.after_enqueue(task, msg, res.created)
         return messages, results
+
+    async def emit(self, event: str, *args: Any, **kwargs: Any) -> list[TaskHandle[Any]]:
+        """Enqueue every task subscribed to ``event`` (``@app.task(on=event)``) with
+        these arguments, in one backend call; returns their handles in subscription
+        order (none if nothing subscribes).
+
+        Raises:
+            TaskValidationError: the arguments do not fit a subscriber; nothing is
+                enqueued.
+        """
+        tasks = self.subscriptions.get(event, [])
+        built = [(task, *self.build_message(task, args, kwargs)) for task in tasks]
+        results = await self._enqueue_built(built)
+        return [
+            TaskHandle(self, r.id, created=r.created, return_type=task.return_type)
+            for task, r in zip(tasks, results, strict=True)
+        ]
+
+    async def enqueue_steps(self, steps: Sequence[Step]) -> list[EnqueueResult]:
+        """Enqueue the first steps of a workflow (see :mod:`taskcore.workflow`)."""
+        from .workflow import step_message
+
+        now = self.clock.now()
+        built = []
+        for step in steps:
+            env, msg = step_message(step, now, self.codec)
+            built.append((self.get_task(step.task), env, msgspec.structs.replace(msg, body=b"")))
+        return await self._enqueue_built(built)
+
+    async def _enqueue_built(
+        self, built: Sequence[tuple[Task[Any, Any], Envelope, Message]]
+    ) -> list[EnqueueResult]:
+        """Store calls of different tasks in one backend call, with middleware and
+        telemetry as for :meth:`enqueue_call` (one trace context for the batch)."""
+        if not built:
+            return []
+        if not self._opened:
+            await self.open()
+        carrier: dict[str, str] = {}
+        if self.telemetry.tracing:
+            with self.telemetry.enqueue_span(built[0][0].name, built[0][2].queue, carrier):
+                messages, results = await self._store_built(built, carrier)
+        else:
+            self.telemetry.inject(carrier)
+            messages, results = await self._store_built(built, carrier)
+        for (task, _, _), msg, res in zip(built, messages, results, strict=True):
+            self.telemetry.enqueued.add(
+                1, {"task": task.name, "queue": msg.queue, "priority": f"P{msg.priority}"}
+            )
+            for mw in self.middleware:
+                await mw.after_enqueue(task, msg, res.created)
+        return results
+
+    async def _store_built(
+        self, built: Sequence[tuple[Task[Any, Any], Envelope, Message]], trace: dict[str, str]
+    ) -> tuple[list[Message], list[EnqueueResult]]:
+        messages = []
+        for task, env, msg in built:
+            env.trace.update(trace)
+            for mw in self.middleware:
+                await mw.before_enqueue(task, env)
+            messages.append(_with_body(msg, self.codec.encode_envelope(env)))
+        return messages, await self.backend.enqueue(messages)
 
     def handle(self, task_id: str) -> TaskHandle[Any]:
         """A handle on an existing task by id."""

@@ -26,6 +26,7 @@ __all__ = [
     "Backend",
     "EnqueueResult",
     "ExtendStatus",
+    "FollowUp",
     "Lease",
     "Message",
     "Outcome",
@@ -116,8 +117,29 @@ class AttemptError:
     at: float
 
 
+class FollowUp(msgspec.Struct, frozen=True):
+    """A task that a successful outcome releases (the next step of a workflow).
+
+    The backend stores it in the same atomic step as the outcome it rides on, and
+    only when that outcome is accepted and ``succeeded``: a worker that dies between
+    the two cannot lose it, and a refused (stale) outcome releases nothing.
+
+    ``after`` 1: ``message`` is enqueued (as :meth:`Backend.enqueue` would: an id
+    that exists already is not stored again). ``after`` n > 1 is a join: the backend
+    notes the outcome's task as one parent of ``message.id``, and enqueues the message
+    when ``n`` distinct parents have done so (a chord's callback: exactly once, however
+    concurrently the parents settle).
+    """
+
+    message: Message
+    after: int = 1
+
+
 class Outcome(msgspec.Struct, frozen=True):
-    """What became of one run; ``token`` must match the task's current lease."""
+    """What became of one run; ``token`` must match the task's current lease.
+
+    ``then``: follow-up tasks to release with an accepted ``succeeded`` outcome (see
+    :class:`FollowUp`); empty for every task that is not a workflow step."""
 
     task_id: str
     token: int
@@ -128,6 +150,7 @@ class Outcome(msgspec.Struct, frozen=True):
     retry_at: float | None = None
     result_ttl: float | None = None
     late: bool = False
+    then: tuple[FollowUp, ...] = ()
 
 
 class ExtendStatus(enum.StrEnum):
@@ -252,7 +275,9 @@ class Backend(Protocol):
 
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
         """Record outcomes; one whose token is stale, or whose transition is illegal,
-        is refused (False)."""
+        is refused (False). An accepted ``succeeded`` outcome's follow-ups
+        (``Outcome.then``) are stored atomically with it (:class:`FollowUp`); when
+        ``settle`` returns, they are visible (enqueued, or counted in their join)."""
 
     async def extend(
         self, leases: Sequence[tuple[str, int]], lease_seconds: float

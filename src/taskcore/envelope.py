@@ -11,9 +11,33 @@ import msgspec
 
 from .errors import PayloadTooLarge, SerializationError
 
-__all__ = ["Codec", "Envelope", "new_task_id", "new_task_ids"]
+__all__ = ["Codec", "Envelope", "Step", "new_task_id", "new_task_ids"]
 
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
+
+
+class Step(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A workflow step not enqueued yet: what the worker that runs its parent needs to
+    build its message when the parent succeeds (options resolved by the producer, so
+    the worker need not have the step's task registered)."""
+
+    id: str
+    task: str
+    args: msgspec.Raw  # the call; with ``needs``: {"a": [...], "k": {...}}, results go first
+    queue: str
+    priority: int
+    delay: float = 0.0
+    eta: float | None = None
+    deadline: float | None = None
+    timeout: float | None = None
+    result_ttl: float | None = None
+    fairness_key: str | None = None
+    rate_key: str | None = None
+    headers: dict[str, str] = {}
+    needs: list[str] = []
+    gather: bool = False
+    after: int = 1  # parents that must succeed first (a join when > 1)
+    then: list[Step] = []
 
 
 class Envelope(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -35,6 +59,12 @@ class Envelope(msgspec.Struct, frozen=True, omit_defaults=True):
     trace: dict[str, str] = {}
     headers: dict[str, str] = {}
     rate_key: str | None = None  # per-call rate-limit bucket key
+    # workflows: the steps whose results are passed in first (``args`` is then a
+    # partial call, see Step), as one list (``gather``) or one value; the steps this
+    # task's success releases
+    needs: list[str] = []
+    gather: bool = False
+    then: list[Step] = []
 
 
 _lock = threading.Lock()

@@ -18,6 +18,7 @@ from .backend import (
     AttemptError,
     EnqueueResult,
     ExtendStatus,
+    FollowUp,
     Lease,
     Message,
     Outcome,
@@ -121,6 +122,8 @@ class MemoryBackend:
         self._once: dict[str, float] = {}
         self._kv: dict[str, tuple[bytes, float | None]] = {}
         self._runtimes: dict[str, tuple[int, float]] = {}
+        # workflow joins: follow-up id -> parents that have released it so far
+        self._joins: dict[str, set[str]] = {}
         subscribe = getattr(self.clock, "subscribe", None)
         if subscribe is not None:
             subscribe(self._wake)
@@ -213,7 +216,14 @@ class MemoryBackend:
             self._queue(spec.name).policy = spec.policy
 
     async def enqueue(self, messages: Sequence[Message]) -> list[EnqueueResult]:
-        now = self.clock.now()
+        out, woke = self._store(messages, self.clock.now())
+        if woke:
+            self._wake()
+        return out
+
+    def _store(self, messages: Sequence[Message], now: float) -> tuple[list[EnqueueResult], bool]:
+        """Enqueue without awaiting (settle stores follow-ups in its own critical
+        section); returns the results and whether a task became ready."""
         out: list[EnqueueResult] = []
         woke = False
         for m in messages:
@@ -239,9 +249,21 @@ class MemoryBackend:
             else:
                 self._schedule(q, t)
             out.append(EnqueueResult(m.id, True, state))
-        if woke:
-            self._wake()
-        return out
+        return out, woke
+
+    def _follow(self, parent: str, then: Sequence[FollowUp], now: float) -> bool:
+        """Store an accepted success's follow-ups; True if one became ready."""
+        ready: list[Message] = []
+        for f in then:
+            if f.after <= 1:
+                ready.append(f.message)
+                continue
+            parents = self._joins.setdefault(f.message.id, set())
+            parents.add(parent)
+            if len(parents) >= f.after:
+                del self._joins[f.message.id]
+                ready.append(f.message)
+        return self._store(ready, now)[1] if ready else False
 
     async def claim(
         self,
@@ -308,6 +330,8 @@ class MemoryBackend:
                 t.result = o.result
                 self._move(t, State.SUCCEEDED, now)
                 self._set_purge(t, o.result_ttl, now)
+                if o.then:
+                    woke = self._follow(o.task_id, o.then, now) or woke
             elif kind in (OutcomeKind.RETRY, OutcomeKind.DEFER):
                 if kind is OutcomeKind.DEFER:
                     t.attempt -= 1

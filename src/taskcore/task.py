@@ -19,6 +19,7 @@ from .retry import RetryPolicy
 if TYPE_CHECKING:
     from .app import App
     from .handle import TaskHandle
+    from .workflow import Signature
 
 __all__ = ["RateLimit", "Task", "TaskOptions"]
 
@@ -27,6 +28,7 @@ R = TypeVar("R")
 
 _VAR_ARGS = "star_args__"
 _VAR_KWARGS = "star_kwargs__"
+_PREVIOUS: Any = type("_Previous", (), {"__repr__": lambda self: "<previous result>"})()
 
 
 @attrs.frozen
@@ -246,6 +248,45 @@ class Task(Generic[P, R]):
             key = str(kwargs[self.options.rate_key])
         return f"rate:{self.name}" if key is None else f"rate:{self.name}:{key}"
 
+    def check_partial(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+        """Validate a call that will get one more positional argument first (a
+        workflow step's previous result): arity now, and the types of what is given.
+
+        Raises:
+            TaskValidationError: the arguments cannot fit, whatever comes first.
+        """
+        data = self._bind((_PREVIOUS, *args), kwargs)
+        types = {f.name: f.type for f in msgspec.structs.fields(self.args_type)}
+        codec = self.app.codec
+        for name, value in data.items():
+            if value is _PREVIOUS:
+                continue
+            if name == _VAR_ARGS:
+                value = [v for v in value if v is not _PREVIOUS]
+            try:
+                codec.decode(codec.encode(value), types[name])
+            except SerializationError as exc:
+                raise TaskValidationError(
+                    f"task {self.name!r}: invalid argument {name}={value!r}: "
+                    f"{exc.__cause__ or exc}; expected {self.name}{self.signature}"
+                ) from None
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature of this call for a workflow (:func:`~taskcore.chain`,
+        :func:`~taskcore.group`, :func:`~taskcore.chord`); validated now. In a chain,
+        the previous step's result is passed in as the first positional argument, so
+        ``args`` may leave that one out."""
+        from .workflow import Signature
+
+        return Signature(self, args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable signature: like :meth:`s`, but the previous step's result is
+        not passed in (the step only runs after it)."""
+        from .workflow import Signature
+
+        return Signature(self, args, kwargs, immutable=True)
+
     # -- enqueueing -----------------------------------------------------------
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
         """Validate the arguments and enqueue one run with the task's options."""
@@ -275,6 +316,18 @@ class BoundTask(Generic[P, R]):
 
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
         return await self.task.app.enqueue_call(self.task, args, kwargs, **self.options)
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A workflow signature with these options (see :meth:`Task.s`)."""
+        from .workflow import Signature
+
+        return Signature(self.task, args, kwargs, options=self.options)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable workflow signature with these options (see :meth:`Task.si`)."""
+        from .workflow import Signature
+
+        return Signature(self.task, args, kwargs, options=self.options, immutable=True)
 
 
 _CALL_OPTIONS = frozenset(

@@ -32,6 +32,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 import attrs
+import msgspec
 
 from .admission import Admission
 from .autoscale import Autoscaler
@@ -46,18 +47,22 @@ from .backend import (
 )
 from .circuit import Ticket
 from .complexity import Complexity, Pool, classify
+from .envelope import Envelope
 from .errors import (
     BackendError,
     RateLimited,
     Retry,
     SerializationError,
     TaskTimeout,
+    TaskValidationError,
     UnknownTask,
 )
 from .middleware import ExecutionContext
 from .priority import is_late
 from .recycle import RSS_CHECK_INTERVAL, Recycle
 from .retry import RetryPolicy
+from .states import State
+from .workflow import follow_ups
 
 if TYPE_CHECKING:
     from .app import App
@@ -66,6 +71,14 @@ if TYPE_CHECKING:
 __all__ = ["Worker"]
 
 log = logging.getLogger("taskcore.worker")
+
+
+class _PartialCall(msgspec.Struct, frozen=True):
+    """A workflow step's own arguments (the results passed in come before them)."""
+
+    a: list[Any] = []
+    k: dict[str, Any] = {}
+
 
 StopReason = Literal["cancel", "lost", "shutdown", "timeout"]
 WATCHDOG_INTERVAL = 0.05  # seconds: precision of task timeouts
@@ -690,9 +703,12 @@ class Worker:
         if task is None:
             err = UnknownTask(f"no task named {env.task!r} is registered in worker {self.id}")
             return self._dead(lease, "UnknownTask", f"{err}; import its module in the worker")
+        raw_args = env.args
         try:
-            args, kwargs = task.decode_args(env.args)
-        except SerializationError as exc:
+            if env.needs:  # a workflow step: the results of the steps before go first
+                raw_args = await self._with_results(task, env)
+            args, kwargs = task.decode_args(raw_args)
+        except (SerializationError, TaskValidationError) as exc:
             return self._dead(lease, "InvalidArguments", f"task {task.name!r}: {exc}")
         plan = self._plan(task, msg.queue, msg.priority)
         if self.admission.is_poison(lease, plan.policy):
@@ -733,20 +749,23 @@ class Worker:
         try:
             if self._tracing:
                 with tel.run_span(task.name, msg.queue, env.trace, lease.attempt):
-                    result = await self._call(task, pool, args, kwargs, env.args)
+                    result = await self._call(task, pool, args, kwargs, raw_args)
             elif pool == "async" and task.is_async:
                 result = await task.fn(*args, **kwargs)
             else:
-                result = await self._call(task, pool, args, kwargs, env.args)
+                result = await self._call(task, pool, args, kwargs, raw_args)
             body = result if pool == "process" else app.codec.encode(result)
+            now = self.clock.now()
             outcome = Outcome(
                 msg.id,
                 lease.token,
                 OutcomeKind.SUCCEEDED,
-                self.clock.now(),
+                now,
                 result=body,
                 result_ttl=plan.result_ttl,
                 late=late,
+                # a workflow step: what follows is stored with this outcome, atomically
+                then=follow_ups(env, now, app.codec) if env.then else (),
             )
             tel.succeeded.add(1, labels)
         except SerializationError as exc:
@@ -788,6 +807,24 @@ class Worker:
             for mw in middleware:
                 await mw.after_run(ctx)
         return outcome
+
+    async def _with_results(self, task: Task[Any, Any], env: Envelope) -> Any:
+        """A workflow step's arguments: the results of ``env.needs`` (one value, or a
+        list with ``gather``) first, then the step's own; validated as a call."""
+        backend, codec = self.app.backend, self.app.codec
+        values = []
+        for dep in env.needs:
+            rec = await backend.get(dep)
+            if rec is None or rec.state is not State.SUCCEEDED:
+                raise TaskValidationError(
+                    f"the result of workflow step {dep} is not available "
+                    f"({'record expired' if rec is None else rec.state}); keep results "
+                    "(result_ttl) for as long as the steps after them may wait"
+                )
+            values.append(None if rec.result is None else codec.decode(rec.result))
+        call: _PartialCall = codec.decode(env.args, _PartialCall)  # type: ignore[assignment]
+        value = values if env.gather else values[0]
+        return msgspec.Raw(task.encode_args((value, *call.a), call.k))
 
     def _failure(
         self,

@@ -28,6 +28,7 @@ from psycopg_pool import AsyncConnectionPool
 from taskcore.backend import (
     EnqueueResult,
     ExtendStatus,
+    FollowUp,
     Lease,
     Message,
     Outcome,
@@ -85,6 +86,14 @@ _RECORD_COLUMNS = (
     "deadline, unique_key, fairness_key, worker, result, errors, cancel_requested, "
     "started_at, finished_at"
 )
+
+
+def _follows(outcomes: Sequence[Outcome]) -> bool:
+    """Does any outcome carry follow-ups (a workflow step)?"""
+    for o in outcomes:
+        if o.then:
+            return True
+    return False
 
 
 def _rounds(keys: Sequence[object]) -> list[list[int]]:
@@ -580,10 +589,13 @@ class PostgresBackend:
         statement of its own per claim for the pins.
         """
         names = list(dict.fromkeys(queues))
-        if limit <= 0 or not names:
+        if limit <= 0 or not names or _follows(settle):
+            # (outcomes with follow-ups take settle's transaction: not carried)
             if settle:
                 await self.settle(settle)
-            return []
+            if limit <= 0 or not names:
+                return []
+            settle = ()
         settles = self._settle_statements(settle)
         now = self.clock.now()
         expires_at = now + lease_seconds
@@ -642,6 +654,8 @@ class PostgresBackend:
         return out
 
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        if _follows(outcomes):
+            return await self._run(lambda conn: self._settle_following(conn, outcomes))
         accepted = [False] * len(outcomes)
         for query, params, positions in self._settle_statements(outcomes):
 
@@ -652,6 +666,41 @@ class PostgresBackend:
             row = await self._run(op)
             for ord_ in row[0] if row else ():
                 accepted[positions[ord_ - 1]] = True
+        return accepted
+
+    async def _settle_following(self, conn: Conn, outcomes: Sequence[Outcome]) -> list[bool]:
+        """Settle outcomes some of which carry follow-ups: the settle statements, the
+        joins and the enqueue of what they release are one transaction, so a follow-up
+        exists exactly when its parent's success is recorded."""
+        accepted = [False] * len(outcomes)
+        async with conn.transaction():
+            for query, params, positions in self._settle_statements(outcomes):
+                cur = await conn.execute(query, params, binary=True)
+                row = await cur.fetchone()
+                for ord_ in row[0] if row else ():
+                    accepted[positions[ord_ - 1]] = True
+            ready: list[Message] = []
+            joins: dict[str, FollowUp] = {}
+            ids: list[str] = []
+            parents: list[str] = []
+            for o, ok in zip(outcomes, accepted, strict=True):
+                if not ok or o.kind is not OutcomeKind.SUCCEEDED:
+                    continue
+                for f in o.then:
+                    if f.after <= 1:
+                        ready.append(f.message)
+                    else:
+                        joins[f.message.id] = f
+                        ids.append(f.message.id)
+                        parents.append(o.task_id)
+            if joins:
+                cur = await conn.execute(self._sql["join"], {"ids": ids, "parents": parents})
+                done = [jid for jid, n in await cur.fetchall() if n >= joins[jid].after]
+                if done:
+                    await conn.execute(self._sql["join_done"], {"ids": done})
+                    ready += (joins[jid].message for jid in done)
+            if ready:
+                await self._enqueue_on(conn, ready, self.clock.now())
         return accepted
 
     async def extend(

@@ -6,14 +6,16 @@ from collections.abc import Mapping
 
 import msgspec
 
-from taskcore.backend import AttemptError, Message, TaskRecord, WorkerInfo
+from taskcore.backend import AttemptError, FollowUp, Message, TaskRecord, WorkerInfo
 from taskcore.states import State
 
 __all__ = [
+    "decode_follow_ups",
     "decode_message",
     "decode_record",
     "decode_worker",
     "encode_error",
+    "encode_follow_ups",
     "encode_message",
     "encode_worker",
     "fnum",
@@ -24,6 +26,7 @@ __all__ = [
 
 _msg_enc = msgspec.msgpack.Encoder()
 _msg_dec = msgspec.msgpack.Decoder(Message)
+_follow_dec = msgspec.msgpack.Decoder(tuple[FollowUp, ...])
 _json_enc = msgspec.json.Encoder()
 _err_dec = msgspec.json.Decoder(tuple[int, str, str, str, float])
 _worker_dec = msgspec.msgpack.Decoder(tuple[str, str, int, tuple[str, ...], int, int, float, float])
@@ -67,6 +70,15 @@ def encode_message(m: Message) -> bytes:
 
 def decode_message(data: bytes) -> Message:
     return _msg_dec.decode(data)
+
+
+def encode_follow_ups(then: tuple[FollowUp, ...]) -> bytes:
+    """A workflow step's follow-ups as they wait in an outbox (opaque to the scripts)."""
+    return _msg_enc.encode(then)
+
+
+def decode_follow_ups(data: bytes) -> tuple[FollowUp, ...]:
+    return _follow_dec.decode(data)
 
 
 def encode_error(e: AttemptError) -> bytes:

@@ -30,6 +30,13 @@ class Keys:
     def base(self, queue: str) -> str:
         return f"{{{self.prefix}:{queue}}}"
 
+    def queue_of(self, base: str) -> str:
+        """The queue whose key base (:meth:`base`) is ``base``."""
+        return base[len(self.prefix) + 2 : -1]
+
+    def outbox(self, queue: str) -> str:
+        return f"{self.base(queue)}:out"
+
     def meta(self, queue: str) -> str:
         return f"{self.base(queue)}:meta"
 
@@ -57,5 +64,5 @@ class Keys:
     def queue_keys(self, queue: str) -> list[str]:
         """The fixed keys of a queue (per-task keys come on top)."""
         b = self.base(queue)
-        suffixes = ("meta", "n", "all", "sched", "run", "purge", "uniq", "fin", "wake")
+        suffixes = ("meta", "n", "all", "sched", "run", "purge", "uniq", "fin", "wake", "out")
         return [f"{b}:{s}" for s in suffixes] + [f"{b}:r{p}" for p in range(5)]

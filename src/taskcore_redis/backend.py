@@ -24,6 +24,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from taskcore.backend import (
     EnqueueResult,
     ExtendStatus,
+    FollowUp,
     Lease,
     Message,
     Outcome,
@@ -38,7 +39,17 @@ from taskcore.errors import BackendError
 from taskcore.scheduling import DEFAULT_POLICY, SchedulingPolicy
 from taskcore.states import TERMINAL, State
 
-from ._codec import decode_message, decode_record, encode_error, encode_message, opt, pack, raw_str
+from ._codec import (
+    decode_follow_ups,
+    decode_message,
+    decode_record,
+    encode_error,
+    encode_follow_ups,
+    encode_message,
+    opt,
+    pack,
+    raw_str,
+)
 from ._config import DEFAULT_URL, RedisConfig
 from ._conn import Connection
 from ._coordination import Coordination
@@ -499,7 +510,8 @@ class RedisBackend(Coordination):
             if settle:  # the settle scripts go first, in the claim's round trip
                 calls, groups = await self._settle_calls(settle)
                 *replies, (rows, due, now) = await self._conn.run("claim", [*calls, call])
-                self._settled(settle, groups, replies)
+                accepted = self._settled(settle, groups, replies)
+                await self._deliver_settled(settle, accepted, calls, groups)
                 settle = ()
             else:
                 [(rows, due, now)] = await self._conn.run("claim", [call])
@@ -545,7 +557,65 @@ class RedisBackend(Coordination):
         calls, groups = await self._settle_calls(outcomes)
         task_id = outcomes[0].task_id if len(outcomes) == 1 else None
         replies = await self._conn.run("settle", calls, task_id=task_id)
-        return self._settled(outcomes, groups, replies)
+        accepted = self._settled(outcomes, groups, replies)
+        await self._deliver_settled(outcomes, accepted, calls, groups)
+        return accepted
+
+    async def _deliver_settled(
+        self,
+        outcomes: Sequence[Outcome],
+        accepted: list[bool],
+        calls: Sequence[Call],
+        groups: Sequence[Sequence[int]],
+    ) -> None:
+        """Deliver the follow-ups that the settle calls just put in outboxes."""
+        entries = []
+        for call, positions in zip(calls, groups, strict=True):
+            for i in positions:
+                o = outcomes[i]
+                if o.then and accepted[i] and o.kind is OutcomeKind.SUCCEEDED:
+                    entries.append((self.keys.queue_of(call[2][1]), o.task_id, o.then))
+        if entries:
+            await self._deliver(entries)
+
+    async def _deliver(self, entries: Sequence[tuple[str, str, Sequence[FollowUp]]]) -> None:
+        """Deliver outbox entries ``(parent's queue, parent id, follow-ups)``: note the
+        joins (join.lua, in the follow-up's queue), enqueue what is ready (an id that
+        exists already is not stored again), then delete the entries. Each step is
+        idempotent, so an entry delivered twice (a client and the reaper, or a retry
+        after an error) has the effect of one delivery."""
+        ready: list[Message] = []
+        joins: dict[str, list[tuple[FollowUp, str]]] = defaultdict(list)
+        for _, parent, then in entries:
+            for f in then:
+                if f.after <= 1:
+                    ready.append(f.message)
+                else:
+                    joins[f.message.queue].append((f, parent))
+        if joins:
+            request = self._request()
+            calls = [
+                self._call(
+                    "join",
+                    q,
+                    [pack([(f.message.id, parent, f.after) for f, parent in items])],
+                    f"{request}.{n}",
+                )
+                for n, (q, items) in enumerate(joins.items())
+            ]
+            replies = await self._conn.run("join", calls)
+            for items, reply in zip(joins.values(), replies, strict=True):
+                ready += (f.message for (f, _), done in zip(items, reply, strict=True) if done)
+        if ready:
+            await self.enqueue(list({m.id: m for m in ready}.values()))
+
+        async def ack() -> None:
+            async with self._r.pipeline(transaction=False) as pipe:
+                for queue, parent, _ in entries:
+                    pipe.hdel(self.keys.outbox(queue), parent)
+                await pipe.execute()
+
+        await self._conn.call("deliver", ack)
 
     async def _settle_calls(
         self, outcomes: Sequence[Outcome]
@@ -554,7 +624,7 @@ class RedisBackend(Coordination):
 
         def item_of(i: int) -> tuple[Any, ...]:
             o = outcomes[i]
-            return (
+            item = (
                 o.task_id,
                 o.token,
                 o.kind.value,
@@ -564,6 +634,9 @@ class RedisBackend(Coordination):
                 None if o.retry_at is None else float(o.retry_at),
                 None if o.result_ttl is None else float(o.result_ttl),
             )
+            if o.then:  # a workflow step: its follow-ups go to the outbox
+                return (*item, raw_str(encode_follow_ups(o.then)))
+            return item
 
         if any(o.kind in _LATER for o in outcomes):
             self._drained = None  # scheduled work the drained hint does not know about
@@ -605,13 +678,20 @@ class RedisBackend(Coordination):
             replies = await self._conn.run("reap", calls)
             forgotten: list[str] = []
             more: list[str] = []
-            for q, (back, gone, again) in zip(pending, replies, strict=True):
+            undelivered: list[tuple[str, str, Sequence[FollowUp]]] = []
+            for q, (back, gone, again, outbox) in zip(pending, replies, strict=True):
                 requeued += (t.decode() for t in back)
                 forgotten += (t.decode() for t in gone)
                 if again:
                     more.append(q)
+                undelivered += (
+                    (q, outbox[j].decode(), decode_follow_ups(outbox[j + 1]))
+                    for j in range(0, len(outbox), 2)
+                )
             if forgotten:
                 await self._unindex(forgotten)
+            if undelivered:  # a settling client died before it delivered them
+                await self._deliver(undelivered)
             pending = more
         await self._reap_coordination()
         return requeued

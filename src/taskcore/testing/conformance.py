@@ -20,6 +20,7 @@ from taskcore.backend import (
     AttemptError,
     Backend,
     ExtendStatus,
+    FollowUp,
     Lease,
     Message,
     Outcome,
@@ -108,6 +109,97 @@ class BackendConformance:
         self, backend: Backend, limit: int = 1, queues: Sequence[str] = ("q",), **kw: object
     ) -> list[Lease]:
         return await backend.claim(list(queues), limit, self.LEASE, "w1", **kw)  # type: ignore[arg-type]
+
+    # -- workflow follow-ups ------------------------------------------------------
+    async def test_follow_ups_are_stored_with_an_accepted_success(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        await self._enqueue(backend, clock)
+        [lease] = await self._claim(backend)
+        same = make_message(clock)
+        other = make_message(clock, queue="q2", delay=30)
+        out = _ok(lease, clock, then=(FollowUp(same), FollowUp(other)))
+        assert await backend.settle([out]) == [True]
+        rec, rec2 = await backend.get(same.id), await backend.get(other.id)
+        assert rec is not None and rec.state is State.QUEUED and rec.body == same.body
+        assert rec2 is not None and rec2.state is State.SCHEDULED and rec2.queue == "q2"
+        [nxt] = await self._claim(backend)
+        assert nxt.message.id == same.id
+        # a retried settle is refused as stale and stores nothing twice
+        assert await backend.settle([out]) == [False]
+        stats = {s.queue: s for s in await backend.stats(["q", "q2"])}
+        assert stats["q"].states[State.RUNNING] == 1 and stats["q2"].states[State.SCHEDULED] == 1
+
+    async def test_refused_or_unsuccessful_outcomes_release_no_follow_ups(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        await self._enqueue(backend, clock, 2)
+        first, second = await self._claim(backend, 2)
+        stale, failed = make_message(clock), make_message(clock, queue="q2")
+        bad = Outcome(
+            first.message.id,
+            first.token + 1000,
+            OutcomeKind.SUCCEEDED,
+            clock.now(),
+            then=(FollowUp(stale),),
+        )
+        dead = Outcome(
+            second.message.id,
+            second.token,
+            OutcomeKind.DEAD,
+            clock.now(),
+            error=_err(1, clock),
+            then=(FollowUp(failed),),
+        )
+        assert await backend.settle([bad, dead]) == [False, True]
+        assert await backend.get(stale.id) is None
+        assert await backend.get(failed.id) is None
+        # the carried settle of claim() is the same record
+        assert await backend.settle([_ok(first, clock)]) == [True]
+        await self._enqueue(backend, clock)
+        [third] = await self._claim(backend)
+        carried = make_message(clock, queue="q2")
+        await backend.claim(
+            ["q"], 1, self.LEASE, "w1", settle=[_ok(third, clock, then=(FollowUp(carried),))]
+        )
+        rec = await backend.get(carried.id)
+        assert rec is not None and rec.state is State.QUEUED
+
+    async def test_join_releases_once_after_every_parent(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        await self._enqueue(backend, clock, 2)
+        await self._enqueue(backend, clock, 1, queue="q2")
+        a, b = await self._claim(backend, 2)
+        [c] = await self._claim(backend, 1, ["q2"])
+        callback = make_message(clock, queue="q3")
+        join = (FollowUp(callback, after=3),)
+        assert await backend.settle([_ok(a, clock, then=join)]) == [True]
+        assert await backend.get(callback.id) is None
+        # a refused duplicate of a parent's settle does not count twice
+        assert await backend.settle([_ok(a, clock, then=join)]) == [False]
+        assert await backend.settle([_ok(b, clock, then=join)]) == [True]
+        assert await backend.get(callback.id) is None
+        assert await backend.settle([_ok(c, clock, then=join)]) == [True]
+        rec = await backend.get(callback.id)
+        assert rec is not None and rec.state is State.QUEUED
+        [stats] = await backend.stats(["q3"])
+        assert stats.states[State.QUEUED] == 1
+
+    async def test_join_of_parents_settled_in_one_batch(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        await self._enqueue(backend, clock, 2)
+        await self._enqueue(backend, clock, 1, queue="q2")
+        a, b = await self._claim(backend, 2)
+        [c] = await self._claim(backend, 1, ["q2"])
+        callback = make_message(clock)
+        join = (FollowUp(callback, after=3),)
+        assert await backend.settle([_ok(x, clock, then=join) for x in (a, b, c)]) == [True] * 3
+        [stats] = await backend.stats(["q"])
+        assert stats.states[State.QUEUED] == 1
+        [lease] = await self._claim(backend)
+        assert lease.message.id == callback.id
 
     # -- enqueue ------------------------------------------------------------------
     async def test_enqueue_then_get(self, backend: Backend, clock: FakeClock) -> None:

@@ -2,7 +2,9 @@
 -- the old holder out; a task whose cancellation was requested ends cancelled; a
 -- requeued task keeps its place, see restore_ready), and
 -- forget finished records past their TTL. At most ARGV[3] of each per call.
--- Returns {requeued ids, forgotten ids, more (0/1)}.
+-- Returns {requeued ids, forgotten ids, more (0/1), outbox}: outbox is the flat
+-- field/value list of <B>:out, follow-ups that settles stored and no client has
+-- delivered yet (delivery is idempotent, so one in flight may come back here too).
 local limit = tonumber(ARGV[3])
 local requeued = {}
 local forgotten = {}
@@ -52,4 +54,4 @@ flush()
 wake(#requeued)
 local more = 0
 if #expired >= limit or #due >= limit then more = 1 end
-return {requeued, forgotten, more}
+return {requeued, forgotten, more, redis.call('HGETALL', B .. ':out')}

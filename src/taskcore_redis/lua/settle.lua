@@ -1,7 +1,11 @@
 -- Record a batch of outcomes. An outcome whose token is stale, or whose task is not
 -- running, is refused (0).
 -- ARGV[3]: MessagePack array of {id, token, kind, late, error line|nil,
---   result|nil, retry_at|nil, result ttl|nil}.
+--   result|nil, retry_at|nil, result ttl|nil, follow-ups|nil}.
+-- Follow-ups (a workflow step's next tasks, packed by the client) of an accepted
+-- success go to the queue's outbox <B>:out (field: the task id) in this same call:
+-- the client then delivers them to their queues and deletes the field; the reaper
+-- delivers what a client did not (see RedisBackend._deliver).
 local out = {}
 local done = {}
 local woke = 0
@@ -28,6 +32,7 @@ for n = 1, #items do
     local ttl = it[8]
     if kind == 'succeeded' then
       terminal(id, k, 'running', 'succeeded', uk, wd, ttl, it[6])
+      if it[9] then redis.call('HSET', B .. ':out', id, it[9]) end
     elseif kind == 'retry' or kind == 'defer' then
       local att = tonumber(g[4])
       if kind == 'defer' then att = att - 1 end

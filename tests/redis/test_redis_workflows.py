@@ -1,0 +1,67 @@
+"""Redis specifics of workflow follow-ups: the outbox that a settle writes in its own
+script, delivered by the settling client or, after a crash, by the reaper."""
+
+from __future__ import annotations
+
+import pytest
+from redis.crc import key_slot
+
+import redis as redis_sync
+from taskcore.backend import FollowUp, Outcome, OutcomeKind
+from taskcore.clock import FakeClock
+from taskcore.errors import BackendUnavailable
+from taskcore.states import State
+from taskcore.testing import make_message
+from taskcore_redis import RedisBackend
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_follow_ups_survive_a_client_dying_before_delivery(
+    redis_url: str, prefix: str, admin: redis_sync.Redis
+) -> None:
+    clock = FakeClock()
+    async with RedisBackend.from_url(redis_url, clock=clock, prefix=prefix) as backend:
+        parents = [make_message(clock), make_message(clock, queue="q2")]
+        await backend.enqueue(parents)
+        [a] = await backend.claim(["q"], 1, 30, "w")
+        [b] = await backend.claim(["q2"], 1, 30, "w")
+        nxt = make_message(clock, queue="q3")
+        cb = make_message(clock, queue="q3")
+        then_a = (FollowUp(nxt), FollowUp(cb, after=2))
+
+        async def dies(entries: object) -> None:
+            raise BackendUnavailable("connection lost after the settle script ran")
+
+        deliver = backend._deliver
+        backend._deliver = dies  # type: ignore[method-assign]
+        ok = Outcome(a.message.id, a.token, OutcomeKind.SUCCEEDED, clock.now(), then=then_a)
+        with pytest.raises(BackendUnavailable):
+            await backend.settle([ok])
+        backend._deliver = deliver  # type: ignore[method-assign]
+        # the success is recorded, its follow-ups wait in the queue's outbox
+        rec = await backend.get(a.message.id)
+        assert rec is not None and rec.state is State.SUCCEEDED
+        assert await backend.get(nxt.id) is None
+        outbox = backend.keys.outbox("q")
+        assert admin.hkeys(outbox) == [a.message.id.encode()]
+        assert key_slot(outbox.encode()) == key_slot(backend.keys.meta("q").encode())
+        # the worker's retry of the settle is refused as stale: nothing twice
+        assert await backend.settle([ok]) == [False]
+        await backend.reap()  # any worker's maintenance delivers it
+        rec = await backend.get(nxt.id)
+        assert rec is not None and rec.state is State.QUEUED
+        assert admin.hlen(outbox) == 0
+        assert await backend.get(cb.id) is None  # the join has one parent of two
+        # delivering again (a client and a reaper both did) changes nothing
+        await backend._deliver([("q", a.message.id, then_a)])
+        assert await backend.get(cb.id) is None
+        ok_b = Outcome(
+            b.message.id, b.token, OutcomeKind.SUCCEEDED, clock.now(), then=(FollowUp(cb, 2),)
+        )
+        assert await backend.settle([ok_b]) == [True]
+        rec = await backend.get(cb.id)
+        assert rec is not None and rec.state is State.QUEUED
+        await backend._deliver([("q2", b.message.id, (FollowUp(cb, 2),))])
+        [stats] = await backend.stats(["q3"])
+        assert stats.states[State.QUEUED] == 2
