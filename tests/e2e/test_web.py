@@ -5,6 +5,7 @@ real uvicorn server. The monitor is driven by ``await monitor.sample()``."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import logging
@@ -18,10 +19,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from taskcore import App, FakeClock, State
+from taskcore import App, ConfigurationError, FakeClock, State
 from taskcore.backend import AttemptError, Outcome, OutcomeKind
 from taskcore.memory import MemoryBackend
 from taskcore.monitor.monitor import Monitor
+from taskcore.monitor.rules import Rule
+from taskcore.web import cli as web_cli
 from taskcore.web import create_app
 from taskcore.web.auth import fingerprint
 from taskcore.web.panels import PANELS
@@ -325,7 +328,8 @@ async def test_readiness_503_when_the_backend_does_not_answer(
         pytest.skip("a backend that hangs on purpose is built on the memory backend")
     backend = _Unresponsive(clock)
     async with App(backend=backend, clock=clock) as app, client(create_app(app)) as http:
-        r = await http.get("/readyz")
+        with anyio.fail_after(5):  # the probe itself must give up after half a second
+            r = await http.get("/readyz")
         assert r.status_code == 503 and "0.5 s" in r.json()["error"]
         backend.answer.set()
         assert (await http.get("/readyz")).status_code == 200
@@ -382,6 +386,42 @@ async def test_openapi_describes_every_route(app: App) -> None:
     purge = doc["paths"]["/api/queues/{queue}/purge"]["post"]
     assert purge["x-taskcore-role"] == "admin" and purge["requestBody"]
     assert doc["paths"]["/api/tasks"]["get"]["parameters"][1]["name"] == "state"
+
+
+async def test_alerts_snapshot_and_history_follow_the_monitor(app: App, clock: FakeClock) -> None:
+    fn = job(app)
+    for _ in range(2):
+        await fn.enqueue(1)
+    deep = Rule(
+        "deep",
+        lambda s: {q.name: q.depth for q in s.queues},
+        threshold=1,
+        severity="critical",
+        summary="queue {subject} holds {value} " + EVIL,
+    )
+    monitor = Monitor(app, resources=False, rules=[deep], notifiers=())
+    async with client(create_app(app, monitor=monitor)) as http:
+        r = await http.get("/api/snapshot")
+        assert r.status_code == 503 and "first sample" in r.json()["error"]
+        await monitor.sample()
+        alerts = (await http.get("/api/alerts")).json()
+        [active] = alerts["active"]
+        assert (active["rule"], active["state"], active["subject"]) == ("deep", "firing", "default")
+        m = _samples((await http.get("/metrics")).text)
+        assert m[("taskcore_alerts_firing", (("severity", "critical"),))] == 1
+        panel = (await http.get("/")).text
+        assert "queue default holds 2" in panel and EVIL not in panel
+
+        await app.purge("default", [State.QUEUED])
+        clock.advance(1)
+        await monitor.sample()
+        alerts = (await http.get("/api/alerts")).json()
+        assert alerts["active"] == []
+        assert [a["state"] for a in alerts["recent"]] == ["firing", "resolved"]
+        history = (await http.get("/api/history")).json()
+        snapshot = (await http.get("/api/snapshot")).json()
+    assert [h["at"] for h in history] == [clock.now() - 1, clock.now()]
+    assert snapshot == history[-1] and snapshot["queues"][0]["depth"] == 0
 
 
 # -- the dashboard ------------------------------------------------------------------------
@@ -449,6 +489,7 @@ class SSE:
         self.buffer = b""
         self.status = 0
         self.headers: Mapping[bytes, bytes] = {}
+        self.complete = anyio.Event()
 
     async def event(self, timeout: float = 5) -> tuple[str, str]:
         with anyio.fail_after(timeout):
@@ -484,6 +525,8 @@ async def sse(web: Starlette, path: str, headers: dict[str, str]) -> AsyncIterat
             reader.headers = dict(message["headers"])
         elif message["type"] == "http.response.body":
             await send_chunk.send(message.get("body", b""))
+            if not message.get("more_body", False):
+                reader.complete.set()
 
     scope: dict[str, Any] = {
         "type": "http",
@@ -527,9 +570,11 @@ async def test_events_push_rerendered_panels_after_each_sample(app: App) -> None
         assert event == "panels" and "<td>default</td>" in queues
         assert 'data-post="/api/queues/default/pause"' in queues
     async with sse(web, "/api/events", {}) as anonymous:
-        with pytest.raises(TimeoutError):
-            await anonymous.event(timeout=1)
-        assert anonymous.status == 401
+        with anyio.fail_after(5):
+            await anonymous.complete.wait()
+        assert anonymous.status == 401 and b"authentication required" in anonymous.buffer + (
+            await anonymous.chunks.receive()
+        )
 
 
 # -- a real server ----------------------------------------------------------------------------
@@ -560,3 +605,30 @@ async def test_served_by_uvicorn_over_real_http(app: App, anyio_backend: str) ->
         server.should_exit = True
     assert r.status_code == 200 and r.json() == {"status": "ok"}
     assert snapshot.status_code == 200 and "queues" in snapshot.json()
+
+
+# -- the command ---------------------------------------------------------------------------
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="taskcore")
+    web_cli.add_parser(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["web", "tests.core.cli_app:app", *argv])
+
+
+def test_the_command_refuses_an_open_dashboard_beyond_loopback() -> None:
+    with pytest.raises(ConfigurationError, match=r"--host 0.0.0.0 .* --token TOKEN:ROLE"):
+        web_cli.run(_args("--host", "0.0.0.0"))
+    web_cli.check_bind("0.0.0.0", {"s3cret": "admin"})  # with a token it may
+    for loopback in ("127.0.0.1", "::1", "localhost"):
+        web_cli.check_bind(loopback, {})
+
+
+def test_the_command_reads_tokens_and_their_roles() -> None:
+    args = _args("--token", "a:b:viewer", "--token", "s3cret:ADMIN", "--port", "9000")
+    assert web_cli.parse_tokens(args.token) == {"a:b": "viewer", "s3cret": "admin"}
+    assert args.port == 9000 and args.host == "127.0.0.1" and args.interval == 1.0
+    with pytest.raises(ConfigurationError, match="unknown role 'root'"):
+        web_cli.parse_tokens(["s3cret:root"])
+    with pytest.raises(ConfigurationError, match="TOKEN:ROLE"):
+        web_cli.parse_tokens(["s3cret"])
