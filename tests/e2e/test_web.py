@@ -116,6 +116,10 @@ async def test_task_search_detail_and_clear_errors(app: App) -> None:
         assert r.status_code == 400
         r = await http.get("/api/tasks/no-such-task")
         assert r.status_code == 404 and "no-such-task" in r.json()["error"]
+        r = await http.get("/api/nothing")
+        assert r.status_code == 404 and "/api/openapi.json" in r.json()["error"]
+        r = await http.delete("/api/queues")
+        assert r.status_code == 405 and "DELETE is not allowed" in r.json()["error"]
 
 
 async def test_cancel_and_retry_change_the_backend(app: App) -> None:

@@ -7,7 +7,9 @@ import contextlib
 from collections.abc import AsyncIterator, Mapping
 
 import anyio
+import msgspec
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
@@ -117,9 +119,31 @@ def create_app(
     middleware = [Middleware(BodyLimit, max_body=max_body)]
     if limit is not None:
         middleware.insert(0, Middleware(ClientRateLimit, backend=lambda: app.backend, limit=limit))
-    web = Starlette(routes=build_routes(ctx, endpoints), middleware=middleware, lifespan=lifespan)
+    web = Starlette(
+        routes=build_routes(ctx, endpoints),
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error},
+    )
     web.state.taskcore = ctx
     return web
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no such route, wrong method) as the API's JSON errors."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = f"no route {request.url.path}; the API is described at /api/openapi.json"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}; see /api/openapi.json"
+    else:
+        message = str(exc.detail)
+    return Response(
+        msgspec.json.encode({"error": message, "status": exc.status_code}),
+        exc.status_code,
+        exc.headers,
+        media_type="application/json",
+    )
 
 
 async def _run(monitor: MonitorSource, *, task_status: anyio.abc.TaskStatus[None]) -> None:
