@@ -9,6 +9,8 @@ import argparse
 import contextlib
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Mapping, MutableMapping
 from typing import Any
 
@@ -636,3 +638,16 @@ def test_the_command_reads_tokens_and_their_roles() -> None:
         web_cli.parse_tokens(["s3cret:root"])
     with pytest.raises(ConfigurationError, match="TOKEN:ROLE"):
         web_cli.parse_tokens(["s3cret"])
+
+
+def test_the_command_parser_loads_without_the_web_dependencies() -> None:
+    # the taskcore command builds every subcommand's parser, even for 'taskcore worker'
+    script = (
+        "import sys; import taskcore.web.cli; "
+        "print(sorted(m for m in ('starlette', 'uvicorn', 'prometheus_client') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"
