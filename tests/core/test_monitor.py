@@ -649,7 +649,11 @@ async def test_run_samples_on_the_app_clock_and_streams_to_subscribers(
         assert (await slow.receive()).at == T0
         with pytest.raises(anyio.WouldBlock):
             slow.receive_nowait()
-    assert [s.at for s in monitor.history] == [T0 + 10, T0 + 15]  # bounded
+        # caught up, it receives again
+        clock.advance(1)
+        latest = await monitor.sample()
+        assert slow.receive_nowait() is latest is monitor.latest
+    assert [s.at for s in monitor.history] == [T0 + 15, T0 + 16]  # bounded
 
 
 async def test_rates_come_from_successive_counts_and_never_go_negative(

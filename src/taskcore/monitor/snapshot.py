@@ -36,9 +36,11 @@ class QueueSnapshot(msgspec.Struct, frozen=True):
     failed: int
     succeeded: int
     late: int
-    """Waiting tasks already past their priority's SLA."""
+    """Tasks that started past their priority's wait SLA: the backend's running count
+    (it only grows), so alerts read its increase. A task still waiting is not in it."""
     depth_by_priority: dict[int, int] = {}
     late_by_priority: dict[int, int] = {}
+    """``late`` by priority (0-4)."""
     policy: str = ""
 
 
