@@ -1,4 +1,4 @@
-"""The ``taskcore`` command: worker, status, demo, bench, pg."""
+"""The ``taskcore`` command: worker, status, monitor, web, demo, bench, pg."""
 
 from __future__ import annotations
 
@@ -160,6 +160,21 @@ def _prefetch(text: str) -> int | str:
     return value
 
 
+# commands whose modules are imported only when run (a worker loads neither)
+_LAZY_COMMANDS = {
+    "monitor": "watch queues, workers, health checks and alerts for module:app",
+    "web": "serve the web API and live dashboard for module:app",
+}
+
+
+def _lazy_command(name: str, rest: Sequence[str]) -> int:
+    """Run ``taskcore.<name>.cli`` with the command's own parser."""
+    module = importlib.import_module(f"taskcore.{name}.cli")
+    parser = argparse.ArgumentParser(prog="taskcore")
+    module.add_parser(parser.add_subparsers(dest="command", required=True))
+    return int(module.run(parser.parse_args([name, *rest])))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="taskcore", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -217,6 +232,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     s = sub.add_parser("status", help="print queue depths for module:app")
     s.add_argument("app")
 
+    for name, text in _LAZY_COMMANDS.items():
+        lazy = sub.add_parser(name, help=text, add_help=False, prefix_chars="\0")
+        lazy.add_argument("rest", nargs=argparse.REMAINDER)
+
     d = sub.add_parser("demo", help="a self-contained demo on the in-memory backend")
     d.add_argument("--tasks", type=int, default=2400)
     d.add_argument("--no-live", action="store_true", help="no live progress display")
@@ -244,6 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             anyio.run(_run_worker, load_app(args.app), args)
         elif args.command == "status":
             anyio.run(_status, load_app(args.app))
+        elif args.command in _LAZY_COMMANDS:
+            return _lazy_command(args.command, args.rest)
         elif args.command == "demo":
             from .demo import run_demo
 

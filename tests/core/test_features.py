@@ -304,6 +304,20 @@ def test_cli_status(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Monk
     assert cli_main(["status", "no_such_module_xyz:app"]) == 2
 
 
+def test_cli_monitor_and_web_parse_their_own_options(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["web", "--help"])
+    assert exit_.value.code == 0
+    assert "usage: taskcore web" in capsys.readouterr().out
+    assert cli_main(["web", "tests.core.cli_app:app", "--host", "0.0.0.0"]) == 2
+    assert "--token" in capsys.readouterr().err
+    assert cli_main(["monitor", "tests.core.cli_app:app", "--once", "--check-tcp", "db"]) == 2
+    assert "NAME=HOST:PORT" in capsys.readouterr().err
+
+
 def test_cli_worker_stops_on_sigterm() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(

@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # autoscaling and max_rss (psutil), periodic tasks (croniter, dateutil, zoneinfo) and
 # unique tasks (hashlib, whose import loads OpenSSL's digests).
 LAZY = ("opentelemetry", "rich", "psutil", "croniter", "dateutil", "hashlib", "zoneinfo")
+# ... and never by a worker: the monitor, the web dashboard and what they use.
+LAZY += ("taskcore.monitor", "taskcore.web", "starlette", "uvicorn", "httpx", "prometheus_client")
 
 
 def run(script: str) -> str:
