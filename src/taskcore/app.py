@@ -177,7 +177,7 @@ class App:
         queue: str = "default",
         priority: Priority | int | str = Priority.MEDIUM,
         complexity: Complexity | str = Complexity.SIMPLE,
-        retry: RetryPolicy | None = None,
+        retry: RetryPolicy | Sequence[float] | None = None,
         retry_on: type[BaseException] | Sequence[type[BaseException]] | None = None,
         give_up_on: type[BaseException] | Sequence[type[BaseException]] | None = None,
         timeout: float | None = None,
@@ -200,7 +200,8 @@ class App:
             priority: P0-P4 (default MEDIUM).
             complexity: ``simple`` | ``moderate`` | ``complex`` | ``auto``: picks the default
                 retry policy, timeout and pool.
-            retry: a :class:`RetryPolicy` overriding the complexity's default.
+            retry: a :class:`RetryPolicy` overriding the complexity's default, or a
+                list of delays in seconds (``[1, 5, 30]``: three retries).
             retry_on / give_up_on: exception filters for retries.
             timeout: seconds per attempt (hard in the process pool).
             unique: dedupe on the arguments (a duplicate returns the existing handle).
@@ -238,7 +239,7 @@ class App:
             priority = Priority.parse(options.pop("priority", Priority.MEDIUM))
         except ValueError as exc:
             raise ConfigurationError(f"task {name!r}: {exc}") from None
-        retry = options.pop("retry", None)
+        retry = _retry_policy(name, options.pop("retry", None))
         if retry_on is not None or give_up_on is not None:
             retry = (retry or complexity.retry_policy).with_filters(retry_on, give_up_on)
         rate = options.pop("rate_limit", None)
@@ -676,6 +677,24 @@ def _raw(body: bytes) -> Any:
 
 def _with_body(msg: Message, body: bytes) -> Message:
     return msgspec.structs.replace(msg, body=body)
+
+
+def _retry_policy(task: str, value: object) -> RetryPolicy | None:
+    """A task's ``retry`` option: a policy, or a list of delays (seconds) to retry after."""
+    if value is None or isinstance(value, RetryPolicy):
+        return value
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        try:
+            return RetryPolicy.explicit([float(d) for d in value])
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(
+                f"task {task!r}: retry={value!r}: {exc}; give delays in seconds, "
+                "e.g. retry=[1, 5, 30]"
+            ) from None
+    raise ConfigurationError(
+        f"task {task!r}: retry={value!r} is not a retry policy; pass a RetryPolicy "
+        "(e.g. RetryPolicy.fixed(3, 1.0)) or a list of delays in seconds, e.g. retry=[1, 5, 30]"
+    )
 
 
 def _check_name(value: str, what: str, error: type[Exception] = ConfigurationError) -> None:

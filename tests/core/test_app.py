@@ -14,6 +14,7 @@ from taskcore import (
     FakeClock,
     PayloadTooLarge,
     Priority,
+    RetryPolicy,
     SerializationError,
     State,
     TaskError,
@@ -180,6 +181,14 @@ def test_registration_errors(clock: FakeClock) -> None:
         app.task(queue="a b")(lambda: None)
     with pytest.raises(ConfigurationError, match="timeout"):
         app.task(timeout=0)(lambda: None)
+    with pytest.raises(ConfigurationError, match="is not a retry policy"):
+        app.task(retry=3)(lambda: None)
+    with pytest.raises(ConfigurationError, match=r"give delays in seconds"):
+        app.task(retry=[1, "soon"])(lambda: None)
+    with pytest.raises(ConfigurationError, match=r"give delays in seconds"):
+        app.task(retry=[-1])(lambda: None)
+    listed = app.task(name="listed", retry=[0.5, 2])(lambda: None)
+    assert listed.options.retry == RetryPolicy.explicit([0.5, 2])
     with pytest.raises(ConfigurationError, match="rate limit"):
         app.task(rate_limit="fast")(lambda: None)
     with pytest.raises(ConfigurationError, match="invalid cron"):
