@@ -3,6 +3,8 @@ script, delivered by the settling client or, after a crash, by the reaper."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from redis.crc import key_slot
 
@@ -54,7 +56,7 @@ async def test_follow_ups_survive_a_client_dying_before_delivery(
         assert admin.hlen(outbox) == 0
         assert await backend.get(cb.id) is None  # the join has one parent of two
         # delivering again (a client and a reaper both did) changes nothing
-        await backend._deliver([("q", a.message.id, then_a)])
+        await backend._deliver([("q", a.message.id, math.inf, then_a)])
         assert await backend.get(cb.id) is None
         ok_b = Outcome(
             b.message.id, b.token, OutcomeKind.SUCCEEDED, clock.now(), then=(FollowUp(cb, 2),)
@@ -62,6 +64,37 @@ async def test_follow_ups_survive_a_client_dying_before_delivery(
         assert await backend.settle([ok_b]) == [True]
         rec = await backend.get(cb.id)
         assert rec is not None and rec.state is State.QUEUED
-        await backend._deliver([("q2", b.message.id, (FollowUp(cb, 2),))])
+        await backend._deliver([("q2", b.message.id, math.inf, (FollowUp(cb, 2),))])
         [stats] = await backend.stats(["q3"])
         assert stats.states[State.QUEUED] == 2
+
+
+async def test_an_incomplete_join_leaves_no_keys_once_its_parents_results_expire(
+    redis_url: str, prefix: str, admin: redis_sync.Redis
+) -> None:
+    clock = FakeClock()
+    async with RedisBackend.from_url(redis_url, clock=clock, prefix=prefix) as backend:
+        await backend.enqueue([make_message(clock), make_message(clock)])
+        a, b = await backend.claim(["q"], 2, 30, "w")
+        cb = make_message(clock, queue="q3")  # a chord callback whose other member fails
+        ok = Outcome(
+            a.message.id,
+            a.token,
+            OutcomeKind.SUCCEEDED,
+            clock.now(),
+            result_ttl=100.0,
+            then=(FollowUp(cb, after=2),),
+        )
+        assert await backend.settle([ok]) == [True]
+        dead = Outcome(b.message.id, b.token, OutcomeKind.DEAD, clock.now(), result_ttl=100.0)
+        assert await backend.settle([dead]) == [True]
+        join, expiries = f"{backend.keys.base('q3')}:j:{cb.id}", f"{backend.keys.base('q3')}:jx"
+        assert admin.smembers(join) == {a.message.id.encode()}
+        assert admin.zscore(expiries, cb.id) == clock.now() + 100
+        clock.advance(99)
+        await backend.reap()
+        assert admin.exists(join) == 1
+        clock.advance(1)
+        await backend.reap()
+        assert admin.exists(join) == 0 and admin.exists(expiries) == 0
+        assert await backend.get(cb.id) is None
