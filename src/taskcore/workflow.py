@@ -372,12 +372,11 @@ class WorkflowHandle:
         return values if self.as_list else values[0]
 
     async def _wait(self, tid: str, task: str, end: float, timeout: float | None) -> Any:
-        # A step whose parents succeeded exists: it was stored with their settle.
-        # (On Redis its delivery from the parent's outbox may lag the parent's record
-        # by a round trip, or by a reaper's pass after a crash: look again shortly.)
-        pause = 0.005
+        """Wait for step ``tid`` to end; every step before it has succeeded."""
+        pause = _LOOK_AGAIN_FIRST
         while True:
             left = end - anyio.current_time()
+            # event-driven once the step exists (each backend wakes wait_done on settle)
             rec = await self.app.backend.wait_done(tid, max(0.0, left))
             if rec is not None and rec.state in (State.SUCCEEDED, *_STOPPED):
                 return rec
@@ -389,8 +388,18 @@ class WorkflowHandle:
                     task_id=tid,
                 )
             if rec is None:
-                await anyio.sleep(min(pause, max(0.0, left)))
-                pause = min(pause * 2, 0.5)
+                # Its parents succeeded (result() waits for the steps in order), yet the
+                # step does not exist. Memory and PostgreSQL store it in its parents'
+                # settle, so only Redis gets here: the settling client delivers the
+                # parent's outbox a round trip after the parent's record, or, if that
+                # client died, the next reap() of any worker's maintenance does. The
+                # Backend seam has no notification for a task coming into existence
+                # (wait_done needs its record), so look again, backing off from a round
+                # trip to a bound well under a maintenance interval, on the app's clock
+                # (a FakeClock in tests) and within the caller's timeout.
+                with anyio.move_on_after(left):
+                    await self.app.clock.sleep(pause)
+                pause = min(pause * 2, _LOOK_AGAIN_MAX)
 
     async def cancel(self) -> list[bool]:
         """Cancel every step that exists and has not finished (the steps after a
@@ -399,3 +408,6 @@ class WorkflowHandle:
 
 
 _STOPPED = (State.FAILED, State.DEAD, State.CANCELLED)
+# seconds between looks for a step not delivered yet (Redis only: see WorkflowHandle._wait)
+_LOOK_AGAIN_FIRST = 0.005
+_LOOK_AGAIN_MAX = 0.5
