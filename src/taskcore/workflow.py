@@ -47,7 +47,9 @@ class Signature:
 
     Validated when made: the arguments must fit the task as a complete call, or as a
     call that gets the previous step's result first (``immutable``: complete only).
-    The workflow checks which of the two its place needs.
+    The workflow checks which of the two its place needs. A unique task
+    (``unique=True``) or a ``unique_key`` is refused: a deduplicated step would never
+    release the steps after it.
     """
 
     def __init__(
@@ -82,6 +84,22 @@ class Signature:
             raise complete
         # the options are checked now as well (the same rules as enqueue's)
         self.plan = task.app._plan(task, **self.options)
+        if self.plan.unique_key is not None or self.plan.hash_unique:
+            # A duplicate is not stored and the existing task does not carry this
+            # workflow's next steps, so they would never be released.
+            why = (
+                f"unique_key={self.plan.unique_key!r} is given"
+                if self.plan.unique_key is not None
+                else f"task {task.name!r} is declared unique=True"
+            )
+            raise TaskValidationError(
+                f"{self!r}: {why}, but a workflow step cannot be deduplicated: a "
+                "duplicate would not be stored, so the steps after it would never run and "
+                "the workflow would wait forever. Enqueue the unique call on its own, or "
+                "use a task without unique=True in the workflow; to make enqueueing a "
+                "workflow idempotent, give its steps fixed ids (with_options(task_id=...)): "
+                "a step whose id exists already is not stored again"
+            )
 
     def __repr__(self) -> str:
         parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
