@@ -5,6 +5,8 @@
     with app.blocking() as tc:
         handle = tc.enqueue(resize, 42, width=320)
         print(handle.result(timeout=10))
+        flow = tc.enqueue_workflow(chain(fetch.s(url), parse.s()))
+        print(flow.result(timeout=60))
 
 The facade runs the app's event loop in a background thread (an anyio blocking
 portal); every call is forwarded there and waited for.
@@ -26,8 +28,9 @@ from .task import Task
 
 if TYPE_CHECKING:
     from .app import App
+    from .workflow import Signature, WorkflowHandle, _Workflow
 
-__all__ = ["BlockingApp", "BlockingHandle"]
+__all__ = ["BlockingApp", "BlockingHandle", "BlockingWorkflowHandle"]
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -53,6 +56,32 @@ class BlockingHandle(Generic[R]):
 
     def cancel(self) -> bool:
         return self._portal.call(self._handle.cancel)
+
+
+class BlockingWorkflowHandle:
+    """The blocking twin of :class:`~taskcore.workflow.WorkflowHandle`."""
+
+    def __init__(self, portal: BlockingPortal, handle: WorkflowHandle) -> None:
+        self._portal = portal
+        self._handle = handle
+        self.id = handle.id
+        self.ids = list(handle.ids)
+
+    def __repr__(self) -> str:
+        return repr(self._handle)
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the workflow to finish; see :meth:`WorkflowHandle.result`."""
+        return self._portal.call(lambda: self._handle.result(timeout))
+
+    def cancel(self) -> list[bool]:
+        """Cancel every step that exists and has not finished."""
+        result: list[bool] = self._portal.call(self._handle.cancel)
+        return result
+
+    def step(self, task_id: str) -> BlockingHandle[Any]:
+        """A handle on one step (``task_id`` from :attr:`ids`)."""
+        return BlockingHandle(self._portal, self._handle.app.handle(task_id))
 
 
 class BlockingApp:
@@ -107,6 +136,22 @@ class BlockingApp:
     ) -> list[BlockingHandle[R]]:
         handles = self._call(lambda: self.app.enqueue_many(task, calls, **options))
         return [BlockingHandle(self.portal, h) for h in handles]
+
+    def emit(self, event: str, *args: Any, **kwargs: Any) -> list[BlockingHandle[Any]]:
+        """Enqueue every task subscribed to ``event``; see :meth:`App.emit`."""
+        handles = self._call(lambda: self.app.emit(event, *args, **kwargs))
+        return [BlockingHandle(self.portal, h) for h in handles]
+
+    def enqueue_workflow(self, workflow: Signature | _Workflow) -> BlockingWorkflowHandle:
+        """Enqueue a chain, group, chord (or one signature) built with ``task.s()``;
+        see :meth:`Chain.enqueue <taskcore.workflow.Chain.enqueue>`.
+
+        Raises:
+            TaskValidationError: a step cannot take what its place passes in; nothing
+                is enqueued.
+        """
+        handle = self._call(workflow.enqueue)
+        return BlockingWorkflowHandle(self.portal, handle)
 
     def handle(self, task_id: str) -> BlockingHandle[Any]:
         return BlockingHandle(self.portal, self.app.handle(task_id))

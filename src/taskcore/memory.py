@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections.abc import Sequence
 
 import anyio
@@ -122,8 +123,9 @@ class MemoryBackend:
         self._once: dict[str, float] = {}
         self._kv: dict[str, tuple[bytes, float | None]] = {}
         self._runtimes: dict[str, tuple[int, float]] = {}
-        # workflow joins: follow-up id -> parents that have released it so far
-        self._joins: dict[str, set[str]] = {}
+        # workflow joins: follow-up id -> (parents that have released it so far, when
+        # it is forgotten unless complete: see _follow)
+        self._joins: dict[str, tuple[set[str], float]] = {}
         subscribe = getattr(self.clock, "subscribe", None)
         if subscribe is not None:
             subscribe(self._wake)
@@ -251,18 +253,25 @@ class MemoryBackend:
             out.append(EnqueueResult(m.id, True, state))
         return out, woke
 
-    def _follow(self, parent: str, then: Sequence[FollowUp], now: float) -> bool:
-        """Store an accepted success's follow-ups; True if one became ready."""
+    def _follow(
+        self, parent: str, then: Sequence[FollowUp], keep: float | None, now: float
+    ) -> bool:
+        """Store an accepted success's follow-ups; True if one became ready. A join
+        is kept while the result of a parent it counts is (``keep``: that parent's
+        result TTL, None: forever); reap forgets it after that."""
         ready: list[Message] = []
+        until = math.inf if keep is None else now + keep
         for f in then:
             if f.after <= 1:
                 ready.append(f.message)
                 continue
-            parents = self._joins.setdefault(f.message.id, set())
+            parents, expires = self._joins.get(f.message.id, (set(), until))
             parents.add(parent)
             if len(parents) >= f.after:
-                del self._joins[f.message.id]
+                self._joins.pop(f.message.id, None)
                 ready.append(f.message)
+            else:
+                self._joins[f.message.id] = (parents, max(expires, until))
         return self._store(ready, now)[1] if ready else False
 
     async def claim(
@@ -331,7 +340,7 @@ class MemoryBackend:
                 self._move(t, State.SUCCEEDED, now)
                 self._set_purge(t, o.result_ttl, now)
                 if o.then:
-                    woke = self._follow(o.task_id, o.then, now) or woke
+                    woke = self._follow(o.task_id, o.then, o.result_ttl, now) or woke
             elif kind in (OutcomeKind.RETRY, OutcomeKind.DEFER):
                 if kind is OutcomeKind.DEFER:
                     t.attempt -= 1
@@ -409,6 +418,10 @@ class MemoryBackend:
             del self._kv[key]
         for key in [k for k, (_, _, full) in self._buckets.items() if full <= now]:
             del self._buckets[key]
+        # joins that can no longer complete (a chord member failed, was cancelled or
+        # dead-lettered) once the results they count have expired
+        for key in [k for k, (_, until) in self._joins.items() if until <= now]:
+            del self._joins[key]
         if requeued:
             self._wake()
         return requeued

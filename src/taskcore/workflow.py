@@ -47,7 +47,9 @@ class Signature:
 
     Validated when made: the arguments must fit the task as a complete call, or as a
     call that gets the previous step's result first (``immutable``: complete only).
-    The workflow checks which of the two its place needs.
+    The workflow checks which of the two its place needs. A unique task
+    (``unique=True``) or a ``unique_key`` is refused: a deduplicated step would never
+    release the steps after it.
     """
 
     def __init__(
@@ -82,6 +84,22 @@ class Signature:
             raise complete
         # the options are checked now as well (the same rules as enqueue's)
         self.plan = task.app._plan(task, **self.options)
+        if self.plan.unique_key is not None or self.plan.hash_unique:
+            # A duplicate is not stored and the existing task does not carry this
+            # workflow's next steps, so they would never be released.
+            why = (
+                f"unique_key={self.plan.unique_key!r} is given"
+                if self.plan.unique_key is not None
+                else f"task {task.name!r} is declared unique=True"
+            )
+            raise TaskValidationError(
+                f"{self!r}: {why}, but a workflow step cannot be deduplicated: a "
+                "duplicate would not be stored, so the steps after it would never run and "
+                "the workflow would wait forever. Enqueue the unique call on its own, or "
+                "use a task without unique=True in the workflow; to make enqueueing a "
+                "workflow idempotent, give its steps fixed ids (with_options(task_id=...)): "
+                "a step whose id exists already is not stored again"
+            )
 
     def __repr__(self) -> str:
         parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
@@ -372,12 +390,11 @@ class WorkflowHandle:
         return values if self.as_list else values[0]
 
     async def _wait(self, tid: str, task: str, end: float, timeout: float | None) -> Any:
-        # A step whose parents succeeded exists: it was stored with their settle.
-        # (On Redis its delivery from the parent's outbox may lag the parent's record
-        # by a round trip, or by a reaper's pass after a crash: look again shortly.)
-        pause = 0.005
+        """Wait for step ``tid`` to end; every step before it has succeeded."""
+        pause = _LOOK_AGAIN_FIRST
         while True:
             left = end - anyio.current_time()
+            # event-driven once the step exists (each backend wakes wait_done on settle)
             rec = await self.app.backend.wait_done(tid, max(0.0, left))
             if rec is not None and rec.state in (State.SUCCEEDED, *_STOPPED):
                 return rec
@@ -389,8 +406,18 @@ class WorkflowHandle:
                     task_id=tid,
                 )
             if rec is None:
-                await anyio.sleep(min(pause, max(0.0, left)))
-                pause = min(pause * 2, 0.5)
+                # Its parents succeeded (result() waits for the steps in order), yet the
+                # step does not exist. Memory and PostgreSQL store it in its parents'
+                # settle, so only Redis gets here: the settling client delivers the
+                # parent's outbox a round trip after the parent's record, or, if that
+                # client died, the next reap() of any worker's maintenance does. The
+                # Backend seam has no notification for a task coming into existence
+                # (wait_done needs its record), so look again, backing off from a round
+                # trip to a bound well under a maintenance interval, on the app's clock
+                # (a FakeClock in tests) and within the caller's timeout.
+                with anyio.move_on_after(left):
+                    await self.app.clock.sleep(pause)
+                pause = min(pause * 2, _LOOK_AGAIN_MAX)
 
     async def cancel(self) -> list[bool]:
         """Cancel every step that exists and has not finished (the steps after a
@@ -399,3 +426,6 @@ class WorkflowHandle:
 
 
 _STOPPED = (State.FAILED, State.DEAD, State.CANCELLED)
+# seconds between looks for a step not delivered yet (Redis only: see WorkflowHandle._wait)
+_LOOK_AGAIN_FIRST = 0.005
+_LOOK_AGAIN_MAX = 0.5

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import socket
 import time
@@ -683,6 +684,8 @@ class PostgresBackend:
             joins: dict[str, FollowUp] = {}
             ids: list[str] = []
             parents: list[str] = []
+            keeps: list[float] = []  # an incomplete join lives as long as these results
+            now = self.clock.now()
             for o, ok in zip(outcomes, accepted, strict=True):
                 if not ok or o.kind is not OutcomeKind.SUCCEEDED:
                     continue
@@ -693,14 +696,16 @@ class PostgresBackend:
                         joins[f.message.id] = f
                         ids.append(f.message.id)
                         parents.append(o.task_id)
+                        keeps.append(math.inf if o.result_ttl is None else now + o.result_ttl)
             if joins:
-                cur = await conn.execute(self._sql["join"], {"ids": ids, "parents": parents})
+                params = {"ids": ids, "parents": parents, "keeps": keeps}
+                cur = await conn.execute(self._sql["join"], params)
                 done = [jid for jid, n in await cur.fetchall() if n >= joins[jid].after]
                 if done:
                     await conn.execute(self._sql["join_done"], {"ids": done})
                     ready += (joins[jid].message for jid in done)
             if ready:
-                await self._enqueue_on(conn, ready, self.clock.now())
+                await self._enqueue_on(conn, ready, now)
         return accepted
 
     async def extend(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import msgspec
@@ -10,13 +11,13 @@ from taskcore.backend import AttemptError, FollowUp, Message, TaskRecord, Worker
 from taskcore.states import State
 
 __all__ = [
-    "decode_follow_ups",
     "decode_message",
+    "decode_outbox",
     "decode_record",
     "decode_worker",
     "encode_error",
-    "encode_follow_ups",
     "encode_message",
+    "encode_outbox",
     "encode_worker",
     "fnum",
     "opt",
@@ -26,6 +27,7 @@ __all__ = [
 
 _msg_enc = msgspec.msgpack.Encoder()
 _msg_dec = msgspec.msgpack.Decoder(Message)
+_outbox_dec = msgspec.msgpack.Decoder(tuple[float, tuple[FollowUp, ...]])
 _follow_dec = msgspec.msgpack.Decoder(tuple[FollowUp, ...])
 _json_enc = msgspec.json.Encoder()
 _err_dec = msgspec.json.Decoder(tuple[int, str, str, str, float])
@@ -72,13 +74,18 @@ def decode_message(data: bytes) -> Message:
     return _msg_dec.decode(data)
 
 
-def encode_follow_ups(then: tuple[FollowUp, ...]) -> bytes:
-    """A workflow step's follow-ups as they wait in an outbox (opaque to the scripts)."""
-    return _msg_enc.encode(then)
+def encode_outbox(keep_until: float, then: tuple[FollowUp, ...]) -> bytes:
+    """A workflow step's follow-ups as they wait in an outbox (opaque to the scripts),
+    with how long a join they start is kept (the step's result expiry; inf: forever)."""
+    return _msg_enc.encode((keep_until, then))
 
 
-def decode_follow_ups(data: bytes) -> tuple[FollowUp, ...]:
-    return _follow_dec.decode(data)
+def decode_outbox(data: bytes) -> tuple[float, tuple[FollowUp, ...]]:
+    try:
+        return _outbox_dec.decode(data)
+    except msgspec.ValidationError:
+        # an entry written before joins expired (the follow-ups alone): kept forever
+        return math.inf, _follow_dec.decode(data)
 
 
 def encode_error(e: AttemptError) -> bytes:

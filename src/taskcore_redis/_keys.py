@@ -64,5 +64,5 @@ class Keys:
     def queue_keys(self, queue: str) -> list[str]:
         """The fixed keys of a queue (per-task keys come on top)."""
         b = self.base(queue)
-        suffixes = ("meta", "n", "all", "sched", "run", "purge", "uniq", "fin", "wake", "out")
+        suffixes = ("meta", "n", "all", "sched", "run", "purge", "uniq", "fin", "wake", "out", "jx")
         return [f"{b}:{s}" for s in suffixes] + [f"{b}:r{p}" for p in range(5)]

@@ -11,6 +11,7 @@ import contextlib
 import heapq
 import itertools
 import json
+import math
 import os
 import uuid
 from collections import defaultdict
@@ -40,12 +41,12 @@ from taskcore.scheduling import DEFAULT_POLICY, SchedulingPolicy
 from taskcore.states import TERMINAL, State
 
 from ._codec import (
-    decode_follow_ups,
     decode_message,
+    decode_outbox,
     decode_record,
     encode_error,
-    encode_follow_ups,
     encode_message,
+    encode_outbox,
     opt,
     pack,
     raw_str,
@@ -108,6 +109,12 @@ class _Taken:
     leases: list[Lease]
     dry: bool  # the claim that took them emptied the queue again
     due: float | None
+
+
+def _keep_until(o: Outcome) -> float:
+    """Until when an incomplete join that ``o`` counts in is kept: as long as ``o``'s
+    result (see join.lua)."""
+    return math.inf if o.result_ttl is None else o.at + o.result_ttl
 
 
 class RedisBackend(Coordination):
@@ -574,44 +581,48 @@ class RedisBackend(Coordination):
             for i in positions:
                 o = outcomes[i]
                 if o.then and accepted[i] and o.kind is OutcomeKind.SUCCEEDED:
-                    entries.append((self.keys.queue_of(call[2][1]), o.task_id, o.then))
+                    queue = self.keys.queue_of(call[2][1])
+                    entries.append((queue, o.task_id, _keep_until(o), o.then))
         if entries:
             await self._deliver(entries)
 
-    async def _deliver(self, entries: Sequence[tuple[str, str, Sequence[FollowUp]]]) -> None:
-        """Deliver outbox entries ``(parent's queue, parent id, follow-ups)``: note the
-        joins (join.lua, in the follow-up's queue), enqueue what is ready (an id that
-        exists already is not stored again), then delete the entries. Each step is
-        idempotent, so an entry delivered twice (a client and the reaper, or a retry
-        after an error) has the effect of one delivery."""
+    async def _deliver(self, entries: Sequence[tuple[str, str, float, Sequence[FollowUp]]]) -> None:
+        """Deliver outbox entries ``(parent's queue, parent id, keep until, follow-ups)``:
+        note the joins (join.lua, in the follow-up's queue; an incomplete join is kept
+        until the latest "keep until" of its parents, see join.lua), enqueue what is
+        ready (an id that exists already is not stored again), then delete the entries.
+        Each step is idempotent, so an entry delivered twice (a client and the reaper,
+        or a retry after an error) has the effect of one delivery."""
         ready: list[Message] = []
-        joins: dict[str, list[tuple[FollowUp, str]]] = defaultdict(list)
-        for _, parent, then in entries:
+        joins: dict[str, list[tuple[FollowUp, str, float]]] = defaultdict(list)
+        for _, parent, keep, then in entries:
             for f in then:
                 if f.after <= 1:
                     ready.append(f.message)
                 else:
-                    joins[f.message.queue].append((f, parent))
+                    joins[f.message.queue].append((f, parent, keep))
         if joins:
             request = self._request()
             calls = [
                 self._call(
                     "join",
                     q,
-                    [pack([(f.message.id, parent, f.after) for f, parent in items])],
+                    [pack([(f.message.id, parent, f.after, keep) for f, parent, keep in items])],
                     f"{request}.{n}",
                 )
                 for n, (q, items) in enumerate(joins.items())
             ]
             replies = await self._conn.run("join", calls)
             for items, reply in zip(joins.values(), replies, strict=True):
-                ready += (f.message for (f, _), done in zip(items, reply, strict=True) if done)
+                ready += (f.message for (f, _, _), done in zip(items, reply, strict=True) if done)
         if ready:
             await self.enqueue(list({m.id: m for m in ready}.values()))
 
         async def ack() -> None:
             async with self._r.pipeline(transaction=False) as pipe:
-                for queue, parent, _ in entries:
+                if joins:  # reap visits the known queues: it must find these joins
+                    pipe.sadd(self.keys.queues, *joins)
+                for queue, parent, _, _ in entries:
                     pipe.hdel(self.keys.outbox(queue), parent)
                 await pipe.execute()
 
@@ -635,7 +646,7 @@ class RedisBackend(Coordination):
                 None if o.result_ttl is None else float(o.result_ttl),
             )
             if o.then:  # a workflow step: its follow-ups go to the outbox
-                return (*item, raw_str(encode_follow_ups(o.then)))
+                return (*item, raw_str(encode_outbox(_keep_until(o), o.then)))
             return item
 
         if any(o.kind in _LATER for o in outcomes):
@@ -678,14 +689,14 @@ class RedisBackend(Coordination):
             replies = await self._conn.run("reap", calls)
             forgotten: list[str] = []
             more: list[str] = []
-            undelivered: list[tuple[str, str, Sequence[FollowUp]]] = []
+            undelivered: list[tuple[str, str, float, Sequence[FollowUp]]] = []
             for q, (back, gone, again, outbox) in zip(pending, replies, strict=True):
                 requeued += (t.decode() for t in back)
                 forgotten += (t.decode() for t in gone)
                 if again:
                     more.append(q)
                 undelivered += (
-                    (q, outbox[j].decode(), decode_follow_ups(outbox[j + 1]))
+                    (q, outbox[j].decode(), *decode_outbox(outbox[j + 1]))
                     for j in range(0, len(outbox), 2)
                 )
             if forgotten:

@@ -17,7 +17,20 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from taskcore import App, ExecutionContext, FakeClock, Middleware, State, TaskFailed
+from taskcore import (
+    App,
+    ExecutionContext,
+    FakeClock,
+    Middleware,
+    RetryPolicy,
+    State,
+    TaskCancelled,
+    TaskFailed,
+    TaskValidationError,
+    chain,
+    chord,
+    group,
+)
 from taskcore.cli import main as cli_main
 from taskcore.memory import MemoryBackend
 from taskcore.telemetry import Telemetry
@@ -291,6 +304,54 @@ def test_blocking_facade() -> None:
         assert tc.cancel([h.id]) == [False]
         assert tc.retry_dead([h.id]) == [False]
         assert tc.purge("default", [State.CANCELLED]) == 1
+        tc.portal.call(worker.stop)
+
+
+def test_blocking_facade_events_and_workflows() -> None:
+    app = App("memory://")
+
+    @app.task(on="order.created")
+    async def bill(order_id: int) -> str:
+        return f"billed {order_id}"
+
+    @app.task(on="order.created")
+    def notify(order_id: int) -> int:
+        return order_id
+
+    @app.task
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.task
+    async def total(xs: list[int]) -> int:
+        return sum(xs)
+
+    @app.task(retry=RetryPolicy(retries=0))
+    async def fail(x: int) -> int:
+        raise ValueError(f"no {x}")
+
+    with app.blocking() as tc:
+        worker = app.worker(concurrency=2)
+        tc.portal.start_task_soon(worker.run)
+        handles = tc.emit("order.created", 7)
+        assert [h.result(timeout=5) for h in handles] == ["billed 7", 7]
+        assert tc.emit("nobody.listens", 1) == []
+        flow = tc.enqueue_workflow(chain(add.s(1, 2), add.s(10)))
+        assert flow.result(timeout=5) == 13 and flow.id == flow.ids[-1]
+        assert flow.step(flow.ids[0]).status() is State.SUCCEEDED
+        fan = tc.enqueue_workflow(chord(group(add.s(1, 1), add.s(2, 2)), total.s()))
+        assert fan.result(timeout=5) == 6
+        assert tc.enqueue_workflow(add.s(4, 4)).result(timeout=5) == 8
+        broken = tc.enqueue_workflow(chain(fail.s(1), add.s(1)))
+        with pytest.raises(TaskFailed, match="no 1") as info:
+            broken.result(timeout=5)
+        assert info.value.task_id == broken.ids[0]
+        later = tc.enqueue_workflow(chain(add.with_options(delay=60).s(1, 1), add.s(1)))
+        assert later.cancel() == [True, False]  # the second step does not exist yet
+        with pytest.raises(TaskCancelled):
+            later.result(timeout=5)
+        with pytest.raises(TaskValidationError, match="cannot take the previous result"):
+            tc.enqueue_workflow(chain(add.s(1, 2), add.s(1, 2)))
         tc.portal.call(worker.stop)
 
 

@@ -115,6 +115,34 @@ async def test_signatures_validate_at_creation_and_by_place(app: App) -> None:
     assert await app.list_tasks() == []
 
 
+async def test_unique_steps_are_refused_when_made(app: App) -> None:
+    """A deduplicated step would not be stored, and the task it matched does not carry
+    the workflow's next steps: refused with the way out, rather than a workflow that
+    waits forever."""
+
+    @app.task(unique=True)
+    async def once(x: int) -> int:
+        return x
+
+    @app.task
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    with pytest.raises(TaskValidationError, match=r"declared unique=True.*cannot be dedup"):
+        once.s(1)
+    with pytest.raises(TaskValidationError, match=r"unique_key='k'.*task_id"):
+        add.with_options(unique_key="k").si(1, 2)
+    # the way out the message names: fixed step ids make a second enqueue a no-op
+    first, second = add.with_options(task_id="wf-1").s(1, 2), add.with_options(task_id="wf-2")
+    h = await chain(first, second.s(10)).enqueue()
+    again = await chain(first, second.s(10)).enqueue()
+    assert again.ids == h.ids == ["wf-1", "wf-2"]
+    async with worker(app):
+        assert await h.result(timeout=10) == 13
+    assert len(await app.list_tasks(task=add.name)) == 2
+    assert await app.list_tasks(task=once.name) == []
+
+
 # -- chain -------------------------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from tests.faults.proxy import TcpProxy
 
-from taskcore.backend import Message, Outcome, OutcomeKind, QueueSpec
+from taskcore.backend import FollowUp, Message, Outcome, OutcomeKind, QueueSpec
 from taskcore.clock import Clock, FakeClock, SystemClock
 from taskcore.errors import BackendError, BackendUnavailable, ConfigurationError
 from taskcore.memory import MemoryBackend
@@ -1041,6 +1041,53 @@ async def test_reaper_forgets_refilled_token_buckets(pg_dsn: str, pg_schema: str
         clock.advance(3)
         await backend.reap()
         assert await _count(pg_dsn, pg_schema, table="buckets") == 0
+
+
+async def test_reaper_forgets_joins_that_can_no_longer_complete(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    clock = FakeClock()
+    async with open_backend(pg_dsn, pg_schema, clock) as backend:
+        await backend.enqueue([make_message(clock), make_message(clock)])
+        a, b = await backend.claim(["q"], 2, 30, "w")
+        cb = make_message(clock, queue="q3")  # a chord callback whose other member fails
+        ok = Outcome(
+            a.message.id,
+            a.token,
+            OutcomeKind.SUCCEEDED,
+            clock.now(),
+            result_ttl=100.0,
+            then=(FollowUp(cb, after=2),),
+        )
+        dead = Outcome(b.message.id, b.token, OutcomeKind.DEAD, clock.now(), result_ttl=100.0)
+        assert await backend.settle([ok, dead]) == [True, True]
+        assert await _count(pg_dsn, pg_schema, f"expires_at = {clock.now() + 100}", "joins") == 1
+        clock.advance(99)
+        await backend.reap()
+        assert await _count(pg_dsn, pg_schema, table="joins") == 1
+        clock.advance(1)
+        await backend.reap()
+        assert await _count(pg_dsn, pg_schema, table="joins") == 0
+
+
+async def test_joins_from_before_migration_7_get_the_longest_result_retention(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    from taskcore_pg._sql import migrations, render
+
+    async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+        await conn.execute(f'CREATE SCHEMA "{pg_schema}"')
+        for version, _, text in migrations():
+            if version < 7:
+                await conn.execute(render(text, pg_schema))
+        await conn.execute(f"INSERT INTO \"{pg_schema}\".joins VALUES ('cb', '{{a}}')")
+        [seven] = [text for version, _, text in migrations() if version == 7]
+        await conn.execute(render(seven, pg_schema))
+        cur = await conn.execute(
+            f'SELECT expires_at - extract(epoch FROM now()) FROM "{pg_schema}".joins'
+        )
+        row = await cur.fetchone()
+        assert row is not None and 365 * 86400 - 60 < row[0] <= 365 * 86400
 
 
 async def test_purge_works_in_batches(pg_dsn: str, pg_schema: str) -> None:

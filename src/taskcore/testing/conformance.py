@@ -201,6 +201,34 @@ class BackendConformance:
         [lease] = await self._claim(backend)
         assert lease.message.id == callback.id
 
+    async def test_incomplete_join_is_forgotten_once_the_results_it_counts_expire(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        # A chord whose member failed never completes its join. The join can only
+        # complete usefully while the results it counts are kept, so reap forgets it
+        # once the result TTL of the last parent it noted has run out.
+        await self._enqueue(backend, clock, 3)
+        kept = make_message(clock, queue="q2")  # parents noted at t=0 and t=40
+        lost = make_message(clock, queue="q2")  # a parent noted at t=0 only
+        [x1] = await self._claim(backend)
+        both = (FollowUp(kept, after=3), FollowUp(lost, after=2))
+        assert await backend.settle([_ok(x1, clock, result_ttl=60.0, then=both)]) == [True]
+        clock.advance(40)
+        [x2] = await self._claim(backend)
+        out = _ok(x2, clock, result_ttl=60.0, then=(FollowUp(kept, after=3),))
+        assert await backend.settle([out]) == [True]
+        clock.advance(30)  # t=70: past x1's result TTL, within x2's
+        await backend.reap()
+        [x3] = await self._claim(backend)
+        assert await backend.settle([_ok(x3, clock, result_ttl=60.0, then=both)]) == [True]
+        # 'kept' was refreshed by x2 and completes; 'lost' was forgotten at t=70, so x3
+        # starts it over as its only parent
+        rec = await backend.get(kept.id)
+        assert rec is not None and rec.state is State.QUEUED
+        assert await backend.get(lost.id) is None
+        [stats] = await backend.stats(["q2"])
+        assert stats.states[State.QUEUED] == 1
+
     # -- enqueue ------------------------------------------------------------------
     async def test_enqueue_then_get(self, backend: Backend, clock: FakeClock) -> None:
         msg = make_message(clock, priority=1, fairness_key="tenant-a")

@@ -1,7 +1,8 @@
 -- Return tasks whose lease expired to the queue (in claim order; a new token fences
 -- the old holder out; a task whose cancellation was requested ends cancelled; a
 -- requeued task keeps its place, see restore_ready), and
--- forget finished records past their TTL. At most ARGV[3] of each per call.
+-- forget finished records past their TTL, and incomplete workflow joins past theirs
+-- (<B>:jx, see join.lua). At most ARGV[3] of each per call.
 -- Returns {requeued ids, forgotten ids, more (0/1), outbox}: outbox is the flat
 -- field/value list of <B>:out, follow-ups that settles stored and no client has
 -- delivered yet (delivery is idempotent, so one in flight may come back here too).
@@ -50,8 +51,13 @@ for _, id in ipairs(due) do
   end
 end
 zrem_all(K_PURGE, due)
+
+local K_JX = B .. ':jx'
+local stale = redis.call('ZRANGEBYSCORE', K_JX, '-inf', NOW_S, 'LIMIT', 0, limit)
+for _, id in ipairs(stale) do redis.call('DEL', B .. ':j:' .. id) end
+zrem_all(K_JX, stale)
 flush()
 wake(#requeued)
 local more = 0
-if #expired >= limit or #due >= limit then more = 1 end
+if #expired >= limit or #due >= limit or #stale >= limit then more = 1 end
 return {requeued, forgotten, more, redis.call('HGETALL', B .. ':out')}
