@@ -686,7 +686,7 @@ def _retry_policy(task: str, value: object) -> RetryPolicy | None:
     if isinstance(value, Sequence) and not isinstance(value, str):
         try:
             return RetryPolicy.explicit([float(d) for d in value])
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, ConfigurationError) as exc:
             raise ConfigurationError(
                 f"task {task!r}: retry={value!r}: {exc}; give delays in seconds, "
                 "e.g. retry=[1, 5, 30]"
