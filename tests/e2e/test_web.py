@@ -9,9 +9,11 @@ import argparse
 import contextlib
 import json
 import logging
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Mapping, MutableMapping
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -34,6 +36,7 @@ from taskcore.web.routes import openapi_path
 
 pytestmark = pytest.mark.anyio
 
+ROOT = Path(__file__).resolve().parents[2]
 TOKENS = {"view-token": "viewer", "op-token": "operator", "admin-token": "admin"}
 EVIL = "<script>alert(1)</script>"
 
@@ -373,6 +376,27 @@ async def test_metrics_expose_the_latest_snapshot(app: App) -> None:
     assert 0 <= m[("taskcore_host_cpu_percent", ())] <= 100
     labels = {k for _, pairs in m for k, _ in pairs}
     assert labels <= {"queue", "priority", "state", "check", "kind", "outcome", "severity"}
+
+
+def test_the_grafana_dashboard_charts_metrics_that_exist() -> None:
+    async def exposed() -> set[str]:
+        async with App("memory://") as app:
+            monitor = Monitor(app, resources=True)
+            async with client(create_app(app, monitor=monitor)) as http:
+                await monitor.sample()
+                text = (await http.get("/metrics")).text
+        return {f.name for f in text_string_to_metric_families(text)}
+
+    names = anyio.run(exposed)
+    dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text())
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"taskcore_[a-z_]+", target["expr"])
+    }
+    assert len(queried) >= 10
+    assert queried <= names, f"not exposed by /metrics: {sorted(queried - names)}"
 
 
 async def test_openapi_describes_every_route(app: App) -> None:

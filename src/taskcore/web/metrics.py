@@ -45,7 +45,9 @@ class SnapshotCollector(Collector):
             "taskcore_queue_tasks", "Tasks in a queue by state", labels=["queue", "state"]
         )
         late = GaugeMetricFamily(
-            "taskcore_queue_late", "Waiting tasks past their priority's SLA", labels=["queue"]
+            "taskcore_queue_late",
+            "Tasks that started past their priority's SLA (only grows)",
+            labels=["queue"],
         )
         paused = GaugeMetricFamily("taskcore_queue_paused", "1 if paused", labels=["queue"])
         for q in snap.queues:
