@@ -31,6 +31,7 @@ from taskcore.monitor.rules import Rule
 from taskcore.web import cli as web_cli
 from taskcore.web import create_app
 from taskcore.web.auth import fingerprint
+from taskcore.web.charts import sparkline
 from taskcore.web.panels import PANELS
 from taskcore.web.routes import openapi_path
 
@@ -376,6 +377,17 @@ async def test_metrics_expose_the_latest_snapshot(app: App) -> None:
     assert 0 <= m[("taskcore_host_cpu_percent", ())] <= 100
     labels = {k for _, pairs in m for k, _ in pairs}
     assert labels <= {"queue", "priority", "state", "check", "kind", "outcome", "severity"}
+
+
+def test_a_sparkline_shows_the_latest_value_and_the_peak_it_is_scaled_to() -> None:
+    svg = sparkline("<Depth>", [1.0, 4.0, 2.0], unit="/s")
+    assert "&lt;Depth&gt;: <b>2/s</b>" in svg and "(max 4/s)" in svg
+    points = re.search(r'points="([^"]+)"', svg)
+    assert points is not None
+    ys = [float(p.split(",")[1]) for p in points.group(1).split()]
+    assert len(ys) == 3 and ys[1] == min(ys) == 2.0  # the peak touches the top padding
+    idle = sparkline("Throughput", [0.0, 0.0], unit="/s")
+    assert "(max 0/s)" in idle and "1e-09" not in idle
 
 
 def test_the_grafana_dashboard_charts_metrics_that_exist() -> None:

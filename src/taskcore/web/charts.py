@@ -20,7 +20,8 @@ def sparkline(
             f'<svg role="img" aria-label="{label}" width="{width}" height="{height}"></svg>'
             "</figure>"
         )
-    top = max(max(values), 1e-9)
+    peak = max(values)
+    top = max(peak, 1e-9)  # scale; an all-zero series is drawn along the bottom
     step = width / max(1, len(values) - 1)
     pad = 2
     points = " ".join(
@@ -30,7 +31,7 @@ def sparkline(
     latest = f"{values[-1]:.4g}{escape(unit)}"
     return (
         f'<figure class="chart"><figcaption>{label}: <b>{latest}</b> '
-        f"<small>(max {top:.4g}{escape(unit)})</small></figcaption>"
+        f"<small>(max {peak:.4g}{escape(unit)})</small></figcaption>"
         f'<svg role="img" aria-label="{label}" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" preserveAspectRatio="none">'
         f'<polyline fill="none" stroke="currentColor" stroke-width="1.5" points="{points}"/>'
