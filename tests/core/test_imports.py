@@ -5,15 +5,9 @@ Each check runs in a fresh interpreter, since this one has imported everything.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.core.scripts import run
 
 # Loaded on first use only: telemetry (OpenTelemetry), the printing commands (rich),
 # autoscaling and max_rss (psutil), periodic tasks (croniter, dateutil, zoneinfo) and
@@ -21,21 +15,6 @@ ROOT = Path(__file__).resolve().parents[2]
 LAZY = ("opentelemetry", "rich", "psutil", "croniter", "dateutil", "hashlib", "zoneinfo")
 # ... and never by a worker: the monitor, the web dashboard and what they use.
 LAZY += ("taskcore.monitor", "taskcore.web", "starlette", "uvicorn", "httpx", "prometheus_client")
-
-
-def run(script: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.strip()
 
 
 def test_a_started_worker_has_not_imported_the_optional_dependencies() -> None:

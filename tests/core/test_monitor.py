@@ -8,9 +8,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -45,10 +42,10 @@ from taskcore.monitor import (
 )
 from taskcore.monitor import cli as monitor_cli
 from taskcore.monitor.resources import ResourceSampler
+from tests.core.scripts import run as run_script
 
 pytestmark = pytest.mark.anyio
 
-ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_700_000_000.0
 
 
@@ -404,7 +401,7 @@ async def test_check_and_webhook_settings_are_checked(
 
 
 def test_without_httpx_http_checks_name_the_extra() -> None:
-    out = run_python(
+    out = run_script(
         """
         import sys
         sys.modules["httpx"] = None  # as if not installed
@@ -422,7 +419,7 @@ def test_without_httpx_http_checks_name_the_extra() -> None:
 
 
 def test_importing_the_monitor_loads_neither_psutil_nor_httpx() -> None:
-    out = run_python(
+    out = run_script(
         """
         import sys
         import taskcore.monitor
@@ -431,25 +428,6 @@ def test_importing_the_monitor_loads_neither_psutil_nor_httpx() -> None:
         """
     )
     assert out == "[]"
-
-
-def run_python(script: str) -> str:
-    import textwrap
-
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.strip()
 
 
 # -- notifiers -----------------------------------------------------------------------------

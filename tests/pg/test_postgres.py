@@ -14,13 +14,13 @@ import psycopg
 import pytest
 from tests.faults.proxy import TcpProxy
 
-from taskcore.backend import FollowUp, Message, Outcome, OutcomeKind, QueueSpec
+from taskcore.backend import Message, Outcome, OutcomeKind, QueueSpec
 from taskcore.clock import Clock, FakeClock, SystemClock
 from taskcore.errors import BackendError, BackendUnavailable, ConfigurationError
 from taskcore.memory import MemoryBackend
 from taskcore.scheduling import SchedulingPolicy
 from taskcore.states import State
-from taskcore.testing import make_message
+from taskcore.testing import make_message, settle_half_a_chord
 from taskcore_pg import LATEST_VERSION, PostgresBackend, check, check_async, migrate, migrate_async
 from taskcore_pg._sql import Statements, strip_comments
 from taskcore_pg.backend import _COUNT_LATE, _PUNCTUAL
@@ -1048,19 +1048,7 @@ async def test_reaper_forgets_joins_that_can_no_longer_complete(
 ) -> None:
     clock = FakeClock()
     async with open_backend(pg_dsn, pg_schema, clock) as backend:
-        await backend.enqueue([make_message(clock), make_message(clock)])
-        a, b = await backend.claim(["q"], 2, 30, "w")
-        cb = make_message(clock, queue="q3")  # a chord callback whose other member fails
-        ok = Outcome(
-            a.message.id,
-            a.token,
-            OutcomeKind.SUCCEEDED,
-            clock.now(),
-            result_ttl=100.0,
-            then=(FollowUp(cb, after=2),),
-        )
-        dead = Outcome(b.message.id, b.token, OutcomeKind.DEAD, clock.now(), result_ttl=100.0)
-        assert await backend.settle([ok, dead]) == [True, True]
+        await settle_half_a_chord(backend, clock)  # a chord whose other member died
         assert await _count(pg_dsn, pg_schema, f"expires_at = {clock.now() + 100}", "joins") == 1
         clock.advance(99)
         await backend.reap()

@@ -16,7 +16,7 @@ from taskcore.backend import FollowUp, Outcome, OutcomeKind
 from taskcore.clock import FakeClock
 from taskcore.errors import BackendUnavailable
 from taskcore.states import State
-from taskcore.testing import make_message
+from taskcore.testing import make_message, settle_half_a_chord
 from taskcore.workflow import follow_ups
 from taskcore_redis import RedisBackend
 
@@ -78,20 +78,7 @@ async def test_an_incomplete_join_leaves_no_keys_once_its_parents_results_expire
 ) -> None:
     clock = FakeClock()
     async with RedisBackend.from_url(redis_url, clock=clock, prefix=prefix) as backend:
-        await backend.enqueue([make_message(clock), make_message(clock)])
-        a, b = await backend.claim(["q"], 2, 30, "w")
-        cb = make_message(clock, queue="q3")  # a chord callback whose other member fails
-        ok = Outcome(
-            a.message.id,
-            a.token,
-            OutcomeKind.SUCCEEDED,
-            clock.now(),
-            result_ttl=100.0,
-            then=(FollowUp(cb, after=2),),
-        )
-        assert await backend.settle([ok]) == [True]
-        dead = Outcome(b.message.id, b.token, OutcomeKind.DEAD, clock.now(), result_ttl=100.0)
-        assert await backend.settle([dead]) == [True]
+        cb, a = await settle_half_a_chord(backend, clock)  # a chord whose other member died
         join, expiries = f"{backend.keys.base('q3')}:j:{cb.id}", f"{backend.keys.base('q3')}:jx"
         assert admin.smembers(join) == {a.message.id.encode()}
         assert admin.zscore(expiries, cb.id) == clock.now() + 100

@@ -15,7 +15,14 @@ from __future__ import annotations
 from taskcore.clock import FakeClock
 from taskcore.memory import MemoryBackend
 
-from .conformance import BackendConformance, make_message
+from .conformance import BackendConformance, make_message, settle_half_a_chord
 from .recorder import Recorder
 
-__all__ = ["BackendConformance", "FakeClock", "MemoryBackend", "Recorder", "make_message"]
+__all__ = [
+    "BackendConformance",
+    "FakeClock",
+    "MemoryBackend",
+    "Recorder",
+    "make_message",
+    "settle_half_a_chord",
+]

@@ -71,6 +71,22 @@ def make_message(
     )
 
 
+async def settle_half_a_chord(
+    backend: Backend, clock: FakeClock, result_ttl: float = 100.0
+) -> tuple[Message, Lease]:
+    """Two members of a chord run; one succeeds (counted in the callback's join), the
+    other is dead-lettered, so the join can never complete. Both results are kept
+    ``result_ttl`` seconds. Returns the callback (never enqueued) and the lease of the
+    member that succeeded."""
+    await backend.enqueue([make_message(clock), make_message(clock)])
+    a, b = await backend.claim(["q"], 2, 30, "w")
+    callback = make_message(clock, queue="q3")
+    ok = _ok(a, clock, result_ttl=result_ttl, then=(FollowUp(callback, after=2),))
+    dead = Outcome(b.message.id, b.token, OutcomeKind.DEAD, clock.now(), result_ttl=result_ttl)
+    assert await backend.settle([ok, dead]) == [True, True]
+    return callback, a
+
+
 def _ok(lease: Lease, clock: FakeClock, **kw: object) -> Outcome:
     return Outcome(lease.message.id, lease.token, OutcomeKind.SUCCEEDED, clock.now(), **kw)  # type: ignore[arg-type]
 
