@@ -194,10 +194,13 @@ async def test_each_minute_is_stored_as_one_point_shared_and_kept_for_metrics_tt
             depth_by_queue={"mon": 1},
         )
     ]
-    clock.advance(60)
-    await monitor.sample()  # a third minute: the second one is stored (depth 3 then)
-    async with make_app() as other:  # another process on the same backend reads them
-        points = await Monitor(other, resources=False, persist=False).metrics()
+    async with make_app() as other:  # another process's monitor on the same backend
+        second = Monitor(other, resources=False, notifiers=[])
+        await second.sample()
+        clock.advance(60)
+        await second.sample()  # a third minute: the second stores the second minute
+        await monitor.sample()  # ... which this one then does not store again
+        points = await second.metrics()
         assert [(p.at, p.samples, p.depth) for p in points] == [
             (minute, 3, 1),
             (minute + 60, 1, 3),

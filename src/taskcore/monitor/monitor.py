@@ -24,7 +24,7 @@ from taskcore.errors import ConfigurationError
 from taskcore.states import State
 
 from .checks import BackendCheck, Check
-from .metrics import MetricsPoint, MinuteFold, entry, read_metrics
+from .metrics import MINUTE, MetricsPoint, MinuteFold, entry, read_metrics
 from .notifiers import LogNotifier, Notifier, deliver
 from .rules import Evaluator, Rule, default_rules
 from .snapshot import (
@@ -235,10 +235,14 @@ class Monitor:
     async def _store(self, point: MetricsPoint) -> None:
         """Append a finished minute to the journal and apply the retention (once a
         minute, so a deployment without workers trims too)."""
+        backend = self.app.backend
         try:
             with anyio.fail_after(COLLECT_TIMEOUT):
-                await self.app.backend.journal_append([entry(point)])
-                await self.app.trim_journal()
+                # several monitors on one backend (one per web process): the first to
+                # finish a minute stores it
+                if await backend.once(f"taskcore:metrics:{point.at!r}", 3 * MINUTE):
+                    await backend.journal_append([entry(point)])
+                    await self.app.trim_journal()
         except Exception as exc:
             log.warning("monitor: the metrics of minute %s were not stored: %r", point.at, exc)
 
