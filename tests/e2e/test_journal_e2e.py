@@ -22,9 +22,15 @@ task_log = logging.getLogger("tests.tasklogs")
 @pytest.fixture(autouse=True)
 def info_level() -> Iterator[None]:
     # the root logger's default level (WARNING) would drop info() before any handler
+    # (and the worker's own warnings reach the handler whatever an earlier test did to
+    # the "taskcore" logger: the demo silences it)
+    worker_log = logging.getLogger("taskcore.worker")
+    before = worker_log.level
     task_log.setLevel(logging.INFO)
+    worker_log.setLevel(logging.WARNING)
     yield
     task_log.setLevel(logging.NOTSET)
+    worker_log.setLevel(before)
 
 
 async def test_async_and_thread_tasks_logs_are_kept_per_run(app: App) -> None:
