@@ -37,6 +37,7 @@ from .telemetry import Telemetry
 
 if TYPE_CHECKING:
     from .blocking import BlockingApp
+    from .tasklogs import LogLine
     from .worker import Worker
 
 __all__ = ["App"]
@@ -46,6 +47,9 @@ R = TypeVar("R")
 
 DEFAULT_RESULT_TTL = 90 * 86400.0  # processing results: 90 days (spec: 30-365)
 DEFAULT_DEAD_TTL = 60 * 86400.0  # error logs / dead letters: 60 days (spec: 30-180)
+DEFAULT_LOG_TTL = 30 * 86400.0  # task logs: 30 days (spec: 7-90)
+DEFAULT_METRICS_TTL = 365 * 86400.0  # performance metrics: 365 days (spec: 90-730)
+DEFAULT_AUDIT_TTL = 730 * 86400.0  # audit trail: 730 days (spec: 365-2555)
 
 
 def _check_retention(name: str, value: float, low_days: int, high_days: int) -> float:
@@ -70,6 +74,11 @@ class App:
         result_ttl: seconds a finished task's record and result are kept (90 days by
             default; the specification bounds it to 30-365 days).
         dead_ttl: seconds dead letters are kept (60 days; bounds 30-180 days).
+        log_ttl: seconds task logs are kept (30 days; bounds 7-90 days).
+        metrics_ttl: seconds the monitor's per-minute performance metrics are kept
+            (365 days; bounds 90-730 days).
+        audit_ttl: seconds the web's audit trail is kept (730 days; bounds 365-2555
+            days).
         queues: scheduling policy per queue; unlisted queues are deadline-aware.
         circuits: circuit-breaker settings per named dependency, for tasks declared with
             ``circuit="name"``; unlisted names get ``Circuit()``'s defaults.
@@ -86,6 +95,9 @@ class App:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
         result_ttl: float = DEFAULT_RESULT_TTL,
         dead_ttl: float = DEFAULT_DEAD_TTL,
+        log_ttl: float = DEFAULT_LOG_TTL,
+        metrics_ttl: float = DEFAULT_METRICS_TTL,
+        audit_ttl: float = DEFAULT_AUDIT_TTL,
         queues: Mapping[str, SchedulingPolicy] | None = None,
         circuits: Mapping[str, Circuit] | None = None,
         middleware: Sequence[Middleware] = (),
@@ -96,6 +108,9 @@ class App:
         self.codec = Codec(serializer, max_payload_bytes)
         self.result_ttl = _check_retention("result_ttl", result_ttl, 30, 365)
         self.dead_ttl = _check_retention("dead_ttl", dead_ttl, 30, 180)
+        self.log_ttl = _check_retention("log_ttl", log_ttl, 7, 90)
+        self.metrics_ttl = _check_retention("metrics_ttl", metrics_ttl, 90, 730)
+        self.audit_ttl = _check_retention("audit_ttl", audit_ttl, 365, 2555)
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.periodics: list[Periodic] = []
         self.subscriptions: dict[str, list[Task[Any, Any]]] = {}
@@ -586,6 +601,35 @@ class App:
     async def pause(self, queue: str) -> None:
         await self.open()
         await self.backend.pause(queue)
+
+    # -- journal: task logs, metrics, audit trail -------------------------------
+    @property
+    def journal_retention(self) -> dict[str, float]:
+        """Seconds each journal stream keeps its records: ``logs`` (task logs),
+        ``metrics`` (the monitor's per-minute points), ``audit`` (the web's audit trail)."""
+        return {"logs": self.log_ttl, "metrics": self.metrics_ttl, "audit": self.audit_ttl}
+
+    async def trim_journal(self) -> int:
+        """Remove the journal records past their stream's retention (workers call it
+        from their maintenance); returns how many were removed."""
+        await self.open()
+        now = self.clock.now()
+        return await self.backend.journal_trim(
+            {stream: now - ttl for stream, ttl in self.journal_retention.items()}
+        )
+
+    async def task_logs(self, task_id: str, *, runs: int = 100) -> list[LogLine]:
+        """What a task logged through :mod:`logging` while it ran (every attempt, oldest
+        line first), as captured by the worker (see :mod:`taskcore.tasklogs`); the
+        last ``runs`` runs. Empty if it logged nothing, ran in the process pool, or its
+        logs are past ``log_ttl``."""
+        from .tasklogs import LOGS_STREAM, decode_runs
+
+        await self.open()
+        entries = await self.backend.journal_read(
+            LOGS_STREAM, key=task_id, limit=runs, newest_first=True
+        )
+        return decode_runs(entries[::-1])
 
     async def resume(self, queue: str) -> None:
         await self.open()

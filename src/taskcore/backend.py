@@ -27,6 +27,7 @@ __all__ = [
     "EnqueueResult",
     "ExtendStatus",
     "FollowUp",
+    "JournalEntry",
     "Lease",
     "Message",
     "Outcome",
@@ -224,6 +225,22 @@ class WorkerInfo:
     heartbeat_at: float
 
 
+class JournalEntry(msgspec.Struct, frozen=True):
+    """One record of an append-only journal (:meth:`Backend.journal_append`).
+
+    ``stream`` names the journal (``audit``, ``metrics``, ``logs``: one per data class,
+    each with its own retention); ``at`` is epoch seconds from the writer's clock;
+    ``payload`` is opaque to the backend (small: a few KiB); ``key`` optionally ties
+    the record to a subject (a task id) so that :meth:`Backend.journal_read` can find
+    a subject's records without scanning the stream.
+    """
+
+    stream: str
+    at: float
+    payload: bytes
+    key: str | None = None
+
+
 @attrs.frozen
 class RuntimeStats:
     count: int
@@ -337,3 +354,31 @@ class Backend(Protocol):
         """Add run-time samples (task name, seconds) to the shared statistics."""
 
     async def runtime_stats(self, tasks: Sequence[str]) -> dict[str, RuntimeStats]: ...
+
+    # -- journal --------------------------------------------------------------
+    async def journal_append(self, entries: Sequence[JournalEntry]) -> None:
+        """Store records, each in its entry's stream (several streams in one call).
+
+        Not deduplicated: appending the same entry twice stores it twice."""
+
+    async def journal_read(
+        self,
+        stream: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        key: str | None = None,
+        limit: int = 100,
+        newest_first: bool = True,
+    ) -> list[JournalEntry]:
+        """Up to ``limit`` records of ``stream`` with ``since <= at < until`` (either
+        bound may be None), only those of ``key`` if given, ordered by ``at`` (records
+        with the same ``at`` in the order they were appended), newest first unless
+        ``newest_first`` is False. Records removed by :meth:`journal_trim` are never
+        returned."""
+
+    async def journal_trim(self, before: Mapping[str, float]) -> int:
+        """Retention: remove the records of each named stream whose ``at`` is earlier
+        than the time given for it (a record at exactly that time stays). Returns how
+        many records were removed. The core calls it from maintenance with one cutoff
+        per data class (``App.trim_journal``)."""

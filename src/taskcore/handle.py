@@ -11,6 +11,7 @@ from .states import State
 
 if TYPE_CHECKING:
     from .app import App
+    from .tasklogs import LogLine
 
 __all__ = ["TaskHandle"]
 
@@ -47,6 +48,10 @@ class TaskHandle(Generic[R]):
         """Cancel the task: at once if waiting, at its next lease renewal if running."""
         [done] = await self.app.backend.cancel([self.id])
         return done
+
+    async def logs(self) -> list[LogLine]:
+        """What the task logged while it ran, oldest line first (:meth:`App.task_logs`)."""
+        return await self.app.task_logs(self.id)
 
     async def result(self, timeout: float | None = None) -> R:
         """Wait for the task to finish and return its result.

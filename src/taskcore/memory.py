@@ -10,16 +10,18 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import anyio
 import attrs
 
+from ._memory_journal import MemoryJournal
 from .backend import (
     AttemptError,
     EnqueueResult,
     ExtendStatus,
     FollowUp,
+    JournalEntry,
     Lease,
     Message,
     Outcome,
@@ -126,6 +128,7 @@ class MemoryBackend:
         # workflow joins: follow-up id -> (parents that have released it so far, when
         # it is forgotten unless complete: see _follow)
         self._joins: dict[str, tuple[set[str], float]] = {}
+        self._journal = MemoryJournal()
         subscribe = getattr(self.clock, "subscribe", None)
         if subscribe is not None:
             subscribe(self._wake)
@@ -630,3 +633,24 @@ class MemoryBackend:
             if count:
                 out[task] = RuntimeStats(count, total / count)
         return out
+
+    # -- journal --------------------------------------------------------------
+    async def journal_append(self, entries: Sequence[JournalEntry]) -> None:
+        self._journal.append(entries)
+
+    async def journal_read(
+        self,
+        stream: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        key: str | None = None,
+        limit: int = 100,
+        newest_first: bool = True,
+    ) -> list[JournalEntry]:
+        return self._journal.read(
+            stream, since=since, until=until, key=key, limit=limit, newest_first=newest_first
+        )
+
+    async def journal_trim(self, before: Mapping[str, float]) -> int:
+        return self._journal.trim(before)

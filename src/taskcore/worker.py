@@ -34,12 +34,14 @@ import anyio.lowlevel
 import attrs
 import msgspec
 
+from . import tasklogs
 from .admission import Admission
 from .autoscale import Autoscaler
 from .backend import (
     AttemptError,
     Backend,
     ExtendStatus,
+    JournalEntry,
     Lease,
     Outcome,
     OutcomeKind,
@@ -62,6 +64,7 @@ from .priority import is_late
 from .recycle import RSS_CHECK_INTERVAL, Recycle
 from .retry import RetryPolicy
 from .states import State
+from .tasklogs import CURRENT_RUN, RunLog
 from .workflow import follow_ups
 
 if TYPE_CHECKING:
@@ -94,6 +97,10 @@ PREFETCH_FLOOR = 100
 # lease (renewals otherwise every third of it): leases lapse one lease after their last
 # renewal, so a backend back after an outage gets them renewed and settled in time
 RETRY_FRACTION = 12
+# journal retention (App.trim_journal) runs at most this often per worker (seconds)
+TRIM_INTERVAL = 60.0
+# finished runs whose logs wait to be written (the backend failing): older ones dropped
+MAX_PENDING_LOGS = 1000
 
 
 _heap_frozen = False
@@ -133,6 +140,7 @@ class _Run:
     deadline: float = math.inf
     late: bool = False
     ticket: Ticket | None = None  # leave to run under a circuit breaker
+    log: RunLog | None = None  # what the task body logged (made at its first line)
 
 
 class _Failure(Exception):
@@ -176,6 +184,10 @@ class Worker:
             ``max(4 * concurrency, 100)``, none while tasks run long. ``N``: up to N.
             Ignored (0) with ``reserved_critical``. Prefetched tasks are handed back,
             keeping their place, when the worker stops.
+        capture_logs: keep what each task logs through :mod:`logging` while it runs
+            (async and thread-pool tasks; not process-pool ones), written to the
+            backend with the next settle and read with ``handle.logs()``; see
+            :mod:`taskcore.tasklogs`. A task that logs nothing costs nothing more.
         carry: at most this many finished tasks ride on the next claim
             (``Backend.claim(settle=)``) when it goes out while a settle is still in
             flight. ``0`` (default): settles always go beside the claims, in parallel.
@@ -206,6 +218,7 @@ class Worker:
         freeze_heap: bool = True,
         prefetch: int | Literal["auto"] = 0,
         carry: int = 0,
+        capture_logs: bool = True,
     ) -> None:
         from .errors import ConfigurationError
 
@@ -294,6 +307,9 @@ class Worker:
         self.prefetch = 0 if prefetch == "auto" else prefetch
         """Tasks claimed beyond the free slots (adapted as it goes with ``"auto"``)."""
         self._claim_mark: tuple[float, int] | None = None  # last claim: (sent, processed)
+        self.capture_logs = capture_logs
+        self._logs: list[JournalEntry] = []  # finished runs' logs, for the next settle
+        self._trim_due = -math.inf  # next journal retention pass (maintenance)
 
     # -- lifecycle ------------------------------------------------------------
     def stop(self) -> None:
@@ -352,6 +368,15 @@ class Worker:
         self.app.telemetry.bind_if_configured()  # the gauges, observed while idle
         await self.app.open()
         await self._heartbeat()
+        if self.capture_logs:
+            tasklogs.install()
+        try:
+            await self._run(task_status)
+        finally:
+            if self.capture_logs:
+                tasklogs.uninstall()
+
+    async def _run(self, task_status: anyio.abc.TaskStatus[None]) -> None:
         async with anyio.create_task_group() as background:
             background.start_soon(self._settle_loop)
             background.start_soon(self._extend_loop)
@@ -502,6 +527,8 @@ class Worker:
             run.scope.cancel()  # not started yet: the slot sees stop_reason when it takes it
 
     def _finish(self, run: _Run, outcome: Outcome | None) -> None:
+        if run.log is not None:
+            self._keep_logs(run)
         del self._running[run.lease.message.id]
         self._slot_event.set()
         self.processed += 1
@@ -550,7 +577,7 @@ class Worker:
             # server time does not delay it; with ``carry``, while a settle is still in
             # flight a few ride on the claim instead (one round trip, not two)
             carried: list[Outcome] = []
-            if len(self._outcomes) <= self.carry and self._settle_lock.locked():
+            if len(self._outcomes) <= self.carry and self._settle_lock.locked() and not self._logs:
                 carried, self._outcomes = self._outcomes, []
             if short and wait_claims and not carried and max_priority >= 4:
                 short = False
@@ -745,6 +772,9 @@ class Worker:
         result: Any = None
         outcome: Outcome | None = None
         failure: Exception | None = None  # what the circuit breaker counts
+        # task logs: the capture handler finds the run through the context (which
+        # anyio copies into the thread of a thread-pool task)
+        captured = CURRENT_RUN.set(run) if self.capture_logs else None
         t0 = time.perf_counter()
         try:
             if self._tracing:
@@ -791,6 +821,8 @@ class Worker:
             failure = exc
         finally:
             duration = time.perf_counter() - t0
+            if captured is not None:
+                CURRENT_RUN.reset(captured)
             self.busy[pool] -= 1
             # cancelled runs (timeout, lost, shutdown) are recorded without an outcome
             tel.run_time.record(
@@ -945,6 +977,8 @@ class Worker:
 
     async def _flush_locked(self) -> None:
         failures = 0
+        if self._logs:  # before the outcomes: a task's logs are there once its result is
+            await self.write_logs()
         while self._outcomes:
             batch, self._outcomes = self._outcomes, []
             self._settling, self._in_settle = len(batch), batch
@@ -965,6 +999,23 @@ class Worker:
                 self._settling, self._in_settle = 0, []
                 if self._backlogged:  # the claim loop waits for this settle: look again
                     self._slot_event.set()
+
+    def _keep_logs(self, run: _Run) -> None:
+        assert run.log is not None
+        self._logs.append(run.log.entry(run.lease.message.id, self.clock.now()))
+        run.log = None
+        if len(self._logs) > MAX_PENDING_LOGS:  # the backend has been failing for long
+            del self._logs[: len(self._logs) - MAX_PENDING_LOGS]
+        self._outcome_event.set()  # (a run stopped without an outcome: written anyway)
+
+    async def write_logs(self) -> None:
+        """Write the logs of the runs that finished since the last call (one call)."""
+        entries, self._logs = self._logs, []
+        try:
+            await self.app.backend.journal_append(entries)
+        except BackendError as exc:
+            self._logs[:0] = entries  # kept for the next settle (bounded)
+            log.warning("task logs of %d run(s) not written yet: %s", len(entries), exc)
 
     async def _extend_loop(self) -> None:
         renewed = True
@@ -1038,6 +1089,9 @@ class Worker:
                     if self._classes.get(name) is not classify(st.mean):
                         self._classes[name] = classify(st.mean)
                         self._plans.clear()
+            if self.clock.now() >= self._trim_due:
+                self._trim_due = self.clock.now() + TRIM_INTERVAL
+                await self.app.trim_journal()
             stats = await backend.stats(self.queues, finished=False)
         except BackendError as exc:
             log.warning("maintenance failed: %s", exc)

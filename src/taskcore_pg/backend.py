@@ -16,7 +16,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -30,6 +30,7 @@ from taskcore.backend import (
     EnqueueResult,
     ExtendStatus,
     FollowUp,
+    JournalEntry,
     Lease,
     Message,
     Outcome,
@@ -1060,3 +1061,55 @@ class PostgresBackend:
     async def runtime_stats(self, tasks: Sequence[str]) -> dict[str, RuntimeStats]:
         rows = await self._fetchall("runtime_stats", {"tasks": list(tasks)}, idempotent=True)
         return {task: RuntimeStats(int(n), total / n) for task, n, total in rows}
+
+    # -- journal --------------------------------------------------------------------
+    async def journal_append(self, entries: Sequence[JournalEntry]) -> None:
+        if entries:
+            await self._fetchall(
+                "journal_append",
+                {
+                    "streams": [e.stream for e in entries],
+                    "ats": [float(e.at) for e in entries],
+                    "keys": [e.key for e in entries],
+                    "payloads": [bytes(e.payload) for e in entries],
+                },
+            )
+
+    async def journal_read(
+        self,
+        stream: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        key: str | None = None,
+        limit: int = 100,
+        newest_first: bool = True,
+    ) -> list[JournalEntry]:
+        if limit <= 0:
+            return []
+        query = self._sql.variant(
+            "journal_read" if key is None else "journal_read_key",
+            order="DESC" if newest_first else "ASC",
+        )
+        params = {
+            "stream": stream,
+            "key": key,
+            "since": -math.inf if since is None else float(since),
+            "until": math.inf if until is None else float(until),
+            "limit": limit,
+        }
+
+        async def op(conn: Conn) -> list[TupleRow]:
+            cur = await conn.execute(query, params)
+            return await cur.fetchall()
+
+        rows = await self._run(op, idempotent=True)
+        return [JournalEntry(stream, float(at), bytes(payload), k) for at, k, payload in rows]
+
+    async def journal_trim(self, before: Mapping[str, float]) -> int:
+        removed = 0
+        for stream, cutoff in before.items():
+            if not math.isnan(cutoff):
+                params = {"stream": stream, "before": float(cutoff)}
+                removed += await self._prune("journal_trim", params, None, None)
+        return removed

@@ -2,7 +2,9 @@
 
 Every key of a queue starts with the hash tag ``{<prefix>:<queue>}`` so that all of
 them hash to one Redis Cluster slot and one Lua script can touch them together.
-Keys that are not about one queue start with ``{<prefix>}``.
+Keys that are not about one queue start with ``{<prefix>}``. The keys of one journal
+stream share the hash tag ``{<prefix>|j:<stream>}`` (``|``, not ``:``, after the
+prefix: no queue name can produce it).
 """
 
 from __future__ import annotations
@@ -60,6 +62,11 @@ class Keys:
 
     def kv(self, key: str) -> str:
         return f"{{{self.prefix}}}:kv:{key}"
+
+    def journal(self, stream: str) -> str:
+        """The key base of journal ``stream``: ``:z`` records, ``:f`` first record's time
+        per key, ``:n`` sequence, ``:k:<key>`` one key's records."""
+        return f"{{{self.prefix}|j:{stream}}}"
 
     def queue_keys(self, queue: str) -> list[str]:
         """The fixed keys of a queue (per-task keys come on top)."""

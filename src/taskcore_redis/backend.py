@@ -54,6 +54,7 @@ from ._codec import (
 from ._config import DEFAULT_URL, RedisConfig
 from ._conn import Connection
 from ._coordination import Coordination
+from ._journal import Journal
 from ._keys import Keys
 from ._scripts import Call
 
@@ -117,7 +118,7 @@ def _keep_until(o: Outcome) -> float:
     return math.inf if o.result_ttl is None else o.at + o.result_ttl
 
 
-class RedisBackend(Coordination):
+class RedisBackend(Coordination, Journal):
     """Tasks in Redis; ``redis://`` and ``rediss://`` (TLS) in a URL.
 
     The driver is redis-py's asyncio client (with hiredis), so this backend runs

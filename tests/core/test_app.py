@@ -269,3 +269,54 @@ def test_fake_clock() -> None:
     assert clock.now() == 110 and seen == [105, 110, 110]
     with pytest.raises(ValueError):
         clock.advance(-1)
+
+
+@pytest.mark.parametrize(
+    ("name", "default_days", "low", "high"),
+    [
+        ("result_ttl", 90, 30, 365),
+        ("dead_ttl", 60, 30, 180),
+        ("log_ttl", 30, 7, 90),
+        ("metrics_ttl", 365, 90, 730),
+        ("audit_ttl", 730, 365, 2555),
+    ],
+)
+def test_retention_of_every_data_class_has_the_specified_default_and_bounds(
+    name: str, default_days: int, low: int, high: int
+) -> None:
+    day = 86400
+    assert getattr(App(), name) == default_days * day
+    assert getattr(App(**{name: low * day}), name) == low * day
+    assert getattr(App(**{name: high * day}), name) == high * day
+    for bad in (low * day - 1, high * day + 1):
+        with pytest.raises(ConfigurationError, match=rf"{name}=.* outside .* {low}-{high} days"):
+            App(**{name: bad})
+
+
+async def test_trim_journal_applies_each_streams_retention() -> None:
+    from taskcore.backend import JournalEntry
+
+    clock = FakeClock()
+    day = 86400.0
+    app = App(
+        backend=MemoryBackend(clock=clock),
+        clock=clock,
+        log_ttl=7 * day,
+        metrics_ttl=90 * day,
+        audit_ttl=365 * day,
+    )
+    assert app.journal_retention == {"logs": 7 * day, "metrics": 90 * day, "audit": 365 * day}
+    async with app:
+        t0 = clock.now()
+        await app.backend.journal_append(
+            [JournalEntry(s, t0, s.encode()) for s in ("logs", "metrics", "audit", "other")]
+        )
+        clock.advance(7 * day)
+        assert await app.trim_journal() == 0  # a record exactly log_ttl old stays
+        clock.advance(1)
+        assert await app.trim_journal() == 1
+        clock.advance(83 * day)
+        assert await app.trim_journal() == 1
+        clock.advance(275 * day)
+        assert await app.trim_journal() == 1
+        assert [e.stream for e in await app.backend.journal_read("other")] == ["other"]

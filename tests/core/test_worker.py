@@ -7,7 +7,9 @@ input, slots, cron, uniqueness) live in tests/e2e and run on memory, Redis and P
 from __future__ import annotations
 
 import gc
+import logging
 import threading
+from typing import Any
 
 import anyio
 import msgspec
@@ -168,3 +170,64 @@ async def test_autoscaling_shrink_with_prefetch_runs_no_more_than_the_new_target
             assert await h.result(timeout=10) is None
     assert len(recorder.started) == 12
     assert active[1] <= 2
+
+
+async def test_tasks_that_log_nothing_cost_no_journal_call(app: App, clock: Any) -> None:
+    calls: list[int] = []
+    append = app.backend.journal_append
+
+    async def counting(entries: Any) -> None:
+        calls.append(len(entries))
+        await append(entries)
+
+    app.backend.journal_append = counting  # type: ignore[method-assign]
+    loud = logging.getLogger("tests.worker.loud")
+    loud.setLevel(logging.INFO)
+
+    @app.task
+    async def quiet(n: int) -> int:
+        return n
+
+    @app.task
+    async def talks(n: int) -> int:
+        loud.info("n=%d", n)
+        return n
+
+    try:
+        async with app.worker():
+            handles = await app.enqueue_many(quiet, [(i,) for i in range(50)])
+            for h in handles:
+                await h.result(timeout=5)
+            assert calls == []
+            handles = await app.enqueue_many(talks, [(i,) for i in range(20)])
+            for h in handles:
+                await h.result(timeout=5)
+            # batched: fewer calls than runs, every run's line written
+            assert 1 <= len(calls) < 20 and sum(calls) == 20
+    finally:
+        loud.setLevel(logging.NOTSET)
+
+
+async def test_capture_logs_false_keeps_nothing_and_maintenance_trims(app: App, clock: Any) -> None:
+    loud = logging.getLogger("tests.worker.loud")
+    loud.setLevel(logging.INFO)
+
+    @app.task
+    async def talks() -> None:
+        loud.info("hello")
+
+    try:
+        async with app.worker(capture_logs=False):
+            h = await talks.enqueue()
+            await h.result(timeout=5)
+        assert await h.logs() == []
+        worker = app.worker()
+        async with worker:
+            h = await talks.enqueue()
+            await h.result(timeout=5)
+            assert len(await h.logs()) == 1
+            clock.advance(app.log_ttl + 1)
+            await worker.maintain()
+            assert await h.logs() == []
+    finally:
+        loud.setLevel(logging.NOTSET)

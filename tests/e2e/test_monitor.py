@@ -4,6 +4,8 @@ and alerts that wait out their duration on the fake clock, fire once and resolve
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import pytest
 
@@ -12,10 +14,12 @@ from taskcore.monitor import (
     Alert,
     AlertState,
     CallableNotifier,
+    MetricsPoint,
     Monitor,
     Rates,
     Rule,
     default_rules,
+    read_metrics,
 )
 
 from .conftest import POLL
@@ -154,3 +158,57 @@ async def test_run_streams_a_snapshot_per_interval_of_the_app_clock(
     assert snapshot is monitor.latest
     assert snapshot.at == clock.now()
     assert [(q.name, q.depth) for q in snapshot.queues] == [("mon", 1)]
+
+
+async def test_each_minute_is_stored_as_one_point_shared_and_kept_for_metrics_ttl(
+    app: App, clock: FakeClock, make_app: Any
+) -> None:
+    @app.task(queue="mon")
+    async def job() -> None: ...
+
+    monitor = Monitor(app, resources=False, notifiers=[])
+    clock.advance(60 - clock.now() % 60)  # to the start of a minute
+    minute = clock.now()
+    await job.enqueue()
+    for _ in range(3):  # three snapshots in the first minute
+        await monitor.sample()
+        clock.advance(20)
+    await job.enqueue()
+    await job.enqueue()
+    await monitor.sample()  # the next minute: the first one is stored
+    assert await monitor.metrics() == [
+        MetricsPoint(
+            at=minute,
+            samples=3,
+            succeeded_per_s=0.0,
+            failed_per_s=0.0,
+            dead_per_s=0.0,
+            depth=1,
+            running=0,
+            late=0,
+            dead=0,
+            workers=0,
+            busy=0,
+            concurrency=0,
+            alerts=1,  # no worker for the queue
+            depth_by_queue={"mon": 1},
+        )
+    ]
+    async with make_app() as other:  # another process's monitor on the same backend
+        second = Monitor(other, resources=False, notifiers=[])
+        await second.sample()
+        clock.advance(60)
+        await second.sample()  # a third minute: the second stores the second minute
+        await monitor.sample()  # ... which this one then does not store again
+        points = await second.metrics()
+        assert [(p.at, p.samples, p.depth) for p in points] == [
+            (minute, 3, 1),
+            (minute + 60, 1, 3),
+        ]
+        assert [p.at for p in await read_metrics(other.backend, since=minute + 1)] == [minute + 60]
+        assert [p.at for p in await read_metrics(other.backend, until=minute + 60)] == [minute]
+        assert [p.at for p in await read_metrics(other.backend, limit=1)] == [minute + 60]
+    # kept for metrics_ttl: the monitor applies it as it stores each minute
+    clock.advance(app.metrics_ttl - 120 + 1)  # the first minute is now past it
+    await monitor.sample()
+    assert [p.at for p in await monitor.metrics()] == [minute + 60, minute + 120]

@@ -687,3 +687,88 @@ def test_the_command_parser_loads_without_the_web_dependencies() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]"
+
+
+async def test_the_audit_trail_is_stored_shared_and_kept_for_audit_ttl(
+    app: App, make_app: Any, clock: FakeClock
+) -> None:
+    first = create_app(app, tokens=TOKENS)
+    t0 = clock.now()
+    async with client(first, "op-token") as operator:
+        await operator.post("/api/queues/a/pause")
+        clock.advance(10)
+        await operator.post("/api/queues/b/pause")
+    # another web process on the same backend (or this one restarted) reads the same trail
+    async with make_app() as other_app:
+        other = create_app(other_app, tokens=TOKENS)
+        async with client(other, "view-token") as viewer:
+            entries = (await viewer.get("/api/audit")).json()
+            assert [e["targets"] for e in entries] == [["a"], ["b"]]
+            since = (await viewer.get("/api/audit", params={"since": t0 + 5})).json()
+            assert [e["targets"] for e in since] == [["b"]]
+            latest = (await viewer.get("/api/audit", params={"limit": 1})).json()
+            assert [e["targets"] for e in latest] == [["b"]]
+            bad = await viewer.get("/api/audit", params={"since": "yesterday"})
+            assert bad.status_code == 400 and "epoch seconds" in bad.json()["error"]
+        async with other.router.lifespan_context(other):  # start-up loads the dashboard's log
+            assert [e.targets for e in other.state.taskcore.audit.entries] == [["a"], ["b"]]
+    clock.advance(app.audit_ttl - 10 + 1)  # the first entry is past audit_ttl
+    await app.trim_journal()
+    async with client(first, "view-token") as viewer:
+        entries = (await viewer.get("/api/audit")).json()
+    assert [e["targets"] for e in entries] == [["b"]]
+
+
+async def test_task_logs_on_the_api_and_the_detail_page(app: App) -> None:
+    loud = logging.getLogger("tests.web.task")
+    loud.setLevel(logging.INFO)
+
+    @app.task(name="web.talks")
+    async def talks(x: int) -> int:
+        loud.info("working on <%d>", x)
+        return x
+
+    @app.task(name="web.quiet")
+    async def quiet() -> None: ...
+
+    web = create_app(app)
+    try:
+        async with app.worker(poll_interval=0.05):
+            h = await talks.enqueue(3)
+            q = await quiet.enqueue()
+            await h.result(timeout=5)
+            await q.result(timeout=5)
+    finally:
+        loud.setLevel(logging.NOTSET)
+    async with client(web) as http:
+        [line] = (await http.get(f"/api/tasks/{h.id}/logs")).json()
+        assert (line["level"], line["logger"], line["message"], line["attempt"]) == (
+            "INFO",
+            "tests.web.task",
+            "working on <3>",
+            1,
+        )
+        assert (await http.get(f"/api/tasks/{q.id}/logs")).json() == []
+        assert (await http.get("/api/tasks/nope/logs")).status_code == 404
+        page = (await http.get(f"/tasks/{h.id}")).text
+        assert "INFO tests.web.task: working on &lt;3&gt;" in page
+        assert "<h2>Logs</h2><p class=empty>None.</p>" in (await http.get(f"/tasks/{q.id}")).text
+
+
+async def test_metrics_history_serves_the_stored_minutes(app: App, clock: FakeClock) -> None:
+    monitor = Monitor(app, resources=False, notifiers=[])
+    clock.advance(60 - clock.now() % 60)
+    minute = clock.now()
+    for _ in range(3):  # minutes 0, 1, 2: the first two are stored
+        await monitor.sample()
+        clock.advance(60)
+    web = create_app(app)  # no monitor in this process: the history is the backend's
+    async with client(web) as http:
+        points = (await http.get("/api/metrics/history")).json()
+        assert [(p["at"], p["samples"]) for p in points] == [(minute, 1), (minute + 60, 1)]
+        later = (await http.get("/api/metrics/history", params={"since": minute + 1})).json()
+        assert [p["at"] for p in later] == [minute + 60]
+        until = (await http.get("/api/metrics/history", params={"until": minute + 60})).json()
+        assert [p["at"] for p in until] == [minute]
+        # the in-memory history is still the monitor's (404 without one)
+        assert (await http.get("/api/history")).status_code == 404

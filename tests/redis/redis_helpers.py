@@ -23,7 +23,7 @@ def new_prefix() -> str:
 def prefix_keys(client: redis_sync.Redis, prefix: str) -> list[bytes]:
     """Every key a backend with ``prefix`` created."""
     keys: list[bytes] = []
-    for pattern in (f"{{{prefix}:*", f"{{{prefix}}}:*"):
+    for pattern in (f"{{{prefix}:*", f"{{{prefix}}}:*", f"{{{prefix}|*"):
         keys += client.scan_iter(match=pattern, count=1000)
     return keys
 

@@ -8,6 +8,7 @@ at its first sample, HTTP checks and webhooks import httpx when built.
 from __future__ import annotations
 
 from .checks import BackendCheck, Check, HttpCheck, TcpCheck
+from .metrics import MetricsPoint, read_metrics
 from .monitor import Monitor
 from .notifiers import CallableNotifier, LogNotifier, Notifier, WebhookNotifier
 from .rules import Evaluator, Rule, default_rules
@@ -32,6 +33,7 @@ __all__ = [
     "Evaluator",
     "HttpCheck",
     "LogNotifier",
+    "MetricsPoint",
     "Monitor",
     "Notifier",
     "QueueSnapshot",
@@ -43,4 +45,5 @@ __all__ = [
     "WebhookNotifier",
     "WorkerSnapshot",
     "default_rules",
+    "read_metrics",
 ]

@@ -24,6 +24,7 @@ from taskcore.errors import ConfigurationError
 from taskcore.states import State
 
 from .checks import BackendCheck, Check
+from .metrics import MINUTE, MetricsPoint, MinuteFold, entry, read_metrics
 from .notifiers import LogNotifier, Notifier, deliver
 from .rules import Evaluator, Rule, default_rules
 from .snapshot import (
@@ -67,7 +68,11 @@ class Monitor:
         rules: alert rules; ``None`` means :func:`~taskcore.monitor.default_rules`.
         notifiers: where alert transitions go; ``None`` means a
             :class:`~taskcore.monitor.LogNotifier`.
-        history: snapshots kept (default 600: ten minutes at one per second).
+        history: snapshots kept in memory (default 600: ten minutes at one per
+            second). Besides, each minute's snapshots are folded into one
+            :class:`~taskcore.monitor.MetricsPoint` stored in the backend for
+            ``App(metrics_ttl=...)`` (:meth:`metrics` reads them).
+        persist: store the per-minute points (default True).
         resources: sample the host's CPU, memory, disk and network (psutil).
         disk_path: the path whose filesystem usage is reported.
 
@@ -87,6 +92,7 @@ class Monitor:
         history: int = 600,
         resources: bool = True,
         disk_path: str = "/",
+        persist: bool = True,
     ) -> None:
         if (
             isinstance(interval, bool)
@@ -132,6 +138,8 @@ class Monitor:
         # per-queue (succeeded, failed, dead) at the last sample that reached the backend
         self._counts: tuple[float, dict[str, tuple[int, int, int]]] | None = None
         self._lock: anyio.Lock | None = None
+        self.persist = persist
+        self._minutes = MinuteFold()
 
     def __repr__(self) -> str:
         return f"<Monitor {self.app!r} interval={self.interval}s>"
@@ -218,7 +226,33 @@ class Monitor:
         self.latest = snapshot
         self._history.append(snapshot)
         self._publish(snapshot)
+        if self.persist:
+            point = self._minutes.add(snapshot)
+            if point is not None:
+                await self._store(point)
         return snapshot
+
+    async def _store(self, point: MetricsPoint) -> None:
+        """Append a finished minute to the journal and apply the retention (once a
+        minute, so a deployment without workers trims too)."""
+        backend = self.app.backend
+        try:
+            with anyio.fail_after(COLLECT_TIMEOUT):
+                # several monitors on one backend (one per web process): the first to
+                # finish a minute stores it
+                if await backend.once(f"taskcore:metrics:{point.at!r}", 3 * MINUTE):
+                    await backend.journal_append([entry(point)])
+                    await self.app.trim_journal()
+        except Exception as exc:
+            log.warning("monitor: the metrics of minute %s were not stored: %r", point.at, exc)
+
+    async def metrics(
+        self, since: float | None = None, until: float | None = None, limit: int = 1440
+    ) -> list[MetricsPoint]:
+        """The stored per-minute points with ``since <= at < until`` (epoch seconds;
+        the newest ``limit`` of them, default one day), oldest first. Every monitor
+        of the same backend stores into, and reads, the same history."""
+        return await read_metrics(self.app.backend, since, until, limit)
 
     def _resources(self) -> ResourceSample | None:
         if self._sampler is None:

@@ -21,6 +21,7 @@ from taskcore.backend import (
     Backend,
     ExtendStatus,
     FollowUp,
+    JournalEntry,
     Lease,
     Message,
     Outcome,
@@ -813,3 +814,94 @@ class BackendConformance:
         stats = await backend.runtime_stats(["a", "b", "c"])
         assert stats["a"].count == 2 and stats["a"].mean == pytest.approx(0.3)
         assert stats["b"].mean == pytest.approx(6.0) and "c" not in stats
+
+    # -- journal ----------------------------------------------------------------
+    async def _journal(
+        self, backend: Backend, clock: FakeClock, stream: str, n: int, key: str | None = None
+    ) -> list[JournalEntry]:
+        """Append ``n`` records one second apart (clock advanced past the last)."""
+        entries = []
+        for i in range(n):
+            entries.append(JournalEntry(stream, clock.now(), b"%s-%d" % (stream.encode(), i), key))
+            clock.advance(1)
+        await backend.journal_append(entries)
+        return entries
+
+    async def test_journal_reads_in_time_order(self, backend: Backend, clock: FakeClock) -> None:
+        assert await backend.journal_read("audit") == []
+        entries = await self._journal(backend, clock, "audit", 5)
+        await self._journal(backend, clock, "metrics", 2)  # another stream: not read
+        assert await backend.journal_read("audit") == entries[::-1]
+        assert await backend.journal_read("audit", newest_first=False) == entries
+        assert await backend.journal_read("audit", limit=2) == [entries[4], entries[3]]
+        assert await backend.journal_read("audit", limit=2, newest_first=False) == entries[:2]
+        assert await backend.journal_read("nothing") == []
+
+    async def test_journal_keeps_append_order_within_one_instant(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        at = clock.now()
+        first = [JournalEntry("audit", at, b"%d" % i) for i in range(3)]
+        await backend.journal_append(first)
+        later = JournalEntry("audit", at, b"later")
+        await backend.journal_append([later])
+        # an older record appended last still takes its place by time
+        older = JournalEntry("audit", at - 10, b"\x00\xff binary")
+        await backend.journal_append([older])
+        assert await backend.journal_read("audit", newest_first=False) == [older, *first, later]
+        assert await backend.journal_read("audit") == [later, *first[::-1], older]
+
+    async def test_journal_time_bounds(self, backend: Backend, clock: FakeClock) -> None:
+        t0 = clock.now()
+        e = await self._journal(backend, clock, "metrics", 6)  # at t0 .. t0+5
+        read = backend.journal_read
+        assert await read("metrics", since=t0 + 2, newest_first=False) == e[2:]  # inclusive
+        assert await read("metrics", until=t0 + 2, newest_first=False) == e[:2]  # exclusive
+        assert await read("metrics", since=t0 + 1, until=t0 + 4) == e[1:4][::-1]
+        assert await read("metrics", since=t0 + 1.5, until=t0 + 3.5, newest_first=False) == e[2:4]
+        assert await read("metrics", since=t0 + 1, until=t0 + 4, limit=1) == [e[3]]
+        assert await read("metrics", since=t0 + 9) == []
+        assert await read("metrics", since=t0 + 3, until=t0 + 3) == []
+
+    async def test_journal_by_key(self, backend: Backend, clock: FakeClock) -> None:
+        t0 = clock.now()
+        mixed = [
+            JournalEntry("logs", t0, b"a1", "task-a"),
+            JournalEntry("logs", t0 + 1, b"b1", "task-b"),
+            JournalEntry("logs", t0 + 2, b"a2", "task-a"),
+            JournalEntry("logs", t0 + 3, b"none"),
+            JournalEntry("audit", t0 + 4, b"a-elsewhere", "task-a"),
+        ]
+        await backend.journal_append(mixed)
+        a1, b1, a2, none, _ = mixed
+        read = backend.journal_read
+        assert await read("logs", key="task-a", newest_first=False) == [a1, a2]
+        assert await read("logs", key="task-a", limit=1) == [a2]
+        assert await read("logs", key="task-a", since=t0 + 1) == [a2]
+        assert await read("logs", key="task-a", until=t0 + 1) == [a1]
+        assert await read("logs", key="task-b") == [b1]
+        assert await read("logs", key="task-c") == []
+        assert await read("logs", newest_first=False) == [a1, b1, a2, none]
+
+    async def test_journal_trim_removes_records_past_retention(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        t0 = clock.now()
+        logs = await self._journal(backend, clock, "logs", 4, key="task-a")  # t0 .. t0+3
+        audit = await self._journal(backend, clock, "audit", 3)  # t0+4 .. t0+6
+        other = JournalEntry("logs", t0 + 10, b"b", "task-b")
+        await backend.journal_append([other])
+        removed = await backend.journal_trim({"logs": t0 + 2, "audit": t0 + 5, "never": t0 + 9})
+        assert removed == 3  # two logs, one audit record; a record at the cutoff stays
+        assert await backend.journal_read("logs", newest_first=False) == [*logs[2:], other]
+        assert await backend.journal_read("logs", key="task-a", newest_first=False) == logs[2:]
+        assert await backend.journal_read("logs", key="task-a", since=t0) == logs[2:][::-1]
+        assert await backend.journal_read("audit", newest_first=False) == audit[1:]
+        assert await backend.journal_trim({"logs": t0 + 4}) == 2
+        assert await backend.journal_read("logs", key="task-a") == []
+        assert await backend.journal_read("logs", key="task-b") == [other]
+        assert await backend.journal_trim({"logs": t0 + 4}) == 0
+        # a key's records appended after a trim are found again
+        again = JournalEntry("logs", t0 + 11, b"again", "task-a")
+        await backend.journal_append([again])
+        assert await backend.journal_read("logs", key="task-a") == [again]

@@ -3,6 +3,7 @@ alerts, the monitor's snapshots and the audit log."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -18,7 +19,7 @@ from .context import ApiError, WebContext
 from .routes import Endpoint, Param, openapi_document
 from .serialize import json_response, queue_json, schedule_json, task_json, worker_json
 
-__all__ = ["RestApi", "parse_limit", "parse_state"]
+__all__ = ["RestApi", "parse_limit", "parse_state", "parse_time"]
 
 MAX_LIMIT = 1000
 T = TypeVar("T")
@@ -62,6 +63,20 @@ def parse_limit(request: Request, default: int = 100, name: str = "limit") -> in
     return value
 
 
+def parse_time(request: Request, name: str) -> float | None:
+    """An optional time query parameter: epoch seconds."""
+    text = request.query_params.get(name)
+    if text is None or text == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise ApiError(400, f"{name}={text!r}: give a time in epoch seconds, e.g. 1700000000")
+    return value
+
+
 async def read_json(request: Request, type: type[T]) -> T:
     body = await request.body()
     try:
@@ -80,11 +95,11 @@ class RestApi:
         self.app = ctx.app
         self._endpoints: list[Endpoint] = []
 
-    def _audit(
+    async def _audit(
         self, request: Request, action: str, targets: Sequence[str], result: str, *, ok: bool
     ) -> None:
         principal: Principal | None = getattr(request.state, "principal", None)
-        self.ctx.audit.record(
+        await self.ctx.audit.record(
             principal, action, targets, result, ok=ok, client=self.ctx.client(request)
         )
 
@@ -95,13 +110,13 @@ class RestApi:
     async def pause_queue(self, request: Request) -> Response:
         queue = request.path_params["queue"]
         await self.app.pause(queue)
-        self._audit(request, "queue.pause", [queue], "paused", ok=True)
+        await self._audit(request, "queue.pause", [queue], "paused", ok=True)
         return json_response({"queue": queue, "paused": True})
 
     async def resume_queue(self, request: Request) -> Response:
         queue = request.path_params["queue"]
         await self.app.resume(queue)
-        self._audit(request, "queue.resume", [queue], "resumed", ok=True)
+        await self._audit(request, "queue.resume", [queue], "resumed", ok=True)
         return json_response({"queue": queue, "paused": False})
 
     async def purge_queue(self, request: Request) -> Response:
@@ -115,7 +130,7 @@ class RestApi:
                 400, "running tasks cannot be purged (their workers hold them); cancel them"
             )
         count = await self.app.purge(queue, states)
-        self._audit(
+        await self._audit(
             request, "queue.purge", [queue], f"purged {count} ({', '.join(states)})", ok=True
         )
         return json_response({"queue": queue, "states": states, "purged": count})
@@ -152,16 +167,24 @@ class RestApi:
         rec = await self._record(request.path_params["task_id"])
         return json_response(task_json(self.app, rec, detail=True))
 
+    async def task_logs(self, request: Request) -> Response:
+        task_id = request.path_params["task_id"]
+        await self.app.open()
+        lines = await self.app.task_logs(task_id)
+        if not lines:
+            await self._record(task_id)  # 404 for an unknown task; else just nothing logged
+        return json_response([msgspec.to_builtins(line) for line in lines])
+
     async def cancel_task(self, request: Request) -> Response:
         task_id = request.path_params["task_id"]
         rec = await self._record(task_id)
         [done] = await self.app.cancel([task_id])
         if not done:
-            self._audit(request, "task.cancel", [task_id], f"refused: {rec.state}", ok=False)
+            await self._audit(request, "task.cancel", [task_id], f"refused: {rec.state}", ok=False)
             raise ApiError(409, f"task {task_id} is {rec.state}, so it cannot be cancelled")
         now = await self._record(task_id)
         result = "cancel requested" if now.state == State.RUNNING else "cancelled"
-        self._audit(request, "task.cancel", [task_id], result, ok=True)
+        await self._audit(request, "task.cancel", [task_id], result, ok=True)
         return json_response({"id": task_id, "state": str(now.state), "result": result})
 
     async def retry_task(self, request: Request) -> Response:
@@ -169,11 +192,11 @@ class RestApi:
         rec = await self._record(task_id)
         [done] = await self.app.retry_dead([task_id])
         if not done:
-            self._audit(request, "task.retry", [task_id], f"refused: {rec.state}", ok=False)
+            await self._audit(request, "task.retry", [task_id], f"refused: {rec.state}", ok=False)
             raise ApiError(
                 409, f"task {task_id} is {rec.state}; only dead or failed tasks can be retried"
             )
-        self._audit(request, "task.retry", [task_id], "queued", ok=True)
+        await self._audit(request, "task.retry", [task_id], "queued", ok=True)
         return json_response({"id": task_id, "state": "queued"})
 
     # -- dead letters ---------------------------------------------------------
@@ -192,7 +215,7 @@ class RestApi:
         done = await self.app.retry_dead(body.ids)
         retried = [i for i, ok in zip(body.ids, done, strict=True) if ok]
         refused = [i for i, ok in zip(body.ids, done, strict=True) if not ok]
-        self._audit(
+        await self._audit(
             request,
             "dead.retry",
             body.ids,
@@ -207,7 +230,7 @@ class RestApi:
         count = 0
         for queue in queues:
             count += await self.app.purge(queue, [State.DEAD])
-        self._audit(request, "dead.purge", queues, f"purged {count}", ok=True)
+        await self._audit(request, "dead.purge", queues, f"purged {count}", ok=True)
         return json_response({"queues": queues, "purged": count})
 
     # -- schedules, monitor, audit --------------------------------------------
@@ -244,9 +267,20 @@ class RestApi:
         snapshots = list(self._monitor().history)[-limit:]
         return Response(msgspec.json.encode(snapshots), media_type="application/json")
 
+    async def metrics_history(self, request: Request) -> Response:
+        from taskcore.monitor.metrics import read_metrics
+
+        limit = parse_limit(request, MAX_LIMIT)
+        since, until = parse_time(request, "since"), parse_time(request, "until")
+        await self.app.open()
+        points = await read_metrics(self.app.backend, since, until, limit)
+        return Response(msgspec.json.encode(points), media_type="application/json")
+
     async def audit_log(self, request: Request) -> Response:
         limit = parse_limit(request)
-        return json_response(list(self.ctx.audit.entries)[-limit:])
+        since = parse_time(request, "since")
+        await self.app.open()
+        return json_response(await self.ctx.audit.read(since=since, limit=limit))
 
     async def openapi(self, request: Request) -> Response:
         return json_response(openapi_document(self.all_endpoints, __version__))
@@ -259,6 +293,7 @@ class RestApi:
         queue = Param("queue", "queue name", "path")
         task_id = Param("task_id", "task id", "path")
         limit = Param("limit", f"at most this many (1-{MAX_LIMIT})", type="integer")
+        since = Param("since", "from this time on (epoch seconds)", type="number")
         ids = {
             "type": "object",
             "properties": {"ids": {"type": "array", "items": {"type": "string"}}},
@@ -321,6 +356,14 @@ class RestApi:
                 self.get_task,
                 V,
                 "One task, with its arguments, result and attempt errors.",
+                (task_id,),
+            ),
+            Endpoint(
+                "GET",
+                f"{t}/logs",
+                self.task_logs,
+                V,
+                "What the task logged while it ran (every attempt), oldest line first.",
                 (task_id,),
             ),
             Endpoint(
@@ -393,11 +436,21 @@ class RestApi:
             ),
             Endpoint(
                 "GET",
+                "/api/metrics/history",
+                self.metrics_history,
+                V,
+                "The stored per-minute performance metrics (kept metrics_ttl), oldest "
+                "first: the newest `limit` minutes (default 1000) from `since` to `until`.",
+                (since, Param("until", "before this time (epoch seconds)", type="number"), limit),
+            ),
+            Endpoint(
+                "GET",
                 "/api/audit",
                 self.audit_log,
                 V,
-                "Recent audited actions, oldest first.",
-                (limit,),
+                "Audited actions of every web process (kept audit_ttl), oldest first: the "
+                "newest `limit` from `since`.",
+                (since, limit),
             ),
             Endpoint("GET", "/api/openapi.json", self.openapi, None, "This OpenAPI document."),
         ]

@@ -4,6 +4,7 @@ and Prometheus metrics for one taskcore App."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Mapping
 
 import anyio
@@ -28,6 +29,8 @@ from .metrics import metrics_endpoint
 from .pages import Pages
 from .routes import Endpoint, build_routes
 from .serialize import json_response
+
+log = logging.getLogger("taskcore.web")
 
 __all__ = ["DEFAULT_MAX_BODY", "DEFAULT_RATE_LIMIT", "READY_TIMEOUT", "create_app"]
 
@@ -60,7 +63,8 @@ def create_app(
         rate_limit: requests per client, e.g. ``"20/s"`` or ``"600/m"``, taken from the
             backend's cluster-wide token bucket; None for no limit.
         max_body: the largest request body, in bytes.
-        audit_size: how many audit entries the in-memory log keeps.
+        audit_size: how many audit entries the dashboard's in-memory log keeps (the
+            trail itself is stored in the backend for ``App(audit_ttl=...)``).
         run_monitor: False when the caller runs ``monitor`` itself.
 
     Raises:
@@ -69,9 +73,8 @@ def create_app(
     if max_body < 0:
         raise ConfigurationError(f"max_body={max_body}: give a size in bytes >= 0")
     limit = None if rate_limit is None else RateLimit.parse(rate_limit)
-    ctx = WebContext(
-        app=app, monitor=monitor, auth=TokenAuth(tokens), audit=AuditLog(app.clock, audit_size)
-    )
+    audit = AuditLog(app.clock, audit_size, backend=lambda: app.backend)
+    ctx = WebContext(app=app, monitor=monitor, auth=TokenAuth(tokens), audit=audit)
     api = RestApi(ctx)
     dashboard = Dashboard(ctx)
     pages = Pages(ctx, dashboard)
@@ -111,6 +114,10 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         async with app, anyio.create_task_group() as tg:
+            try:
+                await audit.load()
+            except Exception as exc:  # the backend is down: the dashboard starts empty
+                log.warning("the audit trail could not be loaded: %r", exc)
             if monitor is not None and run_monitor:
                 await tg.start(_run, monitor)
             yield

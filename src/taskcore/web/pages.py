@@ -120,7 +120,8 @@ class Pages:
         )  # fmt: skip
 
     async def detail(self, request: Request) -> Response:
-        """One task: its fields, arguments, result and every attempt's error."""
+        """One task: its fields, arguments, result, every attempt's error and what it
+        logged."""
         task_id = request.path_params["task_id"]
         await self.ctx.app.open()
         rec = await self.ctx.app.backend.get(task_id)
@@ -153,12 +154,19 @@ class Pages:
             f"<p>{escape(e.message)}</p><pre>{escape(e.traceback)}</pre>"
             for e in rec.errors
         )
+        lines = await self.ctx.app.task_logs(rec.id)
+        logs = "".join(
+            f"{stamp(ln.at)} [{ln.attempt}] {ln.level} {ln.logger}: {ln.message}\n" for ln in lines
+        )
         body = (
             f"<section><h2>Task {escape(rec.task)}</h2>"
             f'<p class="actions">{" ".join(actions)}</p><dl class="kv">{kv}</dl>'
             f"<h2>Arguments</h2><pre>{escape(_pretty(args))}</pre>"
             f"<h2>Result</h2><pre>{escape(_pretty(result))}</pre>"
-            f"<h2>Errors</h2>{errors or '<p class=empty>None.</p>'}</section>"
+            f"<h2>Errors</h2>{errors or '<p class=empty>None.</p>'}"
+            f"<h2>Logs</h2>"
+            + (f'<pre class="logs">{escape(logs)}</pre>' if logs else "<p class=empty>None.</p>")
+            + "</section>"
         )
         return self.page(f"Task {rec.id}", body)
 
@@ -195,12 +203,12 @@ class Pages:
         principal = self.ctx.auth.identify(token or None, None)
         client = self.ctx.client(request)
         if principal is None:
-            self.ctx.audit.record(None, "login", [], "refused: unknown token", ok=False,
+            await self.ctx.audit.record(None, "login", [], "refused: unknown token", ok=False,
                                   client=client)  # fmt: skip
             if is_json:
                 raise ApiError(401, "unknown token; ask an admin for a valid one")
             return self._login_form(next_, "Unknown token.", 401)
-        self.ctx.audit.record(principal, "login", [], "ok", ok=True, client=client)
+        await self.ctx.audit.record(principal, "login", [], "ok", ok=True, client=client)
         response: Response
         if is_json:
             response = Response(

@@ -67,7 +67,7 @@ def _guard(ctx: WebContext, ep: Endpoint) -> Handler:
                     request.state.principal = ctx.require(request, ep.role)
                 except ApiError as exc:
                     if ep.audit is not None:
-                        ctx.audit.record(
+                        await ctx.audit.record(
                             ctx.principal(request),
                             ep.audit,
                             _targets(request),

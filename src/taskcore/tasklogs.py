@@ -1,0 +1,186 @@
+"""Task logs: the records a task emits through :mod:`logging` while it runs, kept per
+run in the backend's journal (stream ``logs``, keyed by task id, ``App(log_ttl=...)``).
+
+A worker installs one :class:`CaptureHandler` on the root logger while it runs and sets
+a context variable to the current run around each task body (async tasks and thread-pool
+tasks: anyio copies the context into the thread; process-pool tasks run in another
+process and are not captured). A record emitted outside a task body costs the handler one
+context-variable read; a task that logs nothing costs nothing more. What a run logged is
+written with the worker's next settle, one backend call for every run that logged since
+the last one (never a call per line).
+
+The handler sees what the logging configuration lets through to the root logger: a
+logger whose effective level is WARNING (the root's default) drops ``info()`` before
+any handler, and a logger with ``propagate = False`` never reaches it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from .backend import JournalEntry
+
+__all__ = [
+    "LOGS_STREAM",
+    "MAX_LINES",
+    "MAX_LINE_CHARS",
+    "MAX_RUN_BYTES",
+    "CaptureHandler",
+    "LogLine",
+    "RunLog",
+    "decode_runs",
+]
+
+LOGS_STREAM = "logs"
+MAX_LINES = 200
+"""Lines kept per run; later ones are counted, not kept."""
+MAX_LINE_CHARS = 4000
+"""A longer message (with its traceback) is cut to this many characters."""
+MAX_RUN_BYTES = 64 * 1024
+"""Characters kept per run, all lines together; later lines are counted, not kept."""
+
+
+class LogLine(msgspec.Struct, frozen=True):
+    """One captured log record."""
+
+    at: float
+    """When it was emitted (epoch seconds, the record's own time)."""
+    level: str
+    logger: str
+    message: str
+    """The formatted message, with its traceback if it carried one."""
+    attempt: int = 0
+    """The attempt (run) of the task that emitted it."""
+
+
+class _RunRecord(msgspec.Struct, frozen=True):
+    """What a run's journal record holds."""
+
+    attempt: int
+    lines: list[LogLine]
+    dropped: int = 0
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(_RunRecord).decode
+
+
+class RunLog:
+    """The lines one run logged so far (made at its first line)."""
+
+    __slots__ = ("attempt", "dropped", "lines", "size")
+
+    def __init__(self, attempt: int) -> None:
+        self.attempt = attempt
+        self.lines: list[LogLine] = []
+        self.size = 0
+        self.dropped = 0
+
+    def add(self, record: logging.LogRecord, message: str) -> None:
+        if len(message) > MAX_LINE_CHARS:
+            message = message[: MAX_LINE_CHARS - 1] + "…"
+        if len(self.lines) >= MAX_LINES or self.size + len(message) > MAX_RUN_BYTES:
+            self.dropped += 1
+            return
+        self.size += len(message)
+        self.lines.append(
+            LogLine(record.created, record.levelname, record.name, message, self.attempt)
+        )
+
+    def entry(self, task_id: str, at: float) -> JournalEntry:
+        record = _RunRecord(self.attempt, self.lines, self.dropped)
+        return JournalEntry(LOGS_STREAM, at, _encode(record), task_id)
+
+
+def decode_runs(entries: Sequence[JournalEntry]) -> list[LogLine]:
+    """The lines of the runs in ``entries`` (oldest first), each run's dropped count as
+    a last line of its own."""
+    out: list[LogLine] = []
+    for e in entries:
+        run = _decode(e.payload)
+        out += run.lines
+        if run.dropped:
+            at = run.lines[-1].at if run.lines else e.at
+            out.append(
+                LogLine(
+                    at,
+                    "WARNING",
+                    "taskcore.tasklogs",
+                    f"{run.dropped} more line(s) of this run were not kept (at most "
+                    f"{MAX_LINES} lines and {MAX_RUN_BYTES} characters per run)",
+                    run.attempt,
+                )
+            )
+    return out
+
+
+CURRENT_RUN: contextvars.ContextVar[Any] = contextvars.ContextVar("taskcore_run", default=None)
+"""The run whose task body executes in this context (set by the worker): an object with
+a ``log`` attribute (a :class:`RunLog` or None) and a ``lease`` (whose attempt it is)."""
+
+
+class CaptureHandler(logging.Handler):
+    """Adds each record emitted inside a task body to its run's :class:`RunLog`."""
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        run = CURRENT_RUN.get()
+        if run is None:
+            return False
+        try:
+            message = record.getMessage()
+            if record.exc_info or record.exc_text or record.stack_info:
+                message = _with_traceback(record, message)
+            with _lock:
+                if run.log is None:
+                    run.log = RunLog(run.lease.attempt)
+                run.log.add(record, message)
+        except Exception:
+            self.handleError(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:  # pragma: no cover - handle() does it
+        self.handle(record)
+
+
+_formatter = logging.Formatter()
+_lock = threading.Lock()
+_installed: list[CaptureHandler] = []
+_users = 0
+
+
+def _with_traceback(record: logging.LogRecord, message: str) -> str:
+    parts = [message]
+    if record.exc_info:
+        parts.append(record.exc_text or _formatter.formatException(record.exc_info))
+    elif record.exc_text:
+        parts.append(record.exc_text)
+    if record.stack_info:
+        parts.append(_formatter.formatStack(record.stack_info))
+    return "\n".join(parts)
+
+
+def install() -> None:
+    """Put the capture handler on the root logger (counted: one per process)."""
+    global _users
+    with _lock:
+        _users += 1
+        if not _installed:
+            handler = CaptureHandler()
+            _installed.append(handler)
+            logging.getLogger().addHandler(handler)
+
+
+def uninstall() -> None:
+    """Undo one :func:`install`; the last one removes the handler."""
+    global _users
+    with _lock:
+        _users -= 1
+        if _users <= 0 and _installed:
+            _users = 0
+            logging.getLogger().removeHandler(_installed.pop())
