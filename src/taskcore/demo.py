@@ -172,13 +172,18 @@ async def _main(total: int, live: bool, console: Console) -> dict[str, Any]:
 def run_demo(total: int = 2400, live: bool = True) -> int:
     """Run the demo; returns the process exit code."""
     console = Console()
-    # the demo fails tasks on purpose; the summary reports them instead of the log
-    logging.getLogger("taskcore").setLevel(logging.CRITICAL)
     console.print(
         f"[bold]taskcore demo[/bold]: {total} tasks on memory:// "
         "(simple/moderate/complex, P0-P4, retries, dead letters, delays, cron)"
     )
-    out = anyio.run(_main, total, live, console)
+    # the demo fails tasks on purpose; the summary reports them instead of the log
+    logger = logging.getLogger("taskcore")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        out = anyio.run(_main, total, live, console)
+    finally:
+        logger.setLevel(level)  # run_demo may be called from a program that logs
     c: _Collector = out["collector"]
     stats = out["stats"]
     pt = Table(title="per priority")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -403,7 +404,10 @@ def test_cli_worker_stops_on_sigterm() -> None:
 def test_demo_small_run(capsys: pytest.CaptureFixture[str]) -> None:
     from taskcore.demo import run_demo
 
+    logger = logging.getLogger("taskcore")
+    level = logger.level
     assert run_demo(total=150, live=False) == 0
+    assert logger.level == level  # the demo's silence ends with it
     out = capsys.readouterr().out
     assert "per priority" in out and "per complexity" in out and "runs/s overall" in out
     assert "P4 BATCH" in out and "complex" in out
