@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 LAZY = ("opentelemetry", "rich", "psutil", "croniter", "dateutil", "hashlib", "zoneinfo")
 # ... and never by a worker: the monitor, the web dashboard and what they use.
 LAZY += ("taskcore.monitor", "taskcore.web", "starlette", "uvicorn", "httpx", "prometheus_client")
+# ... and the settings files' parsers, unless a configuration is given
+LAZY += ("tomllib", "yaml", "taskcore.config.sources", "taskcore.config.cli")
 
 
 def run(script: str) -> str:

@@ -196,7 +196,9 @@ def unknown(key: str, known: Any, source: Source) -> ConfigurationError:
 
     prefix, _, name = key.rpartition(".")
     dotted = [f"{prefix}.{k}" if prefix else k for k in known]
-    close = difflib.get_close_matches(name, list(known), n=1)
+    close = difflib.get_close_matches(name, list(known), n=1) or [
+        k for k in known if k.startswith(name)
+    ]
     hint = f"did you mean {(prefix + '.' if prefix else '') + close[0]}? " if close else ""
     return ConfigurationError(
         f"unknown setting {key} in {source}: {hint}known settings here: {', '.join(dotted)}; "
@@ -204,10 +206,36 @@ def unknown(key: str, known: Any, source: Source) -> ConfigurationError:
     )
 
 
-def _problem(exc: msgspec.ValidationError) -> tuple[str, str]:
-    """(problem, path under ``$``) of a msgspec error."""
+def _problem(exc: msgspec.ValidationError, kind: type[msgspec.Struct]) -> tuple[str, str]:
+    """(problem, path under ``$``) of a msgspec error converting to ``kind``."""
     text, _, where = str(exc).partition(" - at `$")
-    return text[:1].lower() + text[1:], where.rstrip("`").lstrip(".")
+    path = where.rstrip("`").lstrip(".")
+    problem = text[:1].lower() + text[1:]
+    if problem.startswith("invalid enum value"):
+        choices = _choices(kind, path.split("."))
+        if choices:
+            problem += f": use {' or '.join(map(repr, choices))}"
+    return problem, path
+
+
+def _choices(kind: Any, path: list[str]) -> list[object]:
+    """The values of the Literal type at ``path`` in a Struct type."""
+    import typing
+
+    for name in path:
+        hints = typing.get_type_hints(kind, include_extras=False)
+        if name not in hints:
+            return []
+        kind = hints[name]
+    found: list[object] = []
+    stack = [kind]
+    while stack:
+        t = stack.pop()
+        if typing.get_origin(t) is Literal:
+            found.extend(typing.get_args(t))
+        else:
+            stack.extend(typing.get_args(t))
+    return found
 
 
 @attrs.frozen
@@ -245,7 +273,7 @@ class Layer:
         try:
             msgspec.convert(plain, Settings, strict=strict)
         except msgspec.ValidationError as exc:
-            problem, key = _problem(exc)
+            problem, key = _problem(exc, Settings)
             raise invalid(key, _lookup(plain, key), self.source_of(key), problem) from None
         for section, kind in ENTRY_TYPES.items():
             entries = data.get(section, {})
@@ -259,11 +287,11 @@ class Layer:
                 try:
                     msgspec.convert(value, kind, strict=strict)
                 except msgspec.ValidationError as exc:
-                    problem, sub = _problem(exc)
-                    where = f"{key}.{sub}" if sub else key
+                    problem, sub = _problem(exc, kind)
+                    where, bad = (f"{key}.{sub}", _lookup(value, sub)) if sub else (key, value)
                     if section == "flags":
                         problem += "; a flag is true, false or {percent = 0-100}"
-                    raise invalid(where, value, self.source_of(key), problem) from None
+                    raise invalid(where, bad, self.source_of(key), problem) from None
                 checked[name] = value
             if section in data:
                 data[section] = checked
