@@ -302,7 +302,8 @@ class Worker:
         self.paused = False
         """The remote configuration paused claiming (running tasks go on)."""
         self._configured_target = self.target
-        self._remote_version: int | None = None  # the remote configuration applied
+        self._remote_applied = False  # the remote configuration was read once
+        self._remote_doc: RemoteDocument | None = None  # and was this document
         self._remote_concurrency: int | None = None
 
     # -- lifecycle ------------------------------------------------------------
@@ -1090,12 +1091,12 @@ class Worker:
         self.apply_remote(doc)
 
     def apply_remote(self, doc: RemoteDocument | None) -> None:
-        """Apply a remote configuration document (once per version; None: there is
+        """Apply a remote configuration document (once per document; None: there is
         none, each setting goes back to the worker's own)."""
-        version = 0 if doc is None else doc.version
-        if version == self._remote_version:
+        if self._remote_applied and doc == self._remote_doc:
             return
-        self._remote_version = version
+        self._remote_applied, self._remote_doc = True, doc
+        version = 0 if doc is None else doc.version
         concurrency = None if doc is None else doc.concurrency
         if concurrency != self._remote_concurrency:
             self._remote_concurrency = concurrency

@@ -15,6 +15,7 @@ Writers do not lock: two changes at the same moment may lose one (last writer wi
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 from collections.abc import Mapping
@@ -173,6 +174,13 @@ class RemoteConfig:
         """
         await self._app.open()
         current = None if replace else await self.get_remote()
+        version = current.version if current else 0
+        if replace:  # go on counting from an unreadable document's version, if any
+            raw = await self._app.backend.kv_get(REMOTE_KEY)
+            with contextlib.suppress(msgspec.DecodeError):
+                stored = msgspec.json.decode(raw or b"null")
+                if isinstance(stored, dict) and isinstance(stored.get("version"), int):
+                    version = max(0, stored["version"])
         data = msgspec.to_builtins(current or RemoteDocument())
         if concurrency is not UNSET:
             data["concurrency"] = concurrency
@@ -188,7 +196,7 @@ class RemoteConfig:
                 data["flags"][name] = msgspec.to_builtins(as_flag(value))
             except ConfigurationError as exc:
                 raise invalid(f"flags.{name}", value, REMOTE, str(exc)) from None
-        data["version"] = (current.version if current else 0) + 1
+        data["version"] = version + 1
         data["updated_at"] = self._app.clock.now()
         data["schema"] = SCHEMA
         try:
