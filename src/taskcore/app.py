@@ -37,6 +37,7 @@ from .telemetry import Telemetry
 
 if TYPE_CHECKING:
     from .blocking import BlockingApp
+    from .config import Resolved, Settings
     from .tasklogs import LogLine
     from .worker import Worker
 
@@ -52,7 +53,18 @@ DEFAULT_METRICS_TTL = 365 * 86400.0  # performance metrics: 365 days (spec: 90-7
 DEFAULT_AUDIT_TTL = 730 * 86400.0  # audit trail: 730 days (spec: 365-2555)
 
 
-def _check_retention(name: str, value: float, low_days: int, high_days: int) -> float:
+# each data class's retention setting -> the days the specification allows
+RETENTION_BOUNDS: dict[str, tuple[int, int]] = {
+    "result_ttl": (30, 365),
+    "dead_ttl": (30, 180),
+    "log_ttl": (7, 90),
+    "metrics_ttl": (90, 730),
+    "audit_ttl": (365, 2555),
+}
+
+
+def _check_retention(name: str, value: float) -> float:
+    low_days, high_days = RETENTION_BOUNDS[name]
     if not low_days * 86400 <= value <= high_days * 86400:
         raise ConfigurationError(
             f"{name}={value} s is outside the documented bounds of {low_days}-{high_days} days "
@@ -83,6 +95,10 @@ class App:
         circuits: circuit-breaker settings per named dependency, for tasks declared with
             ``circuit="name"``; unlisted names get ``Circuit()``'s defaults.
         middleware: hooks around enqueue and execution.
+
+    Build one from :class:`taskcore.config.Settings` (a file, the environment) with
+    :meth:`from_settings`. ``app.flags`` answers feature flags; ``app.config`` reads
+    and writes the remote configuration (see :mod:`taskcore.config`).
     """
 
     def __init__(
@@ -106,11 +122,11 @@ class App:
         self.url = url
         self.clock: Clock = clock or getattr(backend, "clock", None) or SystemClock()
         self.codec = Codec(serializer, max_payload_bytes)
-        self.result_ttl = _check_retention("result_ttl", result_ttl, 30, 365)
-        self.dead_ttl = _check_retention("dead_ttl", dead_ttl, 30, 180)
-        self.log_ttl = _check_retention("log_ttl", log_ttl, 7, 90)
-        self.metrics_ttl = _check_retention("metrics_ttl", metrics_ttl, 90, 730)
-        self.audit_ttl = _check_retention("audit_ttl", audit_ttl, 365, 2555)
+        self.result_ttl = _check_retention("result_ttl", result_ttl)
+        self.dead_ttl = _check_retention("dead_ttl", dead_ttl)
+        self.log_ttl = _check_retention("log_ttl", log_ttl)
+        self.metrics_ttl = _check_retention("metrics_ttl", metrics_ttl)
+        self.audit_ttl = _check_retention("audit_ttl", audit_ttl)
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.periodics: list[Periodic] = []
         self.subscriptions: dict[str, list[Task[Any, Any]]] = {}
@@ -125,6 +141,71 @@ class App:
         self._backend = backend
         self._opened = False
         self._open_lock: anyio.Lock | None = None
+        from .config import Flags, RemoteConfig
+
+        self.settings: Settings | None = None
+        """The settings the app was built from (:meth:`from_settings`), else None."""
+        self.flags = Flags()
+        self.config = RemoteConfig(self, self.flags)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **options: Any) -> App:
+        """An app built from settings; its workers take the settings' ``worker``
+        section and ``app.flags`` its ``flags``.
+
+        Args:
+            settings: from :func:`taskcore.config.load`.
+            options: :class:`App` arguments; they win over the settings
+                (``backend=``, ``clock=``, ``middleware=``, ``telemetry=``...).
+        """
+        app = cls(**{**settings.app_options(), **options})
+        app.settings = settings
+        app.flags.local = dict(settings.flags)
+        return app
+
+    def configure(self, resolved: Resolved) -> None:
+        """Apply the settings a file, the environment or an argument set (not the
+        defaults) over the app's own, before it is opened: what ``taskcore worker``
+        does with ``--config`` and ``TASKCORE_...`` variables.
+
+        Raises:
+            ConfigurationError: the app is open already, or ``url`` is set for an app
+                whose backend is built.
+        """
+        from .config.settings import invalid
+
+        s = resolved.settings
+        if self._opened:
+            raise ConfigurationError("configure the app before it is opened")
+        if resolved.set_here("url") and s.url != self.url:
+            if self._backend is not None:
+                raise invalid(
+                    "url",
+                    redact_url(s.url),
+                    resolved.source("url"),
+                    "the app was given a backend of its own, which a URL cannot replace",
+                )
+            self.url = s.url
+        if resolved.set_here("serializer") or resolved.set_here("max_payload_bytes"):
+            self.codec = Codec(
+                s.serializer if resolved.set_here("serializer") else self.codec.format,
+                s.max_payload_bytes
+                if resolved.set_here("max_payload_bytes")
+                else self.codec.max_payload_bytes,
+            )
+        if resolved.set_here("result_ttl"):
+            self.result_ttl = s.result_ttl
+        if resolved.set_here("dead_ttl"):
+            self.dead_ttl = s.dead_ttl
+        for name, policy in s.queues.items():
+            if resolved.set_here(f"queues.{name}"):
+                self.queue(name, policy.policy())
+        for name, circuit in s.circuits.items():
+            if resolved.set_here(f"circuits.{name}"):
+                self.circuit(name, circuit.circuit())
+        self.flags.local.update(
+            {k: v for k, v in s.flags.items() if resolved.set_here(f"flags.{k}")}
+        )
 
     def __repr__(self) -> str:
         return f"<App {redact_url(self.url)} tasks={len(self.tasks)}>"
@@ -637,9 +718,12 @@ class App:
 
     # -- workers and facades --------------------------------------------------
     def worker(self, **options: Any) -> Worker:
-        """A :class:`~taskcore.worker.Worker` for this app (see its options)."""
+        """A :class:`~taskcore.worker.Worker` for this app (see its options); an app
+        built from settings gives their ``worker`` section, under ``options``."""
         from .worker import Worker
 
+        if self.settings is not None:
+            options = {**self.settings.worker.options(), **options}
         return Worker(self, **options)
 
     def blocking(self) -> BlockingApp:

@@ -1,4 +1,4 @@
-"""The ``taskcore`` command: worker, status, monitor, web, demo, bench, pg."""
+"""The ``taskcore`` command: worker, status, config, monitor, web, demo, bench, pg."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -24,7 +24,7 @@ from .supervisor import CHILD_ENV, Supervisor, child_command
 if TYPE_CHECKING:
     from rich.table import Table
 
-__all__ = ["load_app", "main"]
+__all__ = ["configure", "load_app", "main"]
 
 
 def load_app(spec: str) -> App:
@@ -80,24 +80,43 @@ def status_table(stats: Sequence[QueueStats]) -> Table:
     return table
 
 
+def configure(app: App, config: str | None) -> dict[str, Any]:
+    """Apply the settings file ``config`` (default: the one ``TASKCORE_CONFIG`` names,
+    if any) and the ``TASKCORE_...`` environment to ``app``, over its own settings;
+    returns the worker options they give."""
+    from .config import resolve
+
+    resolved = resolve(config, base=app.settings)
+    app.configure(resolved)
+    return resolved.settings.worker.options()
+
+
+def _worker_options(app: App, args: argparse.Namespace) -> dict[str, Any]:
+    """The worker's options: the app's settings < file < environment < flags."""
+    options = configure(app, args.config)
+    flags = {
+        "queues": args.queues.split(",") if args.queues else None,
+        "concurrency": args.concurrency,
+        "min_concurrency": args.min_concurrency,
+        "max_concurrency": args.max_concurrency,
+        "threads": args.threads,
+        "processes": args.processes,
+        "reserved_critical": args.reserved_critical,
+        "lease_seconds": args.lease,
+        "grace_period": args.grace,
+        "maintenance_interval": args.maintenance_interval,
+        "max_tasks": args.max_tasks,
+        "max_rss": args.max_rss,
+        "lost_lease_allowance": args.lost_lease_allowance,
+        "prefetch": args.prefetch,
+    }
+    options.update({k: v for k, v in flags.items() if v is not None})
+    return options
+
+
 async def _run_worker(app: App, args: argparse.Namespace) -> None:
     log = logging.getLogger("taskcore.worker")
-    worker = app.worker(
-        queues=args.queues.split(",") if args.queues else None,
-        concurrency=args.concurrency,
-        min_concurrency=args.min_concurrency,
-        max_concurrency=args.max_concurrency,
-        threads=args.threads,
-        processes=args.processes,
-        reserved_critical=args.reserved_critical,
-        lease_seconds=args.lease,
-        grace_period=args.grace,
-        maintenance_interval=args.maintenance_interval,
-        max_tasks=args.max_tasks,
-        max_rss=args.max_rss,
-        lost_lease_allowance=args.lost_lease_allowance,
-        prefetch=args.prefetch,
-    )
+    worker = app.worker(**_worker_options(app, args))
     # open the app outside the task group: a setting out of bounds or an unreachable
     # server then ends the command with its one-line error, not an exception group
     async with app, anyio.create_task_group() as tg:
@@ -106,7 +125,11 @@ async def _run_worker(app: App, args: argparse.Namespace) -> None:
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 task_status.started()  # handlers in place before the worker says it started
                 async for signum in signals:
-                    log.info("%s: stopping (grace %ss)", signal.Signals(signum).name, args.grace)
+                    log.info(
+                        "%s: stopping (grace %ss)",
+                        signal.Signals(signum).name,
+                        worker.grace_period,
+                    )
                     worker.stop()
                     return
 
@@ -162,6 +185,7 @@ def _prefetch(text: str) -> int | str:
 
 # commands whose modules are imported only when run (a worker loads neither)
 _LAZY_COMMANDS = {
+    "config": "show the settings, read or change the remote configuration of module:app",
     "monitor": "watch queues, workers, health checks and alerts for module:app",
     "web": "serve the web API and live dashboard for module:app",
 }
@@ -181,29 +205,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     w = sub.add_parser("worker", help="run a worker for module:app")
     w.add_argument("app", help="the app, as package.module:app")
+    w.add_argument(
+        "--config",
+        help="a settings file (.toml, .json, .yaml; default: $TASKCORE_CONFIG); the "
+        "TASKCORE_... environment applies over it, these flags over both",
+    )
     w.add_argument("--queues", "-q", help="comma-separated queues (default: all the app's)")
-    w.add_argument("--concurrency", "-c", type=int, default=100)
+    w.add_argument("--concurrency", "-c", type=int, help="slots (default 100)")
     w.add_argument("--min-concurrency", type=int)
     w.add_argument("--max-concurrency", type=int)
-    w.add_argument("--threads", type=int, default=16)
+    w.add_argument("--threads", type=int, help="thread-pool size for sync tasks (default 16)")
     w.add_argument(
         "--processes", type=int, help="process-pool size for complex tasks (default: CPUs)"
     )
-    w.add_argument("--reserved-critical", type=int, default=0)
+    w.add_argument("--reserved-critical", type=int, help="slots only P0 tasks take (default 0)")
     w.add_argument(
         "--prefetch",
         type=_prefetch,
-        default=0,
         help="tasks claimed beyond the free slots: N, or 'auto' (about what the slots "
         "finish during one claim round trip, none while tasks run long); default 0",
     )
-    w.add_argument("--lease", type=float, default=30.0)
-    w.add_argument("--grace", type=float, default=30.0)
+    w.add_argument("--lease", type=float, help="lease seconds (default 30)")
+    w.add_argument("--grace", type=float, help="grace seconds at shutdown (default 30)")
     w.add_argument(
         "--maintenance-interval",
         type=float,
-        default=5.0,
-        help="seconds between reaping expired leases, heartbeats and autoscaling",
+        help="seconds between reaping expired leases, heartbeats, autoscaling and "
+        "reading the remote configuration (default 5)",
     )
     w.add_argument(
         "--max-tasks",
@@ -217,9 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     w.add_argument(
         "--lost-lease-allowance",
         type=int,
-        default=3,
         help="runs beyond the retry policy's attempts before a task whose worker keeps "
-        "getting lost is dead-lettered as poison",
+        "getting lost is dead-lettered as poison (default 3)",
     )
     w.add_argument(
         "--workers",
@@ -256,8 +283,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.workers is not None and args.workers < 1:
                 raise ConfigurationError(f"--workers {args.workers}: give at least 1 process")
             if args.workers is not None and CHILD_ENV not in os.environ:
-                load_app(args.app)  # fail here, once, rather than in every child
-                Recycle.from_options(args.max_tasks, args.max_rss)
+                # fail here, once, rather than in every child
+                options = _worker_options(load_app(args.app), args)
+                Recycle.from_options(options["max_tasks"], options["max_rss"])
                 anyio.run(_supervise, sys.argv[1:] if argv is None else list(argv), args.workers)
                 return 0
             anyio.run(_run_worker, load_app(args.app), args)

@@ -13,6 +13,10 @@ Before a task runs, the worker admits it: a task whose leases keep expiring is
 dead-lettered as a poison task, a rate limit or an open circuit defers it (see
 :mod:`taskcore.admission`). A worker with ``max_tasks`` or ``max_rss`` retires once it
 reaches them (see :mod:`taskcore.recycle`).
+
+At start and at every maintenance tick the worker reads the remote configuration (one
+key of the backend, see :mod:`taskcore.config.remote`) and applies a new version: its
+``concurrency`` (within the autoscaling bounds) and ``paused`` (stop claiming).
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ from .workflow import follow_ups
 
 if TYPE_CHECKING:
     from .app import App
+    from .config.remote import RemoteDocument
     from .task import Task
 
 __all__ = ["Worker"]
@@ -310,6 +315,12 @@ class Worker:
         self.capture_logs = capture_logs
         self._logs: list[JournalEntry] = []  # finished runs' logs, for the next settle
         self._trim_due = -math.inf  # next journal retention pass (maintenance)
+        self.paused = False
+        """The remote configuration paused claiming (running tasks go on)."""
+        self._configured_target = self.target
+        self._remote_applied = False  # the remote configuration was read once
+        self._remote_doc: RemoteDocument | None = None  # and was this document
+        self._remote_concurrency: int | None = None
 
     # -- lifecycle ------------------------------------------------------------
     def stop(self) -> None:
@@ -368,6 +379,7 @@ class Worker:
         self.app.telemetry.bind_if_configured()  # the gauges, observed while idle
         await self.app.open()
         await self._heartbeat()
+        await self._refresh_config()
         if self.capture_logs:
             tasklogs.install()
         try:
@@ -545,6 +557,10 @@ class Worker:
         short = False  # the last claim came back with fewer tasks than it asked for
         failures = 0
         while not self._stopping:
+            if self.paused:  # woken by the resume, or stop()
+                self._slot_event = self._new_event()
+                await self._slot_event.wait()
+                continue
             # reserved slots: claim only into free slots, or P1-P4 tasks prefetched now
             # could take them later
             capacity = self.target + (0 if self.reserved_critical else self.prefetch)
@@ -607,6 +623,16 @@ class Worker:
                 delay = min(30.0, 0.1 * 2**failures)
                 log.warning("claim failed (%s); retrying in %.1fs", exc, delay)
                 await anyio.sleep(delay)
+                continue
+            if leases and self.paused:
+                # paused while the claim was out: hand the tasks back, keeping their place
+                # and without spending an attempt
+                now = self.clock.now()
+                self._outcomes += (
+                    Outcome(lease.message.id, lease.token, OutcomeKind.RELEASED, now)
+                    for lease in leases
+                )
+                self._outcome_event.set()
                 continue
             if not leases and free <= self.reserved_critical:
                 # only reserved slots are free: other priorities may be waiting, so the
@@ -1073,7 +1099,8 @@ class Worker:
             await self.maintain()
 
     async def maintain(self) -> None:
-        """One round of reaping, heartbeat, shared statistics and autoscaling."""
+        """One round of reaping, heartbeat, shared statistics, autoscaling and the remote
+        configuration."""
         backend = self.app.backend
         try:
             await backend.reap()
@@ -1117,6 +1144,65 @@ class Worker:
                 )
                 self.target = new
                 self._slot_event.set()
+        await self._refresh_config()
+
+    async def _refresh_config(self) -> None:
+        try:
+            doc = await self.app.config.refresh()
+        except BackendError as exc:
+            log.warning("remote configuration not read: %s", exc)
+            return
+        self.apply_remote(doc)
+
+    def apply_remote(self, doc: RemoteDocument | None) -> None:
+        """Apply a remote configuration document (once per document; None: there is
+        none, each setting goes back to the worker's own)."""
+        if self._remote_applied and doc == self._remote_doc:
+            return
+        self._remote_applied, self._remote_doc = True, doc
+        version = 0 if doc is None else doc.version
+        concurrency = None if doc is None else doc.concurrency
+        if concurrency != self._remote_concurrency:
+            self._remote_concurrency = concurrency
+            target = self._configured_target
+            if concurrency is not None:
+                target = self._within_bounds(concurrency)
+            if target != self.target:
+                log.info(
+                    "concurrency %d -> %d (remote configuration version %d)",
+                    self.target,
+                    target,
+                    version,
+                )
+                self.target = target
+                self._slot_event.set()
+        paused = doc is not None and doc.paused
+        if paused != self.paused:
+            log.info(
+                "%s claiming (remote configuration version %d)",
+                "paused" if paused else "resumed",
+                version,
+            )
+            self.paused = paused
+            self._slot_event.set()
+            if paused and self._wait_scope is not None:
+                self._wait_scope.cancel()
+
+    def _within_bounds(self, concurrency: int) -> int:
+        if self.autoscaler is not None:
+            low, high = self.autoscaler.minimum, self.autoscaler.maximum
+        else:
+            low, high = self.reserved_critical + 1, concurrency
+        bounded = min(max(concurrency, low), high)
+        if bounded != concurrency:
+            log.warning(
+                "remote concurrency %d is outside this worker's bounds %d-%d: using %d",
+                concurrency,
+                low,
+                high,
+                bounded,
+            )
+        return bounded
 
     async def _heartbeat(self) -> None:
         now = self.clock.now()

@@ -15,6 +15,8 @@ from tests.core.scripts import run
 LAZY = ("opentelemetry", "rich", "psutil", "croniter", "dateutil", "hashlib", "zoneinfo")
 # ... and never by a worker: the monitor, the web dashboard and what they use.
 LAZY += ("taskcore.monitor", "taskcore.web", "starlette", "uvicorn", "httpx", "prometheus_client")
+# ... and the settings files' parsers, unless a configuration is given
+LAZY += ("tomllib", "yaml", "taskcore.config.sources", "taskcore.config.cli")
 
 
 def test_a_started_worker_has_not_imported_the_optional_dependencies() -> None:

@@ -1,0 +1,173 @@
+"""Remote configuration on every backend: a running worker picks up a change at its
+next maintenance (one key read per tick), ignores a document it cannot read, and the
+``taskcore worker --config`` command takes its settings from a file (services only:
+the worker runs in another process)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import msgspec
+import pytest
+
+from taskcore import App, FakeClock, State
+from taskcore.config import REMOTE_KEY
+
+from .conftest import POLL, settled, until
+
+pytestmark = pytest.mark.anyio
+
+MakeApp = Callable[..., contextlib.AbstractAsyncContextManager[App]]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def register(app: App) -> tuple[Any, Any]:
+    @app.task(name="flag_async")
+    async def flag_async(customer: str) -> bool:
+        return app.flags.enabled("new-billing", key=customer)
+
+    @app.task(name="flag_sync")
+    def flag_sync(customer: str) -> bool:  # runs in the thread pool
+        return app.flags.enabled("new-billing", key=customer)
+
+    return flag_async, flag_sync
+
+
+async def test_a_running_worker_picks_up_concurrency_and_flags_at_its_next_maintenance(
+    app: App, make_app: MakeApp, clock: FakeClock
+) -> None:
+    flag_async, flag_sync = register(app)
+    async with make_app() as admin, app.worker(concurrency=4, poll_interval=POLL) as w:
+        assert await (await flag_async.enqueue("c1")).result(timeout=5) is False
+        await admin.config.set_remote(concurrency=2, flags={"new-billing": True})
+        # nothing changes before the worker's next maintenance: no read per task
+        assert w.target == 4
+        assert await (await flag_sync.enqueue("c1")).result(timeout=5) is False
+        clock.advance(w.maintenance_interval)  # the maintenance loop's tick
+        await until(lambda: w.target == 2)
+        assert await (await flag_async.enqueue("c1")).result(timeout=5) is True
+        assert await (await flag_sync.enqueue("c2")).result(timeout=5) is True
+        await w.maintain()  # the heartbeat reports the new concurrency
+        [info] = await admin.backend.workers()
+        assert info.concurrency == 2
+        # a flag flipped off again, and the slot count handed back
+        await admin.config.set_remote(concurrency=None, flags={"new-billing": False})
+        await w.maintain()
+        assert w.target == 4
+        assert await (await flag_sync.enqueue("c1")).result(timeout=5) is False
+
+
+async def test_a_paused_worker_claims_nothing_until_resumed(app: App, make_app: MakeApp) -> None:
+    flag_async, _ = register(app)
+    async with make_app() as admin, app.worker(poll_interval=POLL) as w:
+        await admin.config.set_remote(paused=True)
+        await w.maintain()
+        assert w.paused
+        handle = await flag_async.enqueue("c1")
+        # a paused claim loop waits for a resume: the task stays queued through a
+        # maintenance round and several of the idle wait's poll intervals
+        await w.maintain()
+        with pytest.raises(TimeoutError):
+            await settled(app, handle.id, State.SUCCEEDED, timeout=3 * POLL)
+        record = await app.backend.get(handle.id)
+        assert record is not None and record.state == State.QUEUED
+        await admin.config.set_remote(paused=False)
+        await w.maintain()
+        await settled(app, handle.id, State.SUCCEEDED)
+
+
+async def test_a_bad_remote_document_is_ignored_with_a_log_line(
+    app: App, make_app: MakeApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    register(app)
+    async with make_app() as admin, app.worker(concurrency=4, poll_interval=POLL) as w:
+        await admin.config.set_remote(concurrency=3, flags={"new-billing": True})
+        await w.maintain()
+        assert w.target == 3
+        # another version's document, and one with a value out of bounds
+        for raw in (
+            msgspec.json.encode({"schema": 2, "version": 7, "concurrency": 1}),
+            msgspec.json.encode({"schema": 1, "version": 8, "concurrency": 0}),
+        ):
+            await admin.backend.kv_set(REMOTE_KEY, raw)
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, "taskcore.config"):
+                await w.maintain()
+            assert [r.levelname for r in caplog.records] == ["WARNING"]
+            message = caplog.records[0].getMessage()
+            assert message.startswith("ignoring the remote configuration: ")
+            assert message.endswith("; keeping version 1")
+            assert w.target == 3  # the last good document stays
+            assert app.flags.enabled("new-billing")
+        # a good document again is applied
+        await admin.config.set_remote(concurrency=5, replace=True)
+        await w.maintain()
+        assert w.target == 5
+        assert not app.flags.enabled("new-billing")
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        pytest.param(("redis", "asyncio"), id="redis"),
+        pytest.param(("postgres", "asyncio"), id="pg"),
+    ],
+    indirect=True,
+)
+async def test_the_worker_command_takes_its_settings_from_a_file(
+    app: App, tmp_path: Path, backend_kind: str
+) -> None:
+    flag_async, _ = register(app)
+    backend: Any = app.backend
+    if backend_kind == "redis":
+        url = f"{os.environ.get('TASKCORE_REDIS_URL', 'redis://127.0.0.1:6379/0')}"
+        url += f"?prefix={backend.prefix}"
+    else:
+        url = os.environ.get("TASKCORE_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+        url += f"?schema={backend.schema}"
+    config = tmp_path / "taskcore.toml"
+    config.write_text(
+        f'url = "{url}"\n[worker]\nconcurrency = 7\nmax_tasks = 100\nthreads = 2\n'
+        "poll_interval = 0.05\n[flags]\nnew-billing = {percent = 100}\n"
+    )
+    env = {**os.environ, "TASKCORE_WORKER__MAX_TASKS": "2"}  # over the file
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), str(ROOT)]))
+    command = [sys.executable, "-m", "taskcore", "worker", "tests.e2e.config_app:app"]
+    # the flag over the file's concurrency
+    command += ["--config", str(config), "--concurrency", "3", "--log-level", "INFO"]
+    handles = [await flag_async.enqueue(c) for c in ("c1", "c2")]
+    proc = await anyio.open_process(command, env=env, cwd=ROOT, stderr=subprocess.PIPE)
+    async with proc:
+        with anyio.fail_after(60), _killed_on_failure(proc):
+            # the app module says memory://: the file's URL reached the tasks, and the
+            # file's flag was on in the worker
+            for handle in handles:
+                assert await handle.result(timeout=30) is True
+            # retired after max_tasks=2 (the environment's), not the file's 100
+            assert await proc.wait() == 0
+        assert proc.stderr is not None
+        chunks = []
+        with contextlib.suppress(anyio.EndOfStream):
+            while True:
+                chunks.append(await proc.stderr.receive())
+        log = b"".join(chunks).decode()
+    assert "concurrency 3" in log
+    assert "retiring: claimed max_tasks=2 tasks" in log
+
+
+@contextlib.contextmanager
+def _killed_on_failure(proc: anyio.abc.Process) -> Any:
+    try:
+        yield
+    finally:
+        if proc.returncode is None:
+            proc.kill()
