@@ -15,6 +15,9 @@ from tests.core.scripts import run
 LAZY = ("opentelemetry", "rich", "psutil", "croniter", "dateutil", "hashlib", "zoneinfo")
 # ... and never by a worker: the monitor, the web dashboard and what they use.
 LAZY += ("taskcore.monitor", "taskcore.web", "starlette", "uvicorn", "httpx", "prometheus_client")
+# ... nor ingestion, the export formats and the XML parser they use (csv is
+# imported anyway: importlib.metadata reads entry points with it).
+LAZY += ("taskcore.ingest", "taskcore.formats", "xml.parsers.expat", "xml.sax")
 
 
 def test_a_started_worker_has_not_imported_the_optional_dependencies() -> None:
