@@ -1,5 +1,5 @@
 """``taskcore ingest`` and ``taskcore export``: exit codes and output, run in this
-process against the in-memory app of tests/core/cli_app.py (the app keeps its tasks
+process against the in-memory app of tests/core/data_cli_app.py (the app keeps its tasks
 between commands, as a server would)."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import anyio
 import pytest
 
 from taskcore.cli import main
-from tests.core.cli_app import app
+from tests.core.data_cli_app import app
 
-APP = "tests.core.cli_app:app"
+APP = "tests.core.data_cli_app:app"
 
 
 def flat(text: str) -> str:
