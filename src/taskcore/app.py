@@ -38,6 +38,7 @@ from .telemetry import Telemetry
 if TYPE_CHECKING:
     from .blocking import BlockingApp
     from .config import Resolved, Settings
+    from .ingest import Reject
     from .tasklogs import LogLine
     from .worker import Worker
 
@@ -605,6 +606,15 @@ class App:
             for task, r in zip(tasks, results, strict=True)
         ]
 
+    async def enqueue_built(
+        self, built: Sequence[tuple[Task[Any, Any], Envelope, Message]]
+    ) -> list[EnqueueResult]:
+        """Store calls made by :meth:`build_message` (of any tasks, with any options) in
+        one backend call, with middleware and telemetry as for ``enqueue``: what
+        ingestion and the web API's bulk enqueue use. Returns one result per call
+        (``created`` False: a unique key matched a waiting task, whose id is given)."""
+        return await self._enqueue_built(built)
+
     async def enqueue_steps(self, steps: Sequence[Step]) -> list[EnqueueResult]:
         """Enqueue the first steps of a workflow (see :mod:`taskcore.workflow`)."""
         from .workflow import step_message
@@ -687,8 +697,14 @@ class App:
     @property
     def journal_retention(self) -> dict[str, float]:
         """Seconds each journal stream keeps its records: ``logs`` (task logs),
-        ``metrics`` (the monitor's per-minute points), ``audit`` (the web's audit trail)."""
-        return {"logs": self.log_ttl, "metrics": self.metrics_ttl, "audit": self.audit_ttl}
+        ``metrics`` (the monitor's per-minute points), ``audit`` (the web's audit trail),
+        ``rejects`` (records ingestion refused: error records, kept as dead letters)."""
+        return {
+            "logs": self.log_ttl,
+            "metrics": self.metrics_ttl,
+            "audit": self.audit_ttl,
+            "rejects": self.dead_ttl,
+        }
 
     async def trim_journal(self) -> int:
         """Remove the journal records past their stream's retention (workers call it
@@ -715,6 +731,22 @@ class App:
     async def resume(self, queue: str) -> None:
         await self.open()
         await self.backend.resume(queue)
+
+    async def rejects(
+        self,
+        run: str | None = None,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+    ) -> list[Reject]:
+        """The records ingestion refused (:mod:`taskcore.ingest`), oldest first: the
+        latest ``limit`` with ``since <= at < until``, only those of ingestion ``run``
+        (:attr:`~taskcore.ingest.IngestReport.run`) if given. Kept ``dead_ttl``."""
+        from .ingest import rejects
+
+        await self.open()
+        return await rejects(self.backend, run=run, since=since, until=until, limit=limit)
 
     # -- workers and facades --------------------------------------------------
     def worker(self, **options: Any) -> Worker:

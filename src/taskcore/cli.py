@@ -1,4 +1,5 @@
-"""The ``taskcore`` command: worker, status, config, monitor, web, demo, bench, pg."""
+"""The ``taskcore`` command: worker, status, config, monitor, web, ingest, export, demo,
+bench, pg."""
 
 from __future__ import annotations
 
@@ -183,17 +184,32 @@ def _prefetch(text: str) -> int | str:
     return value
 
 
-# commands whose modules are imported only when run (a worker loads neither)
+# commands whose modules are imported only when run (a worker loads none of them):
+# name -> (help, the module with add_parser() and run())
 _LAZY_COMMANDS = {
-    "config": "show the settings, read or change the remote configuration of module:app",
-    "monitor": "watch queues, workers, health checks and alerts for module:app",
-    "web": "serve the web API and live dashboard for module:app",
+    "config": (
+        "show the settings, read or change the remote configuration of module:app",
+        "taskcore.config.cli",
+    ),
+    "monitor": (
+        "watch queues, workers, health checks and alerts for module:app",
+        "taskcore.monitor.cli",
+    ),
+    "web": ("serve the web API and live dashboard for module:app", "taskcore.web.cli"),
+    "ingest": (
+        "enqueue a task once per record of a CSV, JSON Lines, JSON or XML file",
+        "taskcore.ingest.cli",
+    ),
+    "export": (
+        "write tasks and their results as JSON, CSV, XML or MessagePack",
+        "taskcore.formats.cli",
+    ),
 }
 
 
 def _lazy_command(name: str, rest: Sequence[str]) -> int:
-    """Run ``taskcore.<name>.cli`` with the command's own parser."""
-    module = importlib.import_module(f"taskcore.{name}.cli")
+    """Run the command's module with its own parser."""
+    module = importlib.import_module(_LAZY_COMMANDS[name][1])
     parser = argparse.ArgumentParser(prog="taskcore")
     module.add_parser(parser.add_subparsers(dest="command", required=True))
     return int(module.run(parser.parse_args([name, *rest])))
@@ -259,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     s = sub.add_parser("status", help="print queue depths for module:app")
     s.add_argument("app")
 
-    for name, text in _LAZY_COMMANDS.items():
+    for name, (text, _) in _LAZY_COMMANDS.items():
         lazy = sub.add_parser(name, help=text, add_help=False, prefix_chars="\0")
         lazy.add_argument("rest", nargs=argparse.REMAINDER)
 

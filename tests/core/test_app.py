@@ -305,7 +305,12 @@ async def test_trim_journal_applies_each_streams_retention() -> None:
         metrics_ttl=90 * day,
         audit_ttl=365 * day,
     )
-    assert app.journal_retention == {"logs": 7 * day, "metrics": 90 * day, "audit": 365 * day}
+    assert app.journal_retention == {
+        "logs": 7 * day,
+        "metrics": 90 * day,
+        "audit": 365 * day,
+        "rejects": app.dead_ttl,
+    }
     async with app:
         t0 = clock.now()
         await app.backend.journal_append(

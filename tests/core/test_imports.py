@@ -17,6 +17,9 @@ LAZY = ("opentelemetry", "rich", "psutil", "croniter", "dateutil", "hashlib", "z
 LAZY += ("taskcore.monitor", "taskcore.web", "starlette", "uvicorn", "httpx", "prometheus_client")
 # ... and the settings files' parsers, unless a configuration is given
 LAZY += ("tomllib", "yaml", "taskcore.config.sources", "taskcore.config.cli")
+# ... nor ingestion, the export formats and the XML parser they use (csv is
+# imported anyway: importlib.metadata reads entry points with it).
+LAZY += ("taskcore.ingest", "taskcore.formats", "xml.parsers.expat", "xml.sax")
 
 
 def test_a_started_worker_has_not_imported_the_optional_dependencies() -> None:

@@ -12,6 +12,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from taskcore import __version__
+from taskcore.backend import TaskRecord
+from taskcore.errors import ConfigurationError
+from taskcore.formats import CONTENT_TYPES, FORMATS, parse_format, render, task_rows
 from taskcore.states import State
 
 from .auth import Principal, Role
@@ -87,6 +90,25 @@ async def read_json(request: Request, type: type[T]) -> T:
         raise ApiError(400, f"the request body is not JSON ({exc}); send a JSON object") from None
 
 
+def export_response(
+    request: Request, app: Any, records: Sequence[TaskRecord], name: str
+) -> Response | None:
+    """The records in the ``format`` the query asks for (None: no format asked)."""
+    text = request.query_params.get("format")
+    if not text:
+        return None
+    try:
+        fmt = parse_format(text)
+    except ConfigurationError as exc:
+        raise ApiError(400, str(exc)) from None
+    filename = f"{name}.{fmt}"
+    return Response(
+        render(task_rows(app, records), fmt, root=name.replace("-", "_")),
+        media_type=CONTENT_TYPES[fmt],
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
 class RestApi:
     """The ``/api`` handlers over one :class:`WebContext`."""
 
@@ -152,6 +174,9 @@ class RestApi:
             limit=parse_limit(request),
             offset=parse_limit(request, 0, "offset"),
         )
+        exported = export_response(request, self.app, records, "tasks")
+        if exported is not None:
+            return exported
         return json_response([task_json(self.app, r) for r in records])
 
     async def _record(self, task_id: str) -> Any:
@@ -204,6 +229,9 @@ class RestApi:
         records = await self.app.dead_letters(
             request.query_params.get("queue") or None, parse_limit(request)
         )
+        exported = export_response(request, self.app, records, "dead-letters")
+        if exported is not None:
+            return exported
         return json_response([task_json(self.app, r) for r in records])
 
     async def retry_dead(self, request: Request) -> Response:
@@ -294,6 +322,11 @@ class RestApi:
         task_id = Param("task_id", "task id", "path")
         limit = Param("limit", f"at most this many (1-{MAX_LIMIT})", type="integer")
         since = Param("since", "from this time on (epoch seconds)", type="number")
+        fmt = Param(
+            "format",
+            f"export as {', '.join(FORMATS)} (with arguments and results); default: the JSON list",
+        )
+        exports = tuple(CONTENT_TYPES[f] for f in FORMATS if f != "json")
         ids = {
             "type": "object",
             "properties": {"ids": {"type": "array", "items": {"type": "string"}}},
@@ -348,7 +381,9 @@ class RestApi:
                     Param("text", "substring of the id, unique key or last error"),
                     limit,
                     Param("offset", "skip this many", type="integer"),
+                    fmt,
                 ),
+                media_types=exports,
             ),
             Endpoint(
                 "GET",
@@ -390,7 +425,8 @@ class RestApi:
                 self.list_dead,
                 V,
                 "Dead letters.",
-                (Param("queue", "queue name"), limit),
+                (Param("queue", "queue name"), limit, fmt),
+                media_types=exports,
             ),
             Endpoint(
                 "POST",

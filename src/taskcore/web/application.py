@@ -23,6 +23,7 @@ from .api import RestApi
 from .audit import AuditLog
 from .auth import TokenAuth
 from .context import MonitorSource, WebContext
+from .enqueue import EnqueueApi
 from .events import Dashboard
 from .limits import BodyLimit, ClientRateLimit
 from .metrics import metrics_endpoint
@@ -102,6 +103,7 @@ def create_app(
     endpoints: list[Endpoint] = [
         *pages.endpoints(),
         *api.endpoints(),
+        *EnqueueApi(ctx).endpoints(),
         Endpoint("GET", "/healthz", healthz, None, "Liveness probe.", tag="ops"),
         Endpoint("GET", "/readyz", readyz, None,
                  "Readiness probe: 503 unless the backend answers within 0.5 s.", tag="ops"),

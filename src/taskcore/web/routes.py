@@ -50,6 +50,10 @@ class Endpoint:
     media_type: str = "application/json"
     audit: str | None = None
     """The audit action name of a mutating endpoint (refusals are audited too)."""
+    responses: tuple[tuple[str, str], ...] = ()
+    """Further responses for the OpenAPI document: (status, description)."""
+    media_types: tuple[str, ...] = ()
+    """Further media types of the 200 response (a ``format=`` query parameter)."""
     html: bool = False
     """A page: without a login, redirect to /login instead of answering 401."""
     tag: str = "api"
@@ -132,8 +136,15 @@ def openapi_document(endpoints: Sequence[Endpoint], version: str) -> dict[str, A
                 }
                 for p in ep.params
             ],
-            "responses": {"200": {"description": "OK", "content": {ep.media_type: {}}}},
+            "responses": {
+                "200": {
+                    "description": "OK",
+                    "content": {t: {} for t in (ep.media_type, *ep.media_types)},
+                }
+            },
         }
+        for status, text in ep.responses:
+            op["responses"][status] = {"description": text}
         if ep.role is not None:
             op["security"] = [{"bearer": []}, {"cookie": []}]
             op["x-taskcore-role"] = ep.role.label
