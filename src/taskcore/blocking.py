@@ -28,6 +28,8 @@ from .task import Task
 
 if TYPE_CHECKING:
     from .app import App
+    from .ingest import Reject
+    from .tasklogs import LogLine
     from .workflow import Signature, WorkflowHandle, _Workflow
 
 __all__ = ["BlockingApp", "BlockingHandle", "BlockingWorkflowHandle"]
@@ -56,6 +58,10 @@ class BlockingHandle(Generic[R]):
 
     def cancel(self) -> bool:
         return self._portal.call(self._handle.cancel)
+
+    def logs(self) -> list[LogLine]:
+        """What the task logged while it ran, oldest line first (:meth:`App.task_logs`)."""
+        return self._portal.call(self._handle.logs)
 
 
 class BlockingWorkflowHandle:
@@ -174,4 +180,23 @@ class BlockingApp:
 
     def purge(self, queue: str, states: Sequence[State] = (State.DEAD,)) -> int:
         result: int = self._call(lambda: self.app.purge(queue, states))
+        return result
+
+    def task_logs(self, task_id: str, *, runs: int = 100) -> list[LogLine]:
+        """What a task logged while it ran, oldest line first; see :meth:`App.task_logs`."""
+        result: list[LogLine] = self._call(lambda: self.app.task_logs(task_id, runs=runs))
+        return result
+
+    def rejects(
+        self,
+        run: str | None = None,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+    ) -> list[Reject]:
+        """The records ingestion refused, oldest first; see :meth:`App.rejects`."""
+        result: list[Reject] = self._call(
+            lambda: self.app.rejects(run, since=since, until=until, limit=limit)
+        )
         return result

@@ -356,6 +356,39 @@ def test_blocking_facade_events_and_workflows() -> None:
         tc.portal.call(worker.stop)
 
 
+def test_blocking_facade_task_logs_and_rejects() -> None:
+    from taskcore.ingest import ingest
+
+    app = App("memory://")
+    task_log = logging.getLogger("tests.blocking")
+
+    @app.task
+    async def add(x: int, y: int) -> int:
+        task_log.warning("adding %d and %d", x, y)
+        return x + y
+
+    with app.blocking() as tc:
+        worker = app.worker(concurrency=2)
+        tc.portal.start_task_soon(worker.run)
+        try:
+            h = tc.enqueue(add, 2, 3)
+            assert h.result(timeout=5) == 5
+            [line] = h.logs()
+            assert (line.level, line.message, line.attempt) == ("WARNING", "adding 2 and 3", 1)
+            assert tc.task_logs(h.id) == [line]
+            assert tc.task_logs("no-such-task") == []
+
+            report = tc.portal.call(lambda: ingest(app, add, [{"x": 1, "y": 2}, {"x": "one"}]))
+            assert (report.enqueued, report.rejected) == (1, 1)
+            [reject] = tc.rejects(report.run)
+            assert (reject.number, reject.task) == (2, add.name)
+            assert tc.rejects() == [reject]
+            assert tc.rejects(since=reject.at + 1) == []
+            assert tc.rejects("another-run") == []
+        finally:  # a failed assertion must not leave the worker running (close waits)
+            tc.portal.call(worker.stop)
+
+
 def test_cli_status(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
     assert cli_main(["status", "tests.core.cli_app:app"]) == 0
