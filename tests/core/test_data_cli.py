@@ -113,3 +113,27 @@ def test_export_writes_csv_and_xml_and_refuses_a_bad_state(
     assert len(root) == 1 and root[0].findtext("queue") == queue
     assert main([*argv[:-1], "zombie"]) == 2
     assert "unknown state 'zombie'" in flat(capsys.readouterr().err)
+
+
+def test_export_csv_is_spreadsheet_safe_unless_told_otherwise(tmp_path: Path) -> None:
+    queue = f"q{uuid.uuid4().hex[:8]}"
+    key = '=HYPERLINK("http://evil.example","x")'
+
+    async def enqueue() -> None:
+        async with app:
+            await (
+                app.get_task("tests.core.cli_app.send")
+                .with_options(queue=queue, unique_key=key)
+                .enqueue("a@example.com")
+            )
+
+    anyio.run(enqueue)
+    argv = ["export", APP, "--queue", queue, "--format", "csv", "-o"]
+    keys = []
+    for flag in ([], ["--no-spreadsheet-safe"], ["--spreadsheet-safe"]):
+        out = tmp_path / f"out{len(keys)}.csv"
+        assert main([*argv, str(out), *flag]) == 0
+        with out.open(newline="") as f:
+            [row] = csv.DictReader(f)
+        keys.append(row["unique_key"])
+    assert keys == ["'" + key, key, "'" + key]

@@ -485,7 +485,8 @@ async def test_exports_round_trip_through_their_parsers(app: App) -> None:
 
 def test_render_writes_what_csv_and_xml_parsers_read_back() -> None:
     rows = [{"a": NASTY, "b": None, "c": [1, "x"]}, {"a": "=1+1", "b": 2.5, "c": {}}]
-    back = list(csv.DictReader(io.StringIO(render(rows, "csv").decode(), newline="")))
+    exact = render(rows, "csv", spreadsheet_safe=False)
+    back = list(csv.DictReader(io.StringIO(exact.decode(), newline="")))
     assert back == [
         {"a": NASTY, "b": "", "c": '[1,"x"]'},
         {"a": "=1+1", "b": "2.5", "c": "{}"},
@@ -493,3 +494,43 @@ def test_render_writes_what_csv_and_xml_parsers_read_back() -> None:
     root = ET.fromstring(render(rows, "xml", root="rows", element="row"))
     assert [r.findtext("a") for r in root] == [NASTY.replace("\x01", "\ufffd"), "=1+1"]
     assert render([], "csv").startswith(b"id,task,queue")
+
+
+FORMULAS = ["=1+1", "+1+1", "-2+3+cmd|' /C calc'!A0", "@SUM(A1)", "\t=1", "\r=1"]
+
+
+def test_csv_neutralises_formulas_unless_exact_values_are_asked_for() -> None:
+    rows = [{"text": f, "n": -1, "x": -2.5} for f in FORMULAS]
+    rows.append({"text": "a=b, -c", "n": 0, "x": None, "=header": "@x"})
+    back = list(csv.reader(io.StringIO(render(rows, "csv").decode(), newline="")))
+    assert back[0] == ["text", "n", "x", "'=header"]
+    assert [r[0] for r in back[1:]] == [*("'" + f for f in FORMULAS), "a=b, -c"]
+    assert [r[1:3] for r in back[1:-1]] == [["-1", "-2.5"]] * len(FORMULAS)  # numbers
+    assert back[-1][3] == "'@x"
+    exact = render(rows, "csv", spreadsheet_safe=False)
+    back = list(csv.reader(io.StringIO(exact.decode(), newline="")))
+    assert back[0][3] == "=header" and [r[0] for r in back[1:-1]] == FORMULAS
+    # the other formats are not spreadsheets: their values stay as they are
+    assert msgspec.json.decode(render(rows, "json")) == rows
+
+
+async def test_csv_export_on_the_api_is_spreadsheet_safe_by_default(app: App) -> None:
+    @app.task(name="data.formula")
+    async def formula(x: int) -> str:
+        return str(x)
+
+    done = await finished(app, formula, "@SUM(A1:A9)")
+    async with client(create_app(app)) as http:
+        safe = await http.get("/api/tasks", params={"format": "csv"})
+        exact = await http.get("/api/tasks", params={"format": "csv", "spreadsheet_safe": "false"})
+        dead = await http.get("/api/dead-letters", params={"format": "csv"})
+        bad = await http.get("/api/tasks", params={"format": "csv", "spreadsheet_safe": "maybe"})
+        doc = (await http.get("/api/openapi.json")).json()
+    [row] = [r for r in csv.DictReader(io.StringIO(safe.text, newline="")) if r["id"] == done]
+    assert row["result"] == "'@SUM(A1:A9)"
+    [row] = [r for r in csv.DictReader(io.StringIO(exact.text, newline="")) if r["id"] == done]
+    assert row["result"] == "@SUM(A1:A9)"
+    assert dead.status_code == 200 and dead.text.startswith("id,task,queue")
+    assert bad.status_code == 400 and "spreadsheet_safe='maybe'" in bad.json()["error"]
+    names = [p["name"] for p in doc["paths"]["/api/tasks"]["get"]["parameters"]]
+    assert "spreadsheet_safe" in names

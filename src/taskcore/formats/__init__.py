@@ -8,6 +8,12 @@ one of :data:`FORMATS`. The web API (``GET /api/tasks?format=csv``) and the
 - **json**, **msgpack** (msgspec): a list of objects, values as they are.
 - **csv** (stdlib :mod:`csv`): a header row, then one row per record; ``None`` is an
   empty cell, lists and objects (arguments, results) are JSON text in their cell.
+  Spreadsheet-safe by default (``spreadsheet_safe=True``): a text cell starting with
+  ``=``, ``+``, ``-``, ``@``, a tab or a carriage return, which Excel, LibreOffice and
+  Google Sheets would run as a formula ("CSV injection", OWASP), is written with a
+  leading ``'`` so that it shows as text. Numbers are written as they are. Pass
+  ``spreadsheet_safe=False`` (``--no-spreadsheet-safe``, ``?spreadsheet_safe=false``)
+  for the exact values, for a program to read back.
 - **xml** (stdlib :mod:`xml.sax.saxutils` escaping): ``<tasks><task>...</task></tasks>``,
   one child element per field. A value that is ``None`` is an empty element with
   ``null="true"``; a list is ``<item>`` children; an object has one child per key
@@ -138,6 +144,7 @@ def render(
     *,
     root: str = "tasks",
     element: str = "task",
+    spreadsheet_safe: bool = True,
 ) -> bytes:
     """Write ``rows`` (flat mappings of builtin values) in ``format``.
 
@@ -146,6 +153,9 @@ def render(
             from the keys of all rows, in the order first seen).
         format: ``json``, ``csv``, ``xml`` or ``msgpack``.
         root, element: the XML document and row element names.
+        spreadsheet_safe: CSV: write a text cell that a spreadsheet would run as a
+            formula (it starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage
+            return) with a leading ``'``; False writes every value exactly.
 
     Raises:
         ConfigurationError: an unknown format, or a bad XML element name.
@@ -155,7 +165,7 @@ def render(
     if format == "msgpack":
         return msgspec.msgpack.encode(rows)
     if format == "csv":
-        return _csv(rows)
+        return _csv(rows, spreadsheet_safe)
     if format == "xml":
         for name in (root, element):
             if not _is_name(name):
@@ -175,14 +185,27 @@ def _cell(value: Any) -> Any:
     return msgspec.json.encode(value).decode()
 
 
-def _csv(rows: Sequence[Mapping[str, Any]]) -> bytes:
+# the first characters that make a spreadsheet read a cell as a formula (OWASP "CSV
+# injection"); tab and CR because some applications strip them before looking
+FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _safe_cell(value: Any) -> Any:
+    cell = _cell(value)
+    if isinstance(cell, str) and cell.startswith(FORMULA_START):
+        return "'" + cell
+    return cell
+
+
+def _csv(rows: Sequence[Mapping[str, Any]], spreadsheet_safe: bool) -> bytes:
     header = list(dict.fromkeys(key for row in rows for key in row)) if rows else list(COLUMNS)
     out = io.StringIO()
     # QUOTE_MINIMAL quotes every cell holding the delimiter, a quote or a line break,
     # and doubles the quotes inside: any text survives a round trip through csv.reader
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(header)
-    writer.writerows([_cell(row.get(key)) for key in header] for row in rows)
+    cell = _safe_cell if spreadsheet_safe else _cell
+    writer.writerow([cell(key) for key in header])
+    writer.writerows([cell(row.get(key)) for key in header] for row in rows)
     return out.getvalue().encode()
 
 

@@ -2,6 +2,11 @@
 arguments and results, as JSON, CSV, XML or MessagePack (to standard output or
 ``--output``).
 
+CSV is spreadsheet-safe unless ``--no-spreadsheet-safe`` is given: a text cell that a
+spreadsheet would run as a formula (starting with =, +, -, @, tab or CR) gets a
+leading ' (see taskcore.formats); give --no-spreadsheet-safe to write exact values for
+a program to read back (e.g. taskcore ingest).
+
 Tasks are read from the backend 1,000 at a time, newest first as the backend lists
 them; tasks that change state during the export may be missed or written twice.
 Exit status: 0 once written, 2 for a bad option or an app that cannot be loaded.
@@ -42,6 +47,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--task", help="only tasks of this task name")
     p.add_argument("--limit", type=int, help="at most this many tasks (default: all)")
     p.add_argument("--output", "-o", help="write to this file instead of standard output")
+    p.add_argument(
+        "--spreadsheet-safe",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="CSV: prefix cells a spreadsheet would run as formulas with ' (default: on; "
+        "--no-spreadsheet-safe writes exact values)",
+    )
     return p
 
 
@@ -53,8 +65,10 @@ async def export(
     queue: str | None = None,
     task: str | None = None,
     limit: int | None = None,
+    spreadsheet_safe: bool = True,
 ) -> bytes:
-    """The tasks matching the filters, rendered in ``format``.
+    """The tasks matching the filters, rendered in ``format`` (``spreadsheet_safe``:
+    see :func:`taskcore.formats.render`).
 
     Raises:
         ConfigurationError: an unknown state or a bad limit.
@@ -80,7 +94,7 @@ async def export(
         offset += len(records)
         if len(records) < page:
             break
-    return render(rows, format)
+    return render(rows, format, spreadsheet_safe=spreadsheet_safe)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -113,4 +127,5 @@ async def _export(app: App, args: argparse.Namespace) -> bytes:
             queue=args.queue,
             task=args.task,
             limit=args.limit,
+            spreadsheet_safe=args.spreadsheet_safe,
         )

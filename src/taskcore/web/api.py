@@ -27,6 +27,7 @@ __all__ = ["RestApi", "parse_limit", "parse_state", "parse_time"]
 MAX_LIMIT = 1000
 T = TypeVar("T")
 _STATES = ", ".join(State)
+_BOOLS = {"true": True, "1": True, "false": False, "0": False}
 
 
 class PurgeQueue(msgspec.Struct, forbid_unknown_fields=True):
@@ -101,9 +102,17 @@ def export_response(
         fmt = parse_format(text)
     except ConfigurationError as exc:
         raise ApiError(400, str(exc)) from None
+    safe = request.query_params.get("spreadsheet_safe", "true")
+    if safe.strip().lower() not in _BOOLS:
+        raise ApiError(400, f"spreadsheet_safe={safe!r}: give true or false")
     filename = f"{name}.{fmt}"
     return Response(
-        render(task_rows(app, records), fmt, root=name.replace("-", "_")),
+        render(
+            task_rows(app, records),
+            fmt,
+            root=name.replace("-", "_"),
+            spreadsheet_safe=_BOOLS[safe.strip().lower()],
+        ),
         media_type=CONTENT_TYPES[fmt],
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
@@ -326,6 +335,12 @@ class RestApi:
             "format",
             f"export as {', '.join(FORMATS)} (with arguments and results); default: the JSON list",
         )
+        safe = Param(
+            "spreadsheet_safe",
+            "CSV: prefix text cells a spreadsheet would run as formulas (=, +, -, @, tab, "
+            "CR) with ' (default true); false for the exact values",
+            type="boolean",
+        )
         exports = tuple(CONTENT_TYPES[f] for f in FORMATS if f != "json")
         ids = {
             "type": "object",
@@ -382,6 +397,7 @@ class RestApi:
                     limit,
                     Param("offset", "skip this many", type="integer"),
                     fmt,
+                    safe,
                 ),
                 media_types=exports,
             ),
@@ -425,7 +441,7 @@ class RestApi:
                 self.list_dead,
                 V,
                 "Dead letters.",
-                (Param("queue", "queue name"), limit, fmt),
+                (Param("queue", "queue name"), limit, fmt, safe),
                 media_types=exports,
             ),
             Endpoint(
