@@ -14,13 +14,13 @@ from typing import Any
 import msgspec
 import pytest
 
-from taskcore import App, Priority
+from taskcore import App, FakeClock, Priority
 from taskcore.backend import Outcome, OutcomeKind, TaskRecord
 from taskcore.formats import render, task_rows
 from taskcore.ingest import ingest, ingest_file
 from taskcore.web import create_app
 from taskcore.web.auth import fingerprint
-from tests.e2e.test_web import TOKENS, client, dead_letter
+from tests.e2e.test_web import EVIL, TOKENS, client, dead_letter
 
 pytestmark = pytest.mark.anyio
 
@@ -400,6 +400,38 @@ async def test_streams_with_a_classify_hook(app: App, calls: list[int]) -> None:
 
     lax = await ingest(app, "data.resize", [{"image_id": "5", "sharpen": "1"}], lax=True)
     assert lax.enqueued == 1
+
+
+async def test_rejects_on_the_api_and_the_dashboard(app: App, clock: FakeClock) -> None:
+    register(app)
+    first = await ingest(app, "data.resize", [{"image_id": EVIL}, {"image_id": 1}])
+    clock.advance(10)
+    second = await ingest(app, "data.resize", [{"width": 5}, {"image_id": 2, "x": 1}])
+    assert (first.rejected, second.rejected) == (1, 2)
+    web = create_app(app, tokens=TOKENS)
+    async with client(web, "view-token") as http:
+        every = (await http.get("/api/rejects")).json()
+        of_first = (await http.get("/api/rejects", params={"run": first.run})).json()
+        later = (await http.get("/api/rejects", params={"since": clock.now()})).json()
+        last = (await http.get("/api/rejects", params={"limit": 1})).json()
+        bad = await http.get("/api/rejects", params={"since": "yesterday"})
+        page = (await http.get("/")).text
+    async with client(web) as anonymous:
+        assert (await anonymous.get("/api/rejects")).status_code == 401
+    assert [(r["run"], r["number"], r["kind"]) for r in every] == [
+        (first.run, 1, "argument image_id: Expected int, got str"),
+        (second.run, 1, "missing argument image_id"),
+        (second.run, 2, "unknown argument x"),
+    ]
+    assert msgspec.json.decode(every[0]["record"]) == {"image_id": EVIL}
+    assert every[0]["task"] == "data.resize" and every[0]["source"] == "stream"
+    assert of_first == every[:1] and later == every[1:] and last == every[2:]
+    assert bad.status_code == 400 and "since='yesterday'" in bad.json()["error"]
+    panel = page.split('<section id="panel-rejects">')[1].split("</section>")[0]
+    assert "Ingestion rejects" in panel and "unknown argument x" in panel
+    assert EVIL not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in panel
+    # newest first, as the other panels
+    assert panel.index("unknown argument x") < panel.index("missing argument image_id")
 
 
 # -- export ------------------------------------------------------------------------------

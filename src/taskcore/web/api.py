@@ -1,5 +1,5 @@
-"""The REST API under ``/api``: queues, workers, tasks, dead letters, schedules,
-alerts, the monitor's snapshots and the audit log."""
+"""The REST API under ``/api``: queues, workers, tasks, dead letters, ingestion
+rejects, schedules, alerts, the monitor's snapshots and the audit log."""
 
 from __future__ import annotations
 
@@ -319,6 +319,13 @@ class RestApi:
         await self.app.open()
         return json_response(await self.ctx.audit.read(since=since, limit=limit))
 
+    async def list_rejects(self, request: Request) -> Response:
+        limit = parse_limit(request)
+        since = parse_time(request, "since")
+        run = request.query_params.get("run") or None
+        rejects = await self.app.rejects(run, since=since, limit=limit)
+        return json_response([msgspec.to_builtins(r) for r in rejects])
+
     async def openapi(self, request: Request) -> Response:
         return json_response(openapi_document(self.all_endpoints, __version__))
 
@@ -503,6 +510,15 @@ class RestApi:
                 "Audited actions of every web process (kept audit_ttl), oldest first: the "
                 "newest `limit` from `since`.",
                 (since, limit),
+            ),
+            Endpoint(
+                "GET",
+                "/api/rejects",
+                self.list_rejects,
+                V,
+                "Records ingestion refused (kept dead_ttl), oldest first: the newest `limit` "
+                "(default 100) from `since`, only those of ingestion `run` if given.",
+                (Param("run", "the ingestion's run id (IngestReport.run)"), since, limit),
             ),
             Endpoint("GET", "/api/openapi.json", self.openapi, None, "This OpenAPI document."),
         ]

@@ -33,9 +33,10 @@ class Dashboard:
     """Gathers what the panels show and renders them, once per snapshot however many
     browsers watch."""
 
-    def __init__(self, ctx: WebContext, dead_limit: int = 20) -> None:
+    def __init__(self, ctx: WebContext, dead_limit: int = 20, rejects_limit: int = 20) -> None:
         self.ctx = ctx
         self.dead_limit = dead_limit
+        self.rejects_limit = rejects_limit
         self._lock = anyio.Lock()
         self._rendered: tuple[Snapshot | None, int, dict[str, str]] | None = None
 
@@ -44,6 +45,7 @@ class Dashboard:
         now = app.clock.now()
         await app.open()
         dead = await app.backend.list_tasks(TaskFilter(state=State.DEAD, limit=self.dead_limit))
+        rejects = await app.rejects(limit=self.rejects_limit)
         return PanelData(
             now=now,
             snapshot=None if monitor is None else monitor.latest,
@@ -53,6 +55,7 @@ class Dashboard:
             dead=dead,
             schedules=[schedule_json(app, p, now) for p in app.periodics],
             monitored=monitor is not None,
+            rejects=rejects,
         )
 
     async def panels(self) -> dict[str, str]:

@@ -1,13 +1,14 @@
 """The dashboard's panels as HTML fragments, rendered in Python so the page and the
 live stream show the same thing and tests can read it. Everything that comes from
-users (queue and task names, errors, hostnames, alert text) is escaped."""
+users (queue and task names, errors, hostnames, alert text, rejected records) is
+escaped."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import attrs
@@ -18,6 +19,9 @@ from taskcore.monitor.snapshot import Alert, Snapshot
 
 from .audit import AuditEntry
 from .charts import sparkline
+
+if TYPE_CHECKING:
+    from taskcore.ingest import Reject
 
 __all__ = ["PANELS", "PanelData", "render_panels", "stamp"]
 
@@ -30,6 +34,7 @@ PANELS = (
     "checks",
     "resources",
     "dead",
+    "rejects",
     "schedules",
     "audit",
 )
@@ -46,6 +51,8 @@ class PanelData:
     dead: Sequence[TaskRecord]
     schedules: Sequence[dict[str, Any]]
     monitored: bool = True
+    rejects: Sequence[Reject] = ()
+    """The latest ingestion rejects, oldest first."""
 
 
 def stamp(ts: float | None) -> str:
@@ -251,6 +258,33 @@ def render_dead(data: PanelData) -> str:
     )  # fmt: skip
 
 
+REJECT_TEXT = 200
+"""Characters of a rejected record shown in the panel (the API gives all it keeps)."""
+
+
+def render_rejects(data: PanelData) -> str:
+    rows = []
+    for r in list(data.rejects)[::-1]:
+        where = f"#{r.number}" + (f" (line {r.line})" if r.line else "")
+        text = r.record if len(r.record) <= REJECT_TEXT else r.record[:REJECT_TEXT] + "…"
+        rows.append(
+            [
+                escape(stamp(r.at)),
+                escape(r.source),
+                escape(r.task),
+                escape(where),
+                escape(r.kind),
+                f"<code>{escape(text)}</code>",
+                f"<code>{escape(r.run)}</code>",
+            ]
+        )
+    return section(
+        "Ingestion rejects",
+        table(["at (UTC)", "source", "task", "record", "reason", "record text", "run"],
+              rows, "No rejected records."),
+    )  # fmt: skip
+
+
 def render_schedules(data: PanelData) -> str:
     rows = [
         [
@@ -309,6 +343,7 @@ _RENDER = {
     "checks": render_checks,
     "resources": render_resources,
     "dead": render_dead,
+    "rejects": render_rejects,
     "schedules": render_schedules,
     "audit": render_audit,
 }
