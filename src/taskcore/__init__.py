@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .app import App
 from .backend import Backend, QueueStats, TaskRecord
 from .circuit import Circuit
@@ -33,9 +36,30 @@ from .scheduling import SchedulingPolicy
 from .states import State
 from .task import RateLimit, Task
 from .worker import Worker
-from .workflow import Chain, Chord, Group, Signature, WorkflowHandle, chain, chord, group
+
+if TYPE_CHECKING:
+    from .workflow import Chain, Chord, Group, Signature, WorkflowHandle, chain, chord, group
 
 __version__ = "0.1.0"
+
+# Names imported at their first use (PEP 562), so a worker that runs no workflow does
+# not load their module: name -> module.
+_WORKFLOW = ("Chain", "Chord", "Group", "Signature", "WorkflowHandle", "chain", "chord", "group")
+_LAZY = dict.fromkeys(_WORKFLOW, "taskcore.workflow")
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once: later lookups find the module attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "App",

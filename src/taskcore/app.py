@@ -718,8 +718,8 @@ class App:
     async def task_logs(self, task_id: str, *, runs: int = 100) -> list[LogLine]:
         """What a task logged through :mod:`logging` while it ran (every attempt, oldest
         line first), as captured by the worker (see :mod:`taskcore.tasklogs`); the
-        last ``runs`` runs. Empty if it logged nothing, ran in the process pool, or its
-        logs are past ``log_ttl``."""
+        last ``runs`` runs (process-pool runs included, unless their child was killed).
+        Empty if it logged nothing or its logs are past ``log_ttl``."""
         from .tasklogs import LOGS_STREAM, decode_runs
 
         await self.open()

@@ -20,7 +20,6 @@ from .backend import QueueStats
 from .errors import ConfigurationError, TaskcoreError
 from .recycle import Recycle
 from .states import State
-from .supervisor import CHILD_ENV, Supervisor, child_command
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -144,6 +143,8 @@ async def _run_worker(app: App, args: argparse.Namespace) -> None:
 
 
 async def _supervise(argv: Sequence[str], count: int) -> None:
+    from .supervisor import Supervisor, child_command
+
     supervisor = Supervisor(child_command(argv), count)
     async with anyio.create_task_group() as tg:
 
@@ -170,6 +171,12 @@ async def _status(app: App) -> None:
     console = Console()
     console.print(status_table(stats))
     console.print(f"{len(workers)} worker(s) alive")
+
+
+def _supervisor_child_env() -> str:
+    from .supervisor import CHILD_ENV  # the supervisor only with --workers
+
+    return CHILD_ENV
 
 
 def _prefetch(text: str) -> int | str:
@@ -215,7 +222,9 @@ def _lazy_command(name: str, rest: Sequence[str]) -> int:
     return int(module.run(parser.parse_args([name, *rest])))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    """The command line's parser (built per call: a worker keeps only the parsed
+    arguments, not the parsers, for its lifetime)."""
     parser = argparse.ArgumentParser(prog="taskcore", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -288,8 +297,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p = sub.add_parser("pg", help="PostgreSQL backend tools (migrate)")
     p.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
         if args.command == "worker":
             logging.basicConfig(
@@ -298,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             if args.workers is not None and args.workers < 1:
                 raise ConfigurationError(f"--workers {args.workers}: give at least 1 process")
-            if args.workers is not None and CHILD_ENV not in os.environ:
+            if args.workers is not None and _supervisor_child_env() not in os.environ:
                 # fail here, once, rather than in every child
                 options = _worker_options(load_app(args.app), args)
                 Recycle.from_options(options["max_tasks"], options["max_rss"])

@@ -3,15 +3,20 @@ run in the backend's journal (stream ``logs``, keyed by task id, ``App(log_ttl=.
 
 A worker installs one :class:`CaptureHandler` on the root logger while it runs and sets
 a context variable to the current run around each task body (async tasks and thread-pool
-tasks: anyio copies the context into the thread; process-pool tasks run in another
-process and are not captured). A record emitted outside a task body costs the handler one
-context-variable read; a task that logs nothing costs nothing more. What a run logged is
-written with the worker's next settle, one backend call for every run that logged since
-the last one (never a call per line).
+tasks: anyio copies the context into the thread). A process-pool task runs in a child
+process: the child installs the same handler (once), captures the call's lines with the
+same bounds, and returns them with the result (or the exception), and the worker adds
+them to the run's log; a child killed mid-call (timeout, crash) takes its lines with it.
+A record emitted outside a task body costs the handler one context-variable read; a
+task that logs nothing costs nothing more (in the process pool: ``None`` beside the
+result). What a run logged is written with the worker's next settle, one backend call
+for every run that logged since the last one (never a call per line).
 
 The handler sees what the logging configuration lets through to the root logger: a
 logger whose effective level is WARNING (the root's default) drops ``info()`` before
 any handler, and a logger with ``propagate = False`` never reaches it.
+A process-pool child has its own logging configuration, not the worker's: what the
+task's module (imported in the child) sets up, else the defaults (WARNING and above).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ __all__ = [
     "MAX_LINE_CHARS",
     "MAX_RUN_BYTES",
     "CaptureHandler",
+    "ChildRun",
     "LogLine",
     "RunLog",
     "decode_runs",
@@ -94,8 +100,22 @@ class RunLog:
         )
 
     def entry(self, task_id: str, at: float) -> JournalEntry:
-        record = _RunRecord(self.attempt, self.lines, self.dropped)
-        return JournalEntry(LOGS_STREAM, at, _encode(record), task_id)
+        return JournalEntry(LOGS_STREAM, at, self.payload(), task_id)
+
+    def payload(self) -> bytes:
+        """The run's lines, encoded (a journal record, or a child's reply)."""
+        return _encode(_RunRecord(self.attempt, self.lines, self.dropped))
+
+    def merge(self, payload: bytes) -> None:
+        """Add the lines of :meth:`payload` (a process-pool child's), within the bounds."""
+        run = _decode(payload)
+        self.dropped += run.dropped
+        for line in run.lines:
+            if len(self.lines) >= MAX_LINES or self.size + len(line.message) > MAX_RUN_BYTES:
+                self.dropped += 1
+                continue
+            self.size += len(line.message)
+            self.lines.append(line)
 
 
 def decode_runs(entries: Sequence[JournalEntry]) -> list[LogLine]:
@@ -123,6 +143,28 @@ def decode_runs(entries: Sequence[JournalEntry]) -> list[LogLine]:
 CURRENT_RUN: contextvars.ContextVar[Any] = contextvars.ContextVar("taskcore_run", default=None)
 """The run whose task body executes in this context (set by the worker): an object with
 a ``log`` attribute (a :class:`RunLog` or None) and a ``lease`` (whose attempt it is)."""
+
+
+class ChildRun:
+    """A process-pool call as :data:`CURRENT_RUN` in the child process."""
+
+    __slots__ = ("attempt", "log")
+
+    def __init__(self, attempt: int) -> None:
+        self.attempt = attempt
+        self.log: RunLog | None = None
+
+    @property
+    def lease(self) -> ChildRun:  # the handler reads run.lease.attempt, as of a worker run
+        return self
+
+
+def merge_child_logs(run: Any, payload: bytes) -> None:
+    """Add what a process-pool child captured to ``run``'s log (a worker run)."""
+    with _lock:
+        if run.log is None:
+            run.log = RunLog(run.lease.attempt)
+        run.log.merge(payload)
 
 
 class CaptureHandler(logging.Handler):
@@ -174,6 +216,13 @@ def install() -> None:
             handler = CaptureHandler()
             _installed.append(handler)
             logging.getLogger().addHandler(handler)
+
+
+def install_in_child() -> None:
+    """Put the capture handler on the root logger once for good (a process-pool child,
+    which no worker uninstalls from)."""
+    if not _installed:
+        install()
 
 
 def uninstall() -> None:

@@ -69,11 +69,12 @@ from .recycle import RSS_CHECK_INTERVAL, Recycle
 from .retry import RetryPolicy
 from .states import State
 from .tasklogs import CURRENT_RUN, RunLog
-from .workflow import follow_ups
 
 if TYPE_CHECKING:
     from .app import App
+    from .backend import FollowUp
     from .config.remote import RemoteDocument
+    from .envelope import Codec
     from .task import Task
 
 __all__ = ["Worker"]
@@ -109,6 +110,14 @@ MAX_PENDING_LOGS = 1000
 
 
 _heap_frozen = False
+
+
+def _follow_ups(env: Envelope, now: float, codec: Codec) -> tuple[FollowUp, ...]:
+    """A workflow step's follow-ups (workflow is imported by the first one: an idle
+    worker, or one that runs no workflow, does not load it)."""
+    from .workflow import follow_ups
+
+    return follow_ups(env, now, codec)
 
 
 def _freeze_heap() -> None:
@@ -821,7 +830,7 @@ class Worker:
                 result_ttl=plan.result_ttl,
                 late=late,
                 # a workflow step: what follows is stored with this outcome, atomically
-                then=follow_ups(env, now, app.codec) if env.then else (),
+                then=_follow_ups(env, now, app.codec) if env.then else (),
             )
             tel.succeeded.add(1, labels)
         except SerializationError as exc:

@@ -20,6 +20,9 @@ LAZY += ("tomllib", "yaml", "taskcore.config.sources", "taskcore.config.cli")
 # ... nor ingestion, the export formats and the XML parser they use (csv is
 # imported anyway: importlib.metadata reads entry points with it).
 LAZY += ("taskcore.ingest", "taskcore.formats", "xml.parsers.expat", "xml.sax")
+# ... nor workflows (until a step's follow-ups are released, or a name of
+# taskcore.workflow is used), the supervisor (--workers only) and the blocking facade.
+LAZY += ("taskcore.workflow", "taskcore.supervisor", "taskcore.blocking")
 
 
 def test_a_started_worker_has_not_imported_the_optional_dependencies() -> None:

@@ -9,9 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from taskcore import App, FakeClock, RetryPolicy
+from taskcore import App, FakeClock, RetryPolicy, TaskFailed
 from taskcore.tasklogs import MAX_LINES
 
+from . import proc_tasks
 from .test_worker_e2e import worker
 
 pytestmark = pytest.mark.anyio
@@ -98,6 +99,42 @@ async def test_a_runs_lines_are_bounded(app: App) -> None:
     assert len(lines) == MAX_LINES + 1
     assert lines[MAX_LINES - 1].message == f"line {MAX_LINES - 1}"
     assert lines[-1].message.startswith("50 more line(s) of this run were not kept")
+
+
+async def test_process_pool_tasks_logs_are_kept_and_bounded(app: App) -> None:
+    chatty = app.task(name="e2e.proc.chatty", complexity="complex")(proc_tasks.chatty.fn)
+    fails = app.task(name="e2e.proc.fails", complexity="complex", retry=RetryPolicy.fixed(0))(
+        proc_tasks.fails.fn
+    )
+    async with worker(app, processes=1) as w:
+        h = await chatty.enqueue(2)
+        assert await h.result(timeout=30) == 2
+        lines = await h.logs()
+        assert [(ln.attempt, ln.level, ln.logger, ln.message) for ln in lines] == [
+            (1, "INFO", "tests.e2e.proc", "child line 0"),
+            (1, "INFO", "tests.e2e.proc", "child line 1"),
+        ]
+        quiet = await chatty.enqueue(0)
+        assert await quiet.result(timeout=30) == 0
+        assert await quiet.logs() == []
+        # the exception comes back from the child with the lines before it, then the
+        # worker's own error joins the same run's log
+        f = await fails.enqueue("way")
+        with pytest.raises(TaskFailed, match="no way"):
+            await f.result(timeout=30)
+        failed = await f.logs()
+        assert [(ln.logger, ln.message.splitlines()[0]) for ln in failed] == [
+            ("tests.e2e.proc", "about to fail on way"),
+            ("taskcore.worker", f"task {f.id} (e2e.proc.fails) failed after 1 attempt(s): "
+             "ValueError('no way')"),
+        ]  # fmt: skip
+        many = await chatty.enqueue(MAX_LINES + 5)
+        assert await many.result(timeout=30) == MAX_LINES + 5
+        bounded = await many.logs()
+        assert w.busy["process"] == 0
+    assert len(bounded) == MAX_LINES + 1
+    assert bounded[MAX_LINES - 1].message == f"child line {MAX_LINES - 1}"
+    assert bounded[-1].message.startswith("5 more line(s) of this run were not kept")
 
 
 async def test_logs_expire_after_log_ttl(app: App, clock: FakeClock) -> None:
