@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +30,12 @@ from taskcore import (
     TaskCancelled,
     TaskFailed,
     TaskValidationError,
+    Worker,
     chain,
     chord,
     group,
 )
+from taskcore.blocking import BlockingApp
 from taskcore.cli import main as cli_main
 from taskcore.memory import MemoryBackend
 from taskcore.telemetry import Telemetry
@@ -279,6 +283,18 @@ def test_cron_next_tick_honours_time_zone() -> None:
     assert Periodic("t", "0 9 * * *").next_after(1711841400.0) == 1711875600.0  # 09:00 UTC
 
 
+@contextlib.contextmanager
+def running_worker(tc: BlockingApp, app: App, **options: Any) -> Iterator[Worker]:
+    """A worker running in the facade's portal; stopped however the block ends (a
+    failed assertion must not leave it running: closing the facade waits for it)."""
+    worker = app.worker(**options)
+    tc.portal.start_task_soon(worker.run)
+    try:
+        yield worker
+    finally:
+        tc.portal.call(worker.stop)
+
+
 def test_blocking_facade() -> None:
     app = App("memory://")
 
@@ -286,9 +302,7 @@ def test_blocking_facade() -> None:
     async def add(x: int, y: int) -> int:
         return x + y
 
-    with app.blocking() as tc:
-        worker = app.worker(concurrency=2)
-        tc.portal.start_task_soon(worker.run)
+    with app.blocking() as tc, running_worker(tc, app, concurrency=2):
         h = tc.enqueue(add, 2, 3)
         assert h.result(timeout=5) == 5
         assert h.status() is State.SUCCEEDED
@@ -305,7 +319,6 @@ def test_blocking_facade() -> None:
         assert tc.cancel([h.id]) == [False]
         assert tc.retry_dead([h.id]) == [False]
         assert tc.purge("default", [State.CANCELLED]) == 1
-        tc.portal.call(worker.stop)
 
 
 def test_blocking_facade_events_and_workflows() -> None:
@@ -331,9 +344,7 @@ def test_blocking_facade_events_and_workflows() -> None:
     async def fail(x: int) -> int:
         raise ValueError(f"no {x}")
 
-    with app.blocking() as tc:
-        worker = app.worker(concurrency=2)
-        tc.portal.start_task_soon(worker.run)
+    with app.blocking() as tc, running_worker(tc, app, concurrency=2):
         handles = tc.emit("order.created", 7)
         assert [h.result(timeout=5) for h in handles] == ["billed 7", 7]
         assert tc.emit("nobody.listens", 1) == []
@@ -353,7 +364,6 @@ def test_blocking_facade_events_and_workflows() -> None:
             later.result(timeout=5)
         with pytest.raises(TaskValidationError, match="cannot take the previous result"):
             tc.enqueue_workflow(chain(add.s(1, 2), add.s(1, 2)))
-        tc.portal.call(worker.stop)
 
 
 def test_blocking_facade_task_logs_and_rejects() -> None:
@@ -367,26 +377,21 @@ def test_blocking_facade_task_logs_and_rejects() -> None:
         task_log.warning("adding %d and %d", x, y)
         return x + y
 
-    with app.blocking() as tc:
-        worker = app.worker(concurrency=2)
-        tc.portal.start_task_soon(worker.run)
-        try:
-            h = tc.enqueue(add, 2, 3)
-            assert h.result(timeout=5) == 5
-            [line] = h.logs()
-            assert (line.level, line.message, line.attempt) == ("WARNING", "adding 2 and 3", 1)
-            assert tc.task_logs(h.id) == [line]
-            assert tc.task_logs("no-such-task") == []
+    with app.blocking() as tc, running_worker(tc, app, concurrency=2):
+        h = tc.enqueue(add, 2, 3)
+        assert h.result(timeout=5) == 5
+        [line] = h.logs()
+        assert (line.level, line.message, line.attempt) == ("WARNING", "adding 2 and 3", 1)
+        assert tc.task_logs(h.id) == [line]
+        assert tc.task_logs("no-such-task") == []
 
-            report = tc.portal.call(lambda: ingest(app, add, [{"x": 1, "y": 2}, {"x": "one"}]))
-            assert (report.enqueued, report.rejected) == (1, 1)
-            [reject] = tc.rejects(report.run)
-            assert (reject.number, reject.task) == (2, add.name)
-            assert tc.rejects() == [reject]
-            assert tc.rejects(since=reject.at + 1) == []
-            assert tc.rejects("another-run") == []
-        finally:  # a failed assertion must not leave the worker running (close waits)
-            tc.portal.call(worker.stop)
+        report = tc.portal.call(lambda: ingest(app, add, [{"x": 1, "y": 2}, {"x": "one"}]))
+        assert (report.enqueued, report.rejected) == (1, 1)
+        [reject] = tc.rejects(report.run)
+        assert (reject.number, reject.task) == (2, add.name)
+        assert tc.rejects() == [reject]
+        assert tc.rejects(since=reject.at + 1) == []
+        assert tc.rejects("another-run") == []
 
 
 def test_cli_status(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
