@@ -978,12 +978,25 @@ class Worker:
             )
         from . import _child
 
+        # the run whose logs are captured (set around the call when capture_logs): the
+        # child captures its lines and sends them back with the result
+        run = CURRENT_RUN.get()
         try:
-            return await anyio.to_process.run_sync(
-                _child.run_in_child,
+            if run is None:
+                return await anyio.to_process.run_sync(
+                    _child.run_in_child,
+                    task.fn.__module__,
+                    task.fn.__qualname__,
+                    bytes(raw),
+                    cancellable=True,
+                    limiter=self.process_limiter,
+                )
+            outcome, logs = await anyio.to_process.run_sync(
+                _child.run_captured,
                 task.fn.__module__,
                 task.fn.__qualname__,
                 bytes(raw),
+                run.lease.attempt,
                 cancellable=True,
                 limiter=self.process_limiter,
             )
@@ -994,6 +1007,11 @@ class Worker:
                 "(os._exit, a crash such as a segfault, or the OOM killer); the pool starts "
                 "a new child for the next task"
             ) from exc
+        if logs is not None:
+            tasklogs.merge_child_logs(run, logs)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
     # -- background loops -----------------------------------------------------------
     async def _settle_loop(self) -> None:
