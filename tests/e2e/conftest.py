@@ -28,6 +28,7 @@ from taskcore.memory import MemoryBackend
 from taskcore.testing import Recorder
 from taskcore_pg import PostgresBackend
 from taskcore_redis import RedisBackend
+from tests.redis.redis_helpers import delete_prefix
 
 REDIS_URL = os.environ.get("TASKCORE_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_DSN = os.environ.get("TASKCORE_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -123,10 +124,7 @@ def make_backend(
             retry_on_error=[redis_sync.ConnectionError],
         )
         try:
-            for pattern in (f"{{{prefix}:*", f"{{{prefix}}}:*"):
-                keys = list(client.scan_iter(match=pattern, count=1000))
-                for i in range(0, len(keys), 1000):
-                    client.delete(*keys[i : i + 1000])
+            delete_prefix(client, prefix)  # the journal's keys too ({prefix|j:...})
         finally:
             client.close()
     else:
