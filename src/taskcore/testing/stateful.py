@@ -3,11 +3,17 @@
 :func:`backend_state_machine` builds a :class:`hypothesis.stateful.RuleBasedStateMachine`
 that drives random sequences of operations (enqueue with priorities, delays, unique
 and fairness keys; claim; settle with every outcome kind and stale tokens; extend;
-cancel; retry; purge; pause; moving the fake clock; reap; coordination calls)
-against the backend under test and the reference side by side, and asserts that
-every observable result is the same: claimed ids in order, lease fields, settle and
-extend answers, task records, queue statistics. Third-party backends use it like
-this::
+cancel; retry; purge; pause; moving the fake clock; reap; coordination calls;
+workflow steps whose successes release follow-ups and joins (``Outcome.then``); journal
+appends, trims and reads) against the backend under test and the reference side by
+side, and asserts that every observable result is the same: claimed ids in order,
+lease fields, settle and extend answers, task records, queue statistics, journal
+reads. Follow-ups are also checked against the machine's own account right after each
+workflow step: released exactly when an accepted success (or a join's ``after``-th
+distinct parent) releases them, never by a refused or unsuccessful outcome. Every
+example opens (after ``declare``) with one workflow step and a journal append and
+trim, as the first examples of a short run rarely reach those rules. Third-party
+backends use it like this::
 
     from hypothesis import settings
     from taskcore.testing.stateful import backend_state_machine
@@ -25,6 +31,8 @@ return a fresh, empty backend every time it is called. Requires ``hypothesis``.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -36,12 +44,15 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from taskcore.backend import (
     AttemptError,
     Backend,
+    FollowUp,
+    JournalEntry,
     Lease,
     Message,
     Outcome,
     OutcomeKind,
     QueueSpec,
     TaskFilter,
+    TaskRecord,
     WorkerInfo,
 )
 from taskcore.clock import FakeClock
@@ -94,6 +105,62 @@ _outcome_spec = st.fixed_dictionaries(
 )
 
 
+# workflow steps (Outcome.then): what a parent's outcome is, and what it releases.
+# "new" is a follow-up never released before (after 1), "join" one more parent of a
+# join (a new one, or one still waiting), "again" the id of a follow-up released
+# before (stored once: a second release finds it).
+_step_spec = st.fixed_dictionaries(
+    {
+        "token": st.sampled_from(["current"] * 6 + ["stale", "bogus"]),
+        "kind": st.sampled_from([OutcomeKind.SUCCEEDED] * 6 + list(OutcomeKind)),
+        "result_ttl": st.sampled_from([None, None, 1.0, 10.0, 100.0]),
+        "then": st.lists(
+            st.sampled_from(["new", "new", "join", "join", "again"]), min_size=1, max_size=3
+        ),
+    }
+)
+
+_STREAMS = ("audit", "metrics", "logs")
+_JOURNAL_KEYS = ("k1", "k2", "k3")
+# journal times relative to the clock: several records share a time, and the bounds
+# of reads and trims fall on records' times as well as between them
+_AT = (-100.0, -10.0, -1.0, 0.0, 0.0, 0.0, 0.25)
+_BOUND = (-100.0, -50.0, -10.0, -1.0, 0.0, 0.25, 1.0)
+# journal_trim's cutoffs, relative to the clock (NaN: the stream is left alone)
+_cutoffs = st.dictionaries(
+    st.sampled_from([*_STREAMS, "no-such-stream"]),
+    st.sampled_from([*_BOUND, math.inf, -math.inf, math.nan]),
+    max_size=3,
+)
+_journal_batch = st.lists(
+    st.tuples(
+        st.sampled_from(_STREAMS),
+        st.sampled_from(_AT),
+        st.none() | st.sampled_from(_JOURNAL_KEYS),
+        st.sampled_from([b"", b"\x00\xff", b"p"]),
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+async def _records(backend: Backend, ids: Sequence[str]) -> list[TaskRecord | None]:
+    return [await backend.get(i) for i in ids]
+
+
+async def _journal_views(backend: Backend) -> list[tuple[str, list[JournalEntry]]]:
+    """Every stream read whole (oldest first), and each key's records in it."""
+    out = []
+    for stream in _STREAMS:
+        out.append(
+            (stream, await backend.journal_read(stream, limit=1_000_000, newest_first=False))
+        )
+        for key in _JOURNAL_KEYS:
+            got = await backend.journal_read(stream, key=key, limit=1_000_000)
+            out.append((f"{stream} key {key} (newest first)", got))
+    return out
+
+
 def _lease_view(lease: Lease) -> tuple[Any, ...]:
     """What must agree between backends (tokens are each backend's own)."""
     return (lease.message, lease.attempt, lease.worker, lease.expires_at, lease.claimed_at)
@@ -136,6 +203,15 @@ def backend_state_machine(
             )
             self.messages: dict[str, Message] = {}
             self.leases: dict[str, tuple[Lease, Lease]] = {}
+            # ids made here, not by new_task_id: a replayed example draws the same
+            # tasks from sorted(self.messages) and sorted(self.leases)
+            self._ids = itertools.count()
+            # workflow follow-ups released so far (by this machine's own account),
+            # and the joins waiting: id -> (message, after, parents, kept until)
+            self.released: dict[str, Message] = {}
+            self.joins: dict[str, tuple[Message, int, set[str], float]] = {}
+            self._payloads = itertools.count()
+            self.journal_dirty = False
 
         def teardown(self) -> None:
             self._stack.close()
@@ -149,6 +225,15 @@ def backend_state_machine(
             assert got == expected, f"{what}: reference {expected!r} != backend {got!r}"
             return got
 
+        def new_id(self, kind: str) -> str:
+            return f"{kind}{next(self._ids):05d}"
+
+        def running(self) -> set[str]:
+            """Leased ids whose lease is the current one: every claim goes through the
+            machine, so a task running in the reference runs under the lease kept."""
+            mine = TaskFilter(state=State.RUNNING, limit=1_000_000)
+            return {r.id for r in self.portal.call(self.ref.list_tasks, mine)}
+
         def pick(self, data: st.DataObject, pool: Sequence[str], extra: bool = True) -> list[str]:
             choices = list(pool) + (["no-such-task"] if extra else [])
             if not choices:
@@ -157,11 +242,24 @@ def backend_state_machine(
 
         # -- rules ----------------------------------------------------------------
         @initialize(
-            policies=st.lists(st.sampled_from(POLICIES), min_size=len(names), max_size=len(names))
+            policies=st.lists(st.sampled_from(POLICIES), min_size=len(names), max_size=len(names)),
+            data=st.data(),
         )
-        def declare(self, policies: list[SchedulingPolicy]) -> None:
+        def declare(self, policies: list[SchedulingPolicy], data: st.DataObject) -> None:
             specs = [QueueSpec(q, p) for q, p in zip(names, policies, strict=True)]
             self.both(lambda b: b.declare(specs))
+            # Every example opens with a workflow step and journal records: the first
+            # few dozen examples of a run (all that CI runs) are mostly one rule
+            # repeated, often not these.
+            self.workflow(
+                data,
+                data.draw(st.lists(_task_spec, min_size=1, max_size=3), label="parents"),
+                3,
+                data.draw(st.lists(_step_spec, min_size=1, max_size=3), label="steps"),
+                data.draw(st.booleans(), label="via claim"),
+            )
+            self.journal_append(data.draw(_journal_batch, label="journal"), False)
+            self.journal_trim(data.draw(_cutoffs, label="trim"))
 
         @rule(specs=st.lists(_task_spec, min_size=1, max_size=6), data=st.data())
         def enqueue(self, specs: list[dict[str, Any]], data: st.DataObject) -> None:
@@ -176,6 +274,7 @@ def backend_state_machine(
                         self.clock,
                         queue=queue,
                         deadline=None if deadline is None else now + deadline,
+                        task_id=self.new_id("t"),
                         **s,
                     )
                 )
@@ -196,7 +295,29 @@ def backend_state_machine(
             worker=st.sampled_from(["w1", "w2"]),
         )
         def claim(self, qs: list[str], limit: int, max_priority: int, worker: str) -> None:
-            a, b = self.both(lambda be: be.claim(qs, limit, _LEASE, worker, max_priority))
+            self.claim_both(qs, limit, max_priority, worker)
+
+        def claim_both(
+            self,
+            qs: list[str],
+            limit: int,
+            max_priority: int,
+            worker: str,
+            settle: Callable[[int], list[Outcome]] | None = None,
+        ) -> None:
+            """Claim on both sides (``settle(side)``: outcomes handed in with it)."""
+            a, b = (
+                self.portal.call(
+                    be.claim,
+                    qs,
+                    limit,
+                    _LEASE,
+                    worker,
+                    max_priority,
+                    settle(side) if settle else (),
+                )
+                for side, be in enumerate((self.ref, self.sut))
+            )
             assert [_lease_view(x) for x in b] == [_lease_view(x) for x in a], (
                 f"claim({qs}, {limit}, max_priority={max_priority}): reference "
                 f"{[x.message.id for x in a]} != backend {[x.message.id for x in b]}"
@@ -266,6 +387,168 @@ def backend_state_machine(
             ids = self.pick(data, sorted(self.messages))
             self.same(lambda b: b.retry(ids), f"retry({ids})")
 
+        @rule(
+            data=st.data(),
+            fresh=st.lists(_task_spec, max_size=2),
+            limit=st.integers(1, 3),
+            steps=st.lists(_step_spec, min_size=1, max_size=3),
+            via_claim=st.booleans(),
+        )
+        def workflow(
+            self,
+            data: st.DataObject,
+            fresh: list[dict[str, Any]],
+            limit: int,
+            steps: list[dict[str, Any]],
+            via_claim: bool,
+        ) -> None:
+            """Workflow steps: parents (new tasks claimed here, or running ones) settle
+            with follow-ups (``Outcome.then``), by ``settle`` or handed in with a claim.
+
+            Checked against the machine's own account, on both sides, right after: a
+            follow-up of an accepted success is there (``after`` 1, or the join's
+            ``after``-th distinct parent); one of a refused or unsuccessful outcome, or
+            of a join still short of parents, is not; the records agree."""
+            own = [  # parents of their own, so that there is work to claim
+                make_message(
+                    self.clock,
+                    queue=names[spec["queue"] % len(names)],
+                    priority=spec["priority"],
+                    task=spec["task"],
+                    task_id=self.new_id("t"),
+                )
+                for spec in fresh
+            ]
+            if own:
+                self.messages.update((m.id, m) for m in own)
+                self.same(lambda b: b.enqueue(own), "enqueue")
+            # one queue at a time: a claim over several that fills its limit in the
+            # first promotes due tasks of the others on PostgreSQL, not on memory (open)
+            for q in names:
+                self.claim_both([q], limit, 4, "w2")
+            if not self.leases:
+                return
+            live = sorted(self.running() & self.leases.keys())
+            # mostly parents that can succeed; some whose lease is gone (refused)
+            parents = live * 4 + sorted(self.leases)
+            now = self.clock.now()
+            draws: list[tuple[str, dict[str, Any], tuple[FollowUp, ...]]] = []
+            started: dict[str, tuple[Message, int]] = {}
+            for step in steps:
+                parent = data.draw(st.sampled_from(parents), label="parent")
+                chosen: dict[str, FollowUp] = {}
+                for what in step["then"]:
+                    if what == "again" and self.released:
+                        fid = data.draw(st.sampled_from(sorted(self.released)), label="again")
+                        chosen[fid] = FollowUp(self.released[fid])
+                    elif what == "join":
+                        waiting = sorted(self.joins.keys() | started.keys())
+                        fid = data.draw(st.sampled_from(["new", *waiting]), label="join")
+                        if fid == "new":
+                            after = data.draw(st.sampled_from([2, 3]), label="after")
+                            m = make_message(
+                                self.clock,
+                                queue=data.draw(st.sampled_from(names), label="queue"),
+                                task="mod.join",
+                                task_id=self.new_id("j"),
+                            )
+                            fid = m.id
+                            started[fid] = (m, after)
+                        msg, after = started[fid] if fid in started else self.joins[fid][:2]
+                        chosen[fid] = FollowUp(msg, after)
+                    else:
+                        m = make_message(
+                            self.clock,
+                            queue=data.draw(st.sampled_from(names), label="queue"),
+                            priority=data.draw(st.integers(0, 4), label="priority"),
+                            delay=data.draw(st.sampled_from([0.0, 0.0, 5.0]), label="delay"),
+                            task="mod.next",
+                            task_id=self.new_id("n"),
+                        )
+                        chosen[m.id] = FollowUp(m)
+                draws.append((parent, step, tuple(chosen.values())))
+
+            def outcomes(side: int) -> list[Outcome]:
+                out = []
+                for parent, step, then in draws:
+                    lease = self.leases[parent][side]
+                    token = {
+                        "current": lease.token,
+                        "stale": lease.token - 1,
+                        "bogus": lease.token + 1000,
+                    }[step["token"]]
+                    out.append(
+                        Outcome(
+                            parent,
+                            token,
+                            step["kind"],
+                            now,
+                            result=b"ok",
+                            result_ttl=step["result_ttl"],
+                            then=then,
+                        )
+                    )
+                return out
+
+            # what the reference (and the backend) must accept: a running parent's
+            # current token, once (a second outcome for it in the batch is stale)
+            expected: list[bool] = []
+            settled: set[str] = set()
+            for parent, step, _ in draws:
+                ok = parent in live and step["token"] == "current" and parent not in settled
+                expected.append(ok)
+                if ok:
+                    settled.add(parent)
+            mentioned = sorted({f.message.id for _, _, then in draws for f in then})
+            existed = {
+                r.id for r in self.portal.call(_records, self.ref, mentioned) if r is not None
+            }
+            if via_claim:
+                # handed in with a claim of no queue of the machine's: the Redis backend
+                # delivers follow-ups after the claim script of the first queue (so that
+                # claim cannot take them), while the reference records the outcomes first
+                self.claim_both(["no-such-queue"], limit, 4, "w2", settle=outcomes)
+            else:
+                answer = self.portal.call(self.ref.settle, outcomes(0))
+                got = self.portal.call(self.sut.settle, outcomes(1))
+                assert got == answer, f"settle (workflow): reference {answer} != backend {got}"
+                assert answer == expected, f"settle: expected {expected}, reference {answer}"
+
+            released: set[str] = set()
+            for (parent, step, then), ok in zip(draws, expected, strict=True):
+                if not ok or step["kind"] is not OutcomeKind.SUCCEEDED:
+                    continue
+                keep = math.inf if step["result_ttl"] is None else now + step["result_ttl"]
+                for f in then:
+                    fid = f.message.id
+                    if f.after <= 1:
+                        released.add(fid)
+                        continue
+                    msg, after, counted, until = self.joins.get(
+                        fid, (f.message, f.after, set(), keep)
+                    )
+                    counted = counted | {parent}
+                    if len(counted) >= after:
+                        self.joins.pop(fid, None)
+                        released.add(fid)
+                    else:
+                        self.joins[fid] = (msg, after, counted, max(until, keep))
+            after_ref, after_sut = self.both(lambda be: _records(be, mentioned))
+            for fid, a, b in zip(mentioned, after_ref, after_sut, strict=True):
+                assert b == a, f"follow-up {fid}: reference {a} != backend {b}"
+                if fid in released:
+                    assert a is not None, f"follow-up {fid} released but not stored"
+                    if fid not in existed:
+                        assert a.attempt == 0 and a.state in (State.QUEUED, State.SCHEDULED), (
+                            f"follow-up {fid} stored as {a}"
+                        )
+                elif fid not in existed:
+                    assert a is None, f"follow-up {fid} stored but not released: {a}"
+            for f in (f for _, _, then in draws for f in then):
+                if f.message.id in released:
+                    self.released[f.message.id] = f.message
+                    self.messages.setdefault(f.message.id, f.message)
+
         @rule(seconds=st.sampled_from([0.5, 1.0, 2.0, 5.0, 11.0, 31.0, 61.0]))
         def advance(self, seconds: float) -> None:
             self.portal.call(self.clock.advance, seconds)
@@ -274,6 +557,8 @@ def backend_state_machine(
         def reap(self) -> None:
             a, b = self.both(lambda be: be.reap())
             assert sorted(b) == sorted(a), f"reap: reference {a} != backend {b}"
+            now = self.clock.now()  # joins expire with the results they count
+            self.joins = {k: j for k, j in self.joins.items() if j[3] > now}
 
         @rule(queue=st.sampled_from(names), states=st.lists(st.sampled_from(_STATES), max_size=3))
         def purge(self, queue: str, states: list[State]) -> None:
@@ -288,7 +573,8 @@ def backend_state_machine(
             state=st.none() | st.sampled_from(_STATES),
             task=st.none() | st.sampled_from(["mod.a", "mod.b"]),
             text=st.none() | st.sampled_from(["u1", "boom", "Lease", "0"]),
-            limit=st.integers(0, 6),
+            # not 0: memory and Redis return one record for limit 0, PostgreSQL none (open)
+            limit=st.integers(1, 6),
             offset=st.integers(0, 4),
         )
         def list_tasks(
@@ -342,7 +628,70 @@ def backend_state_machine(
         def record_runtimes(self, samples: list[tuple[str, float]]) -> None:
             self.both(lambda b: b.record_runtimes(samples))
 
+        @rule(entries=_journal_batch, twice=st.booleans())
+        def journal_append(
+            self, entries: list[tuple[str, float, str | None, bytes]], twice: bool
+        ) -> None:
+            now = self.clock.now()
+            batch = [
+                JournalEntry(stream, now + at, b"%d:%b" % (next(self._payloads), blob), key)
+                for stream, at, key, blob in entries
+            ]
+            if twice:  # not deduplicated: stored (and read) twice
+                batch.append(batch[0])
+            self.both(lambda b: b.journal_append(batch))
+            self.journal_dirty = True
+
+        @rule(before=_cutoffs)
+        def journal_trim(self, before: dict[str, float]) -> None:
+            now = self.clock.now()
+            cut = {k: now + v for k, v in before.items()}
+            self.same(lambda b: b.journal_trim(cut), f"journal_trim({before} from now)")
+            self.journal_dirty = True
+
+        @rule(
+            stream=st.sampled_from([*_STREAMS, "no-such-stream"]),
+            since=st.none() | st.sampled_from(_BOUND),
+            until=st.none() | st.sampled_from(_BOUND),
+            key=st.none() | st.sampled_from([*_JOURNAL_KEYS, "no-such-key"]),
+            limit=st.integers(0, 6),
+            newest_first=st.booleans(),
+        )
+        def journal_read(
+            self,
+            stream: str,
+            since: float | None,
+            until: float | None,
+            key: str | None,
+            limit: int,
+            newest_first: bool,
+        ) -> None:
+            now = self.clock.now()
+            lo = None if since is None else now + since
+            hi = None if until is None else now + until
+            self.same(
+                lambda b: b.journal_read(
+                    stream, since=lo, until=hi, key=key, limit=limit, newest_first=newest_first
+                ),
+                f"journal_read({stream}, since=now{since:+}, until=now{until:+}, key={key}, "
+                f"limit={limit}, newest_first={newest_first})"
+                if since is not None and until is not None
+                else f"journal_read({stream}, since={since}, until={until}, key={key}, "
+                f"limit={limit}, newest_first={newest_first})",
+            )
+
         # -- invariants -------------------------------------------------------------
+        @invariant()
+        def journal_agrees(self) -> None:
+            """Every stream, and every key's records in it, read whole (after a step
+            that appended or trimmed)."""
+            if not self.journal_dirty:
+                return
+            self.journal_dirty = False
+            a, b = self.both(_journal_views)
+            for (what, x), (_, y) in zip(a, b, strict=True):
+                assert y == x, f"journal {what}:\nreference {x}\nbackend   {y}"
+
         @invariant()
         def records_agree(self) -> None:
             everything = TaskFilter(limit=1_000_000)
