@@ -486,6 +486,8 @@ class MemoryBackend:
 
     async def list_tasks(self, filter: TaskFilter) -> list[TaskRecord]:
         out: list[TaskRecord] = []
+        if filter.limit <= 0:
+            return out
         skipped = 0
         text = filter.text
         for t in sorted(self._tasks.values(), key=lambda t: (t.msg.enqueued_at, t.msg.id)):

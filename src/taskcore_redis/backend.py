@@ -969,13 +969,13 @@ class RedisBackend(Coordination, Journal):
         return out
 
     async def list_tasks(self, filter: TaskFilter) -> list[TaskRecord]:
+        if filter.limit <= 0:
+            return []
         if filter.queue is not None:
             names = [filter.queue]
         else:
             names = await self._queue_names()
-        # Like the memory backend, a limit below 1 still returns one record.
-        limit = max(filter.limit, 1)
-        need = filter.offset + limit
+        need = filter.offset + filter.limit
         state = None if filter.state is None else filter.state.value
         args = [need, opt(state), opt(filter.task), opt(filter.text)]
         replies = await self._conn.run("list_tasks", [self._call("list", q, args) for q in names])

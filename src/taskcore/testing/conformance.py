@@ -713,6 +713,7 @@ class BackendConformance:
         page = await backend.list_tasks(TaskFilter(limit=2, offset=1))
         assert [r.id for r in page] == a[1:3]
         assert await backend.list_tasks(TaskFilter(state=State.RUNNING)) == []
+        assert await backend.list_tasks(TaskFilter(limit=0)) == []  # no record asked for
 
     # -- illegal transitions ------------------------------------------------------------
     async def test_illegal_transitions_refused(self, backend: Backend, clock: FakeClock) -> None:
