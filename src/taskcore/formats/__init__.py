@@ -41,7 +41,16 @@ if TYPE_CHECKING:
     from taskcore.app import App
     from taskcore.backend import TaskRecord
 
-__all__ = ["CONTENT_TYPES", "FORMATS", "Format", "parse_format", "render", "task_rows"]
+__all__ = [
+    "CONTENT_TYPES",
+    "FORMATS",
+    "Format",
+    "decoded",
+    "parse_format",
+    "render",
+    "task_row",
+    "task_rows",
+]
 
 Format = Literal["json", "csv", "xml", "msgpack"]
 FORMATS: Final[tuple[Format, ...]] = ("json", "csv", "xml", "msgpack")
@@ -89,53 +98,54 @@ def parse_format(text: str) -> Format:
     raise ConfigurationError(f"unknown format {text!r}: use one of {', '.join(FORMATS)}")
 
 
-def _decode(app: App, data: bytes | None) -> Any:
-    if data is None:
-        return None
+def decoded(app: App, rec: TaskRecord) -> tuple[Any, Any]:
+    """The task's arguments (by parameter name) and result as values, decoded with
+    ``app``'s codec (None where there is none or it cannot be decoded)."""
+    args = result = None
     try:
-        return app.codec.decode(data)
-    except TaskcoreError:
-        return None
+        env = app.codec.decode_envelope(rec.body)
+        args = app.codec.decode(bytes(env.args))
+    except (TaskcoreError, TypeError, ValueError):
+        pass
+    if rec.result is not None:
+        try:
+            result = app.codec.decode(rec.result)
+        except TaskcoreError:
+            pass
+    return args, result
+
+
+def task_row(app: App, rec: TaskRecord, *, values: bool = True) -> dict[str, Any]:
+    """One record as a row of the :data:`COLUMNS` (times in epoch seconds, the state as
+    its name); ``values=False`` leaves out the decoded ``args`` and ``result``."""
+    last = rec.errors[-1] if rec.errors else None
+    row: dict[str, Any] = {
+        "id": rec.id,
+        "task": rec.task,
+        "queue": rec.queue,
+        "priority": rec.priority,
+        "state": str(rec.state),
+        "attempt": rec.attempt,
+        "enqueued_at": rec.enqueued_at,
+        "eligible_at": rec.eligible_at,
+        "updated_at": rec.updated_at,
+        "started_at": rec.started_at,
+        "finished_at": rec.finished_at,
+        "deadline": rec.deadline,
+        "worker": rec.worker,
+        "unique_key": rec.unique_key,
+        "fairness_key": rec.fairness_key,
+        "cancel_requested": rec.cancel_requested,
+        "last_error": None if last is None else f"{last.type}: {last.message}",
+    }
+    if values:
+        row["args"], row["result"] = decoded(app, rec)
+    return row
 
 
 def task_rows(app: App, records: Iterable[TaskRecord]) -> list[dict[str, Any]]:
-    """One row per record with the :data:`COLUMNS`: times in epoch seconds, the state
-    as its name, the arguments as the task received them (by parameter name) and the
-    result decoded with ``app``'s codec (``None`` where there is none or it cannot be
-    decoded)."""
-    rows = []
-    for rec in records:
-        last = rec.errors[-1] if rec.errors else None
-        args = None
-        try:
-            env = app.codec.decode_envelope(rec.body)
-            args = app.codec.decode(bytes(env.args))
-        except (TaskcoreError, TypeError, ValueError):
-            pass
-        rows.append(
-            {
-                "id": rec.id,
-                "task": rec.task,
-                "queue": rec.queue,
-                "priority": rec.priority,
-                "state": str(rec.state),
-                "attempt": rec.attempt,
-                "enqueued_at": rec.enqueued_at,
-                "eligible_at": rec.eligible_at,
-                "updated_at": rec.updated_at,
-                "started_at": rec.started_at,
-                "finished_at": rec.finished_at,
-                "deadline": rec.deadline,
-                "worker": rec.worker,
-                "unique_key": rec.unique_key,
-                "fairness_key": rec.fairness_key,
-                "cancel_requested": rec.cancel_requested,
-                "last_error": None if last is None else f"{last.type}: {last.message}",
-                "args": args,
-                "result": _decode(app, rec.result),
-            }
-        )
-    return rows
+    """One row per record with the :data:`COLUMNS` (:func:`task_row`)."""
+    return [task_row(app, rec) for rec in records]
 
 
 def render(

@@ -12,6 +12,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from taskcore.formats import decoded
 from taskcore.states import State
 
 from .api import parse_limit, parse_state
@@ -20,7 +21,6 @@ from .context import ApiError, WebContext
 from .events import Dashboard
 from .panels import PANELS, button, stamp, table, task_link
 from .routes import Endpoint, Param
-from .serialize import decoded
 
 __all__ = ["Pages"]
 

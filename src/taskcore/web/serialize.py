@@ -10,7 +10,7 @@ from starlette.responses import Response
 from taskcore.app import App
 from taskcore.backend import QueueStats, TaskRecord, WorkerInfo
 from taskcore.cron import Periodic
-from taskcore.errors import TaskcoreError
+from taskcore.formats import task_row
 from taskcore.states import State
 
 __all__ = ["json_response", "queue_json", "schedule_json", "task_json", "worker_json"]
@@ -46,60 +46,24 @@ def worker_json(w: WorkerInfo) -> dict[str, Any]:
     }
 
 
-def decoded(app: App, rec: TaskRecord) -> tuple[Any, Any]:
-    """The task's arguments and result as values (None where they cannot be decoded)."""
-    args = result = None
-    try:
-        env = app.codec.decode_envelope(rec.body)
-        args = app.codec.decode(bytes(env.args))
-    except (TaskcoreError, TypeError, ValueError):
-        pass
-    if rec.result is not None:
-        try:
-            result = app.codec.decode(rec.result)
-        except TaskcoreError:
-            pass
-    return args, result
-
-
 def task_json(app: App, rec: TaskRecord, *, detail: bool = False) -> dict[str, Any]:
-    last = rec.errors[-1] if rec.errors else None
-    out: dict[str, Any] = {
-        "id": rec.id,
-        "task": rec.task,
-        "queue": rec.queue,
-        "priority": rec.priority,
-        "state": str(rec.state),
-        "attempt": rec.attempt,
-        "enqueued_at": rec.enqueued_at,
-        "eligible_at": rec.eligible_at,
-        "updated_at": rec.updated_at,
-        "started_at": rec.started_at,
-        "finished_at": rec.finished_at,
-        "deadline": rec.deadline,
-        "worker": rec.worker,
-        "cancel_requested": rec.cancel_requested,
-        "last_error": None if last is None else f"{last.type}: {last.message}",
-    }
-    if detail:
-        args, result = decoded(app, rec)
-        out |= {
-            "unique_key": rec.unique_key,
-            "fairness_key": rec.fairness_key,
-            "args": args,
-            "result": result,
-            "errors": [
-                {
-                    "attempt": e.attempt,
-                    "type": e.type,
-                    "message": e.message,
-                    "traceback": e.traceback,
-                    "at": e.at,
-                }
-                for e in rec.errors
-            ],
+    """A task for the API: a summary in lists; with ``detail``, its export row (the
+    decoded arguments and result included) and every attempt's error."""
+    row = task_row(app, rec, values=detail)
+    if not detail:
+        del row["unique_key"], row["fairness_key"]
+        return row
+    row["errors"] = [
+        {
+            "attempt": e.attempt,
+            "type": e.type,
+            "message": e.message,
+            "traceback": e.traceback,
+            "at": e.at,
         }
-    return out
+        for e in rec.errors
+    ]
+    return row
 
 
 def schedule_json(app: App, p: Periodic, now: float) -> dict[str, Any]:
