@@ -17,7 +17,7 @@ from taskcore.errors import ConfigurationError
 from taskcore.formats import CONTENT_TYPES, FORMATS, parse_format, render, task_rows
 from taskcore.states import State
 
-from .auth import Principal, Role
+from .auth import Role
 from .context import ApiError, WebContext
 from .routes import Endpoint, Param, openapi_document
 from .serialize import json_response, queue_json, schedule_json, task_json, worker_json
@@ -126,14 +126,6 @@ class RestApi:
         self.app = ctx.app
         self._endpoints: list[Endpoint] = []
 
-    async def _audit(
-        self, request: Request, action: str, targets: Sequence[str], result: str, *, ok: bool
-    ) -> None:
-        principal: Principal | None = getattr(request.state, "principal", None)
-        await self.ctx.audit.record(
-            principal, action, targets, result, ok=ok, client=self.ctx.client(request)
-        )
-
     # -- queues ---------------------------------------------------------------
     async def list_queues(self, request: Request) -> Response:
         return json_response([queue_json(s) for s in await self.app.stats()])
@@ -141,13 +133,13 @@ class RestApi:
     async def pause_queue(self, request: Request) -> Response:
         queue = request.path_params["queue"]
         await self.app.pause(queue)
-        await self._audit(request, "queue.pause", [queue], "paused", ok=True)
+        await self.ctx.audited(request, "queue.pause", [queue], "paused", ok=True)
         return json_response({"queue": queue, "paused": True})
 
     async def resume_queue(self, request: Request) -> Response:
         queue = request.path_params["queue"]
         await self.app.resume(queue)
-        await self._audit(request, "queue.resume", [queue], "resumed", ok=True)
+        await self.ctx.audited(request, "queue.resume", [queue], "resumed", ok=True)
         return json_response({"queue": queue, "paused": False})
 
     async def purge_queue(self, request: Request) -> Response:
@@ -161,7 +153,7 @@ class RestApi:
                 400, "running tasks cannot be purged (their workers hold them); cancel them"
             )
         count = await self.app.purge(queue, states)
-        await self._audit(
+        await self.ctx.audited(
             request, "queue.purge", [queue], f"purged {count} ({', '.join(states)})", ok=True
         )
         return json_response({"queue": queue, "states": states, "purged": count})
@@ -214,11 +206,13 @@ class RestApi:
         rec = await self._record(task_id)
         [done] = await self.app.cancel([task_id])
         if not done:
-            await self._audit(request, "task.cancel", [task_id], f"refused: {rec.state}", ok=False)
+            await self.ctx.audited(
+                request, "task.cancel", [task_id], f"refused: {rec.state}", ok=False
+            )
             raise ApiError(409, f"task {task_id} is {rec.state}, so it cannot be cancelled")
         now = await self._record(task_id)
         result = "cancel requested" if now.state == State.RUNNING else "cancelled"
-        await self._audit(request, "task.cancel", [task_id], result, ok=True)
+        await self.ctx.audited(request, "task.cancel", [task_id], result, ok=True)
         return json_response({"id": task_id, "state": str(now.state), "result": result})
 
     async def retry_task(self, request: Request) -> Response:
@@ -226,11 +220,13 @@ class RestApi:
         rec = await self._record(task_id)
         [done] = await self.app.retry_dead([task_id])
         if not done:
-            await self._audit(request, "task.retry", [task_id], f"refused: {rec.state}", ok=False)
+            await self.ctx.audited(
+                request, "task.retry", [task_id], f"refused: {rec.state}", ok=False
+            )
             raise ApiError(
                 409, f"task {task_id} is {rec.state}; only dead or failed tasks can be retried"
             )
-        await self._audit(request, "task.retry", [task_id], "queued", ok=True)
+        await self.ctx.audited(request, "task.retry", [task_id], "queued", ok=True)
         return json_response({"id": task_id, "state": "queued"})
 
     # -- dead letters ---------------------------------------------------------
@@ -252,7 +248,7 @@ class RestApi:
         done = await self.app.retry_dead(body.ids)
         retried = [i for i, ok in zip(body.ids, done, strict=True) if ok]
         refused = [i for i, ok in zip(body.ids, done, strict=True) if not ok]
-        await self._audit(
+        await self.ctx.audited(
             request,
             "dead.retry",
             body.ids,
@@ -267,7 +263,7 @@ class RestApi:
         count = 0
         for queue in queues:
             count += await self.app.purge(queue, [State.DEAD])
-        await self._audit(request, "dead.purge", queues, f"purged {count}", ok=True)
+        await self.ctx.audited(request, "dead.purge", queues, f"purged {count}", ok=True)
         return json_response({"queues": queues, "purged": count})
 
     # -- schedules, monitor, audit --------------------------------------------

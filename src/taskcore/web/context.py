@@ -108,6 +108,15 @@ class WebContext:
     def client(self, request: Request) -> str:
         return request.client.host if request.client else ""
 
+    async def audited(
+        self, request: Request, action: str, targets: Sequence[str], result: str, *, ok: bool
+    ) -> None:
+        """Record a change made through ``request`` in the audit trail."""
+        principal: Principal | None = getattr(request.state, "principal", None)
+        await self.audit.record(
+            principal, action, targets, result, ok=ok, client=self.client(request)
+        )
+
 
 def _has_credentials(request: Request) -> bool:
     return "authorization" in request.headers or COOKIE in request.cookies

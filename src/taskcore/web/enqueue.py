@@ -4,7 +4,6 @@ as ``enqueue`` validates them, and audited."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +13,7 @@ from starlette.responses import Response
 
 from taskcore.errors import TaskcoreError, UnknownTask
 
-from .auth import Principal, Role
+from .auth import Role
 from .context import ApiError, WebContext
 from .routes import Endpoint
 from .serialize import json_response
@@ -101,14 +100,6 @@ class EnqueueApi:
         self.ctx = ctx
         self.app = ctx.app
 
-    async def _audit(
-        self, request: Request, action: str, targets: Sequence[str], result: str, *, ok: bool
-    ) -> None:
-        principal: Principal | None = getattr(request.state, "principal", None)
-        await self.ctx.audit.record(
-            principal, action, targets, result, ok=ok, client=self.ctx.client(request)
-        )
-
     def _task(self, name: str) -> Task[Any, Any]:
         try:
             return self.app.get_task(name)
@@ -162,7 +153,7 @@ class EnqueueApi:
         try:
             built = self._build(call)
         except _Refused as exc:
-            await self._audit(
+            await self.ctx.audited(
                 request, "task.enqueue", [call.task], f"refused ({exc.status}): {exc}", ok=False
             )
             raise ApiError(exc.status, exc.message) from None
@@ -173,7 +164,7 @@ class EnqueueApi:
             if res.created
             else "a waiting task has the same unique key: not enqueued again"
         )
-        await self._audit(request, "task.enqueue", [call.task, res.id], result, ok=True)
+        await self.ctx.audited(request, "task.enqueue", [call.task, res.id], result, ok=True)
         return json_response(self._created(msg, res), 201 if res.created else 200)
 
     async def enqueue_bulk(self, request: Request) -> Response:
@@ -200,13 +191,13 @@ class EnqueueApi:
                 f"{len(errors)} of {len(calls)} calls are invalid, so none was enqueued; "
                 "fix them (see errors[]) and send the array again"
             )
-            await self._audit(
+            await self.ctx.audited(
                 request, "task.enqueue_bulk", names, f"refused (422): {message}", ok=False
             )
             return json_response({"error": message, "status": 422, "errors": errors}, 422)
         results = await self.app.enqueue_built(built)
         created = sum(1 for r in results if r.created)
-        await self._audit(
+        await self.ctx.audited(
             request,
             "task.enqueue_bulk",
             names,
