@@ -174,6 +174,16 @@ class BlockingApp:
         result: list[bool] = self._call(lambda: self.app.cancel(task_ids))
         return result
 
+    def dead_letters(self, queue: str | None = None, limit: int = 100) -> list[TaskRecord]:
+        result: list[TaskRecord] = self._call(lambda: self.app.dead_letters(queue, limit))
+        return result
+
+    def pause(self, queue: str) -> None:
+        self._call(lambda: self.app.pause(queue))
+
+    def resume(self, queue: str) -> None:
+        self._call(lambda: self.app.resume(queue))
+
     def retry_dead(self, task_ids: Sequence[str]) -> list[bool]:
         result: list[bool] = self._call(lambda: self.app.retry_dead(task_ids))
         return result

@@ -319,6 +319,11 @@ def test_blocking_facade() -> None:
         assert tc.cancel([h.id]) == [False]
         assert tc.retry_dead([h.id]) == [False]
         assert tc.purge("default", [State.CANCELLED]) == 1
+        tc.pause("default")
+        [paused] = tc.stats(["default"])
+        assert paused.paused
+        tc.resume("default")
+        assert not tc.stats(["default"])[0].paused
 
 
 def test_blocking_facade_events_and_workflows() -> None:
@@ -358,6 +363,7 @@ def test_blocking_facade_events_and_workflows() -> None:
         with pytest.raises(TaskFailed, match="no 1") as info:
             broken.result(timeout=5)
         assert info.value.task_id == broken.ids[0]
+        assert [r.id for r in tc.dead_letters()] == [broken.ids[0]]
         later = tc.enqueue_workflow(chain(add.with_options(delay=60).s(1, 1), add.s(1)))
         assert later.cancel() == [True, False]  # the second step does not exist yet
         with pytest.raises(TaskCancelled):
