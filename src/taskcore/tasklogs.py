@@ -1,22 +1,26 @@
 """Task logs: the records a task emits through :mod:`logging` while it runs, kept per
 run in the backend's journal (stream ``logs``, keyed by task id, ``App(log_ttl=...)``).
 
-A worker installs one :class:`CaptureHandler` on the root logger while it runs and sets
-a context variable to the current run around each task body (async tasks and thread-pool
-tasks: anyio copies the context into the thread). A process-pool task runs in a child
-process: the child installs the same handler (once), captures the call's lines with the
+A worker installs a log-record factory while it runs (:func:`logging.setLogRecordFactory`,
+wrapping whatever factory was there) and sets a context variable to the current run
+around each task body (async tasks and thread-pool tasks: anyio copies the context into
+the thread); each record created inside a task body is added to that run's log. A
+factory, not a handler on the root logger: a root handler would count as "a handler
+found", so in a program that never configured logging Python's last-resort handler
+would stop printing warnings and errors to stderr. A process-pool task runs in a child
+process: the child installs the same factory (once), captures the call's lines with the
 same bounds, and returns them with the result (or the exception), and the worker adds
 them to the run's log; a child killed mid-call (timeout, crash) takes its lines with it.
-A record emitted outside a task body costs the handler one context-variable read; a
-task that logs nothing costs nothing more (in the process pool: ``None`` beside the
-result). What a run logged is written with the worker's next settle, one backend call
-for every run that logged since the last one (never a call per line).
+A record created outside a task body costs one context-variable read; a task that logs
+nothing costs nothing more (in the process pool: ``None`` beside the result). What a run
+logged is written with the worker's next settle, one backend call for every run that
+logged since the last one (never a call per line).
 
-The handler sees what the logging configuration lets through to the root logger: a
-logger whose effective level is WARNING (the root's default) drops ``info()`` before
-any handler, and a logger with ``propagate = False`` never reaches it.
-A process-pool child has its own logging configuration, not the worker's: what the
-task's module (imported in the child) sets up, else the defaults (WARNING and above).
+Capture sees the records a logger creates, which is what its effective level lets
+through: a logger whose effective level is WARNING (the root's default) drops
+``info()`` before any record exists. Handlers, their levels and ``propagate`` do not
+matter. A process-pool child has its own logging configuration, not the worker's: what
+the task's module (imported in the child) sets up, else the defaults (WARNING and above).
 """
 
 from __future__ import annotations
@@ -36,7 +40,6 @@ __all__ = [
     "MAX_LINES",
     "MAX_LINE_CHARS",
     "MAX_RUN_BYTES",
-    "CaptureHandler",
     "ChildRun",
     "LogLine",
     "RunLog",
@@ -167,32 +170,35 @@ def merge_child_logs(run: Any, payload: bytes) -> None:
         run.log.merge(payload)
 
 
-class CaptureHandler(logging.Handler):
-    """Adds each record emitted inside a task body to its run's :class:`RunLog`."""
+def capture(record: logging.LogRecord) -> None:
+    """Add ``record`` to the log of the run in progress in this context, if any."""
+    run = CURRENT_RUN.get()
+    if run is None:
+        return
+    try:
+        message = record.getMessage()
+        if record.exc_info or record.exc_text or record.stack_info:
+            message = _with_traceback(record, message)
+        with _lock:
+            if run.log is None:
+                run.log = RunLog(run.lease.attempt)
+            run.log.add(record, message)
+    except Exception:  # a bad format string in a task's log call must not break the task
+        pass
 
-    def handle(self, record: logging.LogRecord) -> bool:
-        run = CURRENT_RUN.get()
-        if run is None:
-            return False
-        try:
-            message = record.getMessage()
-            if record.exc_info or record.exc_text or record.stack_info:
-                message = _with_traceback(record, message)
-            with _lock:
-                if run.log is None:
-                    run.log = RunLog(run.lease.attempt)
-                run.log.add(record, message)
-        except Exception:
-            self.handleError(record)
-        return True
 
-    def emit(self, record: logging.LogRecord) -> None:  # pragma: no cover - handle() does it
-        self.handle(record)
+def _factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    record: logging.LogRecord = _previous(*args, **kwargs)
+    if _active:
+        capture(record)
+    return record
 
 
 _formatter = logging.Formatter()
 _lock = threading.Lock()
-_installed: list[CaptureHandler] = []
+_previous: Any = logging.LogRecord  # the factory ours wraps
+_in_chain = False  # ours is the factory, or one a later factory wraps
+_active = False  # and it captures (else it passes records on untouched)
 _users = 0
 
 
@@ -208,28 +214,33 @@ def _with_traceback(record: logging.LogRecord, message: str) -> str:
 
 
 def install() -> None:
-    """Put the capture handler on the root logger (counted: one per process)."""
-    global _users
+    """Start capturing (counted: the first call installs the factory)."""
+    global _users, _active, _previous, _in_chain
     with _lock:
         _users += 1
-        if not _installed:
-            handler = CaptureHandler()
-            _installed.append(handler)
-            logging.getLogger().addHandler(handler)
+        if not _active:
+            if not _in_chain:
+                _previous = logging.getLogRecordFactory()
+                logging.setLogRecordFactory(_factory)
+                _in_chain = True
+            _active = True
 
 
 def install_in_child() -> None:
-    """Put the capture handler on the root logger once for good (a process-pool child,
-    which no worker uninstalls from)."""
-    if not _installed:
+    """Start capturing for good (a process-pool child, which no worker stops)."""
+    if not _active:
         install()
 
 
 def uninstall() -> None:
-    """Undo one :func:`install`; the last one removes the handler."""
-    global _users
+    """Undo one :func:`install`; the last one stops capturing, and takes the factory
+    out unless another one has wrapped it since (then it stays, passing records on)."""
+    global _users, _active, _in_chain
     with _lock:
         _users -= 1
-        if _users <= 0 and _installed:
+        if _users <= 0 and _active:
             _users = 0
-            logging.getLogger().removeHandler(_installed.pop())
+            _active = False
+            if logging.getLogRecordFactory() is _factory:
+                logging.setLogRecordFactory(_previous)
+                _in_chain = False

@@ -39,6 +39,7 @@ from taskcore.blocking import BlockingApp
 from taskcore.cli import main as cli_main
 from taskcore.memory import MemoryBackend
 from taskcore.telemetry import Telemetry
+from tests.core.scripts import run as run_script
 
 from . import proc_tasks
 from .conftest import Recorder
@@ -464,3 +465,37 @@ def test_worker_prefetch_option_takes_a_count_or_auto(capsys: pytest.CaptureFixt
     with pytest.raises(SystemExit):
         cli_main(["worker", "tests.core.cli_app:app", "--prefetch", "lots"])
     assert "'lots': use a number of tasks >= 0, or 'auto'" in capsys.readouterr().err
+
+
+def test_task_log_capture_leaves_unconfigured_logging_printing_warnings() -> None:
+    # a program that never configured logging: Python's last-resort handler prints
+    # warnings to stderr (here sent to stdout), with a worker running or not, and a
+    # task's lines are captured, even from a logger that does not propagate
+    out = run_script(
+        """
+        import logging, sys
+        import anyio
+        from taskcore import App
+
+        sys.stderr = sys.stdout
+        app = App("memory://")
+        quiet = logging.getLogger("quiet")
+        quiet.propagate = False
+
+        @app.task
+        async def job() -> None:
+            quiet.warning("from the task")
+
+        async def main():
+            async with app, app.worker() as w:
+                logging.getLogger("prog").warning("outside any task")
+                handle = await job.enqueue()
+                await handle.result(timeout=5)
+                await w.write_logs()
+                print([line.message for line in await handle.logs()])
+
+        anyio.run(main)
+        """
+    )
+    # the task's line is printed by the last-resort handler too (its logger has none)
+    assert out.splitlines() == ["outside any task", "from the task", "['from the task']"]
