@@ -161,6 +161,34 @@ async def test_a_trace_context_from_elsewhere_travels_without_a_tracer_provider(
         assert [await trace_of(h.id) for h in bulk] == [expected, expected]
 
 
+def test_a_global_tracer_provider_set_or_named_later_is_seen() -> None:
+    # A fresh interpreter each: the API sets its global provider once per process.
+    # Set after the app was made (and had looked once):
+    out = run_script(
+        """
+        import opentelemetry.trace as trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from taskcore import App
+        app = App("memory://")
+        before = app.telemetry.tracing
+        trace.set_tracer_provider(TracerProvider())
+        print(before, app.telemetry.tracing)
+        """
+    )
+    assert out == "False True"
+    # Named in the environment (OpenTelemetry loads it at the first get_tracer_provider()):
+    out = run_script(
+        """
+        import os
+        os.environ["OTEL_PYTHON_TRACER_PROVIDER"] = "sdk_tracer_provider"
+        import opentelemetry.trace
+        from taskcore import App
+        print(App("memory://").telemetry.tracing)
+        """
+    )
+    assert out == "True"
+
+
 @pytest.mark.anyio
 async def test_a_bulk_enqueue_is_one_producer_span_parent_of_every_run(clock: FakeClock) -> None:
     exporter = InMemorySpanExporter()
