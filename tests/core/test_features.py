@@ -439,6 +439,21 @@ def test_cli_status(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Monk
     assert cli_main(["status", "no_such_module_xyz:app"]) == 2
 
 
+def test_cli_worker_without_uvloop_installed_says_how_to_get_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    monkeypatch.chdir(ROOT)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "uvloop" else real(name, *a)
+    )
+    assert cli_main(["worker", "tests.core.cli_app:app", "--loop", "uvloop"]) == 2
+    err = capsys.readouterr().err
+    assert "uvloop is not installed" in err and "taskcore[uvloop]" in err
+
+
 def test_cli_monitor_and_web_parse_their_own_options(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -11,3 +11,11 @@ app = App("memory://")
 @app.task(name="flag_async")
 async def flag_async(customer: str) -> bool:
     return app.flags.enabled("new-billing", key=customer)
+
+
+@app.task(name="loop_kind")
+async def loop_kind() -> str:
+    """The module of the running event loop's class (``uvloop`` or ``asyncio...``)."""
+    import asyncio
+
+    return type(asyncio.get_running_loop()).__module__.split(".")[0]

@@ -127,25 +127,15 @@ async def test_the_worker_command_takes_its_settings_from_a_file(
     app: App, tmp_path: Path, backend_kind: str
 ) -> None:
     flag_async, _ = register(app)
-    backend: Any = app.backend
-    if backend_kind == "redis":
-        url = f"{os.environ.get('TASKCORE_REDIS_URL', 'redis://127.0.0.1:6379/0')}"
-        url += f"?prefix={backend.prefix}"
-    else:
-        url = os.environ.get("TASKCORE_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-        url += f"?schema={backend.schema}"
     config = tmp_path / "taskcore.toml"
     config.write_text(
-        f'url = "{url}"\n[worker]\nconcurrency = 7\nmax_tasks = 100\nthreads = 2\n'
-        "poll_interval = 0.05\n[flags]\nnew-billing = {percent = 100}\n"
+        f'url = "{_url_of(app, backend_kind)}"\n[worker]\nconcurrency = 7\nmax_tasks = 100\n'
+        "threads = 2\npoll_interval = 0.05\n[flags]\nnew-billing = {percent = 100}\n"
     )
     env = {**os.environ, "TASKCORE_WORKER__MAX_TASKS": "2"}  # over the file
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), str(ROOT)]))
-    command = [sys.executable, "-m", "taskcore", "worker", "tests.e2e.config_app:app"]
     # the flag over the file's concurrency
-    command += ["--config", str(config), "--concurrency", "3", "--log-level", "INFO"]
     handles = [await flag_async.enqueue(c) for c in ("c1", "c2")]
-    proc = await anyio.open_process(command, env=env, cwd=ROOT, stderr=subprocess.PIPE)
+    proc = await _open_worker(config, env, "--concurrency", "3", "--log-level", "INFO")
     async with proc:
         with anyio.fail_after(60), _killed_on_failure(proc):
             # the app module says memory://: the file's URL reached the tasks, and the
@@ -162,6 +152,50 @@ async def test_the_worker_command_takes_its_settings_from_a_file(
         log = b"".join(chunks).decode()
     assert "concurrency 3" in log
     assert "retiring: claimed max_tasks=2 tasks" in log
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        pytest.param(("redis", "asyncio"), id="redis"),
+        pytest.param(("postgres", "asyncio"), id="pg"),
+    ],
+    indirect=True,
+)
+async def test_the_worker_command_runs_tasks_on_uvloop_when_asked(
+    app: App, tmp_path: Path, backend_kind: str
+) -> None:
+    @app.task(name="loop_kind")  # as tests/e2e/config_app.py defines it for the worker
+    async def loop_kind() -> str:
+        raise AssertionError("runs in the worker process")
+
+    config = tmp_path / "taskcore.toml"
+    config.write_text(f'url = "{_url_of(app, backend_kind)}"\n[worker]\nmax_tasks = 1\n')
+    for flags, expected in ((["--loop", "uvloop"], "uvloop"), ([], "asyncio")):
+        handle = await loop_kind.enqueue()
+        proc = await _open_worker(config, dict(os.environ), *flags)
+        async with proc:
+            with anyio.fail_after(60), _killed_on_failure(proc):
+                assert await handle.result(timeout=30) == expected
+                assert await proc.wait() == 0  # retired after its one task
+
+
+def _url_of(app: App, backend_kind: str) -> str:
+    """The URL of ``app``'s backend (its scratch prefix or schema) for a worker process."""
+    backend: Any = app.backend
+    if backend_kind == "redis":
+        url = os.environ.get("TASKCORE_REDIS_URL", "redis://127.0.0.1:6379/0")
+        return f"{url}?prefix={backend.prefix}"
+    url = os.environ.get("TASKCORE_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+    return f"{url}?schema={backend.schema}"
+
+
+async def _open_worker(config: Path, env: dict[str, str], *flags: str) -> anyio.abc.Process:
+    """``taskcore worker tests.e2e.config_app:app --config CONFIG FLAGS`` in a new process."""
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), str(ROOT)]))
+    command = [sys.executable, "-m", "taskcore", "worker", "tests.e2e.config_app:app"]
+    command += ["--config", str(config), *flags]
+    return await anyio.open_process(command, env=env, cwd=ROOT, stderr=subprocess.PIPE)
 
 
 @contextlib.contextmanager

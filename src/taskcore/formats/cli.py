@@ -111,9 +111,9 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.buffer.write(data)
             sys.stdout.flush()
     except (TaskcoreError, OSError) as exc:
-        from rich.console import Console
+        from taskcore.cli import print_error
 
-        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         return 2
     return 0
 

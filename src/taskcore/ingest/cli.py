@@ -59,9 +59,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the command parsed by :func:`add_parser`'s parser; returns the exit status."""
     from rich.console import Console
 
-    from taskcore.cli import load_app
+    from taskcore.cli import load_app, print_error
 
-    err = Console(stderr=True)
     options: dict[str, Any] = {}
     if args.queue:
         options["queue"] = args.queue
@@ -74,10 +73,10 @@ def run(args: argparse.Namespace) -> int:
         report = anyio.run(_ingest, app, args, options)
     except IngestError as exc:
         Console().print(render(exc.report))
-        err.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         return EXIT_ERROR
     except (TaskcoreError, OSError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         return EXIT_ERROR
     Console().print(render(report))
     return EXIT_OK if report.ok else EXIT_REJECTED

@@ -120,7 +120,9 @@ def run(args: argparse.Namespace) -> int:
             return anyio.run(_once, app, monitor, console)
         anyio.run(_live, app, monitor, console)
     except TaskcoreError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        from taskcore.cli import print_error
+
+        print_error(exc)
         return EXIT_ERROR
     return EXIT_OK
 
