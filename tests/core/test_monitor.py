@@ -41,6 +41,7 @@ from taskcore.monitor import (
     default_rules,
 )
 from taskcore.monitor import cli as monitor_cli
+from taskcore.monitor.metrics import MinuteFold, merge
 from taskcore.monitor.resources import ResourceSampler
 from tests.core.scripts import run as run_script
 
@@ -667,6 +668,41 @@ async def test_monitor_settings_are_checked(app: App) -> None:
     with pytest.raises(ConfigurationError, match="buffer=0"):
         with Monitor(app, resources=False).subscribe(0):
             pass
+
+
+# -- stored minutes ------------------------------------------------------------------------
+
+
+async def test_partial_minutes_cover_what_was_watched_and_merge_weighted_by_snapshots() -> None:
+    minute = T0 - T0 % 60
+    fold = MinuteFold()
+    assert fold.flush() is None
+    for at, cpu in ((minute + 15, 10.0), (minute + 20, 20.0), (minute + 25, 30.0)):
+        assert fold.add(snap(at, [queue(depth=int(cpu))], resources=host(cpu=cpu))) is None
+    first = fold.flush()  # stopped: covered from its first snapshot to its last
+    assert first is not None
+    assert (first.at, first.samples, first.seconds, first.cpu_percent) == (minute, 3, 10.0, 20.0)
+    assert fold.flush() is None
+    # sampling again after a flush covers from the last snapshot flushed
+    assert fold.add(snap(minute + 40, [queue(depth=7)], resources=host(cpu=60.0))) is None
+    second = fold.add(snap(minute + 61))
+    assert second is not None and (second.samples, second.seconds) == (1, 35.0)
+    # a minute entered from the previous one is covered from its start
+    whole = fold.add(snap(minute + 125))
+    assert whole is not None and (whole.at, whole.seconds, whole.partial) == (
+        minute + 60,
+        60,
+        False,
+    )
+
+    merged = merge([first, second])
+    assert (merged.samples, merged.seconds, merged.depth) == (4, 45.0, 7)  # counts: the later
+    assert merged.cpu_percent == (3 * 20.0 + 60.0) / 4 and merged.memory_percent == 10.0
+    assert merge([first]) is first
+    same_minute = msgspec.structs.replace(whole, at=minute)
+    assert merge([first, same_minute, second]) is same_minute
+    # overlapping partial points never cover more than the minute
+    assert merge([first, first, first, first, first, first, first]).seconds == 60.0
 
 
 # -- the command -------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
 from taskcore import App, FakeClock, Priority, RetryPolicy, TaskFailed, Worker
@@ -212,3 +213,98 @@ async def test_each_minute_is_stored_as_one_point_shared_and_kept_for_metrics_tt
     clock.advance(app.metrics_ttl - 120 + 1)  # the first minute is now past it
     await monitor.sample()
     assert [p.at for p in await monitor.metrics()] == [minute + 60, minute + 120]
+
+
+async def run_for(monitor: Monitor, clock: FakeClock, intervals: int) -> None:
+    """Run ``monitor``: a snapshot now and one after each of ``intervals`` intervals of
+    the fake clock; then stop it (cancel :meth:`Monitor.run`)."""
+    with monitor.subscribe() as snapshots:
+        async with anyio.create_task_group() as tg:
+            await tg.start(monitor.run)
+            await snapshots.receive()
+            for _ in range(intervals):
+                clock.advance(monitor.interval)
+                await snapshots.receive()
+            tg.cancel_scope.cancel()
+
+
+async def test_a_stopped_monitor_stores_its_partial_minute_and_a_restart_completes_it(
+    app: App, clock: FakeClock, make_app: Any
+) -> None:
+    @app.task(queue="mon")
+    async def job() -> None: ...
+
+    clock.advance(60 - clock.now() % 60 + 10)
+    minute = clock.now() - 10
+    await job.enqueue()
+    # snapshots at 10, 20 and 30 seconds into the minute; then the monitor stops
+    await run_for(Monitor(app, interval=10, rules=[], resources=False, notifiers=[]), clock, 2)
+    [stored] = await app.backend.journal_read("metrics")
+    [point] = await read_metrics(app.backend)
+    assert msgspec.msgpack.decode(stored.payload, type=MetricsPoint) == point
+    # covered from its first snapshot to its last: 20 of the minute's 60 seconds
+    assert (stored.at, point.at, point.samples, point.seconds, point.partial) == (
+        minute,
+        minute,
+        3,
+        20.0,
+        True,
+    )
+    assert (point.depth, point.depth_by_queue, point.succeeded_per_s, point.workers) == (
+        1,
+        {"mon": 1},
+        0.0,
+        0,
+    )
+
+    # restarted (here: in another process) 45 seconds into the minute, stopped just after
+    clock.advance(15)
+    await job.enqueue()
+    async with make_app() as other:
+        restarted = Monitor(other, interval=15, rules=[], resources=False, notifiers=[])
+        await run_for(restarted, clock, 1)  # snapshots at 45 and 60
+    assert [(e.at, len(e.payload) > 0) for e in await app.backend.journal_read("metrics")] == [
+        (minute + 60, True),  # the next minute's first snapshot, stored at the stop
+        (minute, True),  # 45-60 s, stored when the next minute began
+        (minute, True),  # 10-30 s
+    ]
+    points = await read_metrics(app.backend)
+    # the minute's two partial points read as one: 35 of its 60 seconds, four
+    # snapshots, the counts of the later one
+    assert [(p.at, p.samples, p.seconds, p.depth, p.partial) for p in points] == [
+        (minute, 4, 35.0, 2, True),
+        (minute + 60, 1, 0.0, 2, True),
+    ]
+    # a limit counts minutes, not stored points
+    assert [(p.at, p.samples) for p in await read_metrics(app.backend, limit=1)] == [
+        (minute + 60, 1)
+    ]
+    assert [(p.at, p.samples) for p in await read_metrics(app.backend, limit=2)] == [
+        (minute, 4),
+        (minute + 60, 1),
+    ]
+    assert [p.samples for p in await read_metrics(app.backend, until=minute + 60)] == [4]
+
+
+async def test_a_whole_minute_outweighs_the_partial_points_of_other_monitors(
+    app: App, clock: FakeClock, make_app: Any
+) -> None:
+    clock.advance(60 - clock.now() % 60)
+    minute = clock.now()
+    steady = Monitor(app, interval=20, rules=[], resources=False, notifiers=[])
+    await steady.sample()  # from the minute's start
+    async with make_app() as other:  # a web process that stops in the middle of the minute
+        clock.advance(10)
+        await run_for(
+            Monitor(other, interval=20, rules=[], resources=False, notifiers=[]), clock, 1
+        )
+    await steady.sample()  # at 30 s
+    clock.advance(20)
+    await steady.sample()
+    assert [p.seconds for p in await read_metrics(app.backend)] == [20.0]  # the partial so far
+    clock.advance(10)
+    await steady.sample()  # the next minute: the whole one is stored
+    assert [(p.at, p.samples, p.seconds) for p in await read_metrics(app.backend)] == [
+        (minute, 3, 60.0)
+    ]
+    assert len(await app.backend.journal_read("metrics")) == 2  # both are kept

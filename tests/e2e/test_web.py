@@ -30,6 +30,7 @@ from taskcore.monitor.monitor import Monitor
 from taskcore.monitor.rules import Rule
 from taskcore.web import cli as web_cli
 from taskcore.web import create_app
+from taskcore.web.audit import AuditLog
 from taskcore.web.auth import fingerprint
 from taskcore.web.charts import sparkline
 from taskcore.web.panels import PANELS
@@ -717,6 +718,60 @@ async def test_the_audit_trail_is_stored_shared_and_kept_for_audit_ttl(
     async with client(first, "view-token") as viewer:
         entries = (await viewer.get("/api/audit")).json()
     assert [e["targets"] for e in entries] == [["b"]]
+
+
+async def test_the_live_audit_panel_shows_every_web_process_s_changes_once(
+    app: App, make_app: Any, clock: FakeClock
+) -> None:
+    elsewhere = create_app(app, tokens=TOKENS)  # another web process on the same backend
+    async with make_app() as here_app:
+        monitor = Monitor(here_app, resources=False, rules=[], notifiers=[])
+        await monitor.sample()
+        here = create_app(here_app, monitor=monitor, tokens=TOKENS)
+        async with sse(here, "/api/events", {"Authorization": "Bearer view-token"}) as stream:
+            assert "No actions yet." in json.loads((await stream.event())[1])["audit"]
+            async with client(elsewhere, "op-token") as operator:
+                assert (await operator.post("/api/queues/far/pause")).status_code == 200
+            clock.advance(1)
+            await monitor.sample()
+            audit = json.loads((await stream.event())[1])["audit"]
+            assert audit.count("queue.pause") == 1 and "<td>far</td>" in audit
+
+            async with client(here, "op-token") as operator:  # this process's own change
+                assert (await operator.post("/api/queues/near/pause")).status_code == 200
+            clock.advance(1)
+            await monitor.sample()
+            audit = json.loads((await stream.event())[1])["audit"]
+            assert audit.count("queue.pause") == 2 and "<td>near</td>" in audit
+        entries = here.state.taskcore.audit.entries
+        assert [e.targets for e in entries] == [["far"], ["near"]]
+
+
+async def test_pulling_the_audit_trail_takes_each_new_entry_once_late_ones_too(
+    app: App, make_app: Any, clock: FakeClock
+) -> None:
+    mine = AuditLog(clock, backend=lambda: app.backend)
+    async with make_app() as other:
+        theirs = AuditLog(clock, backend=lambda: other.backend)
+        behind = AuditLog(FakeClock(clock.now() - 5), backend=lambda: other.backend)
+        await theirs.record(None, "twice", ["t"], "ok", ok=True)
+        await theirs.record(None, "twice", ["t"], "ok", ok=True)  # the same, the same instant
+        clock.advance(1)
+        await mine.record(None, "mine", [], "ok", ok=True)
+        assert await mine.pull() == 2
+        assert await mine.pull() == 0
+        await behind.record(None, "late", [], "ok", ok=True)  # stored after newer ones
+        assert await mine.pull() == 1
+        assert [e.action for e in mine.entries] == ["late", "twice", "twice", "mine"]
+        # bounded: at most `limit` entries a pull, the newest; a later pull with room
+        # takes the rest
+        clock.advance(1)
+        for n in range(3):
+            await theirs.record(None, "burst", [str(n)], "ok", ok=True)
+        assert await mine.pull(limit=2) == 2
+        assert [e.targets for e in mine.entries[-2:]] == [["1"], ["2"]]
+        assert await mine.pull() == 1
+        assert [e.targets for e in mine.entries[-3:]] == [["0"], ["1"], ["2"]]
 
 
 async def test_task_logs_on_the_api_and_the_detail_page(app: App) -> None:

@@ -3,11 +3,17 @@ of each minute (of the app's clock) into one :class:`MetricsPoint` and appends i
 journal's ``metrics`` stream, so the history outlives the process and every web process
 reads the same one. Rates and host resources are the minute's means; counts (depth,
 running, late, dead, workers) are the minute's last snapshot.
+
+A point covers the seconds of its minute that the monitor watched (``seconds``): a whole
+minute, or less in the minute a monitor started or stopped in. A whole minute is stored
+once however many monitors share the backend; the partial points of a minute are all
+stored, and :func:`read_metrics` folds a minute's points back into one.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import msgspec
 
@@ -15,7 +21,15 @@ from taskcore.backend import Backend, JournalEntry
 
 from .snapshot import Snapshot
 
-__all__ = ["METRICS_STREAM", "MINUTE", "MetricsPoint", "MinuteFold", "entry", "read_metrics"]
+__all__ = [
+    "METRICS_STREAM",
+    "MINUTE",
+    "MetricsPoint",
+    "MinuteFold",
+    "entry",
+    "merge",
+    "read_metrics",
+]
 
 METRICS_STREAM = "metrics"
 MINUTE = 60.0
@@ -44,6 +58,14 @@ class MetricsPoint(msgspec.Struct, frozen=True):
     depth_by_queue: dict[str, int] = {}
     cpu_percent: float | None = None
     memory_percent: float | None = None
+    seconds: float = MINUTE
+    """Seconds of the minute the snapshots cover: 60, or fewer for a minute the monitor
+    started in (from its first snapshot) or stopped in (to its last one)."""
+
+    @property
+    def partial(self) -> bool:
+        """The point covers less than its whole minute."""
+        return self.seconds < MINUTE
 
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -55,30 +77,50 @@ def _mean(values: list[float]) -> float | None:
 
 
 class MinuteFold:
-    """The snapshots of the current minute; :meth:`add` returns the previous minute's
-    point when a snapshot of a later minute arrives."""
+    """The snapshots of the current minute. :meth:`add` returns the previous minute's
+    point when a snapshot of a later minute arrives; :meth:`flush` the current one,
+    partial, when the monitor stops.
+
+    A snapshot's rates are measured since the previous snapshot, so a minute is covered
+    from its start when the monitor sampled before it, else from its first snapshot.
+    """
 
     def __init__(self) -> None:
-        self.minute: float | None = None
+        self._minute = 0.0
+        self._start = 0.0
         self._snapshots: list[Snapshot] = []
+        self._last: float | None = None  # time of the latest snapshot folded
 
     def add(self, snapshot: Snapshot) -> MetricsPoint | None:
         minute = math.floor(snapshot.at / MINUTE) * MINUTE
         done = None
-        if self.minute is not None and minute != self.minute and self._snapshots:
-            done = self.point()
+        if self._snapshots and minute != self._minute:
+            done = self._point(self._minute + MINUTE)
             self._snapshots = []
-        self.minute = minute
+        if not self._snapshots:
+            last = self._last
+            self._minute = minute
+            self._start = snapshot.at if last is None or last > snapshot.at else max(minute, last)
         self._snapshots.append(snapshot)
+        self._last = snapshot.at
         return done
 
-    def point(self) -> MetricsPoint:
+    def flush(self) -> MetricsPoint | None:
+        """The minute in progress, covered up to its latest snapshot (None if no
+        snapshot was folded since the last point)."""
+        if not self._snapshots:
+            return None
+        point = self._point(self._snapshots[-1].at)
+        self._snapshots = []
+        return point
+
+    def _point(self, end: float) -> MetricsPoint:
         snaps = self._snapshots
         last = snaps[-1]
         n = len(snaps)
         resources = [s.resources for s in snaps if s.resources is not None]
         return MetricsPoint(
-            at=self.minute if self.minute is not None else last.at,
+            at=self._minute,
             samples=n,
             succeeded_per_s=sum(s.rates.succeeded for s in snaps) / n,
             failed_per_s=sum(s.rates.failed for s in snaps) / n,
@@ -94,7 +136,37 @@ class MinuteFold:
             depth_by_queue={q.name: q.depth for q in last.queues},
             cpu_percent=_mean([r.cpu_percent for r in resources]),
             memory_percent=_mean([r.memory_percent for r in resources]),
+            seconds=min(MINUTE, max(0.0, end - self._start)),
         )
+
+
+def _weighted(
+    points: Sequence[MetricsPoint], value: Callable[[MetricsPoint], float | None]
+) -> float | None:
+    """The mean of ``value`` over the points' snapshots (points without one left out)."""
+    known = [(v, p.samples) for p in points if (v := value(p)) is not None]
+    weight = sum(w for _, w in known)
+    return sum(v * w for v, w in known) / weight if weight else None
+
+
+def merge(points: Sequence[MetricsPoint]) -> MetricsPoint:
+    """One point for a minute stored as several (in the order they were stored): its
+    first whole point if there is one, else the partial ones folded together: means
+    weighted by snapshots, counts from the last one stored, seconds added up (at most
+    60: two monitors stopping in the same minute may have covered some of it twice)."""
+    whole = [p for p in points if not p.partial]
+    if whole or len(points) == 1:
+        return (whole or points)[0]
+    return msgspec.structs.replace(
+        points[-1],
+        samples=sum(p.samples for p in points),
+        succeeded_per_s=_weighted(points, lambda p: p.succeeded_per_s) or 0.0,
+        failed_per_s=_weighted(points, lambda p: p.failed_per_s) or 0.0,
+        dead_per_s=_weighted(points, lambda p: p.dead_per_s) or 0.0,
+        cpu_percent=_weighted(points, lambda p: p.cpu_percent),
+        memory_percent=_weighted(points, lambda p: p.memory_percent),
+        seconds=min(MINUTE, sum(p.seconds for p in points)),
+    )
 
 
 def entry(point: MetricsPoint) -> JournalEntry:
@@ -107,6 +179,23 @@ async def read_metrics(
     until: float | None = None,
     limit: int = 1440,
 ) -> list[MetricsPoint]:
-    """The newest ``limit`` points with ``since <= at < until``, oldest first."""
-    entries = await backend.journal_read(METRICS_STREAM, since=since, until=until, limit=limit)
-    return [_decode(e.payload) for e in reversed(entries)]
+    """The newest ``limit`` minutes with ``since <= at < until``, oldest first: one
+    point per minute (several points stored for a minute are folded by :func:`merge`)."""
+    minutes: dict[float, list[bytes]] = {}  # newest minute first, its points newest first
+    size = limit
+    while len(minutes) < limit:
+        page = await backend.journal_read(METRICS_STREAM, since=since, until=until, limit=size)
+        last_page = len(page) < size
+        if not last_page:  # the oldest minute may have more points: read it with the next page
+            oldest = page[-1].at
+            page = [e for e in page if e.at != oldest]
+            if not page:  # one minute filled the page: read it in a larger one
+                size *= 2
+                continue
+            until = math.nextafter(oldest, math.inf)
+        for e in page:
+            minutes.setdefault(e.at, []).append(e.payload)
+        if last_page:
+            break
+    newest = list(minutes.values())[:limit]
+    return [merge([_decode(p) for p in reversed(stored)]) for stored in reversed(newest)]

@@ -232,15 +232,28 @@ class Monitor:
                 await self._store(point)
         return snapshot
 
+    async def flush(self) -> None:
+        """Store the minute in progress now, as a partial point (its ``seconds`` say how
+        much of the minute it covers). :meth:`run` does it when it stops; call it when
+        you drive :meth:`sample` yourself and stop."""
+        if self.persist:
+            point = self._minutes.flush()
+            if point is not None:
+                await self._store(point)
+
     async def _store(self, point: MetricsPoint) -> None:
-        """Append a finished minute to the journal and apply the retention (once a
-        minute, so a deployment without workers trims too)."""
+        """Append a minute's point to the journal and apply the retention (once a
+        minute, so a deployment without workers trims too). Not cut short by the
+        monitor stopping (it is bounded by ``COLLECT_TIMEOUT``)."""
         backend = self.app.backend
         try:
-            with anyio.fail_after(COLLECT_TIMEOUT):
+            with anyio.CancelScope(shield=True), anyio.fail_after(COLLECT_TIMEOUT):
                 # several monitors on one backend (one per web process): the first to
-                # finish a minute stores it
-                if await backend.once(f"taskcore:metrics:{point.at!r}", 3 * MINUTE):
+                # finish a whole minute stores it; partial points (a monitor started or
+                # stopped in the minute) are all kept, and read_metrics merges them
+                if point.partial or await backend.once(
+                    f"taskcore:metrics:{point.at!r}", 3 * MINUTE
+                ):
                     await backend.journal_append([entry(point)])
                     await self.app.trim_journal()
         except Exception as exc:
@@ -296,19 +309,23 @@ class Monitor:
         """Sample every ``interval`` seconds of the app's clock until cancelled.
 
         ``task_status.started()`` is called once the first snapshot is in
-        :attr:`latest` (``await task_group.start(monitor.run)``).
+        :attr:`latest` (``await task_group.start(monitor.run)``). When cancelled, it
+        stores the minute in progress (:meth:`flush`) before it returns.
         """
         clock = self.app.clock
-        await self._sample_logged()
-        task_status.started()
-        due = clock.now()
-        while True:
-            due += self.interval
-            now = clock.now()
-            if due < now:  # a sample overran: skip the slots it missed, keep the cadence
-                due += math.ceil((now - due) / self.interval) * self.interval
-            await clock.sleep(due - now)
+        try:
             await self._sample_logged()
+            task_status.started()
+            due = clock.now()
+            while True:
+                due += self.interval
+                now = clock.now()
+                if due < now:  # a sample overran: skip the slots it missed, keep the cadence
+                    due += math.ceil((now - due) / self.interval) * self.interval
+                await clock.sleep(due - now)
+                await self._sample_logged()
+        finally:
+            await self.flush()  # shielded: the monitor stops by being cancelled
 
     async def _sample_logged(self) -> None:
         try:

@@ -64,8 +64,9 @@ def create_app(
         rate_limit: requests per client, e.g. ``"20/s"`` or ``"600/m"``, taken from the
             backend's cluster-wide token bucket; None for no limit.
         max_body: the largest request body, in bytes.
-        audit_size: how many audit entries the dashboard's in-memory log keeps (the
-            trail itself is stored in the backend for ``App(audit_ttl=...)``).
+        audit_size: how many audit entries the dashboard's in-memory log keeps (every
+            web process's; the trail itself is stored in the backend for
+            ``App(audit_ttl=...)``).
         run_monitor: False when the caller runs ``monitor`` itself.
 
     Raises:

@@ -4,7 +4,8 @@ An entry names who acted (the token's role and fingerprint, never the token), wh
 they did, to which targets, and with what result. Entries go to the ``taskcore.audit``
 logger, to the backend's journal (stream ``audit``, kept for ``App(audit_ttl=...)``,
 730 days by default: it survives restarts and every web process of the backend reads
-the same trail) and to a bounded in-memory log of this process for the dashboard.
+the same trail) and to a bounded in-memory log for the dashboard, which also takes in
+the entries other web processes store (:meth:`AuditLog.pull`).
 """
 
 from __future__ import annotations
@@ -20,9 +21,17 @@ from taskcore.clock import Clock
 
 from .auth import Principal
 
-__all__ = ["AUDIT_STREAM", "AuditEntry", "AuditLog"]
+__all__ = ["AUDIT_STREAM", "PULL_LAG", "PULL_LIMIT", "AuditEntry", "AuditLog"]
 
 AUDIT_STREAM = "audit"
+
+PULL_LIMIT = 100
+"""Entries :meth:`AuditLog.pull` reads at the most, the newest."""
+
+PULL_LAG = 60.0
+"""Seconds before the newest entry it has that :meth:`AuditLog.pull` reads again: an
+entry can reach the journal after a newer one (its writer's round trip, or its host's
+clock a little behind)."""
 
 logger = logging.getLogger("taskcore.audit")
 
@@ -44,8 +53,9 @@ _decode = msgspec.msgpack.Decoder(AuditEntry).decode
 
 class AuditLog:
     """The audit trail: stored in the backend's journal (``backend``: how to reach it;
-    None keeps the in-memory log only), the last ``size`` entries of this process in
-    memory, oldest first."""
+    None keeps the in-memory log only), the latest ``size`` entries in memory, oldest
+    first: this process's, and every web process's as :meth:`load` and :meth:`pull`
+    read them."""
 
     def __init__(
         self, clock: Clock, size: int = 500, *, backend: Callable[[], Backend] | None = None
@@ -53,10 +63,12 @@ class AuditLog:
         self.clock = clock
         self._backend = backend
         self._entries: collections.deque[AuditEntry] = collections.deque(maxlen=size)
+        self.version = 0
+        """Changes with every entry the in-memory log takes (a cache key)."""
 
     @property
     def entries(self) -> Sequence[AuditEntry]:
-        """This process's latest entries (the dashboard's live view)."""
+        """The latest entries in memory, oldest first (the dashboard's live view)."""
         return tuple(self._entries)
 
     async def record(
@@ -81,6 +93,7 @@ class AuditLog:
             client=client,
         )
         self._entries.append(entry)
+        self.version += 1
         fields = msgspec.to_builtins(entry)
         logger.info(
             "%s %s %s: %s",
@@ -125,6 +138,36 @@ class AuditLog:
     async def load(self) -> None:
         """Fill the in-memory log from the journal (at start-up: the dashboard then
         shows the trail from before a restart)."""
-        if self._backend is not None and self._entries.maxlen:
-            latest = await self.read(limit=self._entries.maxlen)
-            self._entries.extendleft(reversed([e for e in latest if e not in self._entries]))
+        if self._entries.maxlen:
+            await self._take(None, self._entries.maxlen)
+
+    async def pull(self, limit: int = PULL_LIMIT) -> int:
+        """Take into the in-memory log the entries stored since the newest one it has
+        (less :data:`PULL_LAG`) that it lacks: other web processes' (the dashboard's
+        live view of the whole trail). Reads at most ``limit`` entries, the newest;
+        returns how many were new."""
+        newest = max((e.at for e in self._entries), default=None)
+        return await self._take(None if newest is None else newest - PULL_LAG, limit)
+
+    async def _take(self, since: float | None, limit: int) -> int:
+        if self._backend is None:
+            return 0
+        page = await self._backend().journal_read(AUDIT_STREAM, since=since, limit=limit)
+        stored = [_decode(e.payload) for e in reversed(page)]  # oldest first
+        # an entry has no id: match those in memory against the stored ones by value, as
+        # many times as each was stored (one action can be done twice in one instant)
+        unmatched = collections.Counter(_encode(e) for e in stored)
+        kept = []  # the entries in memory that were not read again
+        for e in self._entries:
+            key = None if since is not None and e.at < since else _encode(e)
+            if key is not None and unmatched[key]:
+                unmatched[key] -= 1
+            else:
+                kept.append(e)
+        new = sum(unmatched.values())
+        if new:  # in time order; at one instant, in the journal's order
+            merged = sorted([*kept, *stored], key=lambda e: e.at)
+            self._entries.clear()
+            self._entries.extend(merged)  # the newest ``size``
+            self.version += 1
+        return new

@@ -1,6 +1,7 @@
 """The dashboard's live stream: Server-Sent Events at ``/api/events``. Each new monitor
 snapshot pushes every panel re-rendered (one ``panels`` event whose data is a JSON
-object of panel id -> HTML); a comment line keeps idle connections open."""
+object of panel id -> HTML), the audit panel with the entries every web process of the
+backend stored since; a comment line keeps idle connections open."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ class Dashboard:
         self.rejects_limit = rejects_limit
         self._lock = anyio.Lock()
         self._rendered: tuple[Snapshot | None, int, dict[str, str]] | None = None
+        self._pulled: Snapshot | None = None  # the snapshot the audit log was pulled for
 
     async def data(self) -> PanelData:
         app, monitor = self.ctx.app, self.ctx.monitor
@@ -59,10 +61,17 @@ class Dashboard:
         )
 
     async def panels(self) -> dict[str, str]:
-        """Every panel's HTML; cached until a new snapshot or audit entry."""
+        """Every panel's HTML; cached until a new snapshot or audit entry. The audit
+        log takes in other web processes' entries once per snapshot (at every call
+        before the monitor's first one)."""
         async with self._lock:
             monitor = self.ctx.monitor
-            key = (None if monitor is None else monitor.latest, len(self.ctx.audit.entries))
+            latest = None if monitor is None else monitor.latest
+            if latest is None or latest is not self._pulled:
+                await self.ctx.app.open()
+                await self.ctx.audit.pull()
+                self._pulled = latest
+            key = (latest, self.ctx.audit.version)
             if self._rendered is not None and self._rendered[:2] == key:
                 return self._rendered[2]
             rendered = render_panels(await self.data())
