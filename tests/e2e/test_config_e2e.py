@@ -30,6 +30,17 @@ MakeApp = Callable[..., contextlib.AbstractAsyncContextManager[App]]
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# The worker command's tests run a worker process, which needs a server to share.
+ON_SERVERS = pytest.mark.parametrize(
+    "target",
+    [
+        pytest.param(("redis", "asyncio"), id="redis"),
+        pytest.param(("postgres", "asyncio"), id="pg"),
+    ],
+    indirect=True,
+)
+
+
 def register(app: App) -> tuple[Any, Any]:
     @app.task(name="flag_async")
     async def flag_async(customer: str) -> bool:
@@ -115,14 +126,7 @@ async def test_a_bad_remote_document_is_ignored_with_a_log_line(
         assert not app.flags.enabled("new-billing")
 
 
-@pytest.mark.parametrize(
-    "target",
-    [
-        pytest.param(("redis", "asyncio"), id="redis"),
-        pytest.param(("postgres", "asyncio"), id="pg"),
-    ],
-    indirect=True,
-)
+@ON_SERVERS
 async def test_the_worker_command_takes_its_settings_from_a_file(
     app: App, tmp_path: Path, backend_kind: str
 ) -> None:
@@ -154,14 +158,7 @@ async def test_the_worker_command_takes_its_settings_from_a_file(
     assert "retiring: claimed max_tasks=2 tasks" in log
 
 
-@pytest.mark.parametrize(
-    "target",
-    [
-        pytest.param(("redis", "asyncio"), id="redis"),
-        pytest.param(("postgres", "asyncio"), id="pg"),
-    ],
-    indirect=True,
-)
+@ON_SERVERS
 async def test_the_worker_command_runs_tasks_on_uvloop_when_asked(
     app: App, tmp_path: Path, backend_kind: str
 ) -> None:
