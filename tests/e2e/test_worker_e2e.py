@@ -55,6 +55,15 @@ def worker(app: App, **options: Any) -> Worker:
     return app.worker(**options)
 
 
+def waiting_for_work(*workers: Worker) -> bool:
+    """Every worker's claim loop is in its idle wait, with no claim out. Move the fake
+    clock in the same step as this check: a claim sent before the move dates its
+    leases before it (PostgreSQL's even for tasks enqueued after it), and a move of a
+    lease or more makes them lapse at once. (Redis's wait may claim in its blocking
+    round trip; its claim script dates a lease no earlier than the task's ready time.)"""
+    return all(w._wait_scope is not None for w in workers)
+
+
 async def retrying_after(app: App, task_id: str, attempts: int) -> None:
     """Wait until the ``attempts``-th failure has been settled as a retry."""
 
@@ -726,12 +735,18 @@ async def test_cron_tick_runs_exactly_once_with_two_workers(
             async def sweep() -> float:
                 return clock.now()
 
-        async with worker(app1), worker(app2):
+        async with worker(app1) as w1, worker(app2) as w2:
             # each worker sleeps on the clock in its extend, maintenance and cron loops
             await until(lambda: clock.sleepers == 6)
             for tick in (1, 2):
+                # and its claim loop waits for work: no claim is out. (A worker's first
+                # claim may still be opening its session when its loops sleep; on
+                # PostgreSQL it then took the tick's task with a lease dated before the
+                # move, lapsed at once, in 23 and 33 runs of 100 under load: only the
+                # lack of a reaper before the task's settle kept it from running twice.)
+                await until(lambda: waiting_for_work(w1, w2))
                 due = app1.periodics[0].next_after(clock.now())
-                clock.set(due)
+                clock.set(due)  # in the step that saw them waiting
                 await recorder.wait_runs(tick)
                 await until(lambda: clock.sleepers == 6)  # both cron loops went round
                 tasks = await app2.list_tasks(task="sweep")
