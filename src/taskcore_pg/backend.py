@@ -599,14 +599,10 @@ class PostgresBackend:
                 return []
             settle = ()
         settles = self._settle_statements(settle)
-        now = self.clock.now()
-        expires_at = now + lease_seconds
-        params = {
+        params: dict[str, Any] = {
             "queues": names,
             "limit": limit,
             "max_priority": max_priority,
-            "now": now,
-            "expires_at": expires_at,
             "worker": worker,
             "promote_limit": max(limit, self.settings.promote_limit),
             "synchronous_commit": (None if settles or self.settings.claim_sync_commit else "off"),
@@ -614,6 +610,11 @@ class PostgresBackend:
         claim_query = self._sql["claim"]
 
         async def op(conn: Conn) -> list[TupleRow]:
+            # The claim's time is read once the connection is in hand, not before a
+            # wait for it (a full pool, a claim session being set up): a lease dated
+            # before that wait would lapse early by as much.
+            params["now"] = now = self.clock.now()
+            params["expires_at"] = now + lease_seconds
             if not settles:
                 cur = await conn.execute(claim_query, params, binary=True)
                 return await cur.fetchall()
@@ -626,6 +627,7 @@ class PostgresBackend:
             return await cur.fetchall()
 
         rows = await self._run(op, claims=True)
+        now, expires_at = params["now"], params["expires_at"]
         return [_rows.lease_from_row(row, worker, now, expires_at) for row in rows]
 
     def _settle_statements(

@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 import psycopg
 import pytest
+from tests.e2e.conftest import until
 from tests.faults.proxy import TcpProxy
 
 from taskcore.backend import Message, Outcome, OutcomeKind, QueueSpec
@@ -644,6 +645,42 @@ async def test_claim_runs_on_a_pinned_generic_plan_that_reads_the_indexes(
     plan = found[True]
     assert "Seq Scan on tasks" not in plan, plan
     assert "Index Scan using tasks_ready" in plan and "Tid Scan on tasks" in plan, plan
+
+
+async def test_a_claim_that_waits_for_a_connection_dates_its_lease_after_the_wait(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    """A lease starts when the claim gets its connection, not before a wait for one:
+    the clock moves past the lease while the claim waits for the only claim session,
+    and the lease still lasts lease_seconds from then."""
+    clock = FakeClock(1_000.0)
+    async with open_backend(pg_dsn, pg_schema, clock, max_size=1) as backend:
+        await backend.enqueue([make_message(clock, queue="q")])
+        assert await backend.claim(["q"], 0, 30.0, "w") == []  # opens the claim sessions
+        pool = backend._claims if backend._claims is not None else backend._pool
+        assert pool is not None
+        release = anyio.Event()
+        held = anyio.Event()
+        leases: list[Any] = []
+
+        async def hold(conn: Any) -> None:
+            held.set()
+            await release.wait()
+
+        async def claim() -> None:
+            leases.extend(await backend.claim(["q"], 1, 30.0, "w"))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: backend._run(hold, claims=True, bounded=False))
+            await held.wait()
+            tg.start_soon(claim)
+            # the claim is queued for the held session
+            await until(lambda: pool.get_stats().get("requests_waiting", 0) >= 1)
+            clock.advance(100.0)
+            release.set()
+        [lease] = leases
+        assert lease.claimed_at == 1_100.0
+        assert lease.expires_at == 1_130.0  # not 1_030: lapsed before it was handed out
 
 
 async def test_concurrent_claimers_lease_each_task_once(pg_dsn: str, pg_schema: str) -> None:
