@@ -350,6 +350,17 @@ class Backend(Protocol):
 
     async def kv_get(self, key: str) -> bytes | None: ...
     async def kv_set(self, key: str, value: bytes, ttl: float | None = None) -> None: ...
+    async def kv_replace(
+        self, key: str, old: bytes | None, new: bytes, ttl: float | None = None
+    ) -> bool:
+        """Compare-and-set: store ``new`` under ``key`` only if the value stored now is
+        ``old`` (``None``: only if none is; an expired value counts as none, as for
+        :meth:`kv_get`), atomically with every other write of the key. True if stored.
+
+        The expiry is set from ``ttl`` as :meth:`kv_set` sets it (None: never expires);
+        the replaced value's expiry is not kept. A call that raises may or may not have
+        stored ``new``: read the key to know."""
+
     async def record_runtimes(self, samples: Sequence[tuple[str, float]]) -> None:
         """Add run-time samples (task name, seconds) to the shared statistics."""
 

@@ -615,12 +615,27 @@ class MemoryBackend:
         return True
 
     async def kv_get(self, key: str) -> bytes | None:
+        return self._kv_live(key)
+
+    async def kv_set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        self._kv_store(key, value, ttl)
+
+    async def kv_replace(
+        self, key: str, old: bytes | None, new: bytes, ttl: float | None = None
+    ) -> bool:
+        # read and write with no await between them: one critical section
+        if self._kv_live(key) != old:
+            return False
+        self._kv_store(key, new, ttl)
+        return True
+
+    def _kv_live(self, key: str) -> bytes | None:
         item = self._kv.get(key)
         if item is None or (item[1] is not None and item[1] <= self.clock.now()):
             return None
         return item[0]
 
-    async def kv_set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+    def _kv_store(self, key: str, value: bytes, ttl: float | None) -> None:
         self._kv[key] = (value, None if ttl is None else self.clock.now() + ttl)
 
     async def record_runtimes(self, samples: Sequence[tuple[str, float]]) -> None:

@@ -1053,6 +1053,19 @@ class PostgresBackend:
         expires_at = None if ttl is None else self.clock.now() + ttl
         await self._fetchall("kv_set", {"key": key, "value": value, "expires_at": expires_at})
 
+    async def kv_replace(
+        self, key: str, old: bytes | None, new: bytes, ttl: float | None = None
+    ) -> bool:
+        now = self.clock.now()
+        params = {
+            "key": key,
+            "old": old,
+            "value": new,
+            "expires_at": None if ttl is None else now + ttl,
+            "now": now,
+        }
+        return await self._fetchone("kv_replace", params) is not None
+
     async def record_runtimes(self, samples: Sequence[tuple[str, float]]) -> None:
         if samples:
             await self._fetchall(

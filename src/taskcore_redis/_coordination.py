@@ -125,11 +125,37 @@ class Coordination:
         return bytes(value)
 
     async def kv_set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        await self._kv_write(key, value, ttl, [""])
+
+    async def kv_replace(
+        self, key: str, old: bytes | None, new: bytes, ttl: float | None = None
+    ) -> bool:
+        now = repr(self.clock.now())  # a value expired by then counts as none
+        compare: list[object] = ["0", now] if old is None else ["1", now, old]
+        # not retried: a replace whose reply was lost would fail when sent again
+        return await self._kv_write(key, new, ttl, compare, idempotent=False)
+
+    async def _kv_write(
+        self,
+        key: str,
+        value: bytes,
+        ttl: float | None,
+        compare: list[object],
+        *,
+        idempotent: bool = True,
+    ) -> bool:
+        """``kv_set.lua``: store ``value``; with ``compare`` (its ARGV[4:]) not [""],
+        only if the stored value matches. True if stored."""
         if ttl is None:
             args: list[object] = [value, "", ""]
         else:
             args = [value, repr(self.clock.now() + ttl), _ms(ttl + _BACKSTOP)]
-        await self._conn.run("kv_set", [(self._conn.scripts["kv_set"], [self.keys.kv(key)], args)])
+        [stored] = await self._conn.run(
+            "kv_set",
+            [(self._conn.scripts["kv_set"], [self.keys.kv(key)], [*args, *compare])],
+            idempotent=idempotent,
+        )
+        return bool(stored)
 
     async def record_runtimes(self, samples: Sequence[tuple[str, float]]) -> None:
         if not samples:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,9 @@ from taskcore import App, ConfigurationError, FakeClock, SchedulingPolicy, State
 from taskcore.cli import main as cli_main
 from taskcore.config import REMOTE_KEY, Flag, Flags, RemoteDocument, Settings, load, resolve
 from taskcore.config.flags import bucket
+from taskcore.config.remote import WRITE_ATTEMPTS
 from taskcore.config.settings import APP_SCALARS
+from taskcore.errors import BackendError
 from taskcore.memory import MemoryBackend
 
 from .conftest import settled
@@ -373,6 +376,75 @@ async def test_an_invalid_remote_change_is_refused_and_nothing_is_written(
     stored = await app.config.get_remote()
     assert stored is not None
     assert (stored.version, stored.concurrency) == (1, 2)
+
+
+class _Raced(MemoryBackend):
+    """A memory backend on which another process writes the remote configuration just
+    before each of the next ``races`` compare-and-sets of it (between a writer's read
+    and its write: what a concurrent writer on another machine does)."""
+
+    def __init__(self, clock: FakeClock, races: int) -> None:
+        super().__init__(clock=clock)
+        self.races = races
+        self.rival = App(backend=self, clock=clock)
+        self.rival_writes: list[RemoteDocument] = []
+        self._racing = False
+
+    async def kv_replace(
+        self, key: str, old: bytes | None, new: bytes, ttl: float | None = None
+    ) -> bool:
+        if key == REMOTE_KEY and self.races and not self._racing:
+            self.races -= 1
+            self._racing = True  # the rival's own write is not raced
+            try:
+                doc = await self.rival.config.set_remote(flags={f"rival{self.races}": True})
+            finally:
+                self._racing = False
+            self.rival_writes.append(doc)
+        return await super().kv_replace(key, old, new, ttl)
+
+
+async def test_a_write_raced_by_another_writer_is_applied_to_the_newer_document(
+    clock: FakeClock,
+) -> None:
+    backend = _Raced(clock, races=0)
+    async with App(backend=backend, clock=clock) as app:
+        await backend.rival.config.set_remote(paused=True)
+        backend.races = 3
+        doc = await app.config.set_remote(concurrency=7, flags={"mine": True, "rival0": None})
+        # three tries lost to the rival's writes (versions 2-4), the fourth stored
+        assert [d.version for d in backend.rival_writes] == [2, 3, 4]
+        assert doc.version == 5
+        assert (doc.concurrency, doc.paused) == (7, True)
+        assert doc.flags == {
+            "mine": Flag(enabled=True),
+            "rival2": Flag(enabled=True),
+            "rival1": Flag(enabled=True),
+        }  # rival0 (written by the last race) removed: the change applied to it
+        assert await app.config.get_remote() == doc
+        assert app.config.document == doc and app.flags.remote == doc.flags
+
+
+@pytest.mark.parametrize("races", [WRITE_ATTEMPTS - 1, WRITE_ATTEMPTS])
+async def test_a_write_that_loses_every_try_says_so_and_writes_nothing(
+    clock: FakeClock, races: int
+) -> None:
+    backend = _Raced(clock, races=races)
+    async with App(backend=backend, clock=clock) as app:
+        if races < WRITE_ATTEMPTS:  # the last try is left: it wins
+            doc = await app.config.set_remote(paused=True)
+            assert (doc.version, doc.paused, len(doc.flags)) == (races + 1, True, races)
+            return
+        message = (
+            "the remote configuration (backend key 'taskcore:config') changed under this "
+            f"write {WRITE_ATTEMPTS} times in a row (other writers got there first each "
+            "time); nothing was written by this call: read the configuration and try again"
+        )
+        with pytest.raises(BackendError, match=f"^{re.escape(message)}$"):
+            await app.config.set_remote(paused=True)
+        stored = await app.config.get_remote()
+        assert stored is not None and stored == backend.rival_writes[-1]
+        assert (stored.version, stored.paused) == (WRITE_ATTEMPTS, False)
 
 
 async def test_a_bad_stored_document_is_logged_once_and_the_last_good_one_kept(

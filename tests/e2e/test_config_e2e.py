@@ -20,7 +20,8 @@ import msgspec
 import pytest
 
 from taskcore import App, FakeClock, State
-from taskcore.config import REMOTE_KEY
+from taskcore.config import REMOTE_KEY, Flag, RemoteConfig, RemoteDocument
+from taskcore.config.remote import WRITE_ATTEMPTS
 
 from .conftest import POLL, settled, until
 
@@ -124,6 +125,34 @@ async def test_a_bad_remote_document_is_ignored_with_a_log_line(
         await w.maintain()
         assert w.target == 5
         assert not app.flags.enabled("new-billing")
+
+
+async def test_concurrent_writers_on_two_apps_keep_every_change(
+    app: App, make_app: MakeApp
+) -> None:
+    """Many ``set_remote`` calls at once from two processes, each setting its own flag:
+    every flag is in the final document, and each write got its own version."""
+    writers = WRITE_ATTEMPTS // 2  # per app: at most WRITE_ATTEMPTS at once all succeed
+    written: list[RemoteDocument] = []
+
+    async def write(config: RemoteConfig, name: str, value: bool | dict[str, int]) -> None:
+        written.append(await config.set_remote(flags={name: value}))
+
+    async with make_app() as other:
+        async with anyio.create_task_group() as tg:
+            for i in range(writers):
+                tg.start_soon(write, app.config, f"a{i}", True)
+                tg.start_soon(write, other.config, f"b{i}", {"percent": i + 1})
+        final = await other.config.get_remote()
+    expected = {f"a{i}": Flag(enabled=True) for i in range(writers)}
+    expected |= {f"b{i}": Flag(percent=i + 1) for i in range(writers)}
+    assert final is not None
+    assert final.flags == expected
+    assert final.version == 2 * writers
+    # versions 1..2N, each once, and each write's document holds what the writes
+    # before it stored (one new flag per write)
+    assert sorted(doc.version for doc in written) == list(range(1, 2 * writers + 1))
+    assert all(len(doc.flags) == doc.version for doc in written)
 
 
 @ON_SERVERS

@@ -10,7 +10,11 @@ maintenance tick (one ``kv_get``), and reading a flag costs no round trip.
 
 A document this version cannot read (another taskcore version wrote it, or someone
 wrote the key by hand) is logged once and ignored: the process keeps the last good one.
-Writers do not lock: two changes at the same moment may lose one (last writer wins).
+
+Writers do not lock; they compare and set (``kv_replace``): a write stores its document
+only if the stored one is still the one it read, and otherwise reads again and applies
+its change to the newer document (up to ``WRITE_ATTEMPTS`` times). So changes made at
+the same moment all survive, and every write gets its own version, one above the last.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 
-from taskcore.errors import ConfigurationError
+from taskcore.errors import BackendError, ConfigurationError
 
 from .flags import Flag, Flags, as_flag
 from .settings import Source, invalid
@@ -38,6 +42,9 @@ log = logging.getLogger("taskcore.config")
 REMOTE_KEY = "taskcore:config"
 SCHEMA = 1  # bumped when a change would be misread by older versions
 REMOTE = Source("remote", f"backend key {REMOTE_KEY!r}")
+# How many times a write reads and tries again when another writer stored a document
+# between its read and its write: that many writers at once all succeed.
+WRITE_ATTEMPTS = 10
 
 
 class RemoteDocument(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -165,22 +172,54 @@ class RemoteConfig:
             replace: start from an empty document instead of the stored one (to
                 overwrite one this version cannot read).
 
+        The change is applied to the stored document and written only if that is
+        still the stored one (compare-and-set); when another writer got there first,
+        it is applied again to the newer document, up to ``WRITE_ATTEMPTS`` times.
+
         Returns:
-            The document written (its version one above the stored one).
+            The document written (its version one above the one it replaced).
 
         Raises:
             ConfigurationError: a value out of bounds (nothing is written), or a stored
                 document this version cannot read (without ``replace``).
+            BackendError: other writers got there first ``WRITE_ATTEMPTS`` times in a
+                row (nothing was written), or the backend failed (a
+                :class:`~taskcore.errors.BackendUnavailable` during the write may or
+                may not have stored it: read it back).
         """
         await self._app.open()
-        current = None if replace else await self.get_remote()
+        backend = self._app.backend
+        for _ in range(WRITE_ATTEMPTS):
+            stored = await backend.kv_get(REMOTE_KEY)
+            doc = self._changed(stored, concurrency, paused, flags, replace)
+            raw = msgspec.json.encode(doc)
+            if await backend.kv_replace(REMOTE_KEY, stored, raw):
+                self._accept(raw, doc)
+                return doc
+            # another writer stored a document since the read: apply the change to it
+        raise BackendError(
+            f"{REMOTE} changed under this write {WRITE_ATTEMPTS} times in a row (other "
+            "writers got there first each time); nothing was written by this call: "
+            "read the configuration and try again"
+        )
+
+    def _changed(
+        self,
+        stored: bytes | None,
+        concurrency: int | _Unset | None,
+        paused: bool | _Unset,
+        flags: Mapping[str, bool | Flag | Mapping[str, Any] | None] | None,
+        replace: bool,
+    ) -> RemoteDocument:
+        """The document ``stored`` (raw, None: none) becomes with the change, one
+        version above it."""
+        current = None if replace or stored is None else decode(stored)
         version = current.version if current else 0
         if replace:  # go on counting from an unreadable document's version, if any
-            raw = await self._app.backend.kv_get(REMOTE_KEY)
             with contextlib.suppress(msgspec.DecodeError):
-                stored = msgspec.json.decode(raw or b"null")
-                if isinstance(stored, dict) and isinstance(stored.get("version"), int):
-                    version = max(0, stored["version"])
+                old = msgspec.json.decode(stored or b"null")
+                if isinstance(old, dict) and isinstance(old.get("version"), int):
+                    version = max(0, old["version"])
         data = msgspec.to_builtins(current or RemoteDocument())
         if concurrency is not UNSET:
             data["concurrency"] = concurrency
@@ -200,12 +239,8 @@ class RemoteConfig:
         data["updated_at"] = self._app.clock.now()
         data["schema"] = SCHEMA
         try:
-            doc = msgspec.convert(data, RemoteDocument)
+            return msgspec.convert(data, RemoteDocument)
         except msgspec.ValidationError as exc:
             text, _, where = str(exc).partition(" - at `$.")
             key = where.rstrip("`")
             raise invalid(key, data.get(key), REMOTE, text[:1].lower() + text[1:]) from None
-        raw = msgspec.json.encode(doc)
-        await self._app.backend.kv_set(REMOTE_KEY, raw)
-        self._accept(raw, doc)
-        return doc

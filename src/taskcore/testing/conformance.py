@@ -810,6 +810,79 @@ class BackendConformance:
         await backend.kv_set("cfg", b"v2")
         assert await backend.kv_get("cfg") == b"v2"
 
+    async def test_kv_replace_is_a_compare_and_set(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        # expected absent: stored only when there is none
+        assert await backend.kv_replace("cas", None, b"v1")
+        assert not await backend.kv_replace("cas", None, b"other")
+        assert await backend.kv_get("cas") == b"v1"
+        # expected value: stored only when it is the stored one
+        assert not await backend.kv_replace("cas", b"v0", b"v2")
+        assert await backend.kv_get("cas") == b"v1"
+        assert await backend.kv_replace("cas", b"v1", b"v2")
+        assert await backend.kv_get("cas") == b"v2"
+        assert not await backend.kv_replace("cas", b"v1", b"v3")  # stale
+        assert await backend.kv_get("cas") == b"v2"
+        # an empty value is a value, not an absence
+        assert await backend.kv_replace("cas", b"v2", b"")
+        assert not await backend.kv_replace("cas", None, b"x")
+        assert await backend.kv_get("cas") == b""
+        assert await backend.kv_replace("cas", b"", b"v3")
+        assert await backend.kv_get("cas") == b"v3"
+        # a value written by kv_set is replaced the same way
+        await backend.kv_set("plain", b"p")
+        assert await backend.kv_replace("plain", b"p", b"q")
+        assert await backend.kv_get("plain") == b"q"
+        # an expected value under an absent key loses, and stores nothing
+        assert not await backend.kv_replace("missing", b"v", b"w")
+        assert await backend.kv_get("missing") is None
+
+    async def test_kv_replace_sets_the_expiry_as_kv_set_does(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        await backend.kv_set("t", b"a", ttl=10)
+        assert await backend.kv_replace("t", b"a", b"b", ttl=5)  # the new ttl, not the old
+        clock.advance(4)
+        assert await backend.kv_get("t") == b"b"
+        clock.advance(2)
+        assert await backend.kv_get("t") is None
+        # an expired value counts as none: it no longer matches, and absence does
+        assert not await backend.kv_replace("t", b"b", b"c")
+        assert await backend.kv_replace("t", None, b"c")
+        clock.advance(1000)  # stored without a ttl: it never expires
+        assert await backend.kv_get("t") == b"c"
+        # a replace without a ttl drops the replaced value's expiry
+        await backend.kv_set("u", b"a", ttl=5)
+        assert await backend.kv_replace("u", b"a", b"b")
+        clock.advance(6)
+        await backend.reap()
+        assert await backend.kv_get("u") == b"b"
+        # ... and one with a ttl gives an unexpiring value one
+        assert await backend.kv_replace("u", b"b", b"c", ttl=5)
+        clock.advance(6)
+        await backend.reap()
+        assert await backend.kv_get("u") is None
+
+    async def test_kv_replace_lets_one_of_concurrent_writers_win(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        import anyio
+
+        won: list[bytes] = []
+
+        async def replace(old: bytes | None, new: bytes) -> None:
+            if await backend.kv_replace("race", old, new):
+                won.append(new)
+
+        for old in (None, won):  # from absent, then from the winner's value
+            async with anyio.create_task_group() as tg:
+                for i in range(20):
+                    expected = None if old is None else old[-1]
+                    tg.start_soon(replace, expected, b"w%d-%d" % (len(won), i))
+            assert len(won) == (1 if old is None else 2)
+            assert await backend.kv_get("race") == won[-1]
+
     async def test_runtime_stats(self, backend: Backend, clock: FakeClock) -> None:
         await backend.record_runtimes([("a", 0.2), ("a", 0.4), ("b", 6.0)])
         stats = await backend.runtime_stats(["a", "b", "c"])
