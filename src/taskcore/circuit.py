@@ -9,9 +9,9 @@ closes the circuit, its failure opens it for another cool-down.
 The state lives in the backend and is built only on the coordination primitives every
 backend implements, so all workers of a cluster agree:
 
-- ``kv_get`` / ``kv_set`` hold the state: a generation number and, while open, the end
-  of the cool-down. Every transition bumps the generation, which also starts a fresh
-  failure count;
+- ``kv_get`` / ``kv_replace`` hold the state: a generation number and, while open, the
+  end of the cool-down. Every transition bumps the generation (a compare-and-set, so one
+  worker makes it), which also starts a fresh failure count;
 - ``once`` counts failures exactly: the k-th failure of a window claims slot k (a hint
   in ``kv`` skips the slots already taken), so exactly one worker sees the failure that
   reaches the threshold;
@@ -201,22 +201,27 @@ class CircuitBreakers:
 
     async def _move(self, ticket: Ticket, until: float | None) -> bool:
         """Open (``until`` set) or close the circuit, if no other worker moved it since
-        the ticket was issued; True if this call made the change."""
-        current = await self._read(ticket.name)
+        the ticket was issued; True if this call made the change. The write is a
+        compare-and-set: of two workers moving the same generation at once (the failure
+        that reached the threshold, and one counted after it), one makes the change."""
+        key = self._key(ticket.name)
+        raw = await self.backend.kv_get(key)
+        current = self._parse(ticket.name, raw)
         if current.gen != ticket.gen:
             return False
-        await self.backend.kv_set(
-            self._key(ticket.name),
-            _encode(_Stored(current.gen + 1, until)),
-            STATE_TTL,
-        )
+        moved = _encode(_Stored(current.gen + 1, until))
+        if not await self.backend.kv_replace(key, raw, moved, STATE_TTL):
+            return False
         state = CircuitState.CLOSED if until is None else CircuitState.OPEN
         self.telemetry.circuit_changes.add(1, {"circuit": ticket.name, "state": state.name.lower()})
         self._observe(ticket.name, state)
         return True
 
     async def _read(self, name: str) -> _Stored:
-        raw = await self.backend.kv_get(self._key(name))
+        return self._parse(name, await self.backend.kv_get(self._key(name)))
+
+    @staticmethod
+    def _parse(name: str, raw: bytes | None) -> _Stored:
         if not raw:
             return _Stored()
         try:

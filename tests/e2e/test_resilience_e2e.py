@@ -9,10 +9,12 @@ Everything is built on the coordination primitives of the backend seam (``kv``,
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
 from taskcore import (
@@ -26,6 +28,7 @@ from taskcore import (
     TaskFailed,
     Worker,
 )
+from taskcore.circuit import CircuitBreakers, CircuitState, Ticket
 from taskcore.testing import Recorder
 
 from .conftest import POLL, settled, until
@@ -138,6 +141,31 @@ async def test_failed_probe_reopens_the_circuit(
             assert rec is not None and rec.errors == () and rec.attempt == 0
             assert reopened_at + 20 <= rec.eligible_at <= reopened_at + 22
         assert recorder.started == [first.id, probe.id]
+
+
+async def test_two_workers_tripping_one_circuit_at_once_open_it_once(
+    make_app: MakeApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The failure that reaches the threshold and one counted after it both try to open
+    the circuit, concurrently, from two workers: one transition, one new generation."""
+    circuit = Circuit(failures=1, cooldown=60)
+    async with make_app([]) as app:
+        workers = [CircuitBreakers(app.backend, app.clock, app.telemetry) for _ in range(2)]
+        tickets = [await w.admit("payments", circuit) for w in workers]
+        assert all(isinstance(t, Ticket) and t.gen == 0 and not t.probe for t in tickets)
+        with caplog.at_level(logging.WARNING, "taskcore.circuit"):
+            async with anyio.create_task_group() as tg:
+                for w, t in zip(workers, tickets, strict=True):
+                    assert isinstance(t, Ticket)
+                    tg.start_soon(w.record, t, ConnectionError("payments API down"))
+        opened = [r for r in caplog.records if "opened after" in r.getMessage()]
+        assert len(opened) == 1
+        state, until = await workers[0].state("payments")
+        assert state is CircuitState.OPEN and until is not None
+        later = await workers[1].admit("payments", circuit)
+        assert later == pytest.approx(until, abs=1.0)  # deferred to the one cool-down
+        raw = await app.backend.kv_get("circuit:payments")
+        assert raw is not None and msgspec.json.decode(raw)["gen"] == 1  # generation 0 -> 1
 
 
 async def _errors(app: App, task_id: str, n: int) -> bool:
