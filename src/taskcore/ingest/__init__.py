@@ -93,7 +93,7 @@ class Reject(msgspec.Struct, frozen=True):
     number: int
     """1-based position of the record in the source."""
     line: int | None
-    """The line it starts on (None for streams and JSON arrays)."""
+    """The line it starts on (None for streams)."""
     kind: str
     """A short name of the reason, as counted in :attr:`IngestReport.reasons`."""
     reason: str
