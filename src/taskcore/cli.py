@@ -81,6 +81,21 @@ def status_table(stats: Sequence[QueueStats]) -> Table:
     return table
 
 
+CONFIG_HELP = (
+    "a settings file (.toml, .json, .yaml; default: $TASKCORE_CONFIG) for the app; the "
+    "TASKCORE_... environment applies over it"
+)
+
+
+def load_configured(spec: str, config: str | None) -> App:
+    """:func:`load_app` with the settings file ``config`` and the ``TASKCORE_...``
+    environment applied (:func:`configure`): the app a worker given the same would
+    use, so that a command reaches the same backend."""
+    app = load_app(spec)
+    configure(app, config)
+    return app
+
+
 def configure(app: App, config: str | None) -> dict[str, Any]:
     """Apply the settings file ``config`` (default: the one ``TASKCORE_CONFIG`` names,
     if any) and the ``TASKCORE_...`` environment to ``app``, over its own settings;

@@ -137,3 +137,23 @@ def test_export_csv_is_spreadsheet_safe_unless_told_otherwise(tmp_path: Path) ->
             [row] = csv.DictReader(f)
         keys.append(row["unique_key"])
     assert keys == ["'" + key, key, "'" + key]
+
+
+def test_ingest_with_a_run_given_again_enqueues_nothing_twice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    queue = f"q{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "mails.json"
+    path.write_text('[{"to": "a@example.com"},\n {"to": "b@example.com"}]')
+    argv = ["ingest", APP, "tests.core.cli_app.send", str(path), *queue_args(queue)]
+    run = f"mails-{queue}"
+    assert main([*argv, "--run", run]) == 0
+    assert "read 2, enqueued 2" in flat(capsys.readouterr().out)
+    assert main([*argv, "--run", run]) == 0
+    out = flat(capsys.readouterr().out)
+    assert "read 2, enqueued 0 in 1 batch(es), duplicates 2, rejected 0" in out
+    assert f"(run {run}, attempt " in out
+    assert count(queue) == 2
+    assert main([*argv, "--run", ""]) == 2
+    assert "run='': name the run with 1-200 printable characters" in flat(capsys.readouterr().err)
+    assert count(queue) == 2

@@ -261,17 +261,22 @@ async def test_jsonl_and_json_are_taken_as_enqueue_takes_them(
     ]
 
     array = tmp_path / "more.json"
-    array.write_bytes(b'[{"name": "d"}, {"name": null}, {"name": "e", "labels": []}]')
+    array.write_bytes(b'[{"name": "d"},\n {"name": null}, {"name": "e", "labels": []}, 7]')
     second = await ingest_file(app, "data.tag", array, batch_size=1)
-    assert (second.read, second.enqueued, second.rejected, second.batches) == (3, 2, 1, 2)
-    [rej] = await app.rejects(second.run)
-    assert (rej.number, rej.line, rej.kind) == (2, None, "argument name: Expected str, got null")
+    assert (second.read, second.enqueued, second.rejected, second.batches) == (4, 2, 2, 2)
+    assert [(r.number, r.line, r.kind) for r in await app.rejects(second.run)] == [
+        (2, 2, "argument name: Expected str, got null"),
+        (4, 2, "not an object"),
+    ]
 
     broken = tmp_path / "broken.json"
-    broken.write_bytes(b'[{"name": "f"}, {"name": ')
+    broken.write_bytes(b'[{"name": "f"},\n {"name": ')  # cut short: what came before stands
     third = await ingest_file(app, "data.tag", broken)
-    assert (third.read, third.enqueued, third.rejected) == (0, 0, 1)
-    assert third.stopped is not None and "not JSON" in third.stopped
+    assert (third.read, third.enqueued, third.rejected) == (1, 1, 1)
+    assert third.stopped is not None and "not JSON at line 2" in third.stopped
+    [rej] = await app.rejects(third.run)
+    assert (rej.number, rej.line, rej.kind) == (2, 2, "not JSON")
+    assert "it ends inside record 2" in rej.reason and "cut short" in rej.reason
     args, _ = await stored(app)
     assert args == canonical(
         [
@@ -279,9 +284,10 @@ async def test_jsonl_and_json_are_taken_as_enqueue_takes_them(
             {"name": "c"},
             {"name": "d"},
             {"name": "e", "labels": []},
+            {"name": "f"},
         ]
     )
-    assert len(await app.rejects()) == 6
+    assert len(await app.rejects()) == 7
 
 
 async def test_xml_records_map_attributes_and_children(app: App, tmp_path: Path) -> None:

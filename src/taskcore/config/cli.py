@@ -65,6 +65,8 @@ def _concurrency(text: str) -> int | None:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``config`` command to ``parser.add_subparsers()``'s result."""
+    from taskcore.cli import CONFIG_HELP
+
     p: argparse.ArgumentParser = subparsers.add_parser(
         "config",
         help="show the settings, read or change the remote configuration of module:app",
@@ -79,7 +81,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     ):
         a = actions.add_parser(name, help=text)
         a.add_argument("app", help="the app, as package.module:app")
-        a.add_argument("--config", help="a settings file (default: $TASKCORE_CONFIG) for the app")
+        a.add_argument("--config", help=CONFIG_HELP)
         if name == "set":
             a.add_argument(
                 "--concurrency",
@@ -132,11 +134,10 @@ async def _remote(args: argparse.Namespace, app: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the parsed ``config`` command; returns the exit status."""
-    from taskcore.cli import configure, load_app
+    from taskcore.cli import load_configured
 
     try:
-        app = load_app(args.app)
-        configure(app, args.config)
+        app = load_configured(args.app, args.config)
         if args.action == "show":
             from .settings import resolve
 

@@ -40,7 +40,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from taskcore.cli import CONFIG_HELP
+
     p.add_argument("app", help="the app, as package.module:app")
+    p.add_argument("--config", help=CONFIG_HELP)
     p.add_argument("--format", choices=FORMATS, default="json")
     p.add_argument("--state", help="only tasks in this state (e.g. succeeded, dead)")
     p.add_argument("--queue", help="only tasks of this queue")
@@ -99,10 +102,10 @@ async def export(
 
 def run(args: argparse.Namespace) -> int:
     """Run the command parsed by :func:`add_parser`'s parser; returns the exit status."""
-    from taskcore.cli import load_app
+    from taskcore.cli import load_configured
 
     try:
-        app = load_app(args.app)
+        app = load_configured(args.app, args.config)
         data = anyio.run(_export, app, args)
         if args.output:
             with open(args.output, "wb") as out:

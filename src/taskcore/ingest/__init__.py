@@ -23,6 +23,11 @@ before the batch it belongs to is enqueued. :func:`rejects` (or ``app.rejects()`
 lists them later. The returned :class:`IngestReport` counts what was read, enqueued
 and rejected, per reason.
 
+Runs: every record's task id is derived from the ingestion's ``run`` name, its
+position and its call (:mod:`taskcore.ingest.runs`), so running a source again with
+``run=`` the name of an earlier attempt (one that failed half-way, or rejected records
+since fixed) enqueues only what that attempt did not: the rest are ``duplicates``.
+
 Not imported by workers.
 """
 
@@ -42,6 +47,7 @@ from taskcore.backend import Backend, JournalEntry
 from taskcore.envelope import new_task_id
 from taskcore.errors import ConfigurationError, TaskcoreError
 
+from .runs import record_id, run_name
 from .sources import SOURCE_FORMATS, Item, SourceError, SourceFormat, format_of, records
 
 if TYPE_CHECKING:
@@ -87,7 +93,7 @@ class Reject(msgspec.Struct, frozen=True):
     number: int
     """1-based position of the record in the source."""
     line: int | None
-    """The line it starts on (None for streams and JSON arrays)."""
+    """The line it starts on (None for streams)."""
     kind: str
     """A short name of the reason, as counted in :attr:`IngestReport.reasons`."""
     reason: str
@@ -95,6 +101,10 @@ class Reject(msgspec.Struct, frozen=True):
     record: str
     """The record as read, as JSON text (cut to 4 KiB)."""
     at: float
+    attempt: str = ""
+    """The attempt of the run that rejected it (:attr:`IngestReport.attempt`): a run
+    given again rejects a record that is still bad again (empty in rejects kept before
+    attempts were recorded)."""
 
 
 @attrs.frozen
@@ -102,6 +112,8 @@ class IngestReport:
     """What an ingestion did."""
 
     run: str
+    """The run's name: the ``run`` given, else a new unique one. Give it as ``run=``
+    to run the source again, enqueueing only what was not."""
     source: str
     task: str
     read: int
@@ -109,7 +121,9 @@ class IngestReport:
     enqueued: int
     """Records stored as new tasks."""
     duplicates: int
-    """Valid records whose unique key matched a waiting task: not stored again."""
+    """Valid records not stored again: their task exists already (an earlier attempt of
+    the run enqueued it, and it is not yet forgotten) or their unique key matched a
+    waiting task."""
     rejected: int
     batches: int
     """Backend calls that stored tasks."""
@@ -119,6 +133,9 @@ class IngestReport:
     """The first 100 rejects (all of them are in the journal)."""
     stopped: str | None = None
     """Why reading stopped before the end of the source (also one reject), or None."""
+    attempt: str = ""
+    """This attempt's id (new each time; the run's name when no ``run`` was given): the
+    :attr:`Reject.attempt` of its rejects."""
 
     @property
     def ok(self) -> bool:
@@ -149,7 +166,8 @@ class _Pipeline:
     options: dict[str, Any]
     classify: Classifier | None
     batch_size: int
-    run: str = attrs.field(factory=new_task_id)
+    run: str
+    attempt: str
     read: int = 0
     enqueued: int = 0
     duplicates: int = 0
@@ -181,6 +199,7 @@ class _Pipeline:
             reasons=dict(self.reasons),
             rejects=tuple(self.first),
             stopped=self.stopped,
+            attempt=self.attempt,
         )
 
     # -- one record -----------------------------------------------------------------
@@ -202,6 +221,7 @@ class _Pipeline:
             reason=f"{where}: {reason}",
             record=text[:MAX_RECORD_TEXT],
             at=self.app.clock.now(),
+            attempt=self.attempt,
         )
         if len(self.first) < 100:
             self.first.append(rej)
@@ -286,9 +306,12 @@ class _Pipeline:
                 break
             args.append(kwargs.pop(name))
         try:
-            return self.app.build_message(self.task, tuple(args), kwargs, **options), None
+            env, msg = self.app.build_message(self.task, tuple(args), kwargs, **options)
         except TaskcoreError as exc:
             return None, self.reject(item, "invalid options", str(exc))
+        # the id a rerun of this run gives the same record: found, it is not stored again
+        tid = record_id(self.run, self.task.name, item.number, env.args)
+        return (replace(env, id=tid), replace(msg, id=tid)), None
 
     # -- one batch ------------------------------------------------------------------
     async def store(self, items: Sequence[Item]) -> None:
@@ -312,7 +335,7 @@ class _Pipeline:
                     f"ingestion of {self.source} into {self.task.name!r} stopped after "
                     f"{self.read - len(items)} records: enqueueing records "
                     f"{items[0].number}-{items[-1].number} failed ({exc!r}); those before "
-                    "were enqueued",
+                    f"were enqueued: {self.resume()}",
                     self.report(),
                 ) from exc
             self.batches += 1
@@ -330,9 +353,15 @@ class _Pipeline:
             raise IngestError(
                 f"ingestion of {self.source} into {self.task.name!r} stopped: "
                 f"{len(bad)} rejected records could not be stored ({exc!r}); "
-                f"first: {bad[0].reason}",
+                f"first: {bad[0].reason}; {self.resume()}",
                 self.report(),
             ) from exc
+
+    def resume(self) -> str:
+        return (
+            f"run it again with run={self.run!r} (taskcore ingest --run {self.run}) to "
+            "enqueue only the records not enqueued yet"
+        )
 
     async def stop(self, error: SourceError, number: int) -> None:
         """Reading ended early: record why, as a reject of the record that follows."""
@@ -344,6 +373,7 @@ class _Pipeline:
 _VAR_KWARGS = "star_kwargs__"  # the args Struct's field of **kwargs (taskcore.task)
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(Reject).decode
+replace = msgspec.structs.replace
 
 
 def _check(batch_size: int, options: Mapping[str, Any]) -> None:
@@ -365,6 +395,7 @@ async def ingest(
     classify: Classifier | None = None,
     lax: bool = False,
     source: str = "stream",
+    run: str | None = None,
     **options: Any,
 ) -> IngestReport:
     """Enqueue one call of ``task`` per record of a stream.
@@ -381,17 +412,24 @@ async def ingest(
         lax: convert text values to the parameters' types (``"42"`` -> 42) and treat
             empty strings as not given, as for CSV and XML.
         source: the name the rejects carry.
-        **options: enqueue options for every record (as for ``with_options``).
+        run: the run's name (1-200 printable characters), to run the same records
+            again later: an earlier attempt's records that were enqueued (and are not
+            yet forgotten, ``result_ttl`` after they finished) are counted as
+            ``duplicates``, not stored again. None: a new name
+            (:attr:`IngestReport.run`, which can be given later just the same).
+        **options: enqueue options for every record (as for ``with_options``); they
+            are no part of the records' ids, so a rerun does not move or re-prioritise
+            what is in already.
 
     Returns:
         The report; the rejects are in the journal (:func:`rejects`).
 
     Raises:
         UnknownTask: no task of that name.
-        ConfigurationError: a bad batch size or an unknown option.
+        ConfigurationError: a bad batch size, an unknown option or a bad run name.
         IngestError: the backend failed part-way (its ``report`` says how far it got).
     """
-    pipe = _start(app, task, source, lax, options, classify, batch_size)
+    pipe = _start(app, task, source, lax, options, classify, batch_size, run)
     await app.open()
     batch: list[Item] = []
     number = 0
@@ -422,10 +460,14 @@ def _start(
     options: Mapping[str, Any],
     classify: Classifier | None,
     batch_size: int,
+    run: str | None,
 ) -> _Pipeline:
     _check(batch_size, options)
+    name = run_name(run)
     resolved = app.get_task(task) if isinstance(task, str) else task
-    return _Pipeline(app, resolved, source, lax, dict(options), classify, batch_size)
+    # a run not named is a one-off: its attempt goes by the run's name
+    attempt = name if run is None else new_task_id()
+    return _Pipeline(app, resolved, source, lax, dict(options), classify, batch_size, name, attempt)
 
 
 async def ingest_file(
@@ -437,6 +479,7 @@ async def ingest_file(
     batch_size: int = DEFAULT_BATCH,
     classify: Classifier | None = None,
     record_tag: str | None = None,
+    run: str | None = None,
     **options: Any,
 ) -> IngestReport:
     """Enqueue one call of ``task`` per record of a file.
@@ -447,7 +490,7 @@ async def ingest_file(
             name's suffix (``.csv``, ``.jsonl``/``.ndjson``, ``.json``, ``.xml``).
         record_tag: XML: only the document element's children with this tag are
             records.
-        batch_size, classify, options: as for :func:`ingest`. CSV and XML values are
+        batch_size, classify, run, options: as for :func:`ingest`. CSV and XML values are
             text, converted to the parameters' types (``lax``); JSON values are taken
             as they are, as ``enqueue`` takes them.
 
@@ -469,7 +512,7 @@ async def ingest_file(
             f"{name}: give the format ({', '.join(SOURCE_FORMATS)})"
             + (f"; {format!r} is not one" if format else ", the file name does not imply one")
         )
-    pipe = _start(app, task, name, fmt in ("csv", "xml"), options, classify, batch_size)
+    pipe = _start(app, task, name, fmt in ("csv", "xml"), options, classify, batch_size, run)
     await app.open()
     if isinstance(file, (str, Path)):
         stream: IO[bytes] = await anyio.to_thread.run_sync(Path(file).open, "rb")

@@ -1,6 +1,11 @@
 """``taskcore ingest module:app TASK FILE``: enqueue TASK once per record of FILE and
 print the summary.
 
+``--run NAME`` names the run: run the same FILE again with the same name (after a
+failure, or after fixing rejected records) and only the records not enqueued yet are
+enqueued; the others are counted as duplicates. Without it the run gets a new name,
+printed in the summary, that can be given just the same.
+
 Exit status: 0 when every record was enqueued (or was a duplicate of a waiting unique
 task), 1 when any record was rejected (each one is in the journal, ``app.rejects()``),
 2 for a bad option, an app that cannot be loaded, an unknown task, an unreadable file
@@ -39,6 +44,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from taskcore.cli import CONFIG_HELP
+
     p.add_argument("app", help="the app, as package.module:app")
     p.add_argument("task", help="the registered name of the task")
     p.add_argument("file", help="the file to read; - for standard input (give --format)")
@@ -52,6 +59,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help=f"records per backend call (default {DEFAULT_BATCH})",
     )
     p.add_argument("--record-tag", help="XML: only elements with this tag are records")
+    p.add_argument(
+        "--run",
+        help="the run's name: given again, enqueue only the records of FILE that the "
+        "earlier attempts did not (default: a new name)",
+    )
+    p.add_argument("--config", help=CONFIG_HELP)
     return p
 
 
@@ -59,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the command parsed by :func:`add_parser`'s parser; returns the exit status."""
     from rich.console import Console
 
-    from taskcore.cli import load_app, print_error
+    from taskcore.cli import load_configured, print_error
 
     options: dict[str, Any] = {}
     if args.queue:
@@ -67,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     if args.priority:
         options["priority"] = args.priority
     try:
-        app = load_app(args.app)
+        app = load_configured(args.app, args.config)
         if args.file == "-" and args.format is None:
             raise ConfigurationError("reading standard input: give --format")
         report = anyio.run(_ingest, app, args, options)
@@ -92,6 +105,7 @@ async def _ingest(app: App, args: argparse.Namespace, options: dict[str, Any]) -
             format=args.format,
             batch_size=args.batch_size,
             record_tag=args.record_tag,
+            run=args.run,
             **options,
         )
 
@@ -105,7 +119,8 @@ def render(report: IngestReport) -> Group:
     summary = Text(
         f"{report.source} -> {report.task}: read {report.read}, enqueued {report.enqueued}"
         f" in {report.batches} batch(es), duplicates {report.duplicates}, rejected "
-        f"{report.rejected} (run {report.run})",
+        f"{report.rejected} (run {report.run}"
+        + (f", attempt {report.attempt})" if report.attempt != report.run else ")"),
         style="green" if report.ok else "yellow",
     )
     parts: list[Any] = [summary]

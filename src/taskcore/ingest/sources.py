@@ -6,6 +6,9 @@ problem that ends the reading (a JSON array that does not parse, XML that is not
 well-formed or declares entities, undecodable text) raises :class:`SourceError`
 naming the line; what was read before it stands.
 
+Every reader reads a chunk at a time (JSON arrays too: an incremental reader over the
+standard library's ``raw_decode``), so memory follows the largest record, not the file.
+
 XML is parsed with the standard library's expat binding, refusing every entity
 declaration, external DTD and external reference, as defusedxml does: no "billion laughs"
 expansion, no external entity (file or URL) is ever resolved, and nothing is fetched.
@@ -13,8 +16,11 @@ expansion, no external entity (file or URL) is ever resolved, and nothing is fet
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
+import json
+import re
 from collections.abc import Iterator
 from typing import IO, Any, Final, Literal
 
@@ -161,22 +167,163 @@ def read_jsonl(stream: IO[bytes]) -> Iterator[Item]:
 
 
 def read_json(stream: IO[bytes]) -> Iterator[Item]:
-    """A JSON array of objects (the whole document is read at once)."""
-    data = stream.read()
-    try:
-        values = msgspec.json.decode(data)
-    except msgspec.DecodeError as exc:
-        raise SourceError(
-            "not JSON", f"the file is not JSON ({exc}); send a JSON array of objects"
-        ) from None
-    if not isinstance(values, list):
-        raise SourceError(
-            "not a JSON array",
-            f"the document is a JSON {type(values).__name__}, not an array; send "
-            "[{...}, {...}] (or JSON Lines: one object per line)",
+    """A JSON array: each element is one record (with the line it starts on), read as
+    the stream is, a chunk at a time: memory holds the element being read and a chunk,
+    never the whole document. An element that is not an object is a record all the
+    same (rejected by the pipeline); a document that ends early, is not an array or
+    holds something that is not JSON raises :class:`SourceError` once the elements
+    before it have been yielded."""
+    reader = _JsonArray(stream)
+    first = reader.peek()
+    if first != "[":
+        raise reader.not_array(first)
+    reader.pos += 1
+    number = 0
+    if reader.peek() != "]":
+        while True:
+            if not reader.peek():
+                raise reader.cut_short(f"after record {number}" if number else "right after '['")
+            number += 1
+            line = reader.line_at(reader.pos)
+            yield Item(number, line, reader.value(number))
+            after = reader.peek()
+            if after == "]":
+                break
+            if not after:
+                raise reader.cut_short(f"after record {number}")
+            if after != ",":
+                raise reader.bad(f"expected ',' or ']' after record {number}, found {after!r}")
+            reader.pos += 1
+            if reader.peek() == "]":
+                raise reader.bad(f"a ',' after record {number} and no record before ']'")
+    reader.pos += 1
+    if reader.peek():
+        raise reader.bad("more after the end of the array (give one array per file)")
+
+
+_JSON_SPACE: Final = re.compile(r"[ \t\n\r]*")
+_TAIL: Final = 16
+"""A value that ends, or fails to decode, this near the end of what was read may be one
+the chunk cut (``12`` of ``123``, ``tru``, ``1.``, ``\\u12``): it is decoded again with
+the next chunk."""
+_KINDS: Final = {"{": "object", '"': "string"}
+_NUMBER_START: Final = frozenset("-0123456789")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON; write null or a number")
+
+
+class _JsonArray:
+    """A JSON document read from a binary stream one chunk at a time. ``buf[pos:]`` is
+    what is not consumed yet; a value is decoded with the standard library's
+    ``raw_decode`` where it starts, and when the chunk ends inside it (a decoding error
+    at the end of the buffer, or a value that ends there: ``12`` may be ``123``) the
+    next chunk is added and it is decoded again. Each read is at least as long as what
+    is pending, so a long value costs a few reads, not one per chunk."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+        self.text = codecs.getincrementaldecoder("utf-8-sig")()
+        self.buf = ""
+        self.pos = 0
+        self.eof = False
+        self.line = 1  # the line of buf[seen]
+        self.seen = 0
+        self.decoder = json.JSONDecoder(parse_constant=_no_constant)
+        self.started = False
+        self.broken: SourceError | None = None
+        """Bytes that are not UTF-8: the text ends before them, and reaching its end
+        raises this instead of saying that the document is cut short."""
+
+    def more(self) -> bool:
+        """Add the next chunk to the buffer (dropping what was consumed); False at the end."""
+        if self.eof:
+            return False
+        data = self.stream.read(max(CHUNK, len(self.buf) - self.pos))
+        self.line_at(self.pos)
+        try:
+            text = self.text.decode(data, final=not data)
+        except UnicodeDecodeError as exc:  # the text before the bad bytes still counts
+            text = exc.object[: exc.start].decode("utf-8" if self.started else "utf-8-sig")
+            line = self.line + self.buf.count("\n", self.seen) + text.count("\n")
+            self.broken = SourceError(
+                "not UTF-8",
+                f"the file is not UTF-8 text at line {line} ({exc.reason}: "
+                f"{exc.object[exc.start : exc.end]!r}); re-encode it as UTF-8",
+                line,
+            )
+        self.started = True
+        self.buf = self.buf[self.pos :] + text
+        self.pos = self.seen = 0
+        self.eof = not data or self.broken is not None
+        return True
+
+    def line_at(self, index: int) -> int:
+        """The line of ``buf[index]`` (``index`` at or after the last one asked)."""
+        if index > self.seen:
+            self.line += self.buf.count("\n", self.seen, index)
+            self.seen = index
+        return self.line
+
+    def peek(self) -> str:
+        """The next character that is not whitespace (moving ``pos`` to it), or ""."""
+        while True:
+            match = _JSON_SPACE.match(self.buf, self.pos)
+            self.pos = match.end() if match else self.pos
+            if self.pos < len(self.buf):
+                return self.buf[self.pos]
+            if not self.more():
+                if self.broken is not None:
+                    raise self.broken
+                return ""
+
+    def value(self, number: int) -> Any:
+        """Decode the value at ``pos`` (record ``number``) and move past it."""
+        while True:
+            try:
+                value, end = self.decoder.raw_decode(self.buf, self.pos)
+            except json.JSONDecodeError as exc:
+                unterminated = exc.msg.startswith("Unterminated")
+                if (unterminated or exc.pos >= len(self.buf) - _TAIL) and self.more():
+                    continue
+                if unterminated or exc.pos >= len(self.buf):  # at the end of the file
+                    raise self.cut_short(f"inside record {number}") from None
+                raise self.bad(f"{exc.msg} (record {number})", exc.pos) from None
+            except ValueError as exc:  # NaN, Infinity; an integer of over 4300 digits
+                raise self.bad(f"{exc} (record {number})") from None
+            # a number the chunk cut may look whole (12 of 123, 2 of 2.5): read on
+            if end < len(self.buf) - _TAIL or not self.more():
+                self.pos = end
+                return value
+
+    def bad(self, problem: str, at: int | None = None) -> SourceError:
+        line = self.line_at(self.pos if at is None else at)
+        return SourceError("not JSON", f"the file is not JSON at line {line}: {problem}", line)
+
+    def cut_short(self, where: str) -> SourceError:
+        if self.broken is not None:  # the text ends early, at bytes that are not UTF-8
+            return self.broken
+        line = self.line_at(len(self.buf))
+        return SourceError(
+            "not JSON",
+            f"the file is not JSON at line {line}: it ends {where}, before the array is "
+            "closed; was it cut short? Complete it (the records before were read)",
+            line,
         )
-    for number, value in enumerate(values, 1):
-        yield Item(number, None, value)
+
+    def not_array(self, first: str) -> SourceError:
+        if not first:
+            return SourceError("not JSON", "the file is empty; send a JSON array of objects", 1)
+        kind = _KINDS.get(first, "number" if first in _NUMBER_START else None)
+        line = self.line_at(self.pos)
+        return SourceError(
+            "not a JSON array",
+            (f"the document is a JSON {kind}" if kind else f"the document begins with {first!r}")
+            + f" at line {line}, not an array; send [{{...}}, {{...}}] (or JSON Lines: one "
+            "object per line)",
+            line,
+        )
 
 
 # -- XML ----------------------------------------------------------------------------
