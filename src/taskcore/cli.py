@@ -328,6 +328,7 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="print queue depths for module:app")
     s.add_argument("app")
+    s.add_argument("--config", help=CONFIG_HELP)
 
     for name, (text, _) in _LAZY_COMMANDS.items():
         lazy = sub.add_parser(name, help=text, add_help=False, prefix_chars="\0")
@@ -364,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             options = _loop_options(args.loop)
             anyio.run(_run_worker, load_app(args.app), args, backend_options=options)
         elif args.command == "status":
-            anyio.run(_status, load_app(args.app))
+            anyio.run(_status, load_configured(args.app, args.config))
         elif args.command in _LAZY_COMMANDS:
             return _lazy_command(args.command, args.rest)
         elif args.command == "demo":

@@ -1,7 +1,8 @@
-"""``taskcore ingest`` and ``taskcore export`` as a user runs them, in a process of their
-own, against Redis and PostgreSQL: the app module says ``memory://``, and the settings
-file (``--config``) or the environment (``TASKCORE_URL``) names the scratch backend, as
-for ``taskcore worker``. (tests/core/test_data_cli.py covers the in-memory app.)"""
+"""``taskcore ingest``, ``export``, ``status`` and ``monitor`` as a user runs them, in a
+process of their own, against Redis and PostgreSQL: the app module says ``memory://``,
+and the settings file (``--config``) or the environment (``TASKCORE_URL``) names the
+scratch backend, as for ``taskcore worker``. (tests/core/test_data_cli.py covers the
+in-memory app.)"""
 
 from __future__ import annotations
 
@@ -20,19 +21,9 @@ import pytest
 from taskcore import App
 from taskcore.formats import task_rows
 
-from .test_config_e2e import ROOT, _url_of
+from .test_config_e2e import ON_SERVERS, ROOT, _url_of
 
-pytestmark = [
-    pytest.mark.anyio,
-    pytest.mark.parametrize(
-        "target",
-        [
-            pytest.param(("redis", "asyncio"), id="redis"),
-            pytest.param(("postgres", "asyncio"), id="pg"),
-        ],
-        indirect=True,
-    ),
-]
+pytestmark = [pytest.mark.anyio, ON_SERVERS]
 
 APP = "tests.core.data_cli_app:app"  # App("memory://"): the backend comes from the settings
 TASK = "tests.core.cli_app.send"
@@ -129,3 +120,25 @@ async def test_export_reads_the_configured_backend(
 
     code, _, err = await taskcore(*argv, "--state", "zombie")
     assert code == 2 and "unknown state 'zombie'" in flat(err)
+
+
+async def test_status_and_monitor_read_the_configured_backend(
+    app: App, tmp_path: Path, backend_kind: str
+) -> None:
+    register(app)
+    config = tmp_path / "taskcore.toml"
+    config.write_text(f'url = "{_url_of(app, backend_kind)}"\n')
+    queue = f"q{uuid.uuid4().hex[:8]}"
+    send = app.tasks[TASK]
+    for to in ("a@example.com", "b@example.com", "c@example.com"):
+        await send.with_options(queue=queue).enqueue(to)
+    code, out, err = await taskcore("status", APP, "--config", str(config))
+    assert code == 0, err
+    [row] = [line for line in out.splitlines() if queue in line]
+    assert " 3 " in f" {flat(row)} "  # its three waiting tasks, not an empty memory://
+    code, out, err = await taskcore("monitor", APP, "--once", "--config", str(config))
+    assert queue in out, (out, err)
+    # the same through the environment
+    env = {"TASKCORE_URL": _url_of(app, backend_kind)}
+    code, out, err = await taskcore("status", APP, env=env)
+    assert code == 0 and queue in out, err

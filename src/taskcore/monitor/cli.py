@@ -45,6 +45,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("app", help="the app, as package.module:app")
+    from taskcore.cli import CONFIG_HELP
+
+    p.add_argument("--config", help=CONFIG_HELP)
     p.add_argument(
         "--interval", type=float, default=1.0, help="seconds between samples (default 1)"
     )
@@ -102,11 +105,11 @@ def run(args: argparse.Namespace) -> int:
     """Run the command parsed by :func:`add_parser`'s parser; returns the exit status."""
     from rich.console import Console
 
-    from taskcore.cli import load_app  # here: taskcore.cli imports this module
+    from taskcore.cli import load_configured  # here: taskcore.cli imports this module
 
     console = Console()
     try:
-        app = load_app(args.app)
+        app = load_configured(args.app, args.config)
         notifiers: list[Notifier] = [LogNotifier()]
         notifiers += [WebhookNotifier(url) for url in args.webhook]
         monitor = Monitor(

@@ -21,6 +21,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     """Add the ``web`` command to the ``taskcore`` command's subparsers."""
     p = subparsers.add_parser("web", help="serve the web API and live dashboard for module:app")
     p.add_argument("app", help="the app, as package.module:app")
+    from taskcore.cli import CONFIG_HELP
+
+    p.add_argument("--config", help=CONFIG_HELP)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument(
@@ -104,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigurationError(
             'taskcore web needs the web extra (uvicorn is missing): pip install "taskcore[web]"'
         ) from None
-    from taskcore.cli import load_app
+    from taskcore.cli import load_configured
     from taskcore.monitor.monitor import Monitor
 
     from .application import create_app
@@ -112,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    app = load_app(args.app)
+    app = load_configured(args.app, args.config)
     rate = None if args.rate_limit in ("off", "none", "0") else args.rate_limit
     web = create_app(
         app, monitor=Monitor(app, interval=args.interval), tokens=tokens, rate_limit=rate
