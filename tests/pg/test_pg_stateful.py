@@ -6,13 +6,10 @@ keeps this under ~10 s); ``TASKCORE_STATEFUL_SHRINK=1`` turns shrinking on (off 
 default: against a server it can take minutes, and the unshrunk steps are printed).
 
 The examples are the same on every run (as under CI) unless ``TASKCORE_STATEFUL_RANDOM=1``:
-random runs can find known differences from the reference, still open: a claim over
+random runs can find a known difference from the reference, still open: a claim over
 several queues that fills its ``limit`` in the first promotes the due tasks of the
 others on PostgreSQL but not on memory (nor Redis), so a due retrying task shows
-``queued`` on one side and ``retrying`` on the other; and enqueueing an existing id
-into another queue where its unique key matches a live task names that task on
-PostgreSQL, the existing id on memory. (Another one, ``list_tasks`` with ``limit=0``,
-is kept out of the machine: memory and Redis return one record, PostgreSQL none.)
+``queued`` on one side and ``retrying`` on the other (docs/backends.md).
 """
 
 from __future__ import annotations

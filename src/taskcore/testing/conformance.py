@@ -277,6 +277,20 @@ class BackendConformance:
         [again] = await backend.enqueue([make_message(clock, unique_key="k")])
         assert again.created and again.id != a.id
 
+    async def test_an_existing_id_is_answered_before_a_unique_key(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        """A message whose id names a task (here in another queue) and whose unique key
+        matches another live task: nothing is stored, and the result names the id's
+        task (the id is checked first, then the unique key)."""
+        holder = make_message(clock, queue="q1")
+        keyed = make_message(clock, queue="q2", unique_key="k")
+        assert [r.created for r in await backend.enqueue([holder, keyed])] == [True, True]
+        clash = make_message(clock, queue="q2", unique_key="k", task_id=holder.id)
+        [res] = await backend.enqueue([clash])
+        assert (res.id, res.created, res.state) == (holder.id, False, State.QUEUED)
+        assert [t.id for t in await backend.list_tasks(TaskFilter(queue="q2"))] == [keyed.id]
+
     async def test_reenqueue_of_finished_id_keeps_unique_key_free(
         self, backend: Backend, clock: FakeClock
     ) -> None:
