@@ -635,6 +635,22 @@ async def test_run_samples_on_the_app_clock_and_streams_to_subscribers(
     assert [s.at for s in monitor.history] == [T0 + 15, T0 + 16]  # bounded
 
 
+async def test_a_late_wake_on_a_slot_samples_once(app: App, clock: FakeClock) -> None:
+    """The clock jumps several intervals while the monitor sleeps, onto a slot: one
+    sample then, the next one a whole interval later (not a second one at once)."""
+    monitor = Monitor(app, interval=5, resources=False, notifiers=[])
+    with monitor.subscribe() as stream:
+        async with anyio.create_task_group() as tg:
+            await tg.start(monitor.run)
+            assert (await stream.receive()).at == T0
+            for step, expected in ((15, T0 + 15), (5, T0 + 20), (7, T0 + 27), (3, T0 + 30)):
+                while clock.sleepers == 0:  # the monitor is back asleep
+                    await anyio.lowlevel.checkpoint()
+                clock.advance(step)
+                assert (await stream.receive()).at == expected
+            tg.cancel_scope.cancel()
+
+
 async def test_rates_come_from_successive_counts_and_never_go_negative(
     app: App, clock: FakeClock
 ) -> None:

@@ -314,15 +314,18 @@ class Monitor:
         """
         clock = self.app.clock
         try:
+            due = taken = clock.now()
             await self._sample_logged()
             task_status.started()
-            due = clock.now()
             while True:
                 due += self.interval
+                if due <= taken:  # woken late: that sample stood for the slots up to it
+                    due += (math.floor((taken - due) / self.interval) + 1) * self.interval
                 now = clock.now()
                 if due < now:  # a sample overran: skip the slots it missed, keep the cadence
                     due += math.ceil((now - due) / self.interval) * self.interval
                 await clock.sleep(due - now)
+                taken = clock.now()
                 await self._sample_logged()
         finally:
             await self.flush()  # shielded: the monitor stops by being cancelled
