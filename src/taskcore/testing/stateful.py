@@ -610,6 +610,23 @@ def backend_state_machine(
             self.both(lambda b: b.kv_set(key, value, ttl))
 
         @rule(
+            key=st.sampled_from(["k1", "k2"]),
+            old=st.just("stored") | st.none() | st.binary(max_size=8),
+            new=st.binary(max_size=8),
+            ttl=st.none() | st.sampled_from([30.0, 90.0]),
+        )
+        def kv_replace(
+            self, key: str, old: bytes | str | None, new: bytes, ttl: float | None
+        ) -> None:
+            # "stored": the value the reference holds now (the compare-and-set wins)
+            expected = self.portal.call(self.ref.kv_get, key) if old == "stored" else old
+            assert not isinstance(expected, str)
+            self.same(
+                lambda b: b.kv_replace(key, expected, new, ttl),
+                f"kv_replace({key}, {expected!r}, {new!r}, {ttl})",
+            )
+
+        @rule(
             worker=st.sampled_from(["w1", "w2"]),
             ttl=st.sampled_from([10.0, 60.0]),
             busy=st.integers(0, 3),
@@ -705,7 +722,8 @@ def backend_state_machine(
 
         @invariant()
         def coordination_agrees(self) -> None:
-            self.same(lambda be: be.kv_get("k1"), "kv_get")
+            self.same(lambda be: be.kv_get("k1"), "kv_get(k1)")
+            self.same(lambda be: be.kv_get("k2"), "kv_get(k2)")
             a, b = self.both(lambda be: be.workers())
             assert sorted(w.id for w in b) == sorted(w.id for w in a), "workers"
             ra, rb = self.both(lambda be: be.runtime_stats(["t1", "t2"]))
