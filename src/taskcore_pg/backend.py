@@ -90,6 +90,38 @@ _RECORD_COLUMNS = (
 )
 
 
+def _in_release_order(
+    order: Sequence[Message | tuple[str, str]],
+    joins: Mapping[str, FollowUp],
+    counts: Mapping[str, int],
+) -> list[Message]:
+    """The messages that become ready, in ``order``: a complete join (``counts``: its
+    parents after this settle) at the place of the parent that completed it, where the
+    parents counted before this settle plus this settle's so far reach its ``after``
+    (the memory backend's order). Every complete join is in the result exactly once."""
+    batch: dict[str, set[str]] = {}
+    for item in order:
+        if not isinstance(item, Message):
+            batch.setdefault(item[0], set()).add(item[1])
+    complete = {jid for jid, n in counts.items() if n >= joins[jid].after}
+    seen: dict[str, set[str]] = {}
+    out: list[Message] = []
+    for item in order:
+        if isinstance(item, Message):
+            out.append(item)
+            continue
+        jid, parent = item
+        so_far = seen.setdefault(jid, set())
+        if jid not in complete or parent in so_far:
+            continue
+        so_far.add(parent)
+        if counts[jid] - len(batch[jid]) + len(so_far) >= joins[jid].after:
+            complete.discard(jid)
+            out.append(joins[jid].message)
+    out += (joins[jid].message for jid in sorted(complete))  # (not reached: a safeguard)
+    return out
+
+
 def _follows(outcomes: Sequence[Outcome]) -> bool:
     """Does any outcome carry follow-ups (a workflow step)?"""
     for o in outcomes:
@@ -683,30 +715,36 @@ class PostgresBackend:
                 row = await cur.fetchone()
                 for ord_ in row[0] if row else ():
                     accepted[positions[ord_ - 1]] = True
-            ready: list[Message] = []
             joins: dict[str, FollowUp] = {}
             ids: list[str] = []
             parents: list[str] = []
             keeps: list[float] = []  # an incomplete join lives as long as these results
+            # the follow-ups in outcome order, a join at each parent's place: what
+            # becomes ready is stored in that order (arrival order, the tie-break), as
+            # the memory backend stores each outcome's follow-ups in turn
+            order: list[Message | tuple[str, str]] = []
             now = self.clock.now()
             for o, ok in zip(outcomes, accepted, strict=True):
                 if not ok or o.kind is not OutcomeKind.SUCCEEDED:
                     continue
                 for f in o.then:
                     if f.after <= 1:
-                        ready.append(f.message)
+                        order.append(f.message)
                     else:
                         joins[f.message.id] = f
                         ids.append(f.message.id)
                         parents.append(o.task_id)
                         keeps.append(math.inf if o.result_ttl is None else now + o.result_ttl)
+                        order.append((f.message.id, o.task_id))
+            counts: dict[str, int] = {}
             if joins:
                 params = {"ids": ids, "parents": parents, "keeps": keeps}
                 cur = await conn.execute(self._sql["join"], params)
-                done = [jid for jid, n in await cur.fetchall() if n >= joins[jid].after]
+                counts = dict(await cur.fetchall())
+                done = [jid for jid, n in counts.items() if n >= joins[jid].after]
                 if done:
                     await conn.execute(self._sql["join_done"], {"ids": done})
-                    ready += (joins[jid].message for jid in done)
+            ready = _in_release_order(order, joins, counts)
             if ready:
                 await self._enqueue_on(conn, ready, now)
         return accepted

@@ -594,14 +594,19 @@ class RedisBackend(Coordination, Journal):
         ready (an id that exists already is not stored again), then delete the entries.
         Each step is idempotent, so an entry delivered twice (a client and the reaper,
         or a retry after an error) has the effect of one delivery."""
-        ready: list[Message] = []
         joins: dict[str, list[tuple[FollowUp, str, float]]] = defaultdict(list)
+        # the follow-ups in outcome order, a join at each parent's place (its queue and
+        # position in that queue's join call): what becomes ready is enqueued in this
+        # order (arrival order, the tie-break), a join where its parent completed it
+        order: list[Message | tuple[str, int]] = []
         for _, parent, keep, then in entries:
             for f in then:
                 if f.after <= 1:
-                    ready.append(f.message)
+                    order.append(f.message)
                 else:
+                    order.append((f.message.queue, len(joins[f.message.queue])))
                     joins[f.message.queue].append((f, parent, keep))
+        complete: set[tuple[str, int]] = set()
         if joins:
             request = self._request()
             calls = [
@@ -614,9 +619,14 @@ class RedisBackend(Coordination, Journal):
                 for n, (q, items) in enumerate(joins.items())
             ]
             replies = await self._conn.run("join", calls)
-            for items, reply in zip(joins.values(), replies, strict=True):
-                ready += (f.message for (f, _, _), done in zip(items, reply, strict=True) if done)
-        if ready:
+            for q, reply in zip(joins, replies, strict=True):
+                complete.update((q, j) for j, done in enumerate(reply) if done)
+        ready = [
+            item if isinstance(item, Message) else joins[item[0]][item[1]][0].message
+            for item in order
+            if isinstance(item, Message) or item in complete
+        ]
+        if ready:  # a join counted twice is enqueued once, at its first place
             await self.enqueue(list({m.id: m for m in ready}.values()))
 
         async def ack() -> None:

@@ -147,6 +147,25 @@ class BackendConformance:
         stats = {s.queue: s for s in await backend.stats(["q", "q2"])}
         assert stats["q"].states[State.RUNNING] == 1 and stats["q2"].states[State.SCHEDULED] == 1
 
+    async def test_follow_ups_of_one_settle_arrive_in_outcome_order(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        """What one settle makes ready arrives in the order of its outcomes, a join at
+        the place of the parent that completes it: equal tasks are claimed so."""
+        await self._enqueue(backend, clock, 3, queue="src")
+        first, a, b = await self._claim(backend, 3, ["src"])
+        join = make_message(clock, queue="dst")
+        ready, later = make_message(clock, queue="dst"), make_message(clock, queue="dst")
+        # the join's first parent, alone
+        assert await backend.settle([_ok(first, clock, then=(FollowUp(join, after=2),))]) == [True]
+        outcomes = [
+            _ok(a, clock, then=(FollowUp(ready),)),
+            _ok(b, clock, then=(FollowUp(join, after=2), FollowUp(later))),
+        ]
+        assert await backend.settle(outcomes) == [True, True]
+        got = await self._claim(backend, 3, ["dst"])
+        assert [x.message.id for x in got] == [ready.id, join.id, later.id]
+
     async def test_refused_or_unsuccessful_outcomes_release_no_follow_ups(
         self, backend: Backend, clock: FakeClock
     ) -> None:
