@@ -53,6 +53,13 @@ async def taskcore(*argv: str, env: dict[str, str] | None = None) -> tuple[int, 
     return done.returncode, done.stdout.decode(), done.stderr.decode()
 
 
+def settings_file(app: App, tmp_path: Path, backend_kind: str) -> Path:
+    """A settings file naming ``app``'s scratch backend (for ``--config``)."""
+    config = tmp_path / "taskcore.toml"
+    config.write_text(f'url = "{_url_of(app, backend_kind)}"\n')
+    return config
+
+
 async def queued(app: App, queue: str) -> list[Any]:
     return sorted(row["args"]["to"] for row in task_rows(app, await app.list_tasks(queue=queue)))
 
@@ -61,8 +68,7 @@ async def test_ingest_reaches_the_configured_backend_and_a_named_run_resumes(
     app: App, tmp_path: Path, backend_kind: str
 ) -> None:
     register(app)
-    config = tmp_path / "taskcore.toml"
-    config.write_text(f'url = "{_url_of(app, backend_kind)}"\n')
+    config = settings_file(app, tmp_path, backend_kind)
     queue = f"q{uuid.uuid4().hex[:8]}"
     mails = tmp_path / "mails.jsonl"
     mails.write_text('{"to": "a@example.com"}\n{"to": 5}\n{"to": "b@example.com"}\n')
@@ -98,8 +104,7 @@ async def test_export_reads_the_configured_backend(
     send = app.get_task(TASK).with_options(queue=queue)
     for to in ("=1+1", 'a, "quoted" <b@example.com>'):
         await send.enqueue(to)
-    config = tmp_path / "taskcore.toml"
-    config.write_text(f'url = "{_url_of(app, backend_kind)}"\n')
+    config = settings_file(app, tmp_path, backend_kind)
     argv = ["export", APP, "--config", str(config), "--queue", queue]
 
     out_csv = tmp_path / "out.csv"
@@ -126,8 +131,7 @@ async def test_status_and_monitor_read_the_configured_backend(
     app: App, tmp_path: Path, backend_kind: str
 ) -> None:
     register(app)
-    config = tmp_path / "taskcore.toml"
-    config.write_text(f'url = "{_url_of(app, backend_kind)}"\n')
+    config = settings_file(app, tmp_path, backend_kind)
     queue = f"q{uuid.uuid4().hex[:8]}"
     send = app.tasks[TASK]
     for to in ("a@example.com", "b@example.com", "c@example.com"):
