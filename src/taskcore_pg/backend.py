@@ -16,7 +16,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -94,16 +94,20 @@ def _in_release_order(
     order: Sequence[Message | tuple[str, str]],
     joins: Mapping[str, FollowUp],
     counts: Mapping[str, int],
+    done: Collection[str],
 ) -> list[Message]:
-    """The messages that become ready, in ``order``: a complete join (``counts``: its
-    parents after this settle) at the place of the parent that completed it, where the
-    parents counted before this settle plus this settle's so far reach its ``after``
-    (the memory backend's order). Every complete join is in the result exactly once."""
+    """The messages that become ready, in ``order`` (plain follow-ups, and joins as
+    ``(join id, parent)``): a complete join (``done``; ``counts``: its parents after
+    this settle) at the place of the parent that completed it, where the parents
+    counted before this settle plus this settle's so far reach its ``after`` (the
+    memory backend's order). Going through this settle's parents, the count before
+    each runs in steps of one from at most ``after - 1`` (the join was not complete
+    before) to ``counts[jid] - 1 >= after - 1``: exactly one parent completes it, so
+    every complete join is in the result once."""
     batch: dict[str, set[str]] = {}
     for item in order:
         if not isinstance(item, Message):
             batch.setdefault(item[0], set()).add(item[1])
-    complete = {jid for jid, n in counts.items() if n >= joins[jid].after}
     seen: dict[str, set[str]] = {}
     out: list[Message] = []
     for item in order:
@@ -112,13 +116,12 @@ def _in_release_order(
             continue
         jid, parent = item
         so_far = seen.setdefault(jid, set())
-        if jid not in complete or parent in so_far:
+        if jid not in done or parent in so_far:
             continue
+        before = counts[jid] - len(batch[jid]) + len(so_far)
         so_far.add(parent)
-        if counts[jid] - len(batch[jid]) + len(so_far) >= joins[jid].after:
-            complete.discard(jid)
+        if before < joins[jid].after <= before + 1:
             out.append(joins[jid].message)
-    out += (joins[jid].message for jid in sorted(complete))  # (not reached: a safeguard)
     return out
 
 
@@ -737,6 +740,7 @@ class PostgresBackend:
                         keeps.append(math.inf if o.result_ttl is None else now + o.result_ttl)
                         order.append((f.message.id, o.task_id))
             counts: dict[str, int] = {}
+            done: list[str] = []
             if joins:
                 params = {"ids": ids, "parents": parents, "keeps": keeps}
                 cur = await conn.execute(self._sql["join"], params)
@@ -744,7 +748,7 @@ class PostgresBackend:
                 done = [jid for jid, n in counts.items() if n >= joins[jid].after]
                 if done:
                     await conn.execute(self._sql["join_done"], {"ids": done})
-            ready = _in_release_order(order, joins, counts)
+            ready = _in_release_order(order, joins, counts, done)
             if ready:
                 await self._enqueue_on(conn, ready, now)
         return accepted
