@@ -165,6 +165,21 @@ class BackendConformance:
         assert await backend.settle(outcomes) == [True, True]
         got = await self._claim(backend, 3, ["dst"])
         assert [x.message.id for x in got] == [ready.id, join.id, later.id]
+        # both of a join's parents in one settle: it arrives at the second (after the
+        # first plain follow-up, before the last)
+        await self._enqueue(backend, clock, 4, queue="src")
+        p1, p2, p3, p4 = await self._claim(backend, 4, ["src"])
+        chord = make_message(clock, queue="dst2")
+        x, y = make_message(clock, queue="dst2"), make_message(clock, queue="dst2")
+        outcomes = [
+            _ok(p1, clock, then=(FollowUp(chord, after=2),)),
+            _ok(p2, clock, then=(FollowUp(x),)),
+            _ok(p3, clock, then=(FollowUp(chord, after=2),)),
+            _ok(p4, clock, then=(FollowUp(y),)),
+        ]
+        assert await backend.settle(outcomes) == [True] * 4
+        got = await self._claim(backend, 3, ["dst2"])
+        assert [m.message.id for m in got] == [x.id, chord.id, y.id]
 
     async def test_refused_or_unsuccessful_outcomes_release_no_follow_ups(
         self, backend: Backend, clock: FakeClock
