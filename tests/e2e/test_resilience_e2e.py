@@ -163,7 +163,7 @@ async def test_two_workers_tripping_one_circuit_at_once_open_it_once(
         state, until = await workers[0].state("payments")
         assert state is CircuitState.OPEN and until is not None
         later = await workers[1].admit("payments", circuit)
-        assert later == pytest.approx(until, abs=1.0)  # deferred to the one cool-down
+        assert isinstance(later, float) and until <= later <= until + 1.0  # its end, jittered
         raw = await app.backend.kv_get("circuit:payments")
         assert raw is not None and msgspec.json.decode(raw)["gen"] == 1  # generation 0 -> 1
 
