@@ -48,6 +48,19 @@ class Keys:
     def wake(self, queue: str) -> str:
         return f"{self.base(queue)}:wake"
 
+    def waiters(self, queue: str) -> str:
+        """Sorted set of the idle workers registered for hand-offs (see RedisBackend.wait)."""
+        return f"{self.base(queue)}:hw"
+
+    def hand(self, queue: str, backend_id: str) -> str:
+        """One waiting backend's hand-off list: the task or marker meant for it."""
+        return f"{self.base(queue)}:h:{backend_id}"
+
+    def inbox(self, queue: str, backend_id: str) -> str:
+        """One waiting backend's inbox: what its blocking BLMOVE took from its hand-off
+        list, kept until its next round trip (so a lost reply loses nothing)."""
+        return f"{self.base(queue)}:in:{backend_id}"
+
     def done(self, queue: str, task_id: str) -> str:
         return f"{self.base(queue)}:d:{task_id}"
 

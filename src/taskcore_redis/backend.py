@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio
 import attrs
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
 from taskcore.backend import (
     EnqueueResult,
@@ -67,6 +67,7 @@ _REAP_CHUNK = 2000
 _PURGE_CHUNK = 2000
 _WHERE_MAX = 100_000
 _POLL = 1.0  # longest a waiter blocks before it looks for due scheduled work
+_REGISTERED = 2.0  # a waiter's registration outlives its block by this much (clock skew)
 _STATE = {s.value.encode(): s for s in State}  # a script's state -> State, fast
 _LATER = frozenset({OutcomeKind.RETRY, OutcomeKind.DEFER})  # outcomes that schedule work
 
@@ -178,9 +179,14 @@ class RedisBackend(Coordination, Journal):
         # claims in the round trip that wakes it (see wait()).
         self._drained: _Claimer | None = None
         self._taken: _Taken | None = None  # what that claim took, for the next claim()
-        self._inbox_id = uuid.uuid4().hex  # this backend's wake-up inbox (see wait())
-        self._inboxes: set[str] = set()
-        self._kept_reply: str | None = None  # the last such claim's kept reply
+        self._inbox_id = uuid.uuid4().hex  # names this backend's waiter lists (see wait())
+        self._inboxes: set[str] = set()  # its inboxes and hand-off lists, for aclose()
+        # (queue, member) of its registration as an idle waiter, until a claim with its
+        # inbox unregisters it (or a hand-off does, which leaves ``_read_inbox`` set:
+        # the inbox holds what the blocking call returned, deleted at the next one)
+        self._waiting: tuple[str, str, _Claimer] | None = None
+        self._read_inbox: str | None = None
+        self._handed: tuple[str, int] | None = None  # the last task handed to it
         subscribe = getattr(self.clock, "subscribe", None)
         if subscribe is not None:  # a fake clock: wake local waiters when it moves
             subscribe(self._on_clock)
@@ -206,7 +212,9 @@ class RedisBackend(Coordination, Journal):
         with contextlib.suppress(BackendError):
             if taken is not None:  # a wait() claimed, nobody asked for the leases
                 await self._release(taken.leases)
-            leftovers = [*self._inboxes, *([self._kept_reply] if self._kept_reply else [])]
+            if self._waiting is not None:  # unregister; a task handed meanwhile goes back
+                await self._release(await self._unregister())
+            leftovers = list(self._inboxes)
             if leftovers:
                 await self._conn.call("close", lambda: self._unlink_each(leftovers))
         await self._conn.close()
@@ -509,12 +517,8 @@ class RedisBackend(Coordination, Journal):
             return leases
         dues: list[float] = []
         for q in queues:
-            call = self._call(
-                "claim",
-                q,
-                [limit - len(leases), worker, max_priority, repr(lease_seconds)],
-                self._request(),
-            )
+            args: list[Any] = [limit - len(leases), worker, max_priority, repr(lease_seconds)]
+            call = self._call("claim", q, args, self._request(), self._waiter_keys(q, args))
             if settle:  # the settle scripts go first, in the claim's round trip
                 calls, groups = await self._settle_calls(settle)
                 *replies, (rows, due, now) = await self._conn.run("claim", [*calls, call])
@@ -523,9 +527,13 @@ class RedisBackend(Coordination, Journal):
                 settle = ()
             else:
                 [(rows, due, now)] = await self._conn.run("claim", [call])
+            took = self._leases(q, rows, float(now), lease_seconds, worker)
+            if len(call[1]) > 2:  # it unregistered us
+                self._waiting = None
+                took = self._fresh(took)
             if due:
                 dues.append(float(due))
-            leases += self._leases(q, rows, float(now), lease_seconds, worker)
+            leases += took
             if len(leases) >= limit:
                 break
         else:
@@ -539,6 +547,35 @@ class RedisBackend(Coordination, Journal):
                     max_priority,
                 )
         return leases
+
+    def _waiter_keys(self, queue: str, args: list[Any]) -> list[str]:
+        """For a claim in ``queue``: if this backend is registered there as an idle
+        waiter, its inbox and hand-off list (``args`` gets the registration), so the
+        claim unregisters it and takes what was handed to it (see claim.lua)."""
+        if self._waiting is None or self._waiting[0] != queue:
+            return []
+        args.append(self._waiting[1])
+        return [
+            self.keys.inbox(queue, self._inbox_id),
+            self.keys.hand(queue, self._inbox_id),
+        ]
+
+    async def _unregister(self) -> list[Lease]:
+        """Unregister as an idle waiter; the leases of tasks handed to us meanwhile."""
+        assert self._waiting is not None
+        q, _, c = self._waiting
+        args: list[Any] = [0, c.worker, 4, repr(c.lease_seconds)]
+        call = self._call("claim", q, args, self._request(), self._waiter_keys(q, args))
+        [(rows, _, now)] = await self._conn.run("wait", [call])
+        self._waiting = None
+        return self._fresh(self._leases(q, rows, float(now), c.lease_seconds, c.worker))
+
+    def _fresh(self, leases: list[Lease]) -> list[Lease]:
+        """``leases`` without the hand-off this backend already returned (a claim with
+        its inbox may find it there again if the round trip that deletes it was lost)."""
+        if self._handed is None:
+            return leases
+        return [x for x in leases if (x.message.id, x.token) != self._handed]
 
     def _leases(
         self, queue: str, rows: list[Any], now: float, lease_seconds: float, worker: str
@@ -789,7 +826,7 @@ class RedisBackend(Coordination, Journal):
             if claimer is None:
                 pop = self._pop(wake_keys, block)
             else:
-                pop = self._pop_and_claim(claimer, block)
+                pop = self._pop_handed(claimer, block)
             if await self._block(pop, local):
                 return
 
@@ -811,67 +848,77 @@ class RedisBackend(Coordination, Journal):
 
         return pop
 
-    def _inbox(self, queue: str) -> str:
-        """This backend's wake-up inbox in ``queue`` (a list; see claim.lua)."""
-        return f"{self.keys.base(queue)}:in:{self._inbox_id}"
-
-    def _pop_and_claim(self, c: _Claimer, seconds: float) -> Callable[[], Awaitable[bool]]:
-        """BLMOVE a marker into our inbox for up to ``seconds`` and, in the same round
-        trip, claim as ``c`` says (claim.lua with an inbox: nothing if no marker came).
-        True if woken; the leases wait in ``_taken`` for the next claim()."""
+    def _pop_handed(self, c: _Claimer, seconds: float) -> Callable[[], Awaitable[bool]]:
+        """Register as an idle waiter of ``c``'s queue and block for up to ``seconds``
+        on this backend's hand-off list (a ``BLMOVE`` into its inbox), in one round
+        trip. An enqueue of one task that is ready now, with nothing else queued,
+        leases that task to us and pushes it there (enqueue.lua): the lease is in the
+        reply, with no claim on the way, and waits in ``_taken`` for the next claim().
+        Other wake-ups push a marker there (or to the queue's marker list, moved here
+        first); after one, the next claim() unregisters us and claims. True if woken."""
         q = c.queues[0]
-        inbox = self._inbox(q)
-        self._inboxes.add(inbox)
-        args = [c.limit, c.worker, c.max_priority, repr(c.lease_seconds)]
-        call = self._call("claim", q, args, self._request(), [inbox])
-        script, keys, argv = call
-        wake = self.keys.wake(q)
+        inbox = self.keys.inbox(q, self._inbox_id)
+        hand = self.keys.hand(q, self._inbox_id)
+        self._inboxes.update((inbox, hand))
+        member = f"{self._inbox_id}{c.lease_seconds!r}|{c.worker}"
 
         async def go() -> Any:
             commands: list[tuple[Any, ...]] = []
-            if self._kept_reply is not None:  # the last one's reply arrived: drop it
-                commands.append(("UNLINK", self._kept_reply))
-                self._kept_reply = None
-            commands.append(("BLMOVE", wake, inbox, "LEFT", "RIGHT", seconds))
-            commands.append(("EVALSHA", script.sha, len(keys), *keys, *argv))
-            reply = (await self._conn.execute(commands))[-1]
-            if isinstance(reply, NoScriptError):  # the claim did not run: run it alone
-                [reply] = await self._conn.run("wait", [call])
-            elif isinstance(reply, ResponseError):
-                raise reply
-            return reply
+            if self._read_inbox is not None:  # what the last one returned, read
+                commands.append(("UNLINK", self._read_inbox))
+                self._read_inbox = None
+            until = self.clock.now() + seconds + _REGISTERED
+            commands.append(("ZADD", self.keys.waiters(q), repr(until), member))
+            # a marker pushed before we registered would not reach the hand-off list
+            commands.append(("LMOVE", self.keys.wake(q), hand, "LEFT", "RIGHT"))
+            commands.append(("BLMOVE", hand, inbox, "LEFT", "RIGHT", seconds))
+            commands.append(("PEXPIRE", inbox, 60000))  # if we die before the next one
+            return (await self._conn.execute(commands))[-2]
 
         async def pop() -> bool:
+            self._waiting = (q, member, c)  # before the call: a lost reply leaves it
             try:
-                reply = await self._conn.call("wait", go, idempotent=False, checked=True)
+                item = await self._conn.call("wait", go, idempotent=False, checked=True)
+                if isinstance(item, ResponseError):
+                    raise BackendError(f"Redis refused wait: {item}") from item
             except BaseException as exc:
-                # Cancelled, or the reply was lost: the claim may have run. Send it
-                # again alone: its reply key returns what it took, or, if it has not
-                # run, it runs now (with the marker if the BLMOVE moved one, else it
-                # does nothing) and fences the one still in flight.
-                woke: bool | None = None
+                # Cancelled, or the reply was lost: a task may have been handed to us.
+                # Unregister, which returns it; the caller's claim() takes it (or the
+                # cancelled wait() hands it back).
+                unregistered = False
                 with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                     with contextlib.suppress(BackendError):
-                        [again] = await self._conn.run("wait", [call])
-                        woke = self._took(c, again, replayed=True)
-                if woke is None or isinstance(exc, anyio.get_cancelled_exc_class()):
+                        leases = await self._unregister()
+                        if leases:
+                            self._taken = _Taken(c, leases, False, None)
+                        unregistered = True
+                if not unregistered or isinstance(exc, anyio.get_cancelled_exc_class()):
                     raise
-                return woke
-            self._kept_reply = keys[1]
-            return self._took(c, reply, replayed=False)
+                return True  # the caller's claim() looks
+            if item is None:  # timed out, still registered
+                return False
+            self._read_inbox = inbox
+            if item[:1] != b"h":  # a marker: the next claim() unregisters us and claims
+                return True
+            self._waiting = None  # the enqueue unregistered us
+            lease, due = self._handed_lease(q, c, item)
+            self._taken = _Taken(c, [lease], True, due)
+            return True
 
         return pop
 
-    def _took(self, c: _Claimer, reply: Any, *, replayed: bool) -> bool:
-        rows, due, now = reply
-        if not now:  # no marker came
-            return False
-        leases = self._leases(c.queues[0], rows, float(now), c.lease_seconds, c.worker)
-        # a claim that ran dry dropped the markers and said when work is due next (a
-        # replayed reply does not say: the next wait looks first)
-        dry = not replayed and len(leases) < c.limit and c.max_priority >= 4
-        self._taken = _Taken(c, leases, dry, float(due) if due else None)
-        return True
+    def _handed_lease(self, queue: str, c: _Claimer, item: bytes) -> tuple[Lease, float | None]:
+        """The lease in a hand-off (enqueue.lua: ``h<token>|<attempt>|<ready>|<now>|
+        <next due>|<#id>|<id><stored message>``) and the queue's next due time."""
+        token, attempt, ready, now, due, n, rest = item[1:].split(b"|", 6)
+        msg = decode_message(rest[int(n) :])
+        self._remember(msg.id, queue)
+        self._handed = (msg.id, int(token))
+        at = float(now)
+        lease = Lease(
+            msg, int(token), int(attempt), c.worker, at + c.lease_seconds, at, float(ready)
+        )
+        return lease, float(due) if due else None
 
     async def _block(self, pop: Callable[[], Awaitable[bool]], local: anyio.Event | None) -> bool:
         """Block in ``pop``; True if woken (by a marker, or by the fake clock moving:
@@ -1042,13 +1089,23 @@ class RedisBackend(Coordination, Journal):
     async def resume(self, queue: str) -> None:
         async def go() -> None:
             wake = self.keys.wake(queue)
+            now = repr(self.clock.now())  # a marker is its time
             async with self._r.pipeline(transaction=False) as pipe:
                 pipe.hdel(self.keys.meta(queue), "paused")
                 pipe.sadd(self.keys.queues, queue)
-                pipe.rpush(wake, repr(self.clock.now()))  # a marker is its time
+                pipe.rpush(wake, now)
                 pipe.ltrim(wake, -16, -1)
                 pipe.pexpire(wake, 5000)
-                await pipe.execute()
+                pipe.zrangebyscore(self.keys.waiters(queue), now, "+inf")
+                *_, waiting = await pipe.execute()
+            if waiting:  # registered waiters block on their own lists (see wait())
+                async with self._r.pipeline(transaction=False) as pipe:
+                    for member in waiting:
+                        hand = self.keys.hand(queue, member[:32].decode())
+                        pipe.rpush(hand, now)
+                        pipe.pexpire(hand, 60000)
+                    pipe.zrem(self.keys.waiters(queue), *waiting)
+                    await pipe.execute()
 
         await self._conn.call("resume", go)
 

@@ -323,9 +323,18 @@ async def test_wait_after_draining_claim_sees_the_fake_clock_move(
         assert len(await b.claim(["q"], 1, 30, "w")) == 1
 
 
-# After a draining claim, a wait() on one queue claims in the round trip that wakes
-# it (BLMOVE of the marker + claim.lua with an inbox); the next claim() returns those
-# leases without a round trip.
+# After a draining claim, a wait() on one queue registers as an idle waiter and blocks
+# on its own hand-off list: an enqueue of one task leases it to the waiter and pushes
+# the lease there (enqueue.lua), so the wait's reply carries it and the next claim()
+# returns it without a round trip; other wake-ups are markers, and the claim claims.
+async def _registered(producer: RedisBackend, n: int = 1, queue: str = "q") -> None:
+    """Until ``n`` waiters are registered in ``queue`` (their blocking round trip has
+    reached the server), read through ``producer``."""
+    key = producer.keys.waiters(queue)
+    while await producer._r.zcard(key) < n:  # each look is a round trip: no busy loop
+        pass
+
+
 async def _wake_claim(
     idle: RedisBackend, producer: RedisBackend, clock: object, n: int = 1, limit: int = 10
 ) -> list[str]:
@@ -338,10 +347,151 @@ async def _wake_claim(
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             tg.start_soon(waiter)
-            await anyio.wait_all_tasks_blocked()
+            await _registered(producer)
             res = await producer.enqueue([make_message(clock) for _ in range(n)])  # type: ignore[arg-type]
             ids += [r.id for r in res]
     return ids
+
+
+def _dead_waiter(worker: str = "gone") -> str:
+    """The registration of a waiter that never reads its list (a worker that died
+    blocked): its backend id, lease seconds and worker name (see enqueue.lua)."""
+    return f"{'d' * 32}30.0|{worker}"
+
+
+async def _add_waiter(producer: RedisBackend, clock: FakeClock, member: str) -> None:
+    await producer._r.zadd(producer.keys.waiters("q"), {member: clock.now() + 3})
+
+
+async def test_a_handed_task_leaves_no_registration(redis_url: str, prefix: str) -> None:
+    clock = FakeClock()
+    async with (
+        _backend(redis_url, prefix, clock) as idle,
+        _backend(redis_url, prefix, clock) as producer,
+    ):
+        [tid] = await _wake_claim(idle, producer, clock)
+        assert await producer._r.zcard(producer.keys.waiters("q")) == 0
+        rec = await producer.get(tid)
+        assert rec is not None and rec.state is State.RUNNING and rec.worker == "w"
+        [stats] = await producer.stats(["q"])
+        assert (stats.states[State.RUNNING], stats.states[State.QUEUED]) == (1, 0)
+
+
+async def test_a_task_handed_to_a_dead_waiter_comes_back_when_its_lease_lapses(
+    redis_url: str, prefix: str
+) -> None:
+    clock = FakeClock()
+    async with _backend(redis_url, prefix, clock) as producer:
+        await _add_waiter(producer, clock, _dead_waiter())
+        [res] = await producer.enqueue([make_message(clock)])
+        rec = await producer.get(res.id)
+        assert rec is not None and rec.state is State.RUNNING and rec.worker == "gone"
+        assert rec.attempt == 1
+        assert await producer.claim(["q"], 10, 30, "w2") == []  # leased to the dead one
+        clock.advance(31)  # its lease (30 s) lapsed
+        assert await producer.reap() == [res.id]
+        [lease] = await producer.claim(["q"], 10, 30, "w2")
+        assert lease.message.id == res.id
+
+
+@pytest.mark.parametrize("before", ["queued", "due"])
+async def test_no_hand_off_past_work_that_a_claim_takes_first(
+    redis_url: str, prefix: str, before: str
+) -> None:
+    clock = FakeClock()
+    async with _backend(redis_url, prefix, clock) as producer:
+        if before == "queued":
+            [first] = await producer.enqueue([make_message(clock)])
+        else:
+            [first] = await producer.enqueue([make_message(clock, delay=5)])
+            clock.advance(10)  # due (before the next one), not yet promoted
+        member = _dead_waiter()
+        await _add_waiter(producer, clock, member)
+        [second] = await producer.enqueue([make_message(clock)])
+        rec = await producer.get(second.id)
+        assert rec is not None and rec.state is State.QUEUED  # not handed
+        # the waiter was woken with a marker instead, and unregistered
+        assert await producer._r.lrange(producer.keys.hand("q", "d" * 32), 0, -1) == [
+            repr(clock.now()).encode()
+        ]
+        assert await producer._r.zcard(producer.keys.waiters("q")) == 0
+        leases = await producer.claim(["q"], 10, 30, "w2")
+        assert [x.message.id for x in leases] == [first.id, second.id]
+
+
+async def test_no_hand_off_on_a_weighted_fair_or_paused_queue(redis_url: str, prefix: str) -> None:
+    clock = FakeClock()
+    async with _backend(redis_url, prefix, clock) as producer:
+        await producer.declare([QueueSpec("q", SchedulingPolicy.weighted_fair())])
+        await _add_waiter(producer, clock, _dead_waiter())
+        [res] = await producer.enqueue([make_message(clock)])
+        rec = await producer.get(res.id)
+        assert rec is not None and rec.state is State.QUEUED
+        [lease] = await producer.claim(["q"], 10, 30, "w2")
+        await producer.settle([Outcome(res.id, lease.token, OutcomeKind.SUCCEEDED, clock.now())])
+        await producer.declare([QueueSpec("q", SchedulingPolicy.strict_priority())])
+        await producer.pause("q")
+        await _add_waiter(producer, clock, _dead_waiter())
+        [res] = await producer.enqueue([make_message(clock)])
+        rec = await producer.get(res.id)
+        assert rec is not None and rec.state is State.QUEUED
+
+
+async def test_a_cancelled_wait_loses_no_handed_task(redis_url: str, prefix: str) -> None:
+    # Cancelled right as the hand-off arrives: whether or not the reply was read, the
+    # task goes back to the queue with its attempt unspent.
+    clock = FakeClock()
+    async with _backend(redis_url, prefix, clock) as producer:
+        async with _backend(redis_url, prefix, clock) as idle:
+            assert await idle.claim(["q"], 10, 30, "w") == []
+            with anyio.fail_after(5):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(idle.wait, ["q"], 30)
+                    await _registered(producer)
+                    [res] = await producer.enqueue([make_message(clock)])
+                    tg.cancel_scope.cancel()
+        rec = await producer.get(res.id)
+        assert rec is not None and rec.state is State.QUEUED
+        [lease] = await producer.claim(["q"], 10, 30, "w2")
+        assert (lease.message.id, lease.attempt) == (res.id, 1)
+        assert await producer._r.zcard(producer.keys.waiters("q")) == 0
+
+
+async def test_closing_unregisters_and_hands_back_what_came_meanwhile(
+    redis_url: str, prefix: str
+) -> None:
+    clock = FakeClock()
+    async with _backend(redis_url, prefix, clock) as producer:
+        async with _backend(redis_url, prefix, clock) as idle:
+            assert await idle.claim(["q"], 10, 30, "w") == []
+            await idle.wait(["q"], 0.01)  # times out, still registered
+            [res] = await producer.enqueue([make_message(clock)])  # handed, never read
+            rec = await producer.get(res.id)
+            assert rec is not None and rec.state is State.RUNNING
+        rec = await producer.get(res.id)
+        assert rec is not None and rec.state is State.QUEUED
+        assert await producer._r.zcard(producer.keys.waiters("q")) == 0
+        admin = redis_sync.Redis.from_url(redis_url)
+        assert not [k for k in prefix_keys(admin, prefix) if b":h:" in k or b":in:" in k]
+
+
+async def test_resume_wakes_a_registered_waiter(redis_url: str, prefix: str) -> None:
+    clock = FakeClock()
+    async with (
+        _backend(redis_url, prefix, clock) as idle,
+        _backend(redis_url, prefix, clock) as producer,
+    ):
+        await producer.pause("q")
+        [res] = await producer.enqueue([make_message(clock)])
+        assert await idle.claim(["q"], 10, 30, "w") == []  # paused
+
+        async def resume() -> None:
+            await _registered(producer)
+            await producer.resume("q")
+
+        await woken_by(idle, resume)
+        [lease] = await idle.claim(["q"], 10, 30, "w")
+        assert lease.message.id == res.id
 
 
 async def test_wait_claims_in_the_round_trip_that_wakes_it(redis_url: str, prefix: str) -> None:
@@ -359,15 +509,20 @@ async def test_wait_claims_in_the_round_trip_that_wakes_it(redis_url: str, prefi
         assert await idle.settle(
             [Outcome(tid, lease.token, OutcomeKind.SUCCEEDED, clock.now())]
         ) == [True]
+        # the inbox holds the reply until the next blocking round trip deletes it
         admin = redis_sync.Redis.from_url(redis_url)
-        assert not [k for k in prefix_keys(admin, prefix) if b":in:" in k]  # inbox emptied
+        [inbox] = [k for k in prefix_keys(admin, prefix) if b":in:" in k]
+        assert 0 < admin.pttl(inbox) <= 60000  # and expires if that never comes
+        assert await idle.claim(["q"], 10, 30, "w") == []
+        await idle.wait(["q"], 0.05)
+        assert not [k for k in prefix_keys(admin, prefix) if b":in:" in k]
 
 
-async def test_a_woken_claim_after_script_flush_claims_in_the_same_wake(
+async def test_a_marker_woken_claim_after_script_flush_claims(
     private_redis_url: str, prefix: str
 ) -> None:
-    # The blocking round trip's claim comes back refused (NOSCRIPT) behind the BLMOVE
-    # reply; the wait sends it again alone and the wake-up still carries the lease.
+    # The task came before the worker registered: its marker is moved to the worker's
+    # hand-off list as it blocks; the claim that follows finds its script flushed.
     clock = FakeClock()
     async with (
         _backend(private_redis_url, prefix, clock) as idle,
@@ -378,8 +533,6 @@ async def test_a_woken_claim_after_script_flush_claims_in_the_same_wake(
         flush_scripts(private_redis_url)
         with anyio.fail_after(5):
             await idle.wait(["q"], 30)
-        rec = await producer.get(res.id)
-        assert rec is not None and rec.state is State.RUNNING  # before claim() is called
         [lease] = await idle.claim(["q"], 10, 30, "w")
         assert (lease.message.id, lease.attempt) == (res.id, 1)
 
@@ -407,16 +560,31 @@ async def test_a_woken_claim_takes_no_more_than_the_free_slots(redis_url: str, p
         _backend(redis_url, prefix, clock) as idle,
         _backend(redis_url, prefix, clock) as producer,
     ):
+        # five at once: not handed, a marker wakes the worker and its claim takes three
         await _wake_claim(idle, producer, clock, n=5, limit=3)
         [stats] = await producer.stats(["q"])
-        assert stats.states[State.RUNNING] == 3 and stats.states[State.QUEUED] == 2
-        # one slot left by now (the worker shrank): two go back, their attempt unspent
-        [lease] = await idle.claim(["q"], 1, 30, "w")
+        assert stats.states[State.QUEUED] == 5
+        assert len(await idle.claim(["q"], 3, 30, "w")) == 3
         [stats] = await producer.stats(["q"])
-        assert stats.states[State.RUNNING] == 1 and stats.states[State.QUEUED] == 4
+        assert stats.states[State.RUNNING] == 3 and stats.states[State.QUEUED] == 2
         again = await producer.claim(["q"], 10, 30, "w2")
-        assert len(again) == 4 and {x.attempt for x in again} == {1}
-        assert lease.message.id not in {x.message.id for x in again}
+        assert len(again) == 2 and {x.attempt for x in again} == {1}
+
+
+async def test_a_handed_task_goes_back_when_the_worker_has_no_slot_left(
+    redis_url: str, prefix: str
+) -> None:
+    clock = FakeClock()
+    async with (
+        _backend(redis_url, prefix, clock) as idle,
+        _backend(redis_url, prefix, clock) as producer,
+    ):
+        [tid] = await _wake_claim(idle, producer, clock)
+        assert await idle.claim(["q"], 0, 30, "w") == []  # no slot left by now
+        rec = await producer.get(tid)
+        assert rec is not None and rec.state is State.QUEUED
+        [lease] = await producer.claim(["q"], 10, 30, "w2")
+        assert (lease.message.id, lease.attempt) == (tid, 1)
 
 
 async def test_leases_a_wait_took_for_another_claimer_go_back(redis_url: str, prefix: str) -> None:

@@ -17,6 +17,10 @@ local K_PURGE = B .. ':purge'
 local K_UNIQ = B .. ':uniq'
 local K_FIN = B .. ':fin'
 local K_WAKE = B .. ':wake'
+-- Idle workers blocked on their own hand-off list (RedisBackend.wait): member
+-- "<32-hex backend id><lease seconds>|<worker>", score: until when it waits.
+local K_WAITERS = B .. ':hw'
+local HAND_TTL_MS = 60000
 local WAKE_MAX = 16
 local DONE_TTL_MS = 60000
 local REPLY_TTL_MS = 10000
@@ -32,6 +36,8 @@ local function k_ready(p)
 end
 local function k_task(id) return B .. ':t:' .. id end
 local function k_done(id) return B .. ':d:' .. id end
+-- A waiter's hand-off list (what enqueue.lua and wake() push to it; it blocks on it).
+local function k_hand(waiter) return B .. ':h:' .. string.sub(waiter, 1, 32) end
 
 -- Lua's tostring keeps 14 digits; %.17g round-trips every double.
 local function fmt(x) return string.format('%.17g', x) end
@@ -209,8 +215,21 @@ end
 -- markers (pause also clears them), so a woken worker can claim without looking first.
 -- A marker is the time it was pushed: a claim that a marker woke (claim.lua with an
 -- inbox) takes its time as a lower bound of "now" (see there).
+-- Registered waiters (K_WAITERS) get theirs in their own list, one each, and are
+-- unregistered by it; the rest go to the queue's list, where unregistered waiters block.
 local function wake(n)
   if n > 0 and redis.call('HEXISTS', K_META, 'paused') == 0 then
+    local idle = redis.call('ZRANGEBYSCORE', K_WAITERS, NOW_S, '+inf', 'LIMIT', 0, math.min(n, WAKE_MAX))
+    if #idle > 0 then
+      for _, w in ipairs(idle) do
+        local h = k_hand(w)
+        redis.call('RPUSH', h, NOW_S)
+        redis.call('PEXPIRE', h, HAND_TTL_MS)
+      end
+      redis.call('ZREM', K_WAITERS, unpack(idle))
+      n = n - #idle
+      if n <= 0 then return end
+    end
     local args = {}
     for i = 1, math.min(n, WAKE_MAX) do args[i] = NOW_S end
     if redis.call('RPUSH', K_WAKE, unpack(args)) > WAKE_MAX then

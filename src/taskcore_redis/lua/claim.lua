@@ -9,13 +9,13 @@
 -- time the claim used (its leases expire `lease seconds` after it).
 -- KEYS[2] (optional) keeps {now, id, token, attempt, ...} so that a repeated call with
 -- the same key (the client lost the reply) returns the same leases instead of new ones.
--- KEYS[3] (optional) is the caller's inbox: the call was sent in one round trip right
--- behind a BLMOVE of a wake-up marker into it (RedisBackend.wait), so it runs as soon
--- as a marker wakes the caller, or when the BLMOVE times out. No marker in the inbox:
--- nothing is done and `now` is ''. Otherwise ARGV[1] was read when the caller started
--- to block, maybe a second ago, so the claim takes the latest of it, the markers'
--- times and the ready times of the tasks it leases as its "now": a lease never starts
--- before its task was enqueued, and never ends before `lease seconds` from its start.
+-- KEYS[3], KEYS[4] and ARGV[7] (optional): the caller's inbox, its hand-off list and
+-- its registration as an idle waiter (RedisBackend.wait: it registers, then blocks on a
+-- BLMOVE from the hand-off list into the inbox). The claim unregisters it and empties
+-- both lists: a task enqueue.lua handed to the caller (leased to it already) is
+-- returned first, if its lease is still the caller's, and counts against `limit`; a
+-- wake-up marker's time (a client's clock, maybe ahead of ours) is a lower bound of
+-- "now": a lease never starts before its task was enqueued.
 local REPLY_KEY = KEYS[2]
 if REPLY_KEY then
   local kept = redis.call('GET', REPLY_KEY)
@@ -35,17 +35,51 @@ local function keep(compact)
   end
 end
 local INBOX = KEYS[3]
+local handed = {}  -- {id, {stored message, token, attempt, ready time}}
 if INBOX then
-  local markers = redis.call('LRANGE', INBOX, 0, -1)
-  if #markers == 0 then keep({''}); return {{}, '', ''} end
-  redis.call('DEL', INBOX)
-  for _, m in ipairs(markers) do
-    local t = tonumber(m)
-    if t ~= nil and t > NOW then NOW = t; NOW_S = m end
+  redis.call('ZREM', K_WAITERS, ARGV[7])
+  local items = redis.call('LRANGE', INBOX, 0, -1)
+  for _, x in ipairs(redis.call('LRANGE', KEYS[4], 0, -1)) do items[#items + 1] = x end
+  if #items > 0 then redis.call('DEL', INBOX, KEYS[4]) end
+  for _, m in ipairs(items) do
+    if string.byte(m, 1) == 104 then  -- 'h': handed by enqueue.lua (see there)
+      local p = {}
+      local at = 2
+      for i = 1, 6 do
+        local bar = string.find(m, '|', at, true)
+        p[i] = string.sub(m, at, bar - 1)
+        at = bar + 1
+      end
+      local id = string.sub(m, at, at + tonumber(p[6]) - 1)
+      local f = redis.call('HMGET', k_task(id), 's', 'k')
+      if f[1] == 'running' and f[2] == p[1] then
+        handed[#handed + 1] = {id, {string.sub(m, at + tonumber(p[6])), p[1], p[2], p[3]}}
+      end
+    else
+      local t = tonumber(m)
+      if t ~= nil and t > NOW then NOW = t; NOW_S = m end
+    end
   end
 end
-if redis.call('HEXISTS', K_META, 'paused') == 1 then keep({NOW_S}); return {{}, '', NOW_S} end
-local limit = tonumber(ARGV[3])
+-- The handed leases in the reply, dated from this claim's `now` as its own are.
+local function with_handed(out, compact)
+  local exp_s = fmt(NOW + tonumber(ARGV[6]))
+  for _, h in ipairs(handed) do
+    zadd(K_RUN, exp_s, h[1])
+    out[#out + 1] = h[2]
+    compact[#compact + 1] = h[1]
+    compact[#compact + 1] = h[2][2]
+    compact[#compact + 1] = h[2][3]
+  end
+  return out, compact
+end
+if redis.call('HEXISTS', K_META, 'paused') == 1 then
+  local out, compact = with_handed({}, {NOW_S})
+  flush_zadds()
+  keep(compact)
+  return {out, '', NOW_S}
+end
+local limit = math.max(tonumber(ARGV[3]) - #handed, 0)
 local worker = ARGV[4]
 local maxp = math.min(tonumber(ARGV[5]), 4)
 local lease = tonumber(ARGV[6])
@@ -73,7 +107,7 @@ end
 
 -- k-way merge of the priority sets' heads.
 local heads = {}
-for p = 0, maxp do
+for p = 0, (limit > 0 and maxp or -1) do
   local r = redis.call('ZRANGE', k_ready(p), 0, limit - 1, 'WITHSCORES')
   if #r > 0 then
     heads[#heads + 1] = {p = p, r = r, i = 1, n = 0,
@@ -124,8 +158,7 @@ for i, pk in ipairs(picked) do
   end
 end
 local exp_s = fmt(NOW + lease)
-local out = {}
-local compact = {NOW_S}
+local out, compact = with_handed({}, {NOW_S})
 for _, row in ipairs(rows) do
   local id, f = row[1], row[2]
   -- A task never claimed has no token or attempt fields yet (0). Whole numbers

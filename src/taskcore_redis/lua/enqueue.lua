@@ -17,6 +17,41 @@
 -- Returns per message: the state (a string) when it was created, else {id of the
 -- task it names, its state ('' when that task is in another queue)}.
 -- Same order of checks as the memory backend: the id first, then the unique key.
+-- One message that is ready now, into a queue with an idle worker registered for it
+-- (RedisBackend.wait), nothing else queued or due, not paused and not weighted fair:
+-- that task is the one the worker's claim would take, so it is leased to the worker
+-- here (token 1, attempt 1, as claim.lua would) and pushed to its hand-off list:
+-- "h<token>|<attempt>|<ready time>|<now>|<next due or ''>|<#id>|<id><stored message>".
+-- The worker's blocking BLMOVE returns it, with no claim on the way.
+local function waiter_for(n_items)
+  if n_items ~= 1 then return nil end
+  local w = redis.call('ZRANGEBYSCORE', K_WAITERS, NOW_S, '+inf', 'LIMIT', 0, 1)[1]
+  if w == nil or redis.call('HEXISTS', K_META, 'paused') == 1 or policy().kind == 'fair'
+      or tonumber(redis.call('HGET', K_CNT, 'queued') or '0') ~= 0 then
+    return nil
+  end
+  local first = redis.call('ZRANGE', K_SCHED, 0, 0, 'WITHSCORES')
+  if #first > 0 and tonumber(first[2]) <= NOW then return nil end  -- the claim takes it first
+  return w, first[2] or ''
+end
+
+local function hand_off(w, due, id, it, f)
+  local bar = string.find(w, '|', 33, true)
+  local lease, worker = tonumber(string.sub(w, 33, bar - 1)), string.sub(w, bar + 1)
+  f[#f + 1] = 'k'; f[#f + 1] = 1
+  f[#f + 1] = 'a'; f[#f + 1] = 1
+  f[#f + 1] = 'w'; f[#f + 1] = worker
+  f[#f + 1] = 'st'; f[#f + 1] = NOW_S
+  f[#f + 1] = 'cs'; f[#f + 1] = next_seq()
+  redis.call('HSET', k_task(id), unpack(f))
+  zadd(K_RUN, NOW + lease, id)
+  count('running', 1)
+  redis.call('ZREM', K_WAITERS, w)
+  local h = k_hand(w)
+  redis.call('RPUSH', h, 'h1|1|' .. it[4] .. '|' .. NOW_S .. '|' .. due .. '|' .. #id .. '|' .. id .. it[2])
+  redis.call('PEXPIRE', h, HAND_TTL_MS)
+end
+
 local IDX = KEYS[3]
 local QNAME = ARGV[4]
 local PRIO = {[0] = '0', '1', '2', '3', '4'}  -- a priority as a field, unformatted
@@ -58,17 +93,28 @@ for n = 1, #items do
   if it[2] ~= '' and not state and not existing then
     local p, e_s, d, fk = it[3], it[4], it[6], it[8]
     local e = it[10] or tonumber(e_s)
-    local member
+    local member, w, due
     if e <= NOW then
       state = 'queued'
-      member = make_ready(id, p, e, d, fk, e_s)
-      ready = ready + 1
+      w, due = waiter_for(#items)
+      if w then
+        member = member_of(next_seq(), id)  -- its place, kept for a release or reap
+      else
+        member = make_ready(id, p, e, d, fk, e_s)
+        ready = ready + 1
+      end
     else
       state = 'scheduled'
       member = schedule(id, e_s)
     end
     -- No attempt or token field until the first claim: absent means 0.
-    if d or uk or fk then
+    if w then
+      local f = {'m', it[2], 'tn', it[9], 'p', PRIO[p] or p, 's', 'running', 'e', e_s, 'u', NOW_S, 'z', member}
+      if d then f[#f + 1] = 'd'; f[#f + 1] = fmt(d) end
+      if uk then f[#f + 1] = 'uk'; f[#f + 1] = uk end
+      if fk then f[#f + 1] = 'fk'; f[#f + 1] = fk end
+      hand_off(w, due, id, it, f)
+    elseif d or uk or fk then
       local f = {'m', it[2], 'tn', it[9], 'p', PRIO[p] or p, 's', state, 'e', e_s, 'u', NOW_S, 'z', member}
       if d then f[15] = 'd'; f[16] = fmt(d) end
       if uk then f[#f + 1] = 'uk'; f[#f + 1] = uk end
@@ -78,7 +124,7 @@ for n = 1, #items do
       redis.call('HSET', k, 'm', it[2], 'tn', it[9], 'p', PRIO[p] or p, 's', state, 'e', e_s,
         'u', NOW_S, 'z', member)
     end
-    count(state, 1)
+    if not w then count(state, 1) end
     zadd(K_ALL, it[5] or e_s, id)
     n_out = n_out + 1
     out[n_out] = state
