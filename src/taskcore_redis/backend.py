@@ -67,7 +67,7 @@ _REAP_CHUNK = 2000
 _PURGE_CHUNK = 2000
 _WHERE_MAX = 100_000
 _POLL = 1.0  # longest a waiter blocks before it looks for due scheduled work
-_REGISTERED = 2.0  # a waiter's registration outlives its block by this much (clock skew)
+_REGISTERED = 0.5  # a waiter's registration outlives its block by this much (clock skew)
 _STATE = {s.value.encode(): s for s in State}  # a script's state -> State, fast
 _LATER = frozenset({OutcomeKind.RETRY, OutcomeKind.DEFER})  # outcomes that schedule work
 

@@ -26,8 +26,10 @@
 local function waiter_for(n_items)
   if n_items ~= 1 then return nil end
   local w = redis.call('ZRANGEBYSCORE', K_WAITERS, NOW_S, '+inf', 'LIMIT', 0, 1)[1]
-  if w == nil or redis.call('HEXISTS', K_META, 'paused') == 1 or policy().kind == 'fair'
-      or tonumber(redis.call('HGET', K_CNT, 'queued') or '0') ~= 0 then
+  if w == nil then return nil end
+  local meta = redis.call('HMGET', K_META, 'paused', 'policy')  -- policy() in one read
+  if POL == nil then POL = meta[2] and cjson.decode(meta[2]) or default_policy() end
+  if meta[1] or POL.kind == 'fair' or tonumber(redis.call('HGET', K_CNT, 'queued') or '0') ~= 0 then
     return nil
   end
   local first = redis.call('ZRANGE', K_SCHED, 0, 0, 'WITHSCORES')
