@@ -363,20 +363,6 @@ async def _add_waiter(producer: RedisBackend, clock: FakeClock, member: str) -> 
     await producer._r.zadd(producer.keys.waiters("q"), {member: clock.now() + 3})
 
 
-async def test_a_handed_task_leaves_no_registration(redis_url: str, prefix: str) -> None:
-    clock = FakeClock()
-    async with (
-        _backend(redis_url, prefix, clock) as idle,
-        _backend(redis_url, prefix, clock) as producer,
-    ):
-        [tid] = await _wake_claim(idle, producer, clock)
-        assert await producer._r.zcard(producer.keys.waiters("q")) == 0
-        rec = await producer.get(tid)
-        assert rec is not None and rec.state is State.RUNNING and rec.worker == "w"
-        [stats] = await producer.stats(["q"])
-        assert (stats.states[State.RUNNING], stats.states[State.QUEUED]) == (1, 0)
-
-
 async def test_a_task_handed_to_a_dead_waiter_comes_back_when_its_lease_lapses(
     redis_url: str, prefix: str
 ) -> None:
@@ -494,15 +480,18 @@ async def test_resume_wakes_a_registered_waiter(redis_url: str, prefix: str) -> 
         assert lease.message.id == res.id
 
 
-async def test_wait_claims_in_the_round_trip_that_wakes_it(redis_url: str, prefix: str) -> None:
+async def test_an_enqueue_hands_the_task_to_the_idle_waiter(redis_url: str, prefix: str) -> None:
     clock = FakeClock()
     async with (
         _backend(redis_url, prefix, clock) as idle,
         _backend(redis_url, prefix, clock) as producer,
     ):
         [tid] = await _wake_claim(idle, producer, clock)
-        rec = await producer.get(tid)
-        assert rec is not None and rec.state is State.RUNNING  # before claim() is called
+        rec = await producer.get(tid)  # before claim() is called: leased to the waiter
+        assert rec is not None and rec.state is State.RUNNING and rec.worker == "w"
+        [stats] = await producer.stats(["q"])
+        assert (stats.states[State.RUNNING], stats.states[State.QUEUED]) == (1, 0)
+        assert await producer._r.zcard(producer.keys.waiters("q")) == 0  # unregistered
         [lease] = await idle.claim(["q"], 10, 30, "w")
         assert (lease.message.id, lease.worker, lease.attempt) == (tid, "w", 1)
         assert lease.expires_at == lease.claimed_at + 30
