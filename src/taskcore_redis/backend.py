@@ -528,8 +528,8 @@ class RedisBackend(Coordination, Journal):
             else:
                 [(rows, due, now)] = await self._conn.run("claim", [call])
             took = self._leases(q, rows, float(now), lease_seconds, worker)
-            if len(call[1]) > 2:  # it unregistered us
-                self._waiting = None
+            if len(call[1]) > 2:  # it unregistered us and emptied our inbox
+                self._waiting = self._read_inbox = None
                 took = self._fresh(took)
             if due:
                 dues.append(float(due))
@@ -866,14 +866,15 @@ class RedisBackend(Coordination, Journal):
             commands: list[tuple[Any, ...]] = []
             if self._read_inbox is not None:  # what the last one returned, read
                 commands.append(("UNLINK", self._read_inbox))
-                self._read_inbox = None
             until = self.clock.now() + seconds + _REGISTERED
             commands.append(("ZADD", self.keys.waiters(q), repr(until), member))
             # a marker pushed before we registered would not reach the hand-off list
             commands.append(("LMOVE", self.keys.wake(q), hand, "LEFT", "RIGHT"))
             commands.append(("BLMOVE", hand, inbox, "LEFT", "RIGHT", seconds))
             commands.append(("PEXPIRE", inbox, 60000))  # if we die before the next one
-            return (await self._conn.execute(commands))[-2]
+            replies = await self._conn.execute(commands)
+            self._read_inbox = None  # (kept on a failure: a later claim may read it)
+            return replies[-2]
 
         async def pop() -> bool:
             self._waiting = (q, member, c)  # before the call: a lost reply leaves it
@@ -888,7 +889,8 @@ class RedisBackend(Coordination, Journal):
                 unregistered = False
                 with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                     with contextlib.suppress(BackendError):
-                        leases = await self._unregister()
+                        leases = await self._unregister()  # (it empties the inbox)
+                        self._read_inbox = None
                         if leases:
                             self._taken = _Taken(c, leases, False, None)
                         unregistered = True

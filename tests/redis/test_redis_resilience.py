@@ -188,17 +188,18 @@ async def test_blocking_wait_longer_than_socket_timeout_is_not_a_timeout(
         assert anyio.current_time() - started >= 3.0
 
 
-async def test_a_woken_claim_whose_reply_is_lost_is_replayed(
+async def test_a_hand_off_whose_reply_is_lost_is_not_lost(
     proxy: TcpProxy, redis_url: str, prefix: str
 ) -> None:
-    """The claim that rides in a wait's blocking round trip is sent again alone when
-    the reply is lost: it returns the leases it took, nothing is claimed twice."""
+    """A task handed to an idle waiter (the enqueue leases it to the waiter and its
+    blocking BLMOVE returns it) whose reply is lost: the waiter unregisters, which
+    returns the lease from its inbox; nothing is claimed twice."""
     clock = FakeClock()
     async with (
         RedisBackend.from_url(proxy.url, clock=clock, prefix=prefix) as idle,
         RedisBackend.from_url(redis_url, clock=clock, prefix=prefix) as producer,
     ):
-        assert await idle.claim(["q"], 10, 30, "w") == []  # drained: the next wait claims
+        assert await idle.claim(["q"], 10, 30, "w") == []  # drained: the next wait registers
 
         async def waiter() -> None:
             await idle.wait(["q"], 30)
@@ -206,10 +207,14 @@ async def test_a_woken_claim_whose_reply_is_lost_is_replayed(
         with anyio.fail_after(5):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(waiter)
-                await anyio.wait_all_tasks_blocked()
-                proxy.swallow_next_reply()  # the BLMOVE + claim pipeline's reply
+                while not await producer._r.zcard(producer.keys.waiters("q")):
+                    pass  # until registered (each look is a round trip)
+                await anyio.wait_all_tasks_blocked()  # the registration's replies are through
+                proxy.swallow_next_reply()  # the BLMOVE's reply, with the hand-off
                 [res] = await producer.enqueue([make_message(clock)])
         assert proxy.swallowed == 1
+        rec = await producer.get(res.id)
+        assert rec is not None and rec.state is State.RUNNING and rec.worker == "w"
         [lease] = await idle.claim(["q"], 10, 30, "w")
         assert (lease.message.id, lease.attempt, lease.token) == (res.id, 1, 1)
         assert await _count(producer, State.RUNNING) == 1
