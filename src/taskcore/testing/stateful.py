@@ -945,25 +945,25 @@ def backend_state_machine(
                         # moves: live, at the end of its registration (still live),
                         # past it
                         "live": st.sampled_from([(3.0, 0.0), (1.0, 1.0), (0.5, 1.0)]),
-                        "resume": st.booleans(),
+                        "pause": st.sampled_from(["resume", "as is", "pause"]),
+                        # with the task: no other, one more in that queue (a batch:
+                        # no hand-off), one in the other queue (a call of its own)
+                        "with": st.sampled_from(["alone", "same queue", "other queue"]),
                         "task": _task_spec,
                     }
                 ),
                 min_size=1,
-                max_size=3,
+                max_size=4,
             )
         )
         def idle_worker(self, rounds: list[dict[str, Any]]) -> None:
             """A worker goes idle on a queue and one task that is ready now is enqueued
             there: the common case of a hand-off. Before it, the worker claimed all
             there was ("drain"), or a task is queued there, or a scheduled one is due
-            (never handed past), or the queue is left as it is; and maybe it was
-            resumed (a paused queue hands nothing off)."""
+            (never handed past), or the queue is left as it is; then the queue is
+            resumed or paused (a paused queue hands nothing off), or left so."""
             for r in rounds:
                 queue, spec = r["queue"], r["task"]
-                if r["resume"]:
-                    self.pause(queue, False)
-                    self.read_waiter(False, f"resume({queue})")  # markers only
                 if r["before"] == "drain":
                     self.claim_both([queue], 1_000_000, 4, "w1")
                 elif r["before"] in ("queued", "due"):
@@ -973,6 +973,9 @@ def backend_state_machine(
                     self.enqueue_both([m])
                     if delay:
                         self.portal.call(self.clock.advance, delay)
+                if r["pause"] != "as is":
+                    self.pause(queue, r["pause"] == "pause")
+                    self.read_waiter(False, f"{r['pause']}({queue})")  # markers only
                 live_for, then = r["live"]
                 self.register_waiter(queue, r["lease"], live_for)
                 if then:
@@ -988,8 +991,13 @@ def backend_state_machine(
                     task=spec["task"],
                     task_id=self.new_id("t"),
                 )
-                self.messages[m.id] = m
-                self.enqueue_both([m])
+                batch = [m]
+                if r["with"] != "alone":
+                    other = [q for q in names if q != queue or r["with"] == "same queue"]
+                    batch.append(make_message(self.clock, queue=other[0], task_id=self.new_id("t")))
+                for m in batch:
+                    self.messages[m.id] = m
+                self.enqueue_both(batch)
 
         @invariant()
         def waiter_agrees(self) -> None:
