@@ -12,7 +12,10 @@ reads. Follow-ups are also checked against the machine's own account right after
 workflow step: released exactly when an accepted success (or a join's ``after``-th
 distinct parent) releases them, never by a refused or unsuccessful outcome. Every
 example opens (after ``declare``) with one workflow step and a journal append and
-trim, as the first examples of a short run rarely reach those rules. Third-party
+trim, as the first examples of a short run rarely reach those rules. A backend that
+hands tasks to registered idle workers at enqueue (Redis) passes ``idle_waiter``: the
+machine then registers a fake waiter, and each task handed to it must be the one the
+reference's claim for it takes, handed exactly when :class:`IdleWaiter` says. Third-party
 backends use it like this::
 
     from hypothesis import settings
@@ -34,8 +37,9 @@ import contextlib
 import itertools
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
+import attrs
 import msgspec
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from hypothesis import strategies as st
@@ -44,6 +48,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from taskcore.backend import (
     AttemptError,
     Backend,
+    EnqueueResult,
     FollowUp,
     JournalEntry,
     Lease,
@@ -61,7 +66,14 @@ from taskcore.scheduling import SchedulingPolicy
 from taskcore.states import State
 from taskcore.testing.conformance import make_message
 
-__all__ = ["POLICIES", "BackendFactory", "backend_state_machine"]
+__all__ = [
+    "POLICIES",
+    "BackendFactory",
+    "HandOff",
+    "IdleWaiter",
+    "WaiterInbox",
+    "backend_state_machine",
+]
 
 T = TypeVar("T")
 
@@ -76,6 +88,56 @@ POLICIES: tuple[SchedulingPolicy, ...] = (
     SchedulingPolicy.weighted_fair({"a": 3.0, "b": 0.5}, by="key", default_weight=1.0),
 )
 """The policies a machine picks from for its queues."""
+
+
+@attrs.frozen
+class HandOff:
+    """A task that an enqueue leased to a registered idle waiter (see :class:`IdleWaiter`)."""
+
+    message: Message
+    token: int
+    attempt: int
+    claimed_at: float
+    ready_at: float | None
+    next_due: float | None
+    """The due time of the queue's first scheduled task, as the backend told the waiter."""
+
+
+@attrs.frozen
+class WaiterInbox:
+    """What reached a registered idle waiter since it was last read: tasks handed to it,
+    wake-up markers, and whether it is still registered."""
+
+    handed: tuple[HandOff, ...]
+    markers: int
+    registered: bool
+
+
+class IdleWaiter(Protocol):
+    """The hand-off of a backend whose idle workers register for it (``idle_waiter`` of
+    :func:`backend_state_machine`; the Redis backend has one).
+
+    A registered waiter is handed a task by an enqueue of exactly that one task (the
+    call's only message for the waiter's queue) when the task is created ready now,
+    the registration is live (``until`` >= now), the queue is not paused, its policy is
+    not weighted fair, nothing else is queued in it and no scheduled or retrying task
+    of it is due: then it is the task the waiter's claim would take. The task is leased
+    to the waiter (token 1, attempt 1, the waiter's worker and lease seconds) and the
+    registration removed. Other wake-ups push a marker and remove it as well. The
+    machine registers one fake waiter, and checks each hand-off against the reference
+    claiming for it."""
+
+    async def register(
+        self, backend: Backend, queue: str, worker: str, lease_seconds: float, until: float
+    ) -> None:
+        """Register the fake waiter in ``queue`` until ``until`` (its list is empty)."""
+
+    async def unregister(self, backend: Backend, queue: str) -> None:
+        """Remove the fake waiter's registration in ``queue``, if any."""
+
+    async def take(self, backend: Backend, queue: str) -> WaiterInbox:
+        """What reached the fake waiter of ``queue``, read and removed."""
+
 
 _LEASE = 30.0
 _STATES = tuple(State)
@@ -172,6 +234,7 @@ def backend_state_machine(
     make_reference: BackendFactory | None = None,
     queues: Sequence[str] = ("q1", "q2"),
     async_backend: str = "asyncio",
+    idle_waiter: IdleWaiter | None = None,
 ) -> type[RuleBasedStateMachine]:
     """A state machine comparing ``make_backend``'s backends with the reference.
 
@@ -180,6 +243,11 @@ def backend_state_machine(
         make_reference: builds the reference (default: :class:`MemoryBackend`).
         queues: queue names the machine uses.
         async_backend: anyio backend for the event loop ("asyncio" or "trio").
+        idle_waiter: the backend's hand-off to registered idle workers, if it has one
+            (:class:`IdleWaiter`): the machine then registers a fake waiter (a rule of
+            its own), reads what reached it after every step that can hand off or wake,
+            makes the reference claim each task handed to it, and checks that a task
+            was handed exactly when the conditions there hold.
 
     Returns:
         The machine class; its ``TestCase`` attribute is a unittest/pytest test.
@@ -212,6 +280,8 @@ def backend_state_machine(
             self.joins: dict[str, tuple[Message, int, set[str], float]] = {}
             self._payloads = itertools.count()
             self.journal_dirty = False
+            # the fake idle waiter (idle_waiter): queue, worker, lease seconds, until
+            self.waiter: tuple[str, str, float, float] | None = None
 
         def teardown(self) -> None:
             self._stack.close()
@@ -233,6 +303,96 @@ def backend_state_machine(
             machine, so a task running in the reference runs under the lease kept."""
             mine = TaskFilter(state=State.RUNNING, limit=1_000_000)
             return {r.id for r in self.portal.call(self.ref.list_tasks, mine)}
+
+        def enqueue_both(self, msgs: list[Message]) -> list[EnqueueResult]:
+            """Enqueue on both sides; then what reached the fake waiter (a task handed
+            to it exactly when :class:`IdleWaiter` says)."""
+            idle = self.idle_for_hand_off()
+            got = self.same(lambda b: b.enqueue(msgs), "enqueue")
+            assert len(got) == len(msgs)
+            if self.waiter is not None:
+                mine = [i for i, m in enumerate(msgs) if m.queue == self.waiter[0]]
+                expect = (
+                    idle
+                    and len(mine) == 1
+                    and got[mine[0]].created
+                    and got[mine[0]].state is State.QUEUED
+                )
+                self.read_waiter(expect, f"enqueue of {[m.id for m in msgs]}")
+            return got
+
+        def idle_for_hand_off(self, queued: int = 0) -> bool:
+            """The fake waiter is registered (live), and the reference's state of its
+            queue lets a hand-off happen there: not paused, not weighted fair, ``queued``
+            tasks queued, no scheduled or retrying task due."""
+            if self.waiter is None:
+                return False
+            q, _, _, until = self.waiter
+            now = self.clock.now()
+            if until < now:
+                return False
+            [stats] = self.portal.call(self.ref.stats, [q])
+            if stats.paused or stats.policy.kind == "fair":
+                return False
+            if stats.states.get(State.QUEUED, 0) != queued:
+                return False
+            return not any(
+                r.eligible_at <= now
+                for s in (State.SCHEDULED, State.RETRYING)
+                for r in self.portal.call(self.ref.list_tasks, TaskFilter(q, s, limit=1_000_000))
+            )
+
+        def next_due(self, queue: str) -> float | None:
+            """The reference's first scheduled or retrying task's due time in ``queue``."""
+            return min(
+                (
+                    r.eligible_at
+                    for s in (State.SCHEDULED, State.RETRYING)
+                    for r in self.portal.call(
+                        self.ref.list_tasks, TaskFilter(queue, s, limit=1_000_000)
+                    )
+                ),
+                default=None,
+            )
+
+        def read_waiter(self, expect: bool | None, what: str) -> None:
+            """Read what reached the fake waiter (the backend's hand-off list): a task
+            handed to it is claimed for it on the reference, which must lease the same
+            task (``expect``: whether one must have been handed; None: not known)."""
+            if idle_waiter is None or self.waiter is None:
+                return
+            q, worker, lease_seconds, _ = self.waiter
+            inbox = self.portal.call(idle_waiter.take, self.sut, q)
+            pushed = len(inbox.handed) + inbox.markers
+            # every push unregisters the waiter: one at most
+            assert pushed <= 1, f"{what}: {pushed} pushes to one registration: {inbox}"
+            assert inbox.registered == (pushed == 0), f"{what}: {inbox} (registered?)"
+            if expect is not None:
+                assert bool(inbox.handed) == expect, (
+                    f"{what}: hand-off expected {expect}, waiter got {inbox}"
+                )
+            if pushed:
+                self.waiter = None
+            for h in inbox.handed:
+                assert (h.token, h.attempt) == (1, 1), f"{what}: handed {h}"
+                due = self.next_due(q)
+                [ref] = self.portal.call(self.ref.claim, [q], 1, lease_seconds, worker)
+                mine = Lease(
+                    h.message,
+                    h.token,
+                    h.attempt,
+                    worker,
+                    h.claimed_at + lease_seconds,
+                    h.claimed_at,
+                    h.ready_at,
+                )
+                assert (*_lease_view(mine), mine.ready_at) == (
+                    *_lease_view(ref),
+                    ref.ready_at,
+                ), f"{what}: handed {mine}, the reference's claim took {ref}"
+                assert ref.attempt == 1, f"{what}: the reference's claim took {ref}"
+                assert h.next_due == due, f"{what}: handed {h}, the reference's next due {due}"
+                self.leases[ref.message.id] = (ref, mine)
 
         def pick(self, data: st.DataObject, pool: Sequence[str], extra: bool = True) -> list[str]:
             choices = list(pool) + (["no-such-task"] if extra else [])
@@ -285,8 +445,7 @@ def backend_state_machine(
                 msgs.append(msgspec.structs.replace(old, queue=other))
             for m in msgs:
                 self.messages.setdefault(m.id, m)
-            got = self.same(lambda b: b.enqueue(msgs), "enqueue")
-            assert len(got) == len(msgs)
+            self.enqueue_both(msgs)
 
         @rule(
             qs=st.lists(st.sampled_from([*names, "no-such-queue"]), min_size=1, max_size=3),
@@ -421,7 +580,7 @@ def backend_state_machine(
             ]
             if own:
                 self.messages.update((m.id, m) for m in own)
-                self.same(lambda b: b.enqueue(own), "enqueue")
+                self.enqueue_both(own)
             # one queue at a time: a claim over several that fills its limit in the
             # first promotes due tasks of the others on PostgreSQL, not on memory (open)
             for q in names:
@@ -533,14 +692,31 @@ def backend_state_machine(
                         released.add(fid)
                     else:
                         self.joins[fid] = (msg, after, counted, max(until, keep))
+            # the reference's follow-ups as the settle stored them (before it claims one
+            # handed to the fake waiter, below)
+            stored = self.portal.call(_records, self.ref, mentioned)
+            if self.waiter is not None:
+                # the backend enqueues the released follow-ups after the settle, in one
+                # call: one of them may be handed to the fake waiter (IdleWaiter)
+                queue_of = {f.message.id: f.message.queue for _, _, then in draws for f in then}
+                mine = [i for i, fid in enumerate(mentioned) if fid in released]
+                mine = [i for i in mine if queue_of[mentioned[i]] == self.waiter[0]]
+                rec = stored[mine[0]] if len(mine) == 1 else None
+                expect = (
+                    rec is not None
+                    and rec.id not in existed
+                    and rec.state is State.QUEUED
+                    and self.idle_for_hand_off(queued=1)
+                )
+                self.read_waiter(expect, f"workflow step releasing {sorted(released)}")
             after_ref, after_sut = self.both(lambda be: _records(be, mentioned))
-            for fid, a, b in zip(mentioned, after_ref, after_sut, strict=True):
+            for fid, a0, a, b in zip(mentioned, stored, after_ref, after_sut, strict=True):
                 assert b == a, f"follow-up {fid}: reference {a} != backend {b}"
                 if fid in released:
-                    assert a is not None, f"follow-up {fid} released but not stored"
+                    assert a0 is not None, f"follow-up {fid} released but not stored"
                     if fid not in existed:
-                        assert a.attempt == 0 and a.state in (State.QUEUED, State.SCHEDULED), (
-                            f"follow-up {fid} stored as {a}"
+                        assert a0.attempt == 0 and a0.state in (State.QUEUED, State.SCHEDULED), (
+                            f"follow-up {fid} stored as {a0}"
                         )
                 elif fid not in existed:
                     assert a is None, f"follow-up {fid} stored but not released: {a}"
@@ -732,5 +908,102 @@ def backend_state_machine(
                 assert rb[k].count == ra[k].count
                 assert abs(rb[k].mean - ra[k].mean) <= 1e-9 * max(1.0, abs(ra[k].mean))
 
-    BackendComparison.__name__ = BackendComparison.__qualname__ = "BackendComparison"
-    return BackendComparison
+    if idle_waiter is None:
+        BackendComparison.__name__ = BackendComparison.__qualname__ = "BackendComparison"
+        return BackendComparison
+    waiters = idle_waiter
+
+    # Its own class, so that a machine without one draws the same examples as before.
+    class WithIdleWaiter(BackendComparison):
+        @rule(
+            queue=st.sampled_from(names),
+            lease=st.sampled_from([10.0, _LEASE]),
+            live_for=st.sampled_from([0.0, 1.0, 3.0]),
+        )
+        def register_waiter(self, queue: str, lease: float, live_for: float) -> None:
+            """Register the fake idle waiter (its list is empty: read after every step)."""
+            self.read_waiter(False, "before registering")  # (an idle_worker round)
+            if self.waiter is not None:
+                self.portal.call(waiters.unregister, self.sut, self.waiter[0])
+            until = self.clock.now() + live_for
+            self.waiter = (queue, "w-idle", lease, until)
+            self.portal.call(waiters.register, self.sut, queue, "w-idle", lease, until)
+
+        @rule(spec=_task_spec, data=st.data())
+        def enqueue_one(self, spec: dict[str, Any], data: st.DataObject) -> None:
+            """One task (no other draws a hand-off so often)."""
+            self.enqueue([spec], data)
+
+        @rule(
+            rounds=st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "queue": st.sampled_from(names),
+                        "lease": st.sampled_from([10.0, _LEASE]),
+                        "drain": st.booleans(),
+                        "before": st.sampled_from(["due", "queued", "nothing"]),
+                        # how long it stays registered, and then how far the clock
+                        # moves: live, at the end of its registration (still live),
+                        # past it
+                        "live": st.sampled_from([(3.0, 0.0), (1.0, 1.0), (0.5, 1.0)]),
+                        "pause": st.sampled_from(["resume", "as is", "pause"]),
+                        # with the task: no other, one more in that queue (a batch:
+                        # no hand-off), one in the other queue (a call of its own)
+                        "with": st.sampled_from(["alone", "same queue", "other queue"]),
+                        "task": _task_spec,
+                    }
+                ),
+                min_size=1,
+                max_size=4,
+            )
+        )
+        def idle_worker(self, rounds: list[dict[str, Any]]) -> None:
+            """A worker goes idle on a queue and one task that is ready now is enqueued
+            there: the common case of a hand-off. Before it, maybe the worker claimed
+            all there was ("drain"), then maybe a task was queued there or a scheduled
+            one came due (never handed past); then the queue is resumed or paused (a
+            paused queue hands nothing off), or left so."""
+            for r in rounds:
+                queue, spec = r["queue"], r["task"]
+                if r["drain"]:
+                    self.claim_both([queue], 1_000_000, 4, "w1")
+                if r["before"] in ("queued", "due"):
+                    delay = 1.0 if r["before"] == "due" else 0.0
+                    m = make_message(self.clock, queue=queue, delay=delay, task_id=self.new_id("t"))
+                    self.messages[m.id] = m
+                    self.enqueue_both([m])
+                    if delay:
+                        self.portal.call(self.clock.advance, delay)
+                if r["pause"] != "as is":
+                    self.pause(queue, r["pause"] == "pause")
+                    self.read_waiter(False, f"{r['pause']}({queue})")  # markers only
+                live_for, then = r["live"]
+                self.register_waiter(queue, r["lease"], live_for)
+                if then:
+                    self.portal.call(self.clock.advance, then)
+                deadline = spec["deadline"]
+                m = make_message(
+                    self.clock,
+                    queue=queue,
+                    priority=spec["priority"],
+                    deadline=None if deadline is None else self.clock.now() + deadline,
+                    unique_key=spec["unique_key"],
+                    fairness_key=spec["fairness_key"],
+                    task=spec["task"],
+                    task_id=self.new_id("t"),
+                )
+                batch = [m]
+                if r["with"] != "alone":
+                    other = [q for q in names if q != queue or r["with"] == "same queue"]
+                    batch.append(make_message(self.clock, queue=other[0], task_id=self.new_id("t")))
+                for m in batch:
+                    self.messages[m.id] = m
+                self.enqueue_both(batch)
+
+        @invariant()
+        def waiter_agrees(self) -> None:
+            """Markers only, outside the steps that enqueue (read there)."""
+            self.read_waiter(False, "after the step")
+
+    WithIdleWaiter.__name__ = WithIdleWaiter.__qualname__ = "BackendComparison"
+    return WithIdleWaiter
