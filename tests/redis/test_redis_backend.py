@@ -363,6 +363,25 @@ async def _add_waiter(producer: RedisBackend, clock: FakeClock, member: str) -> 
     await producer._r.zadd(producer.keys.waiters("q"), {member: clock.now() + 3})
 
 
+async def test_a_waiters_claim_drops_registrations_that_ended_a_minute_ago(
+    redis_url: str, prefix: str
+) -> None:
+    clock = FakeClock()
+    async with (
+        _backend(redis_url, prefix, clock) as idle,
+        _backend(redis_url, prefix, clock) as producer,
+    ):
+        waiters = producer.keys.waiters("q")
+        await _add_waiter(producer, clock, _dead_waiter("gone-long-ago"))  # until now + 3
+        clock.advance(70)  # it ended 67 s ago
+        await _add_waiter(producer, clock, _dead_waiter("gone-just-now"))
+        await producer._r.zadd(waiters, {_dead_waiter("gone-just-now"): clock.now() - 30})
+        assert await idle.claim(["q"], 10, 30, "w") == []
+        await idle.wait(["q"], 0.01)  # registers, times out
+        assert await idle.claim(["q"], 10, 30, "w") == []  # unregisters, drops the old one
+        assert await producer._r.zrange(waiters, 0, -1) == [_dead_waiter("gone-just-now").encode()]
+
+
 async def test_a_task_handed_to_a_dead_waiter_comes_back_when_its_lease_lapses(
     redis_url: str, prefix: str
 ) -> None:

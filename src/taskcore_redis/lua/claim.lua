@@ -38,6 +38,8 @@ local INBOX = KEYS[3]
 local handed = {}  -- {id, {stored message, token, attempt, ready time}}
 if INBOX then
   redis.call('ZREM', K_WAITERS, ARGV[7])
+  -- and the registrations of workers that died blocked, a minute after they ended
+  redis.call('ZREMRANGEBYSCORE', K_WAITERS, '-inf', fmt(NOW - 60))
   local items = redis.call('LRANGE', INBOX, 0, -1)
   for _, x in ipairs(redis.call('LRANGE', KEYS[4], 0, -1)) do items[#items + 1] = x end
   if #items > 0 then redis.call('DEL', INBOX, KEYS[4]) end
