@@ -913,13 +913,9 @@ class RedisBackend(Coordination, Journal):
         """The lease in a hand-off (enqueue.lua: ``h<token>|<attempt>|<ready>|<now>|
         <next due>|<#id>|<id><stored message>``) and the queue's next due time."""
         token, attempt, ready, now, due, n, rest = item[1:].split(b"|", 6)
-        msg = decode_message(rest[int(n) :])
-        self._remember(msg.id, queue)
-        self._handed = (msg.id, int(token))
-        at = float(now)
-        lease = Lease(
-            msg, int(token), int(attempt), c.worker, at + c.lease_seconds, at, float(ready)
-        )
+        row = (rest[int(n) :], token, attempt, ready)
+        [lease] = self._leases(queue, [row], float(now), c.lease_seconds, c.worker)
+        self._handed = (lease.message.id, lease.token)
         return lease, float(due) if due else None
 
     async def _block(self, pop: Callable[[], Awaitable[bool]], local: anyio.Event | None) -> bool:
@@ -1090,26 +1086,10 @@ class RedisBackend(Coordination, Journal):
 
     async def resume(self, queue: str) -> None:
         async def go() -> None:
-            wake = self.keys.wake(queue)
-            now = repr(self.clock.now())  # a marker is its time
-            async with self._r.pipeline(transaction=False) as pipe:
-                pipe.hdel(self.keys.meta(queue), "paused")
-                pipe.sadd(self.keys.queues, queue)
-                pipe.rpush(wake, now)
-                pipe.ltrim(wake, -16, -1)
-                pipe.pexpire(wake, 5000)
-                pipe.zrangebyscore(self.keys.waiters(queue), now, "+inf")
-                *_, waiting = await pipe.execute()
-            if waiting:  # registered waiters block on their own lists (see wait())
-                async with self._r.pipeline(transaction=False) as pipe:
-                    for member in waiting:
-                        hand = self.keys.hand(queue, member[:32].decode())
-                        pipe.rpush(hand, now)
-                        pipe.pexpire(hand, 60000)
-                    pipe.zrem(self.keys.waiters(queue), *waiting)
-                    await pipe.execute()
+            await self._r.sadd(self.keys.queues, queue)
 
         await self._conn.call("resume", go)
+        await self._conn.run("resume", [self._call("resume", queue, [])])
 
 
 def _spread(n: int, groups: list[list[int]], replies: Sequence[Any]) -> list[Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import anyio
 from tests.faults.proxy import TcpProxy
@@ -13,7 +14,7 @@ from tests.faults.proxy import TcpProxy
 import redis as redis_sync
 from taskcore.backend import Backend
 
-__all__ = ["TcpProxy", "delete_prefix", "new_prefix", "prefix_keys", "woken_by"]
+__all__ = ["TcpProxy", "delete_prefix", "new_prefix", "prefix_keys", "registered", "woken_by"]
 
 
 def new_prefix() -> str:
@@ -56,3 +57,11 @@ async def woken_by(
             if inspect.isawaitable(result):
                 await result
             await woke.wait()
+
+
+async def registered(client: Any, n: int = 1, queue: str = "q") -> None:
+    """Until ``n`` idle waiters are registered in ``queue`` (their blocking round trip
+    has reached the server), read through the RedisBackend ``client``."""
+    key = client.keys.waiters(queue)
+    while await client._r.zcard(key) < n:  # each look is a round trip: no busy loop
+        pass

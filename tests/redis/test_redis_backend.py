@@ -9,7 +9,7 @@ import anyio
 import pytest
 from redis.asyncio.connection import SSLConnection
 from redis.crc import key_slot
-from redis_helpers import prefix_keys, woken_by
+from redis_helpers import prefix_keys, registered, woken_by
 
 import redis as redis_sync
 from taskcore.backend import Outcome, OutcomeKind, QueueSpec, TaskFilter
@@ -29,6 +29,15 @@ pytestmark = pytest.mark.anyio
 async def _backend(url: str, prefix: str, clock: object = None) -> AsyncIterator[RedisBackend]:
     async with RedisBackend.from_url(url, clock=clock or FakeClock(), prefix=prefix) as b:  # type: ignore[arg-type]
         yield b
+
+
+@contextlib.asynccontextmanager
+async def _pair(
+    url: str, prefix: str, clock: object
+) -> AsyncIterator[tuple[RedisBackend, RedisBackend]]:
+    """An idle worker's backend and a producer's, on one clock."""
+    async with _backend(url, prefix, clock) as idle, _backend(url, prefix, clock) as producer:
+        yield idle, producer
 
 
 # -- configuration -------------------------------------------------------------------
@@ -226,10 +235,7 @@ async def test_purge_and_ttl_leave_only_fixed_keys(
 # -- blocking waits -------------------------------------------------------------------------
 async def test_wait_wakes_on_enqueue_from_another_client(redis_url: str, prefix: str) -> None:
     clock = FakeClock()
-    async with (
-        _backend(redis_url, prefix, clock) as idle,
-        _backend(redis_url, prefix, clock) as producer,
-    ):
+    async with _pair(redis_url, prefix, clock) as (idle, producer):
         await woken_by(
             idle, lambda: producer.enqueue([make_message(clock, queue="other")]), ["q", "other"]
         )
@@ -301,10 +307,7 @@ async def test_wait_after_draining_claim_ignores_markers_for_taken_work(
 
 async def test_wait_after_draining_claim_wakes_on_new_work(redis_url: str, prefix: str) -> None:
     clock = FakeClock()
-    async with (
-        _backend(redis_url, prefix, clock) as idle,
-        _backend(redis_url, prefix, clock) as producer,
-    ):
+    async with _pair(redis_url, prefix, clock) as (idle, producer):
         assert await idle.claim(["q"], 10, 30, "w") == []
         await woken_by(idle, lambda: producer.enqueue([make_message(clock)]))
         assert len(await idle.claim(["q"], 10, 30, "w")) == 1
@@ -327,14 +330,6 @@ async def test_wait_after_draining_claim_sees_the_fake_clock_move(
 # on its own hand-off list: an enqueue of one task leases it to the waiter and pushes
 # the lease there (enqueue.lua), so the wait's reply carries it and the next claim()
 # returns it without a round trip; other wake-ups are markers, and the claim claims.
-async def _registered(producer: RedisBackend, n: int = 1, queue: str = "q") -> None:
-    """Until ``n`` waiters are registered in ``queue`` (their blocking round trip has
-    reached the server), read through ``producer``."""
-    key = producer.keys.waiters(queue)
-    while await producer._r.zcard(key) < n:  # each look is a round trip: no busy loop
-        pass
-
-
 async def _wake_claim(
     idle: RedisBackend, producer: RedisBackend, clock: object, n: int = 1, limit: int = 10
 ) -> list[str]:
@@ -347,7 +342,7 @@ async def _wake_claim(
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             tg.start_soon(waiter)
-            await _registered(producer)
+            await registered(producer)
             res = await producer.enqueue([make_message(clock) for _ in range(n)])  # type: ignore[arg-type]
             ids += [r.id for r in res]
     return ids
@@ -367,14 +362,10 @@ async def test_a_waiters_claim_drops_registrations_that_ended_a_minute_ago(
     redis_url: str, prefix: str
 ) -> None:
     clock = FakeClock()
-    async with (
-        _backend(redis_url, prefix, clock) as idle,
-        _backend(redis_url, prefix, clock) as producer,
-    ):
+    async with _pair(redis_url, prefix, clock) as (idle, producer):
         waiters = producer.keys.waiters("q")
         await _add_waiter(producer, clock, _dead_waiter("gone-long-ago"))  # until now + 3
         clock.advance(70)  # it ended 67 s ago
-        await _add_waiter(producer, clock, _dead_waiter("gone-just-now"))
         await producer._r.zadd(waiters, {_dead_waiter("gone-just-now"): clock.now() - 30})
         assert await idle.claim(["q"], 10, 30, "w") == []
         await idle.wait(["q"], 0.01)  # registers, times out
@@ -452,7 +443,7 @@ async def test_a_cancelled_wait_loses_no_handed_task(redis_url: str, prefix: str
             with anyio.fail_after(5):
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(idle.wait, ["q"], 30)
-                    await _registered(producer)
+                    await registered(producer)
                     [res] = await producer.enqueue([make_message(clock)])
                     tg.cancel_scope.cancel()
         rec = await producer.get(res.id)
@@ -482,16 +473,13 @@ async def test_closing_unregisters_and_hands_back_what_came_meanwhile(
 
 async def test_resume_wakes_a_registered_waiter(redis_url: str, prefix: str) -> None:
     clock = FakeClock()
-    async with (
-        _backend(redis_url, prefix, clock) as idle,
-        _backend(redis_url, prefix, clock) as producer,
-    ):
+    async with _pair(redis_url, prefix, clock) as (idle, producer):
         await producer.pause("q")
         [res] = await producer.enqueue([make_message(clock)])
         assert await idle.claim(["q"], 10, 30, "w") == []  # paused
 
         async def resume() -> None:
-            await _registered(producer)
+            await registered(producer)
             await producer.resume("q")
 
         await woken_by(idle, resume)
@@ -501,10 +489,7 @@ async def test_resume_wakes_a_registered_waiter(redis_url: str, prefix: str) -> 
 
 async def test_an_enqueue_hands_the_task_to_the_idle_waiter(redis_url: str, prefix: str) -> None:
     clock = FakeClock()
-    async with (
-        _backend(redis_url, prefix, clock) as idle,
-        _backend(redis_url, prefix, clock) as producer,
-    ):
+    async with _pair(redis_url, prefix, clock) as (idle, producer):
         [tid] = await _wake_claim(idle, producer, clock)
         rec = await producer.get(tid)  # before claim() is called: leased to the waiter
         assert rec is not None and rec.state is State.RUNNING and rec.worker == "w"
@@ -532,10 +517,7 @@ async def test_a_marker_woken_claim_after_script_flush_claims(
     # The task came before the worker registered: its marker is moved to the worker's
     # hand-off list as it blocks; the claim that follows finds its script flushed.
     clock = FakeClock()
-    async with (
-        _backend(private_redis_url, prefix, clock) as idle,
-        _backend(private_redis_url, prefix, clock) as producer,
-    ):
+    async with _pair(private_redis_url, prefix, clock) as (idle, producer):
         assert await idle.claim(["q"], 10, 30, "w") == []
         [res] = await producer.enqueue([make_message(clock)])  # its marker waits
         flush_scripts(private_redis_url)
@@ -549,10 +531,7 @@ async def test_a_woken_claim_never_starts_before_the_enqueue(redis_url: str, pre
     # The claim's "now" was read when the wait started blocking; the marker's time
     # (the enqueuer's clock) is later, and the claim takes the latest.
     clock = SystemClock()
-    async with (
-        _backend(redis_url, prefix, clock) as idle,
-        _backend(redis_url, prefix, clock) as producer,
-    ):
+    async with _pair(redis_url, prefix, clock) as (idle, producer):
         [tid] = await _wake_claim(idle, producer, clock)
         [lease] = await idle.claim(["q"], 10, 30, "w")
         rec = await producer.get(tid)
@@ -564,10 +543,7 @@ async def test_a_woken_claim_never_starts_before_the_enqueue(redis_url: str, pre
 
 async def test_a_woken_claim_takes_no_more_than_the_free_slots(redis_url: str, prefix: str) -> None:
     clock = FakeClock()
-    async with (
-        _backend(redis_url, prefix, clock) as idle,
-        _backend(redis_url, prefix, clock) as producer,
-    ):
+    async with _pair(redis_url, prefix, clock) as (idle, producer):
         # five at once: not handed, a marker wakes the worker and its claim takes three
         await _wake_claim(idle, producer, clock, n=5, limit=3)
         [stats] = await producer.stats(["q"])
@@ -583,10 +559,7 @@ async def test_a_handed_task_goes_back_when_the_worker_has_no_slot_left(
     redis_url: str, prefix: str
 ) -> None:
     clock = FakeClock()
-    async with (
-        _backend(redis_url, prefix, clock) as idle,
-        _backend(redis_url, prefix, clock) as producer,
-    ):
+    async with _pair(redis_url, prefix, clock) as (idle, producer):
         [tid] = await _wake_claim(idle, producer, clock)
         assert await idle.claim(["q"], 0, 30, "w") == []  # no slot left by now
         rec = await producer.get(tid)
@@ -597,10 +570,7 @@ async def test_a_handed_task_goes_back_when_the_worker_has_no_slot_left(
 
 async def test_leases_a_wait_took_for_another_claimer_go_back(redis_url: str, prefix: str) -> None:
     clock = FakeClock()
-    async with (
-        _backend(redis_url, prefix, clock) as idle,
-        _backend(redis_url, prefix, clock) as producer,
-    ):
+    async with _pair(redis_url, prefix, clock) as (idle, producer):
         [tid] = await _wake_claim(idle, producer, clock)
         [lease] = await idle.claim(["q"], 10, 30, "other-worker")
         assert (lease.message.id, lease.worker, lease.attempt) == (tid, "other-worker", 1)

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import anyio
 import anyio.lowlevel
 import pytest
-from redis_helpers import TcpProxy
+from redis_helpers import TcpProxy, registered
 
 import redis as redis_sync
 from taskcore.backend import Outcome, OutcomeKind
@@ -207,8 +207,7 @@ async def test_a_hand_off_whose_reply_is_lost_is_not_lost(
         with anyio.fail_after(5):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(waiter)
-                while not await producer._r.zcard(producer.keys.waiters("q")):
-                    pass  # until registered (each look is a round trip)
+                await registered(producer)
                 await anyio.wait_all_tasks_blocked()  # the registration's replies are through
                 proxy.swallow_next_reply()  # the BLMOVE's reply, with the hand-off
                 [res] = await producer.enqueue([make_message(clock)])

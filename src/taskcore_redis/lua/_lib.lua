@@ -217,9 +217,15 @@ end
 -- inbox) takes its time as a lower bound of "now" (see there).
 -- Registered waiters (K_WAITERS) get theirs in their own list, one each, and are
 -- unregistered by it; the rest go to the queue's list, where unregistered waiters block.
+-- NO_WAITERS: this call found no live registration already (only the call itself could
+-- add one, and no script does), so wake() need not look again.
+local NO_WAITERS = false
 local function wake(n)
   if n > 0 and redis.call('HEXISTS', K_META, 'paused') == 0 then
-    local idle = redis.call('ZRANGEBYSCORE', K_WAITERS, NOW_S, '+inf', 'LIMIT', 0, math.min(n, WAKE_MAX))
+    local idle = {}
+    if not NO_WAITERS then
+      idle = redis.call('ZRANGEBYSCORE', K_WAITERS, NOW_S, '+inf', 'LIMIT', 0, math.min(n, WAKE_MAX))
+    end
     if #idle > 0 then
       for _, w in ipairs(idle) do
         local h = k_hand(w)

@@ -26,7 +26,7 @@
 local function waiter_for(n_items)
   if n_items ~= 1 then return nil end
   local w = redis.call('ZRANGEBYSCORE', K_WAITERS, NOW_S, '+inf', 'LIMIT', 0, 1)[1]
-  if w == nil then return nil end
+  if w == nil then NO_WAITERS = true; return nil end
   local meta = redis.call('HMGET', K_META, 'paused', 'policy')  -- policy() in one read
   if POL == nil then POL = meta[2] and cjson.decode(meta[2]) or default_policy() end
   if meta[1] or POL.kind == 'fair' or tonumber(redis.call('HGET', K_CNT, 'queued') or '0') ~= 0 then
