@@ -90,7 +90,6 @@ class _PartialCall(msgspec.Struct, frozen=True):
 
 
 StopReason = Literal["cancel", "lost", "shutdown", "timeout"]
-WATCHDOG_INTERVAL = 0.05  # seconds: precision of task timeouts
 RESERVED_POLL = 0.1  # seconds: P0 look-ups while only reserved slots are free
 # backpressure: while this many outcomes per slot wait for a settle (the backend is slow
 # to record them, or unreachable), the worker claims nothing more
@@ -290,6 +289,10 @@ class Worker:
         self._outcomes: list[Outcome] = []
         self._outcome_event = anyio.Event()
         self._slot_event = anyio.Event()
+        # the watchdog sleeps until the earliest deadline it knows (none: until a run
+        # starts); a run starting with an earlier one wakes it
+        self._watch_until = math.inf
+        self._watch_event = anyio.Event()
         # the running event loop's Event class: made directly, an event skips anyio's
         # look-up of the async library (a few µs, paid about once per task)
         self._new_event: Callable[[], anyio.Event] = type(self._slot_event)
@@ -802,6 +805,9 @@ class Worker:
         # timeout (enforced by the watchdog loop)
         run.task, run.policy, run.timeout, run.late = task, plan.policy, timeout, late
         run.deadline = time.monotonic() + timeout
+        if run.deadline < self._watch_until:
+            self._watch_until = -math.inf  # woken once
+            self._watch_event.set()
         self.busy[pool] += 1
         error: BaseException | None = None
         result: Any = None
@@ -1101,16 +1107,23 @@ class Worker:
         return True
 
     async def _watchdog_loop(self) -> None:
-        """Cancel runs past their timeout. One timer for all runs is far cheaper than a
-        deadline per run; timeouts are honoured within WATCHDOG_INTERVAL."""
+        """Cancel runs past their timeout. One timer for all runs, far cheaper than a
+        deadline per run: it sleeps until the earliest deadline of the running tasks,
+        and while none runs until one starts, so an idle worker is not woken by it."""
         while True:
-            await anyio.sleep(WATCHDOG_INTERVAL)
-            if not self._running:
-                continue
             now = time.monotonic()
+            first = math.inf
             for run in list(self._running.values()):
-                if run.deadline <= now and run.stop_reason is None:
+                if run.stop_reason is not None:
+                    continue
+                if run.deadline <= now:
                     self._stop_run(run, "timeout")
+                elif run.deadline < first:
+                    first = run.deadline
+            self._watch_event = self._new_event()
+            self._watch_until = first
+            with anyio.move_on_after(first - now):
+                await self._watch_event.wait()
 
     async def _memory_loop(self) -> None:
         while True:

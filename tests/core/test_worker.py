@@ -74,6 +74,30 @@ async def test_async_timeout(app: App) -> None:
             await h.result(timeout=10)
 
 
+async def test_a_shorter_timeout_is_enforced_while_a_longer_one_runs(app: App) -> None:
+    # the watchdog sleeps until the earliest deadline it knows: a run starting with an
+    # earlier one must wake it, or the short task would run until the long one's deadline
+    started, release = anyio.Event(), anyio.Event()
+
+    @app.task(timeout=60, retry=RetryPolicy.fixed(0))
+    async def long() -> None:
+        started.set()
+        await release.wait()
+
+    @app.task(timeout=0.05, retry=RetryPolicy.fixed(0))
+    async def short() -> None:
+        await anyio.sleep(30)
+
+    async with app.worker():
+        first = await long.enqueue()
+        await started.wait()
+        h = await short.enqueue()
+        with pytest.raises(TaskFailed, match=r"TaskTimeout: .* past its timeout of 0\.05s"):
+            await h.result(timeout=10)
+        release.set()
+        assert await first.result(timeout=5) is None
+
+
 async def test_thread_pool_is_a_bulkhead(app: App) -> None:
     cond = threading.Condition()
     active = {"now": 0, "max": 0}
