@@ -829,6 +829,8 @@ class RedisBackend(Coordination, Journal):
                 pop = self._pop_handed(claimer, block)
             if await self._block(pop, local):
                 return
+            if anyio.current_time() >= deadline:  # the caller's claim looks; no peek first
+                return
 
     def _arm_local(self) -> anyio.Event:
         if self._local_wake is None:
