@@ -24,6 +24,7 @@ from typing import Any
 import anyio
 import psycopg
 from psycopg import sql
+from psycopg.pq import ConnStatus
 
 __all__ = ["Channels", "Listener", "Waiters"]
 
@@ -144,8 +145,7 @@ class Listener:
                     conn = self._conn = await self._connect()
                     backoff = 0.1
                     self._waiters.wake_all()  # notifications may have been missed
-                async for note in conn.notifies(timeout=self._check_every):
-                    self._waiters.dispatch(note.channel, note.payload, self._channels)
+                await self._dispatch_for(conn, self._check_every)
                 with anyio.fail_after(self._check_every):
                     await conn.execute("SELECT 1")
             except (psycopg.Error, TimeoutError) as exc:
@@ -157,6 +157,39 @@ class Listener:
                 self._conn = None
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    async def _dispatch_for(self, conn: psycopg.AsyncConnection[Any], seconds: float) -> None:
+        """Dispatch the notifications that arrive within ``seconds``.
+
+        Waits for the socket to become readable and reads with libpq, the textbook
+        pattern: psycopg's ``notifies()`` wakes every 0.1 s to check for interrupts,
+        ten wake-ups a second of a worker that has nothing to do. Nothing else runs on
+        this connection meanwhile; what came during its other commands (LISTEN, the
+        check) psycopg kept, and ``notifies(timeout=0)`` returns it first.
+        """
+        async for note in conn.notifies(timeout=0):
+            self._waiters.dispatch(note.channel, note.payload, self._channels)
+        loop = asyncio.get_running_loop()
+        pgconn, encoding = conn.pgconn, conn.info.encoding
+        fd = pgconn.socket
+        deadline = loop.time() + seconds
+        while (remaining := deadline - loop.time()) > 0:
+            readable = loop.create_future()
+            loop.add_reader(fd, _resolve, readable)
+            try:
+                with anyio.move_on_after(remaining):
+                    await readable
+            finally:
+                loop.remove_reader(fd)
+            if not readable.done():
+                return
+            pgconn.consume_input()  # psycopg.OperationalError if the connection broke
+            if pgconn.status != ConnStatus.OK:  # (not to spin on a socket left readable)
+                raise psycopg.OperationalError("the LISTEN connection was closed")
+            while (n := pgconn.notifies()) is not None:
+                self._waiters.dispatch(
+                    n.relname.decode(encoding), n.extra.decode(encoding), self._channels
+                )
 
     @property
     def backend_pid(self) -> int | None:
@@ -172,3 +205,8 @@ class Listener:
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
