@@ -18,6 +18,7 @@ import psutil
 from taskcore import App
 
 from ._common import BenchError, drop_scratch, percentile, scratch_url, verify_all_succeeded
+from ._proc import idle_activity
 from ._produce import run as run_producers
 from ._produce import send_calls, write_plan
 from ._run import drain, enqueue_noops
@@ -340,7 +341,9 @@ async def soak_rss(backend: str, n: int, concurrency: int) -> dict[str, Any]:
 
 
 # -- 4. idle RSS ---------------------------------------------------------------------------
-async def idle_rss(backend: str, settle_s: float = 2.0) -> dict[str, Any]:
+async def idle_rss(backend: str, settle_s: float = 2.0, window: float = 0.0) -> dict[str, Any]:
+    """RSS of an idle ``taskcore worker`` after ``settle_s``; given a ``window``, then
+    its wake-ups and CPU while idle that long (:func:`benchmarks._proc.idle_activity`)."""
     url = scratch_url(backend)
     env = _env()
     env[URL_ENV] = url
@@ -363,10 +366,11 @@ async def idle_rss(backend: str, settle_s: float = 2.0) -> dict[str, Any]:
                 assert proc.stderr is not None  # stderr=PIPE
                 raise BenchError(f"worker exited early: {(await proc.stderr.read()).decode()}")
             info = psutil.Process(proc.pid).memory_full_info()
+            activity = await idle_activity(proc.pid, window) if window > 0 else {}
         finally:
             if proc.returncode is None:
                 proc.terminate()
             await proc.wait()
     finally:
         await drop_scratch(url)
-    return {"rss_mb": info.rss / 2**20, "uss_mb": info.uss / 2**20}
+    return {"rss_mb": info.rss / 2**20, "uss_mb": info.uss / 2**20, **activity}

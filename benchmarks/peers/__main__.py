@@ -248,7 +248,8 @@ def _parts(scenario: str, args: argparse.Namespace, cap: float) -> list[tuple[st
         return [("", "", (["burn", f"--n={args.n}"], slots))]
     if scenario == "latency":
         phase = [("", args.seconds, args.rate)]
-        return [("", "", (["paced", f"--idle={args.idle:g}", *_phases_arg(phase)], slots))]
+        idle = [f"--idle={args.idle:g}", f"--idle-window={args.idle_window:g}"]
+        return [("", "", (["paced", *idle, *_phases_arg(phase)], slots))]
     if scenario in ("load", "burst"):
         load = ["--idle=0", *_producer_args(args)]
         plans = _plans(scenario, args, cap)
@@ -346,8 +347,8 @@ async def _taskcore(
         }
     if scenario == "latency":
         lat = await scenarios.latency(backend, args.rate, args.seconds)
-        rss = await scenarios.idle_rss(backend, settle_s=args.idle)
-        return {**lat, "rss_mb": rss["rss_mb"], "tree_rss_mb": rss["rss_mb"]}
+        rss = await scenarios.idle_rss(backend, settle_s=args.idle, window=args.idle_window)
+        return {**lat, **rss, "tree_rss_mb": rss["rss_mb"]}
     if scenario == "scaling":
         return await scaling(backend, args.scale_n, args.concurrency, SCALE_WORKERS)
     if scenario == "priority":
@@ -466,6 +467,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=100.0, help="latency: enqueues/s (100)")
     p.add_argument("--seconds", type=float, default=20.0, help="latency: duration (20)")
     p.add_argument("--idle", type=float, default=2.0, help="idle seconds before RSS (2)")
+    p.add_argument("--idle-window", type=float, default=10.0,
+                   help="then seconds of counting the idle worker's wake-ups (10)")  # fmt: skip
     p.add_argument(
         "--taskcore-prefetch",
         default="",

@@ -57,6 +57,7 @@ from benchmarks._pace import (
     report,
     schedule,
 )
+from benchmarks._proc import idle_activity, rss_mb, tree_rss_mb
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 WARMUP = -1  # task id of the warm-up task in paced mode (not part of the ledger)
@@ -286,36 +287,6 @@ def reset_pg(dsn: str) -> None:
     with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def tree_rss_mb(root: int) -> float:
-    """RSS of ``root`` and all its descendants (some CLIs fork their workers)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    total, todo = 0.0, [root]
-    while todo:
-        pid = todo.pop()
-        try:
-            total += rss_mb(pid)
-        except (OSError, RuntimeError):
-            pass
-        todo.extend(children.get(pid, []))
-    return total
 
 
 # -- the driver --------------------------------------------------------------------------------
@@ -575,6 +546,7 @@ async def paced(
     timeout: float,
     workdir: Path,
     producers: Producers = Producers(),
+    idle_window: float = 0.0,
 ) -> Any:
     await _call(adapter.open)
     procs = Workers(config, adapter.worker_argv(), 1, workdir)
@@ -588,6 +560,8 @@ async def paced(
             "tree_rss_mb": tree_rss_mb(root),
         }
         out["worker_processes"] = 1 + _descendants(root)
+        if idle_window > 0:
+            out |= await idle_activity(root, idle_window)
         if phases:
             due = schedule(phases)
             sent = await produce(adapter, config, due, None, producers, workdir, timeout)
@@ -689,6 +663,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--part", type=int, default=0, help="produce: this producer's number")
     p.add_argument("--parts", type=int, default=1, help="produce: producers in all")
     p.add_argument("--idle", type=float, default=2.0)
+    p.add_argument("--idle-window", type=float, default=0.0,
+                   help="paced: then count the idle worker's wake-ups this long")  # fmt: skip
     p.add_argument("--capacity", type=float, default=1000.0, help="priority: tasks/s")
     p.add_argument("--seconds", type=float, default=8.0, help="priority: seconds")
     p.add_argument("--trickle", type=float, default=20.0, help="priority: high calls/s")
@@ -735,8 +711,9 @@ def main(argv: list[str] | None = None) -> int:
             )  # fmt: skip
         else:
             coro = paced(
-                adapter, config, args.phase, args.idle, args.timeout, args.workdir, producers
-            )
+                adapter, config, args.phase, args.idle, args.timeout, args.workdir, producers,
+                args.idle_window,
+            )  # fmt: skip
         result = asyncio.run(coro)
     except RunFailed as exc:
         sys.stdout.write(json.dumps({"error": str(exc)}) + "\n")

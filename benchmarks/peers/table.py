@@ -20,6 +20,8 @@ TABLES: list[tuple[str, list[Column]]] = [
             ("latency", "p95_ms", "p95 ms", False),
             ("latency", "p99_ms", "p99 ms", True),
             ("latency", "rss_mb", "idle RSS MB", True),
+            ("latency", "idle_wakeups_per_s", "idle wake-ups/s", True),
+            ("latency", "idle_cpu_ms_per_s", "idle CPU ms/s", False),
         ],
     ),
     (
@@ -231,7 +233,13 @@ def markdown(result: dict[str, Any]) -> str:
         f"Command: `{result['command']}`. Medians of {c['repeat']} interleaved repeats; "
         f"N = {c['n']:,} pre-enqueued no-op tasks, ONE worker process with {c['concurrency']} "
         f"slots; latency: {int(c['rate'] * c['seconds'])} single enqueues at {c['rate']:g}/s "
-        f"into an idle worker; RSS of the task-running process after {c['idle']:g} s idle.",
+        f"into an idle worker; RSS of the task-running process after {c['idle']:g} s idle"
+        + (
+            f", then over {c['idle_window']:g} s its wake-ups (context switches of all the "
+            "worker's processes and threads) and CPU time (in 10 ms ticks)."
+            if c.get("idle_window")
+            else "."
+        ),
         "",
         "Ratios are taskcore / peer on the same backend: above 1 is better for throughput, "
         "below 1 is better for latency and memory.",

@@ -6,7 +6,10 @@ docs/benchmarks.md)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from benchmarks._pace import (
     schedule,
     ticks,
 )
+from benchmarks._proc import idle_activity, tree
 from benchmarks._produce import ProducerFailed, check_ledgers, send_calls, share, write_plan
 from benchmarks._produce import run as run_producers
 from benchmarks.peers.__main__ import ROOT, _merge
@@ -315,3 +319,36 @@ def test_the_table_names_the_producer_and_reports_a_short_offered_rate() -> None
     short = text.split("Offered rate short")[1].split("\n\n")[1]
     assert short.startswith("- huey load 90%: the producers sent 60.0% of the asked rate in 1 of")
     assert "taskcore-redis load" not in short
+
+
+def test_idle_activity_counts_the_wake_ups_of_the_whole_process_tree() -> None:
+    # the root sleeps; its child wakes up every 10 ms: the tree's count is the child's
+    ticking = "import time\nwhile True: time.sleep(0.01)"
+    parent = (
+        "import subprocess, sys, time\n"
+        f"subprocess.Popen([sys.executable, '-c', {ticking!r}])\n"
+        "print('ready', flush=True)\ntime.sleep(60)"
+    )
+
+    async def measure(code: str) -> tuple[int, dict[str, float]]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE
+        )
+        try:
+            assert proc.stdout is not None
+            assert await proc.stdout.readline() == b"ready\n"
+            return len(tree(proc.pid)), await idle_activity(proc.pid, 0.5)
+        finally:
+            for pid in tree(proc.pid)[1:]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            proc.kill()
+            await proc.wait()
+
+    sleeping = "import time\nprint('ready', flush=True)\ntime.sleep(60)"
+    n_alone, alone = asyncio.run(measure(sleeping))
+    n_tree, with_child = asyncio.run(measure(parent))
+    assert (n_alone, n_tree) == (1, 2)
+    assert alone["idle_wakeups_per_s"] < 10  # nominally 0
+    assert with_child["idle_wakeups_per_s"] > 40  # nominally 100
+    assert with_child["idle_cpu_ms_per_s"] >= 0
