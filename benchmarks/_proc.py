@@ -48,23 +48,29 @@ def tree_rss_mb(root: int) -> float:
     return total
 
 
-def _counters(pids: list[int]) -> tuple[float, int]:
-    """CPU seconds (user + system, all threads) and context switches (voluntary and
-    not, summed over every thread) of ``pids``."""
-    ticks, switches = 0, 0
+def _threads(pids: list[int]) -> dict[tuple[int, int], tuple[int, int]]:
+    """Per thread of ``pids``, keyed by (thread id, start time: ids are reused): its CPU
+    in clock ticks (user + system) and its context switches (voluntary and not)."""
+    out: dict[tuple[int, int], tuple[int, int]] = {}
     for pid in pids:
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime
-            for tid in os.listdir(f"/proc/{pid}/task"):
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:  # the process ended meanwhile
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                switches = 0
                 with open(f"/proc/{pid}/task/{tid}/status") as f:
                     for line in f:
                         if line.endswith("ctxt_switches:", 0, line.find(":") + 1):
                             switches += int(line.split()[1])
-        except OSError:  # the process or a thread ended meanwhile
-            continue
-    return ticks / os.sysconf("SC_CLK_TCK"), switches
+            except OSError:  # the thread ended meanwhile
+                continue
+            # utime, stime, starttime (fields 14, 15, 22 of stat)
+            out[int(tid), int(fields[19])] = (int(fields[11]) + int(fields[12]), switches)
+    return out
 
 
 async def idle_activity(root: int, seconds: float) -> dict[str, Any]:
@@ -72,13 +78,20 @@ async def idle_activity(root: int, seconds: float) -> dict[str, Any]:
     a process blocks and is woken once per voluntary context switch, so the switches of
     all its threads count its wake-ups (plus the few times the scheduler preempted it).
     CPU time comes in clock ticks (10 ms): a long window is needed for small figures."""
-    pids = tree(root)
-    cpu0, sw0 = _counters(pids)
+    before = _threads(tree(root))
     t0 = time.monotonic()
     await asyncio.sleep(seconds)
-    cpu1, sw1 = _counters(pids)
+    after = _threads(tree(root))
     elapsed = time.monotonic() - t0
+    # threads there at both ends: their growth; threads started meanwhile: all of theirs;
+    # threads that ended meanwhile took theirs with them (counted, not estimated)
+    ticks = switches = 0
+    for key, (cpu, sw) in after.items():
+        cpu0, sw0 = before.get(key, (0, 0))
+        ticks += cpu - cpu0
+        switches += sw - sw0
     return {
-        "idle_wakeups_per_s": (sw1 - sw0) / elapsed,
-        "idle_cpu_ms_per_s": (cpu1 - cpu0) * 1000 / elapsed,
+        "idle_wakeups_per_s": switches / elapsed,
+        "idle_cpu_ms_per_s": ticks / os.sysconf("SC_CLK_TCK") * 1000 / elapsed,
+        "idle_threads_ended": len(before.keys() - after.keys()),
     }

@@ -351,4 +351,4 @@ def test_idle_activity_counts_the_wake_ups_of_the_whole_process_tree() -> None:
     assert (n_alone, n_tree) == (1, 2)
     assert alone["idle_wakeups_per_s"] < 10  # nominally 0
     assert with_child["idle_wakeups_per_s"] > 40  # nominally 100
-    assert with_child["idle_cpu_ms_per_s"] >= 0
+    assert with_child["idle_cpu_ms_per_s"] >= 0 and with_child["idle_threads_ended"] == 0
