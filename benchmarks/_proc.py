@@ -8,7 +8,7 @@ import os
 import time
 from typing import Any
 
-__all__ = ["idle_activity", "rss_mb", "tree", "tree_rss_mb"]
+__all__ = ["cpu_times", "idle_activity", "rss_mb", "steal_pct", "tree", "tree_rss_mb"]
 
 
 def rss_mb(pid: int) -> float:
@@ -95,3 +95,19 @@ async def idle_activity(root: int, seconds: float) -> dict[str, Any]:
         "idle_cpu_ms_per_s": ticks / os.sysconf("SC_CLK_TCK") * 1000 / elapsed,
         "idle_threads_ended": len(before.keys() - after.keys()),
     }
+
+
+def cpu_times() -> list[int]:
+    """The machine's CPU time so far, all CPUs (``/proc/stat``: user, nice, system,
+    idle, iowait, irq, softirq, steal, ...; in clock ticks)."""
+    with open("/proc/stat") as f:
+        return [int(x) for x in f.readline().split()[1:]]
+
+
+def steal_pct(before: list[int], after: list[int]) -> float:
+    """The share of the CPU time between two :func:`cpu_times` readings that the
+    hypervisor gave to other machines (steal): a run with much of it ran on a slower
+    machine than its neighbours."""
+    delta = [b - a for a, b in zip(before, after, strict=True)]
+    total = sum(delta[:8])  # guest time is counted in user time already
+    return 100.0 * delta[7] / total if total > 0 else 0.0

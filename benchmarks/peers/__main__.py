@@ -527,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def suite(args: argparse.Namespace, peers: list[str], argv: list[str] | None) -> int:
+    from benchmarks._proc import cpu_times, steal_pct
     from benchmarks.peers.table import markdown, summarise
     from benchmarks.report import host_speed, machine
 
@@ -568,10 +569,12 @@ def suite(args: argparse.Namespace, peers: list[str], argv: list[str] | None) ->
                     except RuntimeError as exc:
                         res = {"error": str(exc)}
                 if not res:
+                    before = cpu_times()
                     if target in TASKCORE:
                         res = asyncio.run(run_taskcore(target, scenario, args, cap))
                     else:
                         res = run_peer(target, scenario, args, cap)
+                    res["host_steal_pct"] = steal_pct(before, cpu_times())
                     if cap and "na" not in res:
                         res["capacity_per_s"] = cap
                 result["runs"][target][scenario].append(res)

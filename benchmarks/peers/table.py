@@ -230,6 +230,7 @@ def markdown(result: dict[str, Any]) -> str:
             if m.get("host_speed_s")
             else []
         ),
+        *_steal_lines(result),
         f"Command: `{result['command']}`. Medians of {c['repeat']} interleaved repeats; "
         f"N = {c['n']:,} pre-enqueued no-op tasks, ONE worker process with {c['concurrency']} "
         f"slots; latency: {int(c['rate'] * c['seconds'])} single enqueues at {c['rate']:g}/s "
@@ -285,3 +286,24 @@ def markdown(result: dict[str, Any]) -> str:
     if errors:
         lines += ["", "Failed runs:", "", *errors]
     return "\n".join(lines) + "\n"
+
+
+def _steal_lines(result: dict[str, Any]) -> list[str]:
+    """One line on the CPU time the hypervisor gave to other machines during the runs
+    (recorded since the ninth session; older results have none)."""
+    steals = [
+        (run["host_steal_pct"], f"{target} {scenario} repeat {i + 1}")
+        for target, per in result["runs"].items()
+        for scenario, runs in per.items()
+        for i, run in enumerate(runs)
+        if "host_steal_pct" in run
+    ]
+    if not steals:
+        return []
+    top, where = max(steals)
+    median = statistics.median(pct for pct, _ in steals)
+    return [
+        f"Hypervisor steal (`/proc/stat`) during the runs: median {median:.1f} % of the "
+        f"CPU time, highest {top:.1f} % ({where}).",
+        "",
+    ]

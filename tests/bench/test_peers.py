@@ -26,7 +26,7 @@ from benchmarks._pace import (
     schedule,
     ticks,
 )
-from benchmarks._proc import idle_activity, tree
+from benchmarks._proc import cpu_times, idle_activity, steal_pct, tree
 from benchmarks._produce import ProducerFailed, check_ledgers, send_calls, share, write_plan
 from benchmarks._produce import run as run_producers
 from benchmarks.peers.__main__ import ROOT, _merge
@@ -139,6 +139,25 @@ def test_table_from_a_recorded_run_has_one_table_per_scenario_and_backend() -> N
     assert "Host speed" not in text
     result["machine"]["host_speed_s"] = [0.452, 0.61]
     assert "a loop of 5 million additions took 0.452, 0.61 s" in markdown(result)
+    # and so is the hypervisor's steal during the runs, with the run that had the most
+    assert "steal" not in markdown(result)
+    result["runs"]["huey"]["scaling"][0]["host_steal_pct"] = 30.0
+    result["runs"]["taskcore-redis"]["scaling"][0]["host_steal_pct"] = 2.0
+    result["runs"]["taskcore-pg"]["scaling"][0]["host_steal_pct"] = 4.0
+    assert (
+        "Hypervisor steal (`/proc/stat`) during the runs: median 4.0 % of the CPU time, "
+        "highest 30.0 % (huey scaling repeat 1)." in markdown(result)
+    )
+
+
+def test_steal_is_the_share_of_the_cpu_time_given_to_other_machines() -> None:
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    before = [100, 0, 50, 800, 0, 0, 0, 50, 7, 0]
+    after = [130, 0, 60, 850, 0, 0, 0, 60, 9, 0]  # +30 +10 +50 +10 steal, of 100
+    assert steal_pct(before, after) == 10.0
+    assert steal_pct(before, before) == 0.0
+    now = cpu_times()
+    assert len(now) >= 8 and steal_pct(now, cpu_times()) >= 0.0
 
 
 # -- the producers of the paced scenarios (benchmarks/_produce.py) ---------------------------
