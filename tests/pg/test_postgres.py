@@ -852,6 +852,36 @@ async def test_notify_from_another_process_wakes_waiters(pg_dsn: str, pg_schema:
                 await woke.wait()
 
 
+async def test_the_listener_loses_no_notification_that_came_during_its_check(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    # a check every 10 ms: many notifications arrive while the listener's SELECT 1 is
+    # out, which psycopg keeps aside; the listener must dispatch those too
+    from taskcore_pg._notify import Channels, Listener, Waiters
+
+    channels, waiters = Channels(pg_schema), Waiters()
+    got: list[str] = []
+    all_in = anyio.Event()
+
+    def on_cancel(payload: str) -> None:
+        got.append(payload)
+        if len(got) == 300:
+            all_in.set()
+
+    waiters.on_cancel(on_cancel)
+    listener = Listener(pg_dsn, {}, channels, waiters, check_every=0.01)
+    await listener.start()
+    try:
+        async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+            for i in range(300):
+                await conn.execute("SELECT pg_notify(%s, %s)", [channels.cancel, str(i)])
+        with anyio.fail_after(10):
+            await all_in.wait()
+    finally:
+        await listener.aclose()
+    assert sorted(got, key=int) == [str(i) for i in range(300)]
+
+
 async def test_poll_fallback_without_listen(pg_dsn: str, pg_schema: str) -> None:
     clock = SystemClock()
     async with (
