@@ -843,8 +843,8 @@ class PostgresBackend:
                     return
                 with anyio.move_on_after(min(remaining, self.settings.poll_interval)):
                     await event.wait()
-                if event.is_set():
-                    return
+                if event.is_set() or anyio.current_time() >= deadline:
+                    return  # (timed out: the caller's claim looks; no look first)
 
     # -- results --------------------------------------------------------------------
     async def get(self, task_id: str) -> TaskRecord | None:
