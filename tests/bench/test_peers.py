@@ -341,12 +341,13 @@ def test_the_table_names_the_producer_and_reports_a_short_offered_rate() -> None
 
 
 def test_idle_activity_counts_the_wake_ups_of_the_whole_process_tree() -> None:
-    # the root sleeps; its child wakes up every 10 ms: the tree's count is the child's
-    ticking = "import time\nwhile True: time.sleep(0.01)"
+    # the root sleeps; its child wakes up every 10 ms: the tree's count is the child's.
+    # The child says it is ticking (on the stdout it inherits) before it is measured.
+    ticking = "import time\nprint('ready', flush=True)\nwhile True: time.sleep(0.01)"
     parent = (
         "import subprocess, sys, time\n"
         f"subprocess.Popen([sys.executable, '-c', {ticking!r}])\n"
-        "print('ready', flush=True)\ntime.sleep(60)"
+        "time.sleep(60)"
     )
 
     async def measure(code: str) -> tuple[int, dict[str, float]]:
