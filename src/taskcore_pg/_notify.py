@@ -100,7 +100,15 @@ class Waiters:
 
 class Listener:
     """Owns the LISTEN connection; reconnects with backoff if it breaks or stops
-    answering."""
+    answering.
+
+    Nothing is connected until a channel is wanted: a process that only enqueues never
+    waits, and a listener of ``ready`` there would be woken by every enqueue of every
+    process (the server signals each listening session at each commit that notifies).
+    :meth:`listen` LISTENs on one channel (once per connection) before it returns, so
+    a waiter that listens before it looks misses no notification; :meth:`want` asks for
+    one without waiting (the cancel callbacks).
+    """
 
     def __init__(
         self,
@@ -118,39 +126,85 @@ class Listener:
         self._waiters = waiters
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._wanted: set[str] = set()
+        self._listening: set[str] = set()  # LISTENed on the current connection
+        self._failing = False  # the last attempt to connect or LISTEN failed
+        self._closed = False
+        self._changed: asyncio.Event | None = None  # set when the two above change
+        self._wakeup: asyncio.Future[None] | None = None  # the dispatcher's wait
 
-    async def start(self) -> None:
-        """Connect and LISTEN before returning, then read in the background."""
-        self._conn = await self._connect()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="taskcore_pg.listen")
+    def want(self, channel: str) -> None:
+        """Ask for ``channel`` without waiting: LISTENed as soon as the connection is
+        free (at once if the dispatcher is waiting)."""
+        if self._closed or channel in self._wanted:
+            return
+        self._wanted.add(channel)
+        if self._task is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # not in the event loop: the next listen() starts it
+                return
+            self._task = loop.create_task(self._run(), name="taskcore_pg.listen")
+        elif self._wakeup is not None:
+            _resolve(self._wakeup)
+
+    async def listen(self, channel: str) -> None:
+        """LISTEN on ``channel``; returns once the server confirmed it, or at once while
+        the listener cannot connect (it keeps trying; waiters poll meanwhile)."""
+        if channel in self._listening:
+            return
+        self.want(channel)
+        if self._task is None and not self._closed:  # want() ran outside the loop
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="taskcore_pg.listen"
+            )
+        with anyio.move_on_after(self._check_every):
+            while not (channel in self._listening or self._failing or self._closed):
+                if self._changed is None:
+                    self._changed = asyncio.Event()
+                await self._changed.wait()
+
+    def _signal(self) -> None:
+        changed, self._changed = self._changed, None
+        if changed is not None:
+            changed.set()
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        conn = await psycopg.AsyncConnection.connect(
-            self._conninfo, autocommit=True, **self._kwargs
-        )
-        try:
-            for channel in (self._channels.ready, self._channels.done, self._channels.cancel):
-                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-        except BaseException:
-            await conn.close()
-            raise
-        return conn
+        with anyio.fail_after(self._check_every):
+            return await psycopg.AsyncConnection.connect(
+                self._conninfo, autocommit=True, **self._kwargs
+            )
 
     async def _run(self) -> None:
         backoff = 0.1
+        connected_before = False
         while True:
             conn = self._conn
             try:
                 if conn is None or conn.closed:
+                    self._listening = set()
                     conn = self._conn = await self._connect()
                     backoff = 0.1
-                    self._waiters.wake_all()  # notifications may have been missed
-                await self._dispatch_for(conn, self._check_every)
+                    if connected_before:
+                        self._waiters.wake_all()  # notifications may have been missed
+                    connected_before = True
+                missing = sorted(self._wanted - self._listening)
+                for channel in missing:
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                if missing or self._failing:
+                    self._listening.update(missing)
+                    self._failing = False
+                    self._signal()
+                if await self._dispatch_for(conn, self._check_every):
+                    continue  # asked for another channel
                 with anyio.fail_after(self._check_every):
                     await conn.execute("SELECT 1")
-            except (psycopg.Error, TimeoutError) as exc:
+            except (psycopg.Error, OSError, TimeoutError) as exc:
                 what = str(exc) or f"no answer within {self._check_every:g} s"
                 log.warning("taskcore_pg: LISTEN connection lost (%s); reconnecting", what)
+                self._listening = set()
+                self._failing = True
+                self._signal()
                 self._waiters.wake_all()
                 if self._conn is not None:
                     await self._conn.close()
@@ -158,8 +212,9 @@ class Listener:
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
-    async def _dispatch_for(self, conn: psycopg.AsyncConnection[Any], seconds: float) -> None:
-        """Dispatch the notifications that arrive within ``seconds``.
+    async def _dispatch_for(self, conn: psycopg.AsyncConnection[Any], seconds: float) -> bool:
+        """Dispatch the notifications that arrive within ``seconds``; True if it stopped
+        early because another channel is wanted.
 
         Waits for the socket to become readable and reads with libpq, the textbook
         pattern: psycopg's ``notifies()`` wakes every 0.1 s to check for interrupts,
@@ -174,15 +229,18 @@ class Listener:
         fd = pgconn.socket
         deadline = loop.time() + seconds
         while (remaining := deadline - loop.time()) > 0:
-            readable = loop.create_future()
+            if not self._wanted <= self._listening:
+                return True
+            readable = self._wakeup = loop.create_future()
             loop.add_reader(fd, _resolve, readable)
             try:
                 with anyio.move_on_after(remaining):
                     await readable
             finally:
                 loop.remove_reader(fd)
+                self._wakeup = None
             if not readable.done():
-                return
+                return False
             pgconn.consume_input()  # psycopg.OperationalError if the connection broke
             if pgconn.status != ConnStatus.OK:  # (not to spin on a socket left readable)
                 raise psycopg.OperationalError("the LISTEN connection was closed")
@@ -190,6 +248,7 @@ class Listener:
                 self._waiters.dispatch(
                     n.relname.decode(encoding), n.extra.decode(encoding), self._channels
                 )
+        return False
 
     @property
     def backend_pid(self) -> int | None:
@@ -197,6 +256,8 @@ class Listener:
         return None if conn is None or conn.closed else conn.info.backend_pid
 
     async def aclose(self) -> None:
+        self._closed = True
+        self._signal()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -345,8 +345,7 @@ class PostgresBackend:
                     self._channels,
                     self._waiters,
                     check_every=s.operation_timeout,
-                )
-                await self._listener.start()
+                )  # it connects when something first waits (see Listener)
         except psycopg.OperationalError as exc:
             await self.aclose()
             raise BackendUnavailable(
@@ -385,6 +384,8 @@ class PostgresBackend:
         """Call ``callback(task_id)`` as soon as cancellation of a running task is asked
         for anywhere (through LISTEN; the worker's ``extend`` learns it regardless)."""
         self._waiters.on_cancel(callback)
+        if self._listener is not None:
+            self._listener.want(self._channels.cancel)
 
     # -- plumbing -------------------------------------------------------------------
     async def _run(
@@ -828,6 +829,8 @@ class PostgresBackend:
         names = list(dict.fromkeys(queues))
         deadline = anyio.current_time() + timeout
         with self._waiters.ready(names) as event:
+            if self._listener is not None:  # before the look: no notification missed
+                await self._listener.listen(self._channels.ready)
             while True:
                 # shielded: a stop() that cancels the wait during this short read would
                 # make psycopg cancel the query and close the connection, with warnings
@@ -902,6 +905,8 @@ class PostgresBackend:
     async def wait_done(self, task_id: str, timeout: float) -> TaskRecord | None:
         deadline = anyio.current_time() + timeout
         with self._waiters.done(task_id) as event:
+            if self._listener is not None:
+                await self._listener.listen(self._channels.done)
             checked: int | None = None
             while True:
                 generation, recent = await self._want_done()

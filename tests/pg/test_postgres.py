@@ -208,9 +208,11 @@ async def test_silent_server_is_noticed_and_left_behind(pg_dsn: str, pg_schema: 
         bounds = {"operation_timeout": 1.0, "timeout": 2.0}  # per statement, per checkout
         async with open_backend(url, pg_schema, clock, **bounds) as backend:
             await backend.enqueue([make_message(clock) for _ in range(3)])
+            await backend.wait(["q"], 0)  # listens (the listener connects at a first wait)
             listener = backend._listener
             assert listener is not None
             first_pid = listener.backend_pid
+            assert first_pid is not None
             proxy.blackhole()
             with anyio.fail_after(10), pytest.raises(BackendUnavailable, match="unavailable"):
                 await backend.stats(["q"])  # read-only: tried twice, 1 s + at most 2 s
@@ -823,6 +825,9 @@ async def test_notify_from_another_process_wakes_waiters(pg_dsn: str, pg_schema:
             got_cancel.set()
 
         consumer.on_cancel(on_cancel)
+        assert consumer._listener is not None
+        for channel in ("ready", "done", "cancel"):  # what wait(), wait_done() do first
+            await consumer._listener.listen(f"{pg_schema}.{channel}")
         # Only a NOTIFY sets these events (the system clock never wakes waiters).
         with consumer._waiters.ready(["q"]) as ready, anyio.fail_after(5):
             msg = make_message(clock)  # type: ignore[arg-type]
@@ -870,7 +875,7 @@ async def test_the_listener_loses_no_notification_that_came_during_its_check(
 
     waiters.on_cancel(on_cancel)
     listener = Listener(pg_dsn, {}, channels, waiters, check_every=0.01)
-    await listener.start()
+    await listener.listen(channels.cancel)
     try:
         async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
             for i in range(300):
@@ -880,6 +885,71 @@ async def test_the_listener_loses_no_notification_that_came_during_its_check(
     finally:
         await listener.aclose()
     assert sorted(got, key=int) == [str(i) for i in range(300)]
+
+
+async def _listening_sessions(dsn: str, application_name: str) -> int:
+    """Sessions of ``application_name`` whose last statement was a LISTEN or the
+    listener's check (pg_stat_activity keeps each session's last query)."""
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        cur = await conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+            " AND (query LIKE 'LISTEN %%' OR query = 'SELECT 1')",
+            [application_name],
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+async def test_a_backend_that_only_enqueues_listens_to_nothing(pg_dsn: str, pg_schema: str) -> None:
+    # a producer's listener would be woken by every enqueue of every process (the
+    # server signals each listening session at every commit that notifies): it
+    # connects only once something waits, and then LISTENs on what that waits for
+    name = f"tc-test-{uuid.uuid4().hex[:8]}"
+    clock = SystemClock()
+    async with open_backend(pg_dsn, pg_schema, clock, application_name=name) as backend:
+        await backend.enqueue([make_message(clock) for _ in range(3)])  # type: ignore[arg-type]
+        assert await backend.stats(["q"])
+        assert backend._listener is not None and backend._listener.backend_pid is None
+        assert await _listening_sessions(pg_dsn, name) == 0
+        await backend.wait(["q"], 0)
+        assert backend._listener.backend_pid is not None
+        async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
+            cur = await conn.execute(
+                "SELECT query FROM pg_stat_activity WHERE pid = %s",
+                [backend._listener.backend_pid],
+            )
+            row = await cur.fetchone()
+        assert row is not None and row[0] == f'LISTEN "{pg_schema}.ready"'
+
+
+async def test_a_channel_wanted_later_is_listened_to_on_the_running_connection(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    # the listener already waits on the connection for "cancel"; a waiter then asks for
+    # "ready": the listener must stop waiting, LISTEN (listen() returns only then, or
+    # after operation_timeout, 30 s), and deliver the next enqueue's NOTIFY
+    clock = SystemClock()
+    async with (
+        open_backend(pg_dsn, pg_schema, clock) as consumer,
+        open_backend(pg_dsn, pg_schema, clock) as producer,
+    ):
+        heard = anyio.Event()
+        consumer.on_cancel(lambda task_id: heard.set())
+        assert consumer._listener is not None
+        await consumer._listener.listen(f"{pg_schema}.cancel")
+        pid = consumer._listener.backend_pid
+        # a notification dispatched: the listener is back in its wait on the socket
+        async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+            await conn.execute("SELECT pg_notify(%s, 'x')", [f"{pg_schema}.cancel"])
+        with anyio.fail_after(10):
+            await heard.wait()
+        # what wait() does: register, listen, look (here: nothing to look at), block
+        with consumer._waiters.ready(["q"]) as ready, anyio.fail_after(10):
+            await consumer._listener.listen(f"{pg_schema}.ready")
+            await producer.enqueue([make_message(clock)])  # type: ignore[arg-type]
+            await ready.wait()
+        assert consumer._listener.backend_pid == pid  # the same connection
 
 
 async def test_poll_fallback_without_listen(pg_dsn: str, pg_schema: str) -> None:
