@@ -32,10 +32,15 @@ log = logging.getLogger("taskcore_pg")
 
 
 class Channels:
-    def __init__(self, schema: str) -> None:
+    """The schema's channels, and ``waiter``: the one only this backend LISTENs on, which
+    an enqueue that took its registration as an idle waiter notifies (migration 0009);
+    its payload is a queue name, as on ``ready``."""
+
+    def __init__(self, schema: str, uid: str = "") -> None:
         self.ready = f"{schema}.ready"
         self.done = f"{schema}.done"
         self.cancel = f"{schema}.cancel"
+        self.waiter = f"{schema}.w.{uid}"  # at most 63 bytes: schema 48, uid 12
 
 
 class Waiters:
@@ -45,6 +50,7 @@ class Waiters:
         self._ready: dict[str, set[anyio.Event]] = {}
         self._done: dict[str, set[anyio.Event]] = {}
         self._cancel_callbacks: list[Callable[[str], None]] = []
+        self._unheard: Callable[[str], None] | None = None
 
     @contextlib.contextmanager
     def ready(self, queues: Iterable[str]) -> Iterator[anyio.Event]:
@@ -78,10 +84,23 @@ class Waiters:
     def on_cancel(self, callback: Callable[[str], None]) -> None:
         self._cancel_callbacks.append(callback)
 
+    def on_unheard(self, callback: Callable[[str], None]) -> None:
+        """``callback(queue)`` when this backend's own channel names a queue nobody here
+        waits for any more (its registration outlived its wait): the backend passes
+        the wake-up on to every waiter."""
+        self._unheard = callback
+
     def dispatch(self, channel: str, payload: str, channels: Channels) -> None:
         if channel == channels.ready:
             for event in self._ready.get(payload, ()):
                 event.set()
+        elif channel == channels.waiter:
+            events = self._ready.get(payload)
+            if events:
+                for event in events:
+                    event.set()
+            elif self._unheard is not None:
+                self._unheard(payload)
         elif channel == channels.done:
             for task_id in payload.split(","):
                 for event in self._done.get(task_id, ()):
@@ -148,21 +167,26 @@ class Listener:
         elif self._wakeup is not None:
             _resolve(self._wakeup)
 
-    async def listen(self, channel: str) -> None:
-        """LISTEN on ``channel``; returns once the server confirmed it, or at once while
+    async def listen(self, *channels: str) -> None:
+        """LISTEN on ``channels``; returns once the server confirmed it, or at once while
         the listener cannot connect (it keeps trying; waiters poll meanwhile)."""
-        if channel in self._listening:
+        if self._listening.issuperset(channels):
             return
-        self.want(channel)
+        for channel in channels:
+            self.want(channel)
         if self._task is None and not self._closed:  # want() ran outside the loop
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name="taskcore_pg.listen"
             )
         with anyio.move_on_after(self._check_every):
-            while not (channel in self._listening or self._failing or self._closed):
+            while not (self._listening.issuperset(channels) or self._failing or self._closed):
                 if self._changed is None:
                     self._changed = asyncio.Event()
                 await self._changed.wait()
+
+    def hears(self, channel: str) -> bool:
+        """Whether ``channel`` is LISTENed on the current connection."""
+        return channel in self._listening
 
     def _signal(self) -> None:
         changed, self._changed = self._changed, None

@@ -8,6 +8,7 @@ clock as parameters, never from ``now()``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -63,6 +64,10 @@ Conn = psycopg.AsyncConnection[TupleRow]
 # The two variants of enqueue.sql (see there).
 _ARBITER = {"conflict": "ON CONFLICT DO NOTHING", "stored": "true"}
 _PLAIN = {"conflict": "", "stored": "q.kind IS DISTINCT FROM 'fair'"}
+
+# How long an idle waiter's registration (register_waiter.sql) outlives the block it
+# was made for: the enqueuers judge it by their own clocks (skew), as on Redis.
+_WAITER_SLACK = 0.5
 
 # The two variants of settle_final.sql: with the late counts' upsert, or without (no
 # outcome of the batch is late, the usual case).
@@ -231,14 +236,18 @@ class PostgresBackend:
         self.clock: Clock = clock or SystemClock()
         self._dsn = dsn
         self._sql = Statements(self.settings.schema)
-        self._channels = Channels(self.settings.schema)
+        uid = uuid.uuid4().hex[:12]
+        self._channels = Channels(self.settings.schema, uid)
         self._waiters = Waiters()
+        self._waiters.on_unheard(self._pass_on)
+        self._registered: set[str] = set()  # ids in ready_waiters (see wait)
+        self._passing: set[asyncio.Task[None]] = set()  # wake-ups passed on (_pass_on)
         self._pool: AsyncConnectionPool[Conn] | None = None
         # claims run on sessions of their own when their plan is pinned (see claim)
         self._claims: AsyncConnectionPool[Conn] | None = None
         self._listener: Listener | None = None
         # this backend's registration as a result waiter (see _want_done)
-        self._done_id = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:12]}"
+        self._done_id = f"{socket.gethostname()}/{os.getpid()}/{uid}"
         self._done_until = -float("inf")  # backend clock
         self._done_since = -float("inf")  # time.monotonic() of the latest fresh registration
         self._done_generation = 0
@@ -370,9 +379,15 @@ class PostgresBackend:
             self._done_until = -float("inf")
             with contextlib.suppress(BackendError), anyio.move_on_after(2.0, shield=True):
                 await self._fetchall("unwant_done", {"id": self._done_id})
+        registered, self._registered = list(self._registered), set()
+        if registered and self._pool is not None:  # no enqueue should pick these now
+            with contextlib.suppress(BackendError), anyio.move_on_after(2.0, shield=True):
+                await self._fetchall("unregister_waiters", {"ids": registered})
         listener, self._listener = self._listener, None
         if listener is not None:
             await listener.aclose()
+        for task in list(self._passing):
+            task.cancel()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -448,9 +463,16 @@ class PostgresBackend:
             pass
 
     async def _fetchall(
-        self, name: str, params: dict[str, Any], *, idempotent: bool = False, binary: bool = False
+        self,
+        name: str,
+        params: dict[str, Any],
+        *,
+        idempotent: bool = False,
+        binary: bool = False,
+        text: str | None = None,
     ) -> list[TupleRow]:
-        query = self._sql[name]
+        """Run the statement ``name`` (or ``text``, a variant of it) and return its rows."""
+        query = self._sql[name] if text is None else text
 
         async def op(conn: Conn) -> list[TupleRow]:
             cur = await conn.execute(query, params, binary=binary)
@@ -459,10 +481,32 @@ class PostgresBackend:
         return await self._run(op, idempotent=idempotent)
 
     async def _fetchone(
-        self, name: str, params: dict[str, Any], *, idempotent: bool = False, binary: bool = False
+        self,
+        name: str,
+        params: dict[str, Any],
+        *,
+        idempotent: bool = False,
+        binary: bool = False,
+        text: str | None = None,
     ) -> TupleRow | None:
-        rows = await self._fetchall(name, params, idempotent=idempotent, binary=binary)
+        rows = await self._fetchall(name, params, idempotent=idempotent, binary=binary, text=text)
         return rows[0] if rows else None
+
+    def _pass_on(self, queue: str) -> None:
+        """An enqueue woke this backend for ``queue`` through its registration, but
+        nothing here waits for it any more (the wait that registered ended, and its
+        worker is busy): wake every waiter of the queue instead, as the enqueue would
+        have done had it found no registration."""
+
+        async def notify() -> None:
+            try:
+                await self._fetchall("notify", {"channel": self._channels.ready, "payload": queue})
+            except BackendError as exc:  # the waiters' polls find the task
+                log.warning("taskcore_pg: could not pass a wake-up on (%s)", exc)
+
+        task = asyncio.get_running_loop().create_task(notify())
+        self._passing.add(task)
+        task.add_done_callback(self._passing.discard)
 
     def _channel_params(self) -> dict[str, str]:
         c = self._channels
@@ -828,17 +872,30 @@ class PostgresBackend:
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
         names = list(dict.fromkeys(queues))
         deadline = anyio.current_time() + timeout
+        waiter = f"{self._done_id}:{','.join(names)}"
         with self._waiters.ready(names) as event:
-            if self._listener is not None:  # before the look: no notification missed
-                await self._listener.listen(self._channels.ready)
+            listener = self._listener
+            if listener is not None:  # before the look: no notification missed
+                await listener.listen(self._channels.ready, self._channels.waiter)
             while True:
+                now = self.clock.now()
+                block = min(deadline - anyio.current_time(), self.settings.poll_interval)
+                params: dict[str, Any] = {"queues": names, "now": now}
+                query = None
+                if block > 0 and listener is not None and listener.hears(self._channels.waiter):
+                    # register as an idle waiter: an enqueue wakes this one, not every one
+                    query = self._sql.variant("register_waiter", look=self._sql["ready"])
+                    params |= {
+                        "waiter": waiter,
+                        "channel": self._channels.waiter,
+                        "expires_at": now + block + _WAITER_SLACK,
+                    }
+                    self._registered.add(waiter)
                 # shielded: a stop() that cancels the wait during this short read would
                 # make psycopg cancel the query and close the connection, with warnings
                 # (against a silent server the stop then waits for operation_timeout)
                 with anyio.CancelScope(shield=True):
-                    ready = await self._fetchone(
-                        "ready", {"queues": names, "now": self.clock.now()}, idempotent=True
-                    )
+                    ready = await self._fetchone("ready", params, idempotent=True, text=query)
                 if ready and ready[0]:
                     return
                 remaining = deadline - anyio.current_time()

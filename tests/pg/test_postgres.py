@@ -920,7 +920,7 @@ async def test_a_backend_that_only_enqueues_listens_to_nothing(pg_dsn: str, pg_s
                 [backend._listener.backend_pid],
             )
             row = await cur.fetchone()
-        assert row is not None and row[0] == f'LISTEN "{pg_schema}.ready"'
+        assert row is not None and row[0].startswith(f'LISTEN "{pg_schema}.')
 
 
 async def test_a_channel_wanted_later_is_listened_to_on_the_running_connection(
@@ -950,6 +950,128 @@ async def test_a_channel_wanted_later_is_listened_to_on_the_running_connection(
             await producer.enqueue([make_message(clock)])  # type: ignore[arg-type]
             await ready.wait()
         assert consumer._listener.backend_pid == pid  # the same connection
+
+
+async def _registrations(dsn: str, schema: str) -> int:
+    return await _count(dsn, schema, table="ready_waiters")
+
+
+async def test_an_enqueue_wakes_one_idle_worker_not_all(pg_dsn: str, pg_schema: str) -> None:
+    # three idle workers (three backends, as three processes would have): one enqueue
+    # wakes one of them, a batch of two the other two (before migration 0009 every
+    # NOTIFY of <schema>.ready woke all three, and each ran a claim). The queue is
+    # paused: a look (each second) finds nothing, so only a notification ends a wait.
+    clock = FakeClock()  # registrations are judged by it: none expires
+    async with contextlib.AsyncExitStack() as stack:
+        consumers = [
+            await stack.enter_async_context(open_backend(pg_dsn, pg_schema, clock))
+            for _ in range(3)
+        ]
+        producer = await stack.enter_async_context(open_backend(pg_dsn, pg_schema, clock))
+        await producer.pause("q")
+        synced = [anyio.Event() for _ in consumers]
+        for i, consumer in enumerate(consumers):  # a channel to know what a listener read
+            consumer.on_cancel(lambda task_id, i=i: synced[i].set())
+        woke: list[int] = []
+
+        async def waiter(i: int) -> None:
+            await consumers[i].wait(["q"], 60)
+            woke.append(i)
+
+        async def all_read() -> None:
+            # every listener has dispatched what was notified before this (in order),
+            # and every waiter so woken has returned
+            synced[:] = [anyio.Event() for _ in consumers]
+            async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+                await conn.execute("SELECT pg_notify(%s, 'sync')", [f"{pg_schema}.cancel"])
+            for event in synced:
+                await event.wait()
+            await anyio.wait_all_tasks_blocked()
+
+        async def registered(n: int) -> bool:
+            return await _registrations(pg_dsn, pg_schema) == n
+
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                for i in range(3):
+                    tg.start_soon(waiter, i)
+                await until(lambda: registered(3), timeout=10)
+                await producer.enqueue([make_message(clock)])  # type: ignore[arg-type]
+                await until(lambda: len(woke) == 1)
+                await all_read()
+                assert len(woke) == 1
+                assert await _registrations(pg_dsn, pg_schema) == 2
+                await producer.enqueue([make_message(clock) for _ in range(2)])  # type: ignore[arg-type]
+                await until(lambda: len(woke) == 3)
+                assert sorted(woke) == [0, 1, 2]
+                assert await _registrations(pg_dsn, pg_schema) == 0
+
+
+async def test_a_wake_up_for_a_waiter_that_moved_on_is_passed_to_all(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    # A's wait ended (its registration lives on for its slack; the fake clock does not
+    # move, so it does not expire); an enqueue takes A's registration; A, with nobody
+    # waiting, notifies <schema>.ready, which wakes B, waiting without a registration
+    clock = FakeClock()
+    async with (
+        open_backend(pg_dsn, pg_schema, clock) as a,
+        open_backend(pg_dsn, pg_schema, clock) as b,
+        open_backend(pg_dsn, pg_schema, clock) as producer,
+    ):
+        await a.wait(["q"], 0.05)  # registers (nothing ready), then times out
+        assert await _registrations(pg_dsn, pg_schema) == 1
+        assert b._listener is not None
+        with b._waiters.ready(["q"]) as ready, anyio.fail_after(10):
+            await b._listener.listen(f"{pg_schema}.ready")
+            await producer.enqueue([make_message(clock)])  # type: ignore[arg-type]
+            await ready.wait()
+        assert await _registrations(pg_dsn, pg_schema) == 0
+
+
+async def test_a_waiters_look_does_not_wait_for_a_transaction_that_took_its_registration(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    # an enqueue inside a caller's transaction takes (locks) the waiter's registration
+    # until that transaction ends; the waiter's next look, which renews its
+    # registration, must not wait for it (an upsert would: for operation_timeout)
+    clock = FakeClock()
+    async with (
+        open_backend(pg_dsn, pg_schema, clock) as consumer,
+        open_backend(pg_dsn, pg_schema, clock) as producer,
+        await psycopg.AsyncConnection.connect(pg_dsn) as conn,
+    ):
+        await consumer.wait(["q"], 0.05)  # registers
+        msg = make_message(clock)  # type: ignore[arg-type]
+        async with conn.transaction():
+            await producer.enqueue_in(conn, [msg])
+            with anyio.fail_after(5):
+                await consumer.wait(["q"], 0.05)  # looks: nothing committed yet
+        [lease] = await consumer.claim(["q"], 1, 30, "w")
+        assert lease.message.id == msg.id
+
+
+async def test_a_closed_backend_leaves_no_idle_registration_and_the_reaper_forgets_old_ones(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    clock = FakeClock()
+    async with open_backend(pg_dsn, pg_schema, clock) as backend:
+        await backend.wait(["q"], 0.05)
+        assert await _registrations(pg_dsn, pg_schema) == 1
+    assert await _registrations(pg_dsn, pg_schema) == 0
+    # one left by a process that vanished: enqueues skip it once it expired (its wait
+    # plus 0.5 s), the reaper forgets it a minute later
+    async with open_backend(pg_dsn, pg_schema, clock) as reaper:
+        async with open_backend(pg_dsn, pg_schema, clock) as vanished:
+            await vanished.wait(["q"], 0.05)
+            vanished._registered.clear()  # as if it died: aclose forgets nothing
+        assert await _registrations(pg_dsn, pg_schema) == 1
+        clock.advance(60.5)
+        await reaper.reap()
+        assert await _registrations(pg_dsn, pg_schema) == 1
+        clock.advance(0.1)
+        await reaper.reap()
+        assert await _registrations(pg_dsn, pg_schema) == 0
 
 
 async def test_poll_fallback_without_listen(pg_dsn: str, pg_schema: str) -> None:
