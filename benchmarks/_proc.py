@@ -8,7 +8,15 @@ import os
 import time
 from typing import Any
 
-__all__ = ["cpu_times", "idle_activity", "rss_mb", "steal_pct", "tree", "tree_rss_mb"]
+__all__ = [
+    "cpu_times",
+    "idle_activity",
+    "process_cpu",
+    "rss_mb",
+    "steal_pct",
+    "tree",
+    "tree_rss_mb",
+]
 
 
 def rss_mb(pid: int) -> float:
@@ -111,3 +119,19 @@ def steal_pct(before: list[int], after: list[int]) -> float:
     delta = [b - a for a, b in zip(before, after, strict=True)]
     total = sum(delta[:8])  # guest time is counted in user time already
     return 100.0 * delta[7] / total if total > 0 else 0.0
+
+
+def process_cpu(name: str) -> float:
+    """CPU seconds (user + system) used so far by every process on this machine whose
+    command name is ``name`` (``postgres``, ``redis-server``): a server's own CPU, when
+    it runs here."""
+    ticks = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                head, fields = f.read().rsplit(")", 1)
+        except OSError:  # gone meanwhile
+            continue
+        if head.split("(", 1)[1] == name:
+            ticks += int(fields.split()[11]) + int(fields.split()[12])
+    return ticks / os.sysconf("SC_CLK_TCK")

@@ -23,21 +23,7 @@ from taskcore.testing import make_message
 from taskcore_pg import PostgresBackend
 
 from ._common import drop_scratch, scratch_url
-
-
-def _server_cpu() -> float:
-    """CPU seconds of every PostgreSQL process on this machine (claims and settles run on
-    sessions of their own, and the WAL writer works for both)."""
-    ticks = 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                head, fields = f.read().rsplit(")", 1)
-        except OSError:  # gone meanwhile
-            continue
-        if head.endswith("(postgres"):
-            ticks += int(fields.split()[11]) + int(fields.split()[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+from ._proc import process_cpu
 
 
 async def _one_value(backend: Any, query: str) -> Any:
@@ -58,7 +44,11 @@ async def carry(n: int, limit: int) -> dict[str, Any]:
                 batch = min(5000, n - start)
                 await backend.enqueue([make_message(clock) for _ in range(batch)])
             leases = await backend.claim(["q"], limit, 30, "bench")
-            server0, client0, wall0 = _server_cpu(), time.process_time(), time.perf_counter()
+            server0, client0, wall0 = (
+                process_cpu("postgres"),
+                time.process_time(),
+                time.perf_counter(),
+            )
             trips = 0
             while leases:
                 done = [
@@ -67,7 +57,11 @@ async def carry(n: int, limit: int) -> dict[str, Any]:
                 ]
                 leases = await backend.claim(["q"], limit, 30, "bench", settle=done)
                 trips += 1
-            server1, client1, wall1 = _server_cpu(), time.process_time(), time.perf_counter()
+            server1, client1, wall1 = (
+                process_cpu("postgres"),
+                time.process_time(),
+                time.perf_counter(),
+            )
             plans = await _one_value(
                 backend,
                 "SELECT left(regexp_replace(statement, '\\s+', ' ', 'g'), 50),"
