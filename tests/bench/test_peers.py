@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from benchmarks._pace import (
     schedule,
     ticks,
 )
-from benchmarks._proc import cpu_times, idle_activity, steal_pct, tree
+from benchmarks._proc import cpu_times, idle_activity, process_cpu, steal_pct, tree
 from benchmarks._produce import ProducerFailed, check_ledgers, send_calls, share, write_plan
 from benchmarks._produce import run as run_producers
 from benchmarks.peers.__main__ import ROOT, _merge
@@ -158,6 +159,31 @@ def test_steal_is_the_share_of_the_cpu_time_given_to_other_machines() -> None:
     assert steal_pct(before, before) == 0.0
     now = cpu_times()
     assert len(now) >= 8 and steal_pct(now, cpu_times()) >= 0.0
+
+
+def test_process_cpu_counts_the_cpu_of_the_processes_of_a_name() -> None:
+    # a child with a name of its own burns CPU for a while; the figure for that name
+    # grows by at least part of it, and a name no process has counts nothing
+    name = f"tcburn{os.getpid() % 10000}"
+    code = (
+        f"import ctypes, time; ctypes.CDLL(None).prctl(15, b'{name}', 0, 0, 0); "  # PR_SET_NAME
+        "print('ready', flush=True); end = time.process_time() + 0.5\n"
+        "while time.process_time() < end: pass\nprint('done', flush=True); input()"
+    )
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        before = process_cpu(name)
+        assert child.stdout.readline().strip() == "done"
+        assert process_cpu(name) - before >= 0.3
+        assert process_cpu("no-such-process-name") == 0.0
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(timeout=10)
 
 
 # -- the producers of the paced scenarios (benchmarks/_produce.py) ---------------------------
