@@ -19,3 +19,38 @@ CREATE UNLOGGED TABLE IF NOT EXISTS @schema@.ready_waiters (
     channel     text NOT NULL,
     expires_at  double precision NOT NULL
 );
+
+-- Wake waiters for an enqueue that queued one task in each element of `queues` (one
+-- element per task): take as many live registrations of those queues (SKIP LOCKED:
+-- concurrent enqueues take different ones), notify each on its own channel (the
+-- payload: one of its queues with new work), or, if it took none, notify `channel`
+-- (<schema>.ready) once per queue. Returns the notifications sent. A function, called
+-- only while some registration exists, so that an enqueue with nobody waiting does not
+-- plan and open the delete at all.
+CREATE OR REPLACE FUNCTION @schema@.wake_waiters(
+    p_channel text, p_queues text[], p_now double precision
+) RETURNS bigint
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    n bigint := 0;
+    w record;
+BEGIN
+    FOR w IN
+        DELETE FROM @schema@.ready_waiters d
+         WHERE d.id IN (SELECT r.id FROM @schema@.ready_waiters r
+                         WHERE r.queues && p_queues AND r.expires_at > p_now
+                         LIMIT cardinality(p_queues)
+                         FOR UPDATE SKIP LOCKED)
+        RETURNING d.channel, d.queues
+    LOOP
+        PERFORM pg_notify(w.channel, (SELECT min(q) FROM unnest(p_queues) AS q
+                                       WHERE q = ANY(w.queues)));
+        n := n + 1;
+    END LOOP;
+    IF n = 0 THEN
+        SELECT count(pg_notify(p_channel, q)) INTO n
+          FROM (SELECT DISTINCT q FROM unnest(p_queues) AS q) AS d;
+    END IF;
+    RETURN n;
+END
+$$;

@@ -45,23 +45,16 @@ WITH input AS (
      ORDER BY i.ord
     @conflict@
     RETURNING t.id, t.queue, t.state, (t.state = 'queued' AND t.score IS NULL) AS needs_tag
-), queued AS (
-    SELECT ins.queue, count(*) AS n FROM ins WHERE ins.state = 'queued' GROUP BY ins.queue
-), taken AS (
-    -- as many registered idle waiters of these queues as tasks were queued (migration
-    -- 0009), each notified on its own channel; <schema>.ready only if none was taken
-    DELETE FROM @schema@.ready_waiters w
-     WHERE w.id IN (SELECT r.id FROM @schema@.ready_waiters r
-                     WHERE r.queues && ARRAY(SELECT queued.queue FROM queued)
-                       AND r.expires_at > %(now)s
-                     LIMIT (SELECT coalesce(sum(queued.n), 0) FROM queued)
-                     FOR UPDATE SKIP LOCKED)
-    RETURNING w.channel, (SELECT min(queued.queue) FROM queued
-                           WHERE queued.queue = ANY(w.queues)) AS queue
 ), woken AS (
-    SELECT count(pg_notify(taken.channel, taken.queue)) AS n FROM taken
-    UNION ALL
-    SELECT count(pg_notify(%(ready_channel)s, queued.queue))
-      FROM queued WHERE NOT EXISTS (SELECT 1 FROM taken)
+    -- one registered idle waiter per task queued, each notified on its own channel
+    -- (wake_waiters, migration 0009), while any is registered; else <schema>.ready
+    SELECT CASE WHEN EXISTS (SELECT 1 FROM @schema@.ready_waiters)
+                THEN @schema@.wake_waiters(%(ready_channel)s, array_agg(ins.queue), %(now)s)
+                ELSE (SELECT count(pg_notify(%(ready_channel)s, r.queue))
+                        FROM (SELECT DISTINCT i.queue FROM ins i WHERE i.state = 'queued') r)
+           END AS n
+      FROM ins
+     WHERE ins.state = 'queued'
+    HAVING count(*) > 0
 )
-SELECT ins.id, ins.state, ins.needs_tag, (SELECT sum(woken.n) FROM woken) FROM ins
+SELECT ins.id, ins.state, ins.needs_tag, (SELECT woken.n FROM woken) FROM ins
