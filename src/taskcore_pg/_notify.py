@@ -4,9 +4,12 @@ Writers ``NOTIFY`` three channels per schema: ``<schema>.ready`` (payload: a que
 name) when tasks become ready, ``<schema>.done`` (comma-separated task ids) when tasks
 end (settles: only while some process waits for results, see
 ``PostgresBackend._want_done``), and ``<schema>.cancel`` (a task id) when cancellation
-of a running task is asked for. One connection per backend listens and wakes the
-matching waiters. Lost notifications are harmless: every waiter also polls (see
-``poll_interval``), and the listener wakes everybody whenever it (re)connects.
+of a running task is asked for; and an enqueue that took an idle waiter's registration
+(migration 0009) notifies that backend's own channel, ``<schema>.w.<id>`` (payload: a
+queue name) instead of ``ready``. One connection per backend listens, from its first
+wait on, to what it waits for, and wakes the matching waiters. Lost notifications are
+harmless: every waiter also polls (see ``poll_interval``), and the listener wakes
+everybody whenever it reconnects.
 
 A LISTEN connection is silent when nothing happens, so a peer that vanished without a
 FIN or RST would go unnoticed: every ``check_every`` seconds the listener runs a
@@ -124,7 +127,7 @@ class Listener:
     Nothing is connected until a channel is wanted: a process that only enqueues never
     waits, and a listener of ``ready`` there would be woken by every enqueue of every
     process (the server signals each listening session at each commit that notifies).
-    :meth:`listen` LISTENs on one channel (once per connection) before it returns, so
+    :meth:`listen` LISTENs on channels (once per connection) before it returns, so
     a waiter that listens before it looks misses no notification; :meth:`want` asks for
     one without waiting (the cancel callbacks).
     """
