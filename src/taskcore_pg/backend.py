@@ -480,16 +480,9 @@ class PostgresBackend:
 
         return await self._run(op, idempotent=idempotent)
 
-    async def _fetchone(
-        self,
-        name: str,
-        params: dict[str, Any],
-        *,
-        idempotent: bool = False,
-        binary: bool = False,
-        text: str | None = None,
-    ) -> TupleRow | None:
-        rows = await self._fetchall(name, params, idempotent=idempotent, binary=binary, text=text)
+    async def _fetchone(self, name: str, params: dict[str, Any], **options: Any) -> TupleRow | None:
+        """The first row of :meth:`_fetchall` (same options), or None."""
+        rows = await self._fetchall(name, params, **options)
         return rows[0] if rows else None
 
     def _pass_on(self, queue: str) -> None:
