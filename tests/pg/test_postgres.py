@@ -1007,6 +1007,41 @@ async def test_an_enqueue_wakes_one_idle_worker_not_all(pg_dsn: str, pg_schema: 
                 assert await _registrations(pg_dsn, pg_schema) == 0
 
 
+async def test_a_waiter_on_several_queues_is_woken_by_an_enqueue_to_any(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    # its registration names both queues; the enqueue to the second takes it and
+    # names that queue in the notification, which wakes the waiter itself: nothing is
+    # passed on to <schema>.ready (paused: only a notification ends the wait)
+    clock = FakeClock()
+    ready = f"{pg_schema}.ready"
+    async with (
+        open_backend(pg_dsn, pg_schema, clock) as consumer,
+        open_backend(pg_dsn, pg_schema, clock) as producer,
+        await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as ear,
+    ):
+        await ear.execute(f'LISTEN "{ready}"')
+        for queue in ("a", "b"):
+            await producer.pause(queue)
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(consumer.wait, ["a", "b"], 60)
+
+                async def registered() -> bool:
+                    return await _registrations(pg_dsn, pg_schema) == 1
+
+                await until(registered, timeout=10)
+                await producer.enqueue([make_message(clock, queue="b")])  # type: ignore[arg-type]
+            assert await _registrations(pg_dsn, pg_schema) == 0
+            await producer._fetchall("notify", {"channel": ready, "payload": "end"})
+            heard = []
+            async for note in ear.notifies():
+                heard.append(note.payload)
+                if note.payload == "end":
+                    break
+        assert heard == ["end"]
+
+
 async def test_a_wake_up_for_a_waiter_that_moved_on_is_passed_to_all(
     pg_dsn: str, pg_schema: str
 ) -> None:
