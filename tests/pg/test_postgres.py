@@ -956,11 +956,23 @@ async def _registrations(dsn: str, schema: str) -> int:
     return await _count(dsn, schema, table="ready_waiters")
 
 
-async def test_an_enqueue_wakes_one_idle_worker_not_all(pg_dsn: str, pg_schema: str) -> None:
-    # three idle workers (three backends, as three processes would have): one enqueue
-    # wakes one of them, a batch of two the other two (before migration 0009 every
-    # NOTIFY of <schema>.ready woke all three, and each ran a claim). The queue is
-    # paused: a look (each second) finds nothing, so only a notification ends a wait.
+# how tasks become ready in each step, and how many of the three waiters are awake after
+_READY_STEPS = {
+    "enqueue": [("enqueue", 1, 1), ("enqueue", 2, 3)],  # a batch of two wakes two
+    "release": [("release", 1, 1), ("release", 1, 2), ("enqueue", 1, 3)],
+    "retry": [("retry", 1, 1), ("retry", 1, 2), ("enqueue", 1, 3)],
+}
+
+
+@pytest.mark.parametrize("how", sorted(_READY_STEPS))
+async def test_ready_work_wakes_one_idle_worker_per_task_not_all(
+    pg_dsn: str, pg_schema: str, how: str
+) -> None:
+    # three idle workers (three backends, as three processes would have): a task that
+    # becomes ready (enqueued, released by a settle, retried by hand) wakes one of them
+    # (before migration 0009 every NOTIFY of <schema>.ready woke all three, and each
+    # ran a claim). The queue is paused: a look (each second) finds nothing, so only a
+    # notification ends a wait.
     clock = FakeClock()  # registrations are judged by it: none expires
     async with contextlib.AsyncExitStack() as stack:
         consumers = [
@@ -968,6 +980,16 @@ async def test_an_enqueue_wakes_one_idle_worker_not_all(pg_dsn: str, pg_schema: 
             for _ in range(3)
         ]
         producer = await stack.enter_async_context(open_backend(pg_dsn, pg_schema, clock))
+        held: list[Any] = []
+        if how != "enqueue":  # two running tasks, failed for good to be retried
+            await producer.enqueue([make_message(clock) for _ in range(2)])  # type: ignore[arg-type]
+            held = await producer.claim(["q"], 2, 30, "w")
+            assert len(held) == 2
+            if how == "retry":
+                failed = [
+                    Outcome(x.message.id, x.token, OutcomeKind.FAILED, clock.now()) for x in held
+                ]
+                assert await producer.settle(failed) == [True, True]
         await producer.pause("q")
         synced = [anyio.Event() for _ in consumers]
         for i, consumer in enumerate(consumers):  # a channel to know what a listener read
@@ -991,20 +1013,31 @@ async def test_an_enqueue_wakes_one_idle_worker_not_all(pg_dsn: str, pg_schema: 
         async def registered(n: int) -> bool:
             return await _registrations(pg_dsn, pg_schema) == n
 
+        async def make_ready(step: str, n: int) -> None:
+            if step == "enqueue":
+                await producer.enqueue([make_message(clock) for _ in range(n)])  # type: ignore[arg-type]
+                return
+            mine, held[:n] = held[:n], []
+            if step == "release":
+                back = [
+                    Outcome(x.message.id, x.token, OutcomeKind.RELEASED, clock.now()) for x in mine
+                ]
+                assert await producer.settle(back) == [True] * n
+            else:
+                assert await producer.retry([x.message.id for x in mine]) == [True] * n
+
         with anyio.fail_after(20):
             async with anyio.create_task_group() as tg:
                 for i in range(3):
                     tg.start_soon(waiter, i)
                 await until(lambda: registered(3), timeout=10)
-                await producer.enqueue([make_message(clock)])  # type: ignore[arg-type]
-                await until(lambda: len(woke) == 1)
-                await all_read()
-                assert len(woke) == 1
-                assert await _registrations(pg_dsn, pg_schema) == 2
-                await producer.enqueue([make_message(clock) for _ in range(2)])  # type: ignore[arg-type]
-                await until(lambda: len(woke) == 3)
+                for step, n, awake in _READY_STEPS[how]:
+                    await make_ready(step, n)
+                    await until(lambda awake=awake: len(woke) == awake)
+                    await all_read()
+                    assert len(woke) == awake, (step, n)
+                    assert await _registrations(pg_dsn, pg_schema) == 3 - awake
                 assert sorted(woke) == [0, 1, 2]
-                assert await _registrations(pg_dsn, pg_schema) == 0
 
 
 async def test_a_waiter_on_several_queues_is_woken_by_an_enqueue_to_any(

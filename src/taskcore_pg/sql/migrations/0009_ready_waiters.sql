@@ -20,13 +20,14 @@ CREATE UNLOGGED TABLE IF NOT EXISTS @schema@.ready_waiters (
     expires_at  double precision NOT NULL
 );
 
--- Wake waiters for an enqueue that queued one task in each element of `queues` (one
--- element per task): take as many live registrations of those queues (SKIP LOCKED:
--- concurrent enqueues take different ones), notify each on its own channel (the
--- payload: one of its queues with new work), or, if it took none, notify `channel`
--- (<schema>.ready) once per queue. Returns the notifications sent. A function, called
--- only while some registration exists, so that an enqueue with nobody waiting does not
--- plan and open the delete at all.
+-- Wake waiters for tasks that became ready, one in each element of `queues` (one
+-- element per task; enqueue, a settle that released tasks, the reaper's requeues,
+-- retry): take as many live registrations of those queues (SKIP LOCKED: concurrent
+-- callers take different ones), notify each on its own channel (the payload: one of
+-- its queues with new work), or, if nobody is registered or it took none, notify
+-- `channel` (<schema>.ready) once per queue. Returns the notifications sent. A
+-- function, so that a statement with nobody waiting does not plan and open the delete
+-- at all (the enqueue, the hot one, checks for registrations before it calls it).
 CREATE OR REPLACE FUNCTION @schema@.wake_waiters(
     p_channel text, p_queues text[], p_now double precision
 ) RETURNS bigint
@@ -35,18 +36,20 @@ DECLARE
     n bigint := 0;
     w record;
 BEGIN
-    FOR w IN
-        DELETE FROM @schema@.ready_waiters d
-         WHERE d.id IN (SELECT r.id FROM @schema@.ready_waiters r
-                         WHERE r.queues && p_queues AND r.expires_at > p_now
-                         LIMIT cardinality(p_queues)
-                         FOR UPDATE SKIP LOCKED)
-        RETURNING d.channel, d.queues
-    LOOP
-        PERFORM pg_notify(w.channel, (SELECT min(q) FROM unnest(p_queues) AS q
-                                       WHERE q = ANY(w.queues)));
-        n := n + 1;
-    END LOOP;
+    IF EXISTS (SELECT 1 FROM @schema@.ready_waiters) THEN
+        FOR w IN
+            DELETE FROM @schema@.ready_waiters d
+             WHERE d.id IN (SELECT r.id FROM @schema@.ready_waiters r
+                             WHERE r.queues && p_queues AND r.expires_at > p_now
+                             LIMIT cardinality(p_queues)
+                             FOR UPDATE SKIP LOCKED)
+            RETURNING d.channel, d.queues
+        LOOP
+            PERFORM pg_notify(w.channel, (SELECT min(q) FROM unnest(p_queues) AS q
+                                           WHERE q = ANY(w.queues)));
+            n := n + 1;
+        END LOOP;
+    END IF;
     IF n = 0 THEN
         SELECT count(pg_notify(p_channel, q)) INTO n
           FROM (SELECT DISTINCT q FROM unnest(p_queues) AS q) AS d;

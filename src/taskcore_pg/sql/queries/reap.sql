@@ -30,8 +30,11 @@ WITH expired AS MATERIALIZED (
      WHERE t.id = o.id
     RETURNING t.id, t.queue, t.state, o.old_token
 ), woken AS (
-    SELECT count(pg_notify(%(ready_channel)s, r.queue)) AS n
-      FROM (SELECT DISTINCT r.queue FROM requeued r WHERE r.state = 'queued') r
+    -- a registered idle waiter each (wake_waiters, migration 0009)
+    SELECT coalesce(max(w.n), 0) AS n
+      FROM (SELECT @schema@.wake_waiters(%(ready_channel)s, array_agg(r.queue), %(now)s) AS n
+              FROM requeued r WHERE r.state = 'queued'
+            HAVING count(*) > 0) w
 ), finished AS (
     SELECT count(pg_notify(%(done_channel)s, c.ids)) AS n
       FROM (SELECT string_agg(d.id, ',') AS ids

@@ -38,7 +38,10 @@ WITH input AS (
      WHERE t.id = o.id
     RETURNING o.ord, t.queue
 ), woken AS (
-    SELECT count(pg_notify(%(ready_channel)s, r.queue)) AS n
-      FROM (SELECT DISTINCT r.queue FROM requeued r) r
+    -- a registered idle waiter each (wake_waiters, migration 0009)
+    SELECT coalesce(max(w.n), 0) AS n
+      FROM (SELECT @schema@.wake_waiters(%(ready_channel)s, array_agg(r.queue), %(now)s) AS n
+              FROM requeued r
+            HAVING count(*) > 0) w
 )
 SELECT coalesce(array_agg(r.ord), '{}'), (SELECT n FROM woken) FROM requeued r

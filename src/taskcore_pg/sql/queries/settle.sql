@@ -51,8 +51,11 @@ WITH input AS (
      ORDER BY 1, 2
     ON CONFLICT (queue, priority) DO UPDATE SET n = c.n + EXCLUDED.n
 ), woken AS (
-    SELECT count(pg_notify(%(ready_channel)s, r.queue)) AS n
-      FROM (SELECT DISTINCT s.queue FROM settled s WHERE s.state = 'queued') r
+    -- released tasks: a registered idle waiter each (wake_waiters, migration 0009)
+    SELECT coalesce(max(w.n), 0) AS n
+      FROM (SELECT @schema@.wake_waiters(%(ready_channel)s, array_agg(s.queue), %(now)s) AS n
+              FROM settled s WHERE s.state = 'queued'
+            HAVING count(*) > 0) w
 ), finished AS (
     -- only while some process waits for results (see settle_final.sql)
     SELECT count(pg_notify(%(done_channel)s, c.ids)) AS n
