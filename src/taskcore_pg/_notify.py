@@ -140,8 +140,10 @@ class Listener:
         waiters: Waiters,
         *,
         check_every: float = 30.0,
+        timeout: float = 30.0,
     ) -> None:
         self._check_every = check_every
+        self._timeout = timeout  # for a connect, and for listen() to wait for it
         self._conninfo = conninfo
         self._kwargs = kwargs
         self._channels = channels
@@ -181,7 +183,7 @@ class Listener:
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name="taskcore_pg.listen"
             )
-        with anyio.move_on_after(self._check_every):
+        with anyio.move_on_after(self._timeout):
             while not (self._listening.issuperset(channels) or self._failing or self._closed):
                 if self._changed is None:
                     self._changed = asyncio.Event()
@@ -197,7 +199,7 @@ class Listener:
             changed.set()
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        with anyio.fail_after(self._check_every):
+        with anyio.fail_after(self._timeout):
             return await psycopg.AsyncConnection.connect(
                 self._conninfo, autocommit=True, **self._kwargs
             )

@@ -354,6 +354,7 @@ class PostgresBackend:
                     self._channels,
                     self._waiters,
                     check_every=s.operation_timeout,
+                    timeout=s.operation_timeout,
                 )  # it connects when something first waits (see Listener)
         except psycopg.OperationalError as exc:
             await self.aclose()

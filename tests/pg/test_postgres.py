@@ -952,6 +952,15 @@ async def test_a_channel_wanted_later_is_listened_to_on_the_running_connection(
         assert consumer._listener.backend_pid == pid  # the same connection
 
 
+async def _registering_wait(backend: PostgresBackend, seconds: float = 0.05) -> None:
+    """A wait that registers as an idle waiter (nothing is ready) and then times out.
+    The listener is connected first: a wait whose time went on connecting it (a loaded
+    machine) would have no time left to register."""
+    assert backend._listener is not None
+    await backend._listener.listen(backend._channels.ready, backend._channels.waiter)
+    await backend.wait(["q"], seconds)
+
+
 async def _registrations(dsn: str, schema: str) -> int:
     return await _count(dsn, schema, table="ready_waiters")
 
@@ -1087,7 +1096,7 @@ async def test_a_wake_up_for_a_waiter_that_moved_on_is_passed_to_all(
         open_backend(pg_dsn, pg_schema, clock) as b,
         open_backend(pg_dsn, pg_schema, clock) as producer,
     ):
-        await a.wait(["q"], 0.05)  # registers (nothing ready), then times out
+        await _registering_wait(a)
         assert await _registrations(pg_dsn, pg_schema) == 1
         assert b._listener is not None
         with b._waiters.ready(["q"]) as ready, anyio.fail_after(10):
@@ -1109,7 +1118,7 @@ async def test_a_waiters_look_does_not_wait_for_a_transaction_that_took_its_regi
         open_backend(pg_dsn, pg_schema, clock) as producer,
         await psycopg.AsyncConnection.connect(pg_dsn) as conn,
     ):
-        await consumer.wait(["q"], 0.05)  # registers
+        await _registering_wait(consumer)
         msg = make_message(clock)  # type: ignore[arg-type]
         async with conn.transaction():
             await producer.enqueue_in(conn, [msg])
@@ -1124,14 +1133,14 @@ async def test_a_closed_backend_leaves_no_idle_registration_and_the_reaper_forge
 ) -> None:
     clock = FakeClock()
     async with open_backend(pg_dsn, pg_schema, clock) as backend:
-        await backend.wait(["q"], 0.05)
+        await _registering_wait(backend)
         assert await _registrations(pg_dsn, pg_schema) == 1
     assert await _registrations(pg_dsn, pg_schema) == 0
     # one left by a process that vanished: enqueues skip it once it expired (its wait
     # plus 0.5 s), the reaper forgets it a minute later
     async with open_backend(pg_dsn, pg_schema, clock) as reaper:
         async with open_backend(pg_dsn, pg_schema, clock) as vanished:
-            await vanished.wait(["q"], 0.05)
+            await _registering_wait(vanished)
             vanished._registered.clear()  # as if it died: aclose forgets nothing
         assert await _registrations(pg_dsn, pg_schema) == 1
         clock.advance(60.5)
