@@ -11,7 +11,7 @@ from typing import Any
 
 from taskcore import App, State
 
-from .apps import QUEUE
+from .apps import QUEUE, make_app
 
 REDIS_URL = os.environ.get("TASKCORE_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 PG_URL = os.environ.get("TASKCORE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -106,6 +106,18 @@ async def verify_all_succeeded(app: App, n: int) -> None:
     states = {s: c for s, c in stats.states.items() if c}
     if states != {State.SUCCEEDED: n}:
         raise BenchError(f"expected {n} succeeded tasks, the backend counts {states}")
+
+
+async def create_scratch(url: str) -> None:
+    """Open the benchmark app once on ``url``, so that its schema (migrated) or scripts
+    exist before several processes open it at once."""
+    async with make_app(url):
+        pass
+
+
+def listing(values: Sequence[float], fmt: str) -> str:
+    """The repeats of a figure, for a report line: ``1,234, 1,301``."""
+    return ", ".join(format(v, fmt) for v in values)
 
 
 def median(values: Sequence[float]) -> float:

@@ -9,8 +9,10 @@ import time
 from typing import Any
 
 __all__ = [
+    "busy_pct",
     "cpu_times",
     "idle_activity",
+    "pids_cpu",
     "process_cpu",
     "rss_mb",
     "steal_pct",
@@ -121,17 +123,36 @@ def steal_pct(before: list[int], after: list[int]) -> float:
     return 100.0 * delta[7] / total if total > 0 else 0.0
 
 
+def busy_pct(before: list[int], after: list[int]) -> float:
+    """The share of the CPU time between two :func:`cpu_times` readings that this
+    machine spent working (user, nice, system, irq, softirq)."""
+    delta = [b - a for a, b in zip(before, after, strict=True)]
+    total = sum(delta[:8])
+    return 100.0 * (delta[0] + delta[1] + delta[2] + delta[5] + delta[6]) / total if total else 0.0
+
+
+def _stat(pid: str | int) -> tuple[str, int] | None:
+    """A process's command name and CPU ticks so far (user + system), or None if it
+    is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            head, fields = f.read().rsplit(")", 1)
+    except OSError:
+        return None
+    parts = fields.split()
+    return head.split("(", 1)[1], int(parts[11]) + int(parts[12])
+
+
+def pids_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) the processes ``pids`` have used so far."""
+    stats = [_stat(pid) for pid in pids]
+    return sum(s[1] for s in stats if s is not None) / os.sysconf("SC_CLK_TCK")
+
+
 def process_cpu(name: str) -> float:
     """CPU seconds (user + system) used so far by every process on this machine whose
     command name is ``name`` (``postgres``, ``redis-server``): a server's own CPU, when
     it runs here."""
-    ticks = 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                head, fields = f.read().rsplit(")", 1)
-        except OSError:  # gone meanwhile
-            continue
-        if head.split("(", 1)[1] == name:
-            ticks += int(fields.split()[11]) + int(fields.split()[12])
+    stats = [_stat(pid) for pid in filter(str.isdigit, os.listdir("/proc"))]
+    ticks = sum(s[1] for s in stats if s is not None and s[0] == name)
     return ticks / os.sysconf("SC_CLK_TCK")

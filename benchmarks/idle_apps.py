@@ -22,10 +22,9 @@ import sys
 import time
 from typing import Any
 
-from taskcore import App
-
-from ._common import BACKENDS, drop_scratch, scratch_url
-from ._proc import cpu_times, steal_pct
+from ._common import BACKENDS, create_scratch, drop_scratch, listing, scratch_url
+from ._proc import busy_pct, cpu_times, pids_cpu, steal_pct
+from .apps import make_app
 
 _IDLE = """
 import asyncio, sys
@@ -39,52 +38,22 @@ asyncio.run(main())
 """
 
 
-def _proc_cpu(pids: list[int]) -> float:
-    """CPU seconds the processes ``pids`` have used so far."""
-    import psutil
-
-    return sum(sum(psutil.Process(pid).cpu_times()[:2]) for pid in pids)
-
-
-def _busy_pct(before: list[int], after: list[int]) -> float:
-    """The share of the machine's CPU time (all CPUs) spent working between two
-    :func:`benchmarks._proc.cpu_times` readings."""
-    d = [b - a for a, b in zip(before, after, strict=True)]
-    total = sum(d[:8])
-    return 100.0 * (d[0] + d[1] + d[2] + d[5] + d[6]) / total if total > 0 else 0.0
-
-
-def _app(url: str) -> tuple[App, Any]:
-    app = App(url)
-
-    @app.task(name="noop")
-    async def noop(i: int) -> None: ...
-
-    return app, noop
-
-
-async def _create(url: str) -> None:
-    """The schema / scripts exist before the idle processes open (no racing migrations)."""
-    app, noop = _app(url)
-    async with app:
-        await noop.enqueue(0)
-
-
 async def _time(url: str, n: int, pids: list[int]) -> dict[str, Any]:
-    app, noop = _app(url)
+    app = make_app(url)
+    noop = app.tasks["bench.noop"]
     async with app:
-        for i in range(200):
-            await noop.enqueue(i)
-        cpu0, machine0 = _proc_cpu(pids), cpu_times()
+        for _ in range(200):
+            await noop.enqueue()
+        cpu0, machine0 = pids_cpu(pids), cpu_times()
         t0 = time.perf_counter()
-        for i in range(n):
-            await noop.enqueue(i)
+        for _ in range(n):
+            await noop.enqueue()
         elapsed = time.perf_counter() - t0
-        machine1, cpu1 = cpu_times(), _proc_cpu(pids)
+        machine1, cpu1 = cpu_times(), pids_cpu(pids)
     return {
         "enqueues_per_s": n / elapsed,
         "idle_cpu_s": cpu1 - cpu0,
-        "machine_busy_pct": _busy_pct(machine0, machine1),
+        "machine_busy_pct": busy_pct(machine0, machine1),
         "steal_pct": steal_pct(machine0, machine1),
     }
 
@@ -94,7 +63,7 @@ def run(backend: str, idle: int, n: int) -> dict[str, Any]:
     url = scratch_url(backend)
     procs: list[subprocess.Popen[str]] = []
     try:
-        asyncio.run(_create(url))
+        asyncio.run(create_scratch(url))
         procs += [
             subprocess.Popen(
                 [sys.executable, "-c", _IDLE, url],
@@ -117,10 +86,6 @@ def run(backend: str, idle: int, n: int) -> dict[str, Any]:
         asyncio.run(drop_scratch(url))
 
 
-def _listing(values: list[float], fmt: str) -> str:
-    return ", ".join(format(v, fmt) for v in values)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.idle_apps")
     p.add_argument("--backend", choices=["postgres", "redis", "both"], default="postgres")
@@ -135,10 +100,10 @@ def main(argv: list[str] | None = None) -> int:
             rates = [r["enqueues_per_s"] for r in rows]
             sys.stdout.write(
                 f"{backend}, {idle} idle App processes: "
-                f"{statistics.median(rates):,.0f} enqueues/s ({_listing(rates, ',.0f')}); "
-                f"idle processes' CPU {_listing([r['idle_cpu_s'] for r in rows], '.2f')} s; "
-                f"machine busy {_listing([r['machine_busy_pct'] for r in rows], '.0f')} %; "
-                f"steal {_listing([r['steal_pct'] for r in rows], '.1f')} %\n"
+                f"{statistics.median(rates):,.0f} enqueues/s ({listing(rates, ',.0f')}); "
+                f"idle processes' CPU {listing([r['idle_cpu_s'] for r in rows], '.2f')} s; "
+                f"machine busy {listing([r['machine_busy_pct'] for r in rows], '.0f')} %; "
+                f"steal {listing([r['steal_pct'] for r in rows], '.1f')} %\n"
             )
     return 0
 

@@ -22,25 +22,20 @@ import sys
 import time
 from typing import Any
 
-import psutil
-
 from taskcore import State
 
-from ._common import BACKENDS, drop_scratch, scratch_url, verify_all_succeeded
-from ._proc import cpu_times, process_cpu, steal_pct
+from ._common import (
+    BACKENDS,
+    create_scratch,
+    drop_scratch,
+    listing,
+    scratch_url,
+    verify_all_succeeded,
+)
+from ._proc import cpu_times, pids_cpu, process_cpu, steal_pct
 from .apps import QUEUE, URL_ENV, make_app
 
 _SERVER = {"postgres": "postgres", "redis": "redis-server"}
-
-
-def _workers_cpu(pids: list[int]) -> float:
-    return sum(sum(psutil.Process(pid).cpu_times()[:2]) for pid in pids)
-
-
-async def _prepare(url: str) -> None:
-    """The schema / scripts exist before the workers start (no racing migrations)."""
-    async with make_app(url):
-        pass
 
 
 async def _trickle(url: str, rate: float, seconds: float) -> int:
@@ -70,7 +65,7 @@ def run(backend: str, workers: int, rate: float, seconds: float) -> dict[str, An
     env = {**os.environ, URL_ENV: url}
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        asyncio.run(_prepare(url))
+        asyncio.run(create_scratch(url))
         cmd = [sys.executable, "-m", "taskcore", "worker", "benchmarks.apps:app"]
         procs += [
             subprocess.Popen(
@@ -82,11 +77,11 @@ def run(backend: str, workers: int, rate: float, seconds: float) -> dict[str, An
         ]
         time.sleep(3)  # started and idle (the figures below are rates, not a sync point)
         pids = [p.pid for p in procs]
-        machine0, server0, workers0 = cpu_times(), process_cpu(_SERVER[backend]), _workers_cpu(pids)
+        machine0, server0, workers0 = cpu_times(), process_cpu(_SERVER[backend]), pids_cpu(pids)
         t0 = time.perf_counter()
         n = asyncio.run(_trickle(url, rate, seconds))
         elapsed = time.perf_counter() - t0
-        machine1, server1, workers1 = cpu_times(), process_cpu(_SERVER[backend]), _workers_cpu(pids)
+        machine1, server1, workers1 = cpu_times(), process_cpu(_SERVER[backend]), pids_cpu(pids)
     finally:
         for p in procs:
             p.terminate()
@@ -98,10 +93,6 @@ def run(backend: str, workers: int, rate: float, seconds: float) -> dict[str, An
         "workers_cpu_pct": 100 * (workers1 - workers0) / elapsed,
         "steal_pct": steal_pct(machine0, machine1),
     }
-
-
-def _listing(values: list[float], fmt: str) -> str:
-    return ", ".join(format(v, fmt) for v in values)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,9 +111,9 @@ def main(argv: list[str] | None = None) -> int:
             mine = [r["workers_cpu_pct"] for r in rows]
             sys.stdout.write(
                 f"{backend}, {workers} idle workers, {args.rate:g} tasks/s: server CPU "
-                f"{statistics.median(server):.1f} % ({_listing(server, '.1f')}), workers' CPU "
-                f"{statistics.median(mine):.1f} % ({_listing(mine, '.1f')}) of one core; "
-                f"steal {_listing([r['steal_pct'] for r in rows], '.1f')} %\n"
+                f"{statistics.median(server):.1f} % ({listing(server, '.1f')}), workers' CPU "
+                f"{statistics.median(mine):.1f} % ({listing(mine, '.1f')}) of one core; "
+                f"steal {listing([r['steal_pct'] for r in rows], '.1f')} %\n"
             )
     return 0
 
