@@ -241,6 +241,8 @@ class PostgresBackend:
         self._waiters = Waiters()
         self._waiters.on_unheard(self._pass_on)
         self._registered: set[str] = set()  # ids in ready_waiters (see wait)
+        # a listening wait's look: ready.sql in register_waiter.sql (built once)
+        self._register_look = self._sql.variant("register_waiter", look=self._sql["ready"])
         self._passing: set[asyncio.Task[None]] = set()  # wake-ups passed on (_pass_on)
         self._pool: AsyncConnectionPool[Conn] | None = None
         # claims run on sessions of their own when their plan is pinned (see claim)
@@ -878,7 +880,7 @@ class PostgresBackend:
                 query = None
                 if block > 0 and listener is not None and listener.hears(self._channels.waiter):
                     # register as an idle waiter: an enqueue wakes this one, not every one
-                    query = self._sql.variant("register_waiter", look=self._sql["ready"])
+                    query = self._register_look
                     params |= {
                         "waiter": waiter,
                         "channel": self._channels.waiter,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import anyio
@@ -54,12 +54,17 @@ def _claim_params(now: float, limit: int) -> dict[str, Any]:
     }
 
 
-async def _count(dsn: str, schema: str, where: str = "true", table: str = "tasks") -> int:
-    async with await psycopg.AsyncConnection.connect(dsn) as conn:
-        cur = await conn.execute(f'SELECT count(*) FROM "{schema}".{table} WHERE {where}')
+async def _scalar(dsn: str, query: str, params: Sequence[Any] = ()) -> Any:
+    """The one value ``query`` returns, read on a connection of its own."""
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        cur = await conn.execute(query, params)
         row = await cur.fetchone()
         assert row is not None
-        return int(row[0])
+        return row[0]
+
+
+async def _count(dsn: str, schema: str, where: str = "true", table: str = "tasks") -> int:
+    return int(await _scalar(dsn, f'SELECT count(*) FROM "{schema}".{table} WHERE {where}'))
 
 
 # -- migrations ----------------------------------------------------------------------
@@ -890,15 +895,11 @@ async def test_the_listener_loses_no_notification_that_came_during_its_check(
 async def _listening_sessions(dsn: str, application_name: str) -> int:
     """Sessions of ``application_name`` whose last statement was a LISTEN or the
     listener's check (pg_stat_activity keeps each session's last query)."""
-    async with await psycopg.AsyncConnection.connect(dsn) as conn:
-        cur = await conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
-            " AND (query LIKE 'LISTEN %%' OR query = 'SELECT 1')",
-            [application_name],
-        )
-        row = await cur.fetchone()
-        assert row is not None
-        return int(row[0])
+    query = (
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+        " AND (query LIKE 'LISTEN %%' OR query = 'SELECT 1')"
+    )
+    return int(await _scalar(dsn, query, [application_name]))
 
 
 async def test_a_backend_that_only_enqueues_listens_to_nothing(pg_dsn: str, pg_schema: str) -> None:
@@ -914,13 +915,12 @@ async def test_a_backend_that_only_enqueues_listens_to_nothing(pg_dsn: str, pg_s
         assert await _listening_sessions(pg_dsn, name) == 0
         await backend.wait(["q"], 0)
         assert backend._listener.backend_pid is not None
-        async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
-            cur = await conn.execute(
-                "SELECT query FROM pg_stat_activity WHERE pid = %s",
-                [backend._listener.backend_pid],
-            )
-            row = await cur.fetchone()
-        assert row is not None and row[0].startswith(f'LISTEN "{pg_schema}.')
+        last = await _scalar(
+            pg_dsn,
+            "SELECT query FROM pg_stat_activity WHERE pid = %s",
+            [backend._listener.backend_pid],
+        )
+        assert last.startswith(f'LISTEN "{pg_schema}.')
 
 
 async def test_a_channel_wanted_later_is_listened_to_on_the_running_connection(
@@ -1214,15 +1214,10 @@ async def test_a_wait_stopped_during_its_read_lets_the_read_finish(
 
 # -- connection loss -----------------------------------------------------------------
 async def _terminate(dsn: str, app: str) -> int:
-    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        cur = await conn.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE application_name = %s",
-            [app],
-        )
-        row = await cur.fetchone()
-        assert row is not None
-        return int(row[0])
+    query = (
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s"
+    )
+    return int(await _scalar(dsn, query, [app]))
 
 
 async def test_recovers_after_connections_are_terminated(pg_dsn: str, pg_schema: str) -> None:
