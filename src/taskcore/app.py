@@ -129,6 +129,7 @@ class App:
         self.metrics_ttl = _check_retention("metrics_ttl", metrics_ttl)
         self.audit_ttl = _check_retention("audit_ttl", audit_ttl)
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self._plans: dict[Task[Any, Any], _Plan] = {}  # per task, for calls without options
         self.periodics: list[Periodic] = []
         self.subscriptions: dict[str, list[Task[Any, Any]]] = {}
         self.queue_specs: dict[str, QueueSpec] = {
@@ -430,8 +431,17 @@ class App:
         ``delay``, ``eta``, ``priority``, ``deadline``, ``queue``, ``unique_key``,
         ``fairness_key``, ``rate_key``, ``task_id``, ``headers``."""
         args_body = task.encode_args(args, kwargs)
-        plan = self._plan(task, **options)
+        plan = self._plan_of(task, options)
         return plan.build(args_body, self.clock.now(), plan.task_id)
+
+    def _plan_of(self, task: Task[Any, Any], options: Mapping[str, Any]) -> _Plan:
+        """``_plan(task, **options)``; a task's plan without options is made once."""
+        if options:
+            return self._plan(task, **options)
+        plan = self._plans.get(task)
+        if plan is None:
+            plan = self._plans[task] = self._plan(task)
+        return plan
 
     def _plan(
         self,
@@ -493,26 +503,32 @@ class App:
     async def enqueue_call(
         self, task: Task[Any, R], args: tuple[Any, ...], kwargs: Mapping[str, Any], **options: Any
     ) -> TaskHandle[R]:
-        env, msg = self.build_message(task, args, kwargs, **options)
+        args_body = task.encode_args(args, kwargs)
+        plan = self._plan_of(task, options)
+        trace: dict[str, str] = {}  # the caller's context, or our PRODUCER span's
         if self.telemetry.tracing:
-            with self.telemetry.enqueue_span(task.name, msg.queue, env.trace):
-                res, msg = await self._enqueue_one(task, env, msg)
+            with self.telemetry.enqueue_span(task.name, plan.queue, trace):
+                res, msg = await self._enqueue_one(task, plan, args_body, trace)
         else:
-            self.telemetry.inject(env.trace)
-            res, msg = await self._enqueue_one(task, env, msg)
-        self.telemetry.enqueued.add(
-            1, {"task": task.name, "queue": msg.queue, "priority": f"P{msg.priority}"}
-        )
+            self.telemetry.inject(trace)
+            res, msg = await self._enqueue_one(task, plan, args_body, trace)
+        self.telemetry.enqueued.add(1, plan.metric_attributes)
         for mw in self.middleware:
             await mw.after_enqueue(task, msg, res.created)
         return TaskHandle(self, res.id, created=res.created, return_type=task.return_type)
 
     async def _enqueue_one(
-        self, task: Task[Any, Any], env: Envelope, msg: Message
+        self, task: Task[Any, Any], plan: _Plan, args_body: bytes, trace: dict[str, str]
     ) -> tuple[EnqueueResult, Message]:
-        for mw in self.middleware:
-            await mw.before_enqueue(task, env)
-        msg = _with_body(msg, self.codec.encode_envelope(env))
+        middleware, encode = self.middleware, self.codec.encode_envelope
+        # without middleware the body is encoded as the message is built (no copy)
+        env, msg = plan.build(
+            args_body, self.clock.now(), plan.task_id, None if middleware else encode, trace
+        )
+        if middleware:
+            for mw in middleware:
+                await mw.before_enqueue(task, env)
+            msg = _with_body(msg, encode(env))
         if not self._opened:
             await self.open()
         [res] = await self.backend.enqueue([msg])
@@ -542,7 +558,7 @@ class App:
                 bodies.append(task.encode_args(tuple(call), {}))
         if not bodies:
             return []
-        plan = self._plan(task, **options)
+        plan = self._plan_of(task, options)
         if not self._opened:
             await self.open()
         # one PRODUCER span for the batch (with tracing), or the caller's context: every
@@ -554,10 +570,7 @@ class App:
         else:
             self.telemetry.inject(carrier)
             messages, results = await self._enqueue_batch(task, plan, bodies, carrier)
-        self.telemetry.enqueued.add(
-            len(messages),
-            {"task": task.name, "queue": plan.queue, "priority": f"P{plan.priority}"},
-        )
+        self.telemetry.enqueued.add(len(messages), plan.metric_attributes)
         return [
             TaskHandle(self, r.id, created=r.created, return_type=task.return_type) for r in results
         ]
@@ -783,6 +796,12 @@ class _Plan:
     rate_key: str | None
     task_id: str | None
     headers: dict[str, str]
+    # the enqueued counter's attributes (the OpenTelemetry API does not change them)
+    metric_attributes: dict[str, str] = attrs.field(init=False, eq=False, repr=False)
+
+    @metric_attributes.default
+    def _metric_attributes(self) -> dict[str, str]:
+        return {"task": self.task, "queue": self.queue, "priority": f"P{self.priority}"}
 
     def build(
         self,
