@@ -25,16 +25,28 @@
 -- The worker's blocking BLMOVE returns it, with no claim on the way.
 local function waiter_for(n_items)
   if n_items ~= 1 then return nil end
-  local w = redis.call('ZRANGEBYSCORE', K_WAITERS, NOW_S, '+inf', 'LIMIT', 0, 1)[1]
+  -- The one registered until the latest (if it has expired, so have all the others),
+  -- taken off the set at once (no ZREM later) and put back if it gets nothing: an
+  -- expired one too, which claim.lua drops after a minute (clocks may differ).
+  local top = redis.call('ZPOPMAX', K_WAITERS)
+  local w = top[1]
   if w == nil then NO_WAITERS = true; return nil end
-  local meta = redis.call('HMGET', K_META, 'paused', 'policy')  -- policy() in one read
-  if POL == nil then POL = meta[2] and cjson.decode(meta[2]) or default_policy() end
-  if meta[1] or POL.kind == 'fair' or tonumber(redis.call('HGET', K_CNT, 'queued') or '0') ~= 0 then
+  if tonumber(top[2]) < NOW then
+    NO_WAITERS = true
+    redis.call('ZADD', K_WAITERS, top[2], w)
     return nil
   end
-  local first = redis.call('ZRANGE', K_SCHED, 0, 0, 'WITHSCORES')
-  if #first > 0 and tonumber(first[2]) <= NOW then return nil end  -- the claim takes it first
-  return w, first[2] or ''
+  -- policy() and next_seq()'s read in one
+  local meta = redis.call('HMGET', K_META, 'paused', 'policy', 'seq')
+  if POL == nil then POL = meta[2] and cjson.decode(meta[2]) or default_policy() end
+  if SEQ == nil then SEQ = tonumber(meta[3] or '0') end  -- both paths take a number next
+  if not (meta[1] or POL.kind == 'fair' or tonumber(redis.call('HGET', K_CNT, 'queued') or '0') ~= 0) then
+    local first = redis.call('ZRANGE', K_SCHED, 0, 0, 'WITHSCORES')
+    if #first == 0 or tonumber(first[2]) > NOW then return w, first[2] or '' end
+  end
+  -- paused, weighted fair, or work queued or due (the claim takes it first): wait on
+  redis.call('ZADD', K_WAITERS, top[2], w)
+  return nil
 end
 
 local function hand_off(w, due, id, it, f)
@@ -48,7 +60,6 @@ local function hand_off(w, due, id, it, f)
   redis.call('HSET', k_task(id), unpack(f))
   zadd(K_RUN, NOW + lease, id)
   count('running', 1)
-  redis.call('ZREM', K_WAITERS, w)
   local h = k_hand(w)
   redis.call('RPUSH', h, 'h1|1|' .. it[4] .. '|' .. NOW_S .. '|' .. due .. '|' .. #id .. '|' .. id .. it[2])
   redis.call('PEXPIRE', h, HAND_TTL_MS)
