@@ -22,7 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from taskcore.errors import BackendError, BackendUnavailable
 
 from ._config import RedisConfig
-from ._scripts import Call, Scripts
+from ._scripts import Call, Scripts, evalsha
 
 __all__ = ["Connection"]
 
@@ -241,18 +241,28 @@ class Connection:
         *,
         idempotent: bool = True,
         task_id: str | None = None,
+        again: bool = False,
     ) -> list[Any]:
         """Run script calls in one pipeline (see :meth:`Scripts.run`).
 
         Kept replies (see ``_REPLAY`` in :mod:`._scripts`) are only needed until the
         reply arrives; they are deleted in the next round trip, so they cost memory
-        only for the few that are in flight.
+        only for the few that are in flight. A retry sends the calls marked as sent
+        again (so do callers whose first sending lost its reply: ``again``), and only
+        then do the scripts look for a kept reply.
         """
         unlink, self._kept = self._kept[:256], self._kept[256:]
+        sent = again
+
+        async def send() -> list[Any]:
+            nonlocal sent
+            resend, sent = sent, True
+            return await self.scripts.run(self, calls, unlink, resend)
+
         try:
             result = await self.call(
                 what,
-                lambda: self.scripts.run(self, calls, unlink),
+                send,
                 idempotent=idempotent,
                 task_id=task_id,
                 checked=True,
@@ -289,10 +299,8 @@ class Connection:
                     await self._send(conn, self._pack(conn, [("UNLINK", k) for k in unlink]))
                     health = False
                 for call in it:
-                    script, keys, args = call
                     sent.append(call)
-                    command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-                    await self._send(conn, self._pack(conn, [command]), health)
+                    await self._send(conn, self._pack(conn, [evalsha(call)]), health)
                     health = False
                 for _ in unlink:
                     await conn.read_response()
@@ -311,8 +319,8 @@ class Connection:
             # again): send what has not answered through run(), which retries.
             self._kept += unlink
             self._kept += [keys[1] for _, keys, _ in sent[: len(replies)]]
-            rest = [*sent[len(replies) :], *it]
-            for k, reply in enumerate(await self.run(what, rest), len(replies)):
+            rest = [*sent[len(replies) :], *it]  # (the first ones may have run)
+            for k, reply in enumerate(await self.run(what, rest, again=True), len(replies)):
                 take(k, reply)
             return
         except BaseException:

@@ -16,7 +16,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from taskcore.scheduling import DEFAULT_POLICY
 
-__all__ = ["Call", "Executor", "Script", "Scripts"]
+__all__ = ["Call", "Executor", "Script", "Scripts", "evalsha"]
 
 # Scripts on global keys (or a journal stream's); every other script works on one queue
 # and gets the prelude.
@@ -30,6 +30,8 @@ class Script:
     name: str
     source: str
     sha: str
+    # ARGV[1] is "now" and a '+' before it says the call is sent again (_lib.lua)
+    per_queue: bool = False
 
 
 Call = tuple[Script, Sequence[str], Sequence[Any]]
@@ -51,9 +53,10 @@ def _read(name: str) -> str:
 # A per-queue script runs as main(). When the call names a reply key (KEYS[2]) the
 # reply is kept there for a while, and a repeated call with the same key returns it
 # without running again: a client that lost the reply can safely send the call again.
+# Only a call sent again (AGAIN, see _lib.lua) looks: a first one has nothing kept.
 _REPLAY = """
 local REPLY_KEY = KEYS[2]
-if REPLY_KEY then
+if REPLY_KEY and AGAIN then
   local kept = redis.call('GET', REPLY_KEY)
   if kept then return cmsgpack.unpack(kept) end
 end
@@ -135,7 +138,8 @@ def _build(name: str, units: Sequence[_Unit]) -> Script:
     else:
         code = f"local function main()\n{body}\nend\n{_REPLAY}"
         source = f"{_prelude_for(units, code)}\n-- {name}.lua\n{code}"
-    return Script(name, source, hashlib.sha1(source.encode()).hexdigest())
+    sha = hashlib.sha1(source.encode()).hexdigest()
+    return Script(name, source, sha, per_queue=name not in _GLOBAL)
 
 
 class Scripts:
@@ -164,22 +168,27 @@ class Scripts:
             await pipe.execute()
 
     async def run(
-        self, conn: Executor, calls: Sequence[Call], unlink: Sequence[str] = ()
+        self,
+        conn: Executor,
+        calls: Sequence[Call],
+        unlink: Sequence[str] = (),
+        again: bool = False,
     ) -> list[Any]:
         """Run ``calls`` in one pipeline (one round trip) and return their replies.
 
         A call refused with NOSCRIPT did not run, so after reloading the scripts only
         those calls are sent again; nothing runs twice. ``unlink`` keys are deleted
-        in the same round trip.
+        in the same round trip. ``again``: the calls were sent before and may have run
+        (their replies were lost), so the scripts look for the replies they kept.
         """
         if not calls:
             return []
-        results = await self._send(conn, calls, unlink)
+        results = await self._send(conn, calls, unlink, again)
         missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
         if missing:
             await self.load(conn.redis)
-            again = await self._send(conn, [calls[i] for i in missing])
-            for i, r in zip(missing, again, strict=True):
+            resent = await self._send(conn, [calls[i] for i in missing], (), again)
+            for i, r in zip(missing, resent, strict=True):
                 results[i] = r
         for r in results:
             if isinstance(r, ResponseError):
@@ -187,11 +196,18 @@ class Scripts:
         return results
 
     async def _send(
-        self, conn: Executor, calls: Sequence[Call], unlink: Sequence[str] = ()
+        self, conn: Executor, calls: Sequence[Call], unlink: Sequence[str], again: bool
     ) -> list[Any]:
-        commands: list[Sequence[Any]] = [
-            ("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args in calls
-        ]
+        commands: list[Sequence[Any]] = [evalsha(call, again) for call in calls]
         # one key per command: they may be in different slots
         commands += [("UNLINK", key) for key in unlink]
         return (await conn.execute(commands))[: len(calls)]
+
+
+def evalsha(call: Call, again: bool = False) -> tuple[Any, ...]:
+    """The ``EVALSHA`` command of ``call``; ``again``: marked as sent again (a '+'
+    before "now", see _lib.lua) if its script keeps replies."""
+    script, keys, args = call
+    if again and script.per_queue:
+        args = ["+" + args[0], *args[1:]]
+    return ("EVALSHA", script.sha, len(keys), *keys, *args)

@@ -2,10 +2,14 @@
 --
 -- Conventions: KEYS[1] is the queue's meta hash "<B>:meta" (so Redis Cluster routes
 -- the call to the queue's slot); ARGV[1] is "now" from the client's clock (the
--- server's TIME is never used, so a fake clock drives tests); ARGV[2] is the queue's
+-- server's TIME is never used, so a fake clock drives tests; '+' before it: the call
+-- is sent again, see AGAIN); ARGV[2] is the queue's
 -- key base B = "{<prefix>:<queue>}". Every other key of the queue is derived from B,
 -- so all of them share B's hash tag and live in one cluster slot.
-local NOW_S = ARGV[1]
+-- A call sent again after a lost reply says so with a '+' before "now": only then can
+-- its reply have been kept already (the _REPLAY wrapper and claim.lua look for it).
+local NOW_S, AGAIN = ARGV[1], false
+if string.byte(NOW_S) == 43 then NOW_S, AGAIN = string.sub(NOW_S, 2), true end
 local NOW = tonumber(NOW_S)
 local B = ARGV[2]
 local K_META = KEYS[1]

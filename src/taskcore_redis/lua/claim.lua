@@ -8,7 +8,8 @@
 -- caller's next wait() need not look first (see RedisBackend.wait). `now` is the
 -- time the claim used (its leases expire `lease seconds` after it).
 -- KEYS[2] (optional) keeps {now, id, token, attempt, ...} so that a repeated call with
--- the same key (the client lost the reply) returns the same leases instead of new ones.
+-- the same key (the client lost the reply; it sends AGAIN) returns the same leases
+-- instead of new ones.
 -- KEYS[3], KEYS[4] and ARGV[7] (optional): the caller's inbox, its hand-off list and
 -- its registration as an idle waiter (RedisBackend.wait: it registers, then blocks on a
 -- BLMOVE from the hand-off list into the inbox). The claim unregisters it and empties
@@ -17,7 +18,7 @@
 -- wake-up marker's time (a client's clock, maybe ahead of ours) is a lower bound of
 -- "now": a lease never starts before its task was enqueued.
 local REPLY_KEY = KEYS[2]
-if REPLY_KEY then
+if REPLY_KEY and AGAIN then
   local kept = redis.call('GET', REPLY_KEY)
   if kept then
     local t = cmsgpack.unpack(kept)
