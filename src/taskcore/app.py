@@ -129,7 +129,8 @@ class App:
         self.metrics_ttl = _check_retention("metrics_ttl", metrics_ttl)
         self.audit_ttl = _check_retention("audit_ttl", audit_ttl)
         self.tasks: dict[str, Task[Any, Any]] = {}
-        self._plans: dict[Task[Any, Any], _Plan] = {}  # per task, for calls without options
+        # per task, for calls without options: (the options it was made from, the plan)
+        self._plans: dict[Task[Any, Any], tuple[TaskOptions, _Plan]] = {}
         self.periodics: list[Periodic] = []
         self.subscriptions: dict[str, list[Task[Any, Any]]] = {}
         self.queue_specs: dict[str, QueueSpec] = {
@@ -435,13 +436,14 @@ class App:
         return plan.build(args_body, self.clock.now(), plan.task_id)
 
     def _plan_of(self, task: Task[Any, Any], options: Mapping[str, Any]) -> _Plan:
-        """``_plan(task, **options)``; a task's plan without options is made once."""
+        """``_plan(task, **options)``; a task's plan without options is made once (again
+        if its options were replaced)."""
         if options:
             return self._plan(task, **options)
-        plan = self._plans.get(task)
-        if plan is None:
-            plan = self._plans[task] = self._plan(task)
-        return plan
+        made = self._plans.get(task)
+        if made is None or made[0] is not task.options:
+            made = self._plans[task] = (task.options, self._plan(task))
+        return made[1]
 
     def _plan(
         self,

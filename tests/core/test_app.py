@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import attrs
 import msgspec
 import pytest
 
@@ -117,6 +118,34 @@ async def test_per_call_options(clock: FakeClock) -> None:
             await job.with_options(queue="has space").enqueue(3)
         with pytest.raises(TaskValidationError, match="delay"):
             await job.with_options(delay=-1).enqueue(3)
+
+
+async def test_calls_without_options_follow_the_tasks_options(clock: FakeClock) -> None:
+    """A call without options uses the task's options (their validation is kept per
+    task), again after the options are replaced; a per-call option (headers too) does
+    not stick to the calls after it."""
+    app = make_app(clock)
+
+    @app.task(priority="low", queue="media")
+    async def job(n: int) -> None: ...
+
+    async with app:
+        first = await (await job.enqueue(1)).record()
+        urgent = await (
+            await job.with_options(priority="critical", headers={"a": "1"}).enqueue(2)
+        ).record()
+        plain = await (await job.enqueue(3)).record()
+        job.options = attrs.evolve(job.options, queue="thumbs", priority=Priority.HIGH)
+        moved = await (await job.enqueue(4)).record()
+        assert first is not None and urgent is not None and plain is not None and moved is not None
+        assert [(r.queue, r.priority) for r in (first, urgent, plain, moved)] == [
+            ("media", 3),
+            ("media", 0),
+            ("media", 3),
+            ("thumbs", 1),
+        ]
+        envs = [app.codec.decode_envelope(r.body) for r in (urgent, plain)]
+        assert [e.headers for e in envs] == [{"a": "1"}, {}]
 
 
 async def test_unique_keys(clock: FakeClock) -> None:
