@@ -149,6 +149,12 @@ class RedisBackend(Coordination, Journal):
     wait_claims = True
     """After a claim that ran dry, :meth:`wait` claims in the round trip that blocks
     (see ``_wait``), so a worker waits then instead of claiming again."""
+    hand_off_across_queues = True
+    """A worker on several queues registers for hand-offs on each of them, with one
+    hand-off list and inbox in its first queue's keys, which the other queues' scripts
+    push to (another cluster slot): fine on the single-node client this class uses; a
+    Redis Cluster client must set this to False (such a worker then waits for markers
+    and claims, one round trip more)."""
 
     def __init__(
         self,
@@ -181,10 +187,11 @@ class RedisBackend(Coordination, Journal):
         self._taken: _Taken | None = None  # what that claim took, for the next claim()
         self._inbox_id = uuid.uuid4().hex  # names this backend's waiter lists (see wait())
         self._inboxes: set[str] = set()  # its inboxes and hand-off lists, for aclose()
-        # (queue, member) of its registration as an idle waiter, until a claim with its
-        # inbox unregisters it (or a hand-off does, which leaves ``_read_inbox`` set:
-        # the inbox holds what the blocking call returned, deleted at the next one)
-        self._waiting: tuple[str, str, _Claimer] | None = None
+        # (queues, member) of its registration as an idle waiter, until a claim with its
+        # inbox unregisters it (or a hand-off on one queue does, which leaves
+        # ``_read_inbox`` set: the inbox holds what the blocking call returned, deleted
+        # at the next one; a worker on several queues stays registered on the others)
+        self._waiting: tuple[tuple[str, ...], str, _Claimer] | None = None
         self._read_inbox: str | None = None
         self._handed: tuple[str, int] | None = None  # the last task handed to it
         subscribe = getattr(self.clock, "subscribe", None)
@@ -519,17 +526,23 @@ class RedisBackend(Coordination, Journal):
         for q in queues:
             args: list[Any] = [limit - len(leases), worker, max_priority, repr(lease_seconds)]
             call = self._call("claim", q, args, self._request(), self._waiter_keys(q, args))
+            # registered on other queues too: unregistered there in the same round trip
+            claims = [call] if len(call[1]) <= 2 else [call, *self._unregister_calls(q)]
             if settle:  # the settle scripts go first, in the claim's round trip
                 calls, groups = await self._settle_calls(settle)
-                *replies, (rows, due, now) = await self._conn.run("claim", [*calls, call])
-                accepted = self._settled(settle, groups, replies)
+                replies = await self._conn.run("claim", [*calls, *claims])
+                accepted = self._settled(settle, groups, replies[: len(calls)])
                 await self._deliver_settled(settle, accepted, calls, groups)
                 settle = ()
+                replies = replies[len(calls) :]
             else:
-                [(rows, due, now)] = await self._conn.run("claim", [call])
-            took = self._leases(q, rows, float(now), lease_seconds, worker)
+                replies = await self._conn.run("claim", claims)
+            rows, due, now = replies[0]
+            took = self._leases(rows, float(now), lease_seconds, worker)
             if len(call[1]) > 2:  # it unregistered us and emptied our inbox
                 self._waiting = self._read_inbox = None
+                for rows_, _, now_ in replies[1:]:  # (what those claims found handed)
+                    took += self._leases(rows_, float(now_), lease_seconds, worker)
                 took = self._fresh(took)
             if due:
                 dues.append(float(due))
@@ -550,25 +563,39 @@ class RedisBackend(Coordination, Journal):
 
     def _waiter_keys(self, queue: str, args: list[Any]) -> list[str]:
         """For a claim in ``queue``: if this backend is registered there as an idle
-        waiter, its inbox and hand-off list (``args`` gets the registration), so the
-        claim unregisters it and takes what was handed to it (see claim.lua)."""
-        if self._waiting is None or self._waiting[0] != queue:
+        waiter, its inbox and hand-off list (its first queue's, see ``_pop_handed``;
+        ``args`` gets the registration), so the claim unregisters it and takes what
+        was handed to it (see claim.lua)."""
+        if self._waiting is None or queue not in self._waiting[0]:
             return []
         args.append(self._waiting[1])
-        return [
-            self.keys.inbox(queue, self._inbox_id),
-            self.keys.hand(queue, self._inbox_id),
-        ]
+        home = self._waiting[0][0]
+        return [self.keys.inbox(home, self._inbox_id), self.keys.hand(home, self._inbox_id)]
+
+    def _unregister_calls(self, skip: str | None = None) -> list[Call]:
+        """Claims of nothing that unregister this backend from its registered queues
+        (but ``skip``); the first to run takes what was handed to it (claim.lua)."""
+        assert self._waiting is not None
+        queues, _, c = self._waiting
+        calls = []
+        for q in queues:
+            if q != skip:
+                args: list[Any] = [0, c.worker, 4, repr(c.lease_seconds)]
+                calls.append(
+                    self._call("claim", q, args, self._request(), self._waiter_keys(q, args))
+                )
+        return calls
 
     async def _unregister(self) -> list[Lease]:
         """Unregister as an idle waiter; the leases of tasks handed to us meanwhile."""
         assert self._waiting is not None
-        q, _, c = self._waiting
-        args: list[Any] = [0, c.worker, 4, repr(c.lease_seconds)]
-        call = self._call("claim", q, args, self._request(), self._waiter_keys(q, args))
-        [(rows, _, now)] = await self._conn.run("wait", [call])
+        c = self._waiting[2]
+        replies = await self._conn.run("wait", self._unregister_calls())
         self._waiting = None
-        return self._fresh(self._leases(q, rows, float(now), c.lease_seconds, c.worker))
+        leases: list[Lease] = []
+        for rows, _, now in replies:
+            leases += self._leases(rows, float(now), c.lease_seconds, c.worker)
+        return self._fresh(leases)
 
     def _fresh(self, leases: list[Lease]) -> list[Lease]:
         """``leases`` without the hand-off this backend already returned (a claim with
@@ -578,13 +605,14 @@ class RedisBackend(Coordination, Journal):
         return [x for x in leases if (x.message.id, x.token) != self._handed]
 
     def _leases(
-        self, queue: str, rows: list[Any], now: float, lease_seconds: float, worker: str
+        self, rows: list[Any], now: float, lease_seconds: float, worker: str
     ) -> list[Lease]:
         expires = now + lease_seconds
         out = []
         for blob, token, attempt, ready in rows:
             msg = decode_message(blob)
-            self._remember(msg.id, queue)
+            # (its own queue: a claim returns what another queue handed, see claim.lua)
+            self._remember(msg.id, msg.queue)
             out.append(Lease(msg, int(token), int(attempt), worker, expires, now, float(ready)))
         return out
 
@@ -793,11 +821,15 @@ class RedisBackend(Coordination, Journal):
         # it). Scheduled work enqueued since is seen at the next look, within _POLL.
         drained, self._drained = self._drained, None
         skip_look = drained is not None and drained.queues == tuple(queues)
-        # On one queue the claim rides in the round trip that blocks: the server
-        # runs it as soon as a marker wakes us, and the next claim() returns its
-        # leases (BLMOVE takes one list: several queues pop, then claim).
+        # Then it registers for hand-offs as it blocks (see _pop_handed): on several
+        # queues only if their scripts may push to another queue's keys.
         claimer = None
-        if skip_look and drained is not None and len(queues) == 1 and drained.limit > 0:
+        if (
+            skip_look
+            and drained is not None
+            and drained.limit > 0
+            and (len(queues) == 1 or self.hand_off_across_queues)
+        ):
             claimer = drained
         while True:
             # Armed before looking, so a fake clock moving meanwhile is not missed.
@@ -851,27 +883,35 @@ class RedisBackend(Coordination, Journal):
         return pop
 
     def _pop_handed(self, c: _Claimer, seconds: float) -> Callable[[], Awaitable[bool]]:
-        """Register as an idle waiter of ``c``'s queue and block for up to ``seconds``
+        """Register as an idle waiter of ``c``'s queues and block for up to ``seconds``
         on this backend's hand-off list (a ``BLMOVE`` into its inbox), in one round
         trip. An enqueue of one task that is ready now, with nothing else queued,
         leases that task to us and pushes it there (enqueue.lua): the lease is in the
         reply, with no claim on the way, and waits in ``_taken`` for the next claim().
         Other wake-ups push a marker there (or to the queue's marker list, moved here
-        first); after one, the next claim() unregisters us and claims. True if woken."""
-        q = c.queues[0]
-        inbox = self.keys.inbox(q, self._inbox_id)
-        hand = self.keys.hand(q, self._inbox_id)
+        first); after one, the next claim() unregisters us and claims. True if woken.
+
+        On several queues the list and inbox are the first queue's, and the
+        registration names them ("@<n>@<key base>" first, see _lib.lua); it stays on
+        the other queues after a hand-off, whose scripts see that list or inbox
+        holding something and drop it (enqueue.lua)."""
+        home = c.queues[0]
+        inbox = self.keys.inbox(home, self._inbox_id)
+        hand = self.keys.hand(home, self._inbox_id)
         self._inboxes.update((inbox, hand))
         member = f"{self._inbox_id}{c.lease_seconds!r}|{c.worker}"
+        if len(c.queues) > 1:
+            base = self.keys.base(home)
+            member = f"@{len(base.encode())}@{base}{member}"
 
         async def go() -> Any:
             commands: list[tuple[Any, ...]] = []
             if self._read_inbox is not None:  # what the last one returned, read
                 commands.append(("UNLINK", self._read_inbox))
-            until = self.clock.now() + seconds + _REGISTERED
-            commands.append(("ZADD", self.keys.waiters(q), repr(until), member))
+            until = repr(self.clock.now() + seconds + _REGISTERED)
+            commands += [("ZADD", self.keys.waiters(q), until, member) for q in c.queues]
             # a marker pushed before we registered would not reach the hand-off list
-            commands.append(("LMOVE", self.keys.wake(q), hand, "LEFT", "RIGHT"))
+            commands += [("LMOVE", self.keys.wake(q), hand, "LEFT", "RIGHT") for q in c.queues]
             commands.append(("BLMOVE", hand, inbox, "LEFT", "RIGHT", seconds))
             commands.append(("PEXPIRE", inbox, 60000))  # if we die before the next one
             replies = await self._conn.execute(commands)
@@ -879,7 +919,7 @@ class RedisBackend(Coordination, Journal):
             return replies[-2]
 
         async def pop() -> bool:
-            self._waiting = (q, member, c)  # before the call: a lost reply leaves it
+            self._waiting = (c.queues, member, c)  # before the call: a lost reply leaves it
             try:
                 item = await self._conn.call("wait", go, idempotent=False, checked=True)
                 if isinstance(item, ResponseError):
@@ -902,23 +942,34 @@ class RedisBackend(Coordination, Journal):
             if item is None:  # timed out, still registered
                 return False
             self._read_inbox = inbox
-            if item[:1] != b"h":  # a marker: the next claim() unregisters us and claims
-                return True
-            self._waiting = None  # the enqueue unregistered us
-            lease, due = self._handed_lease(q, c, item)
+            if item[:1] not in (b"h", b"H"):  # a marker: the next claim() unregisters
+                return True  # us and claims
+            if len(c.queues) == 1:
+                self._waiting = None  # the enqueue unregistered us
+            lease, due = self._handed_lease(c, item)
             self._taken = _Taken(c, [lease], True, due)
             return True
 
         return pop
 
-    def _handed_lease(self, queue: str, c: _Claimer, item: bytes) -> tuple[Lease, float | None]:
+    def _handed_lease(self, c: _Claimer, item: bytes) -> tuple[Lease, float | None]:
         """The lease in a hand-off (enqueue.lua: ``h<token>|<attempt>|<ready>|<now>|
-        <next due>|<#id>|<id><stored message>``) and the queue's next due time."""
-        token, attempt, ready, now, due, n, rest = item[1:].split(b"|", 6)
+        <next due>|<#id>|<id><stored message>``, after ``H<#B>|<B>`` instead of ``h``
+        when handed by one of several queues) and the next due time of ``c``'s queues."""
+        if item[:1] == b"H":
+            n_base, body = item[1:].split(b"|", 1)
+            body = body[int(n_base) :]
+        else:
+            body = item[1:]
+        token, attempt, ready, now, due, n, rest = body.split(b"|", 6)
         row = (rest[int(n) :], token, attempt, ready)
-        [lease] = self._leases(queue, [row], float(now), c.lease_seconds, c.worker)
+        [lease] = self._leases([row], float(now), c.lease_seconds, c.worker)
         self._handed = (lease.message.id, lease.token)
-        return lease, float(due) if due else None
+        # the other queues' next due time: the one the draining claim saw
+        dues = [float(due)] if due else []
+        if len(c.queues) > 1 and c.due is not None:
+            dues.append(c.due)
+        return lease, min(dues, default=None)
 
     async def _block(self, pop: Callable[[], Awaitable[bool]], local: anyio.Event | None) -> bool:
         """Block in ``pop``; True if woken (by a marker, or by the fake clock moving:

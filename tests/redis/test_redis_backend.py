@@ -587,6 +587,168 @@ async def test_closing_hands_back_leases_a_wait_took(redis_url: str, prefix: str
         assert lease.attempt == 1
 
 
+# A worker on several queues registers on each, with one hand-off list and inbox (its
+# first queue's): any of them hands it a task; the others then see it busy.
+_QR = ["q", "r"]
+
+
+async def _wait_handed(
+    idle: RedisBackend, producer: RedisBackend, clock: FakeClock, into: str
+) -> str:
+    """A drained idle worker on q and r waits; one task enqueued into ``into`` comes
+    to it in the wait's reply. Returns the task's id."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(idle.wait, _QR, 30)
+        await registered(producer, queue="r")  # (registered on q before r)
+        [res] = await producer.enqueue([make_message(clock, queue=into)])
+    return res.id
+
+
+@pytest.mark.parametrize("into", _QR)
+async def test_a_worker_on_several_queues_is_handed_tasks_from_each(
+    redis_url: str, prefix: str, into: str
+) -> None:
+    clock = FakeClock()
+    async with _pair(redis_url, prefix, clock) as (idle, producer):
+        assert await idle.claim(_QR, 10, 30, "w") == []  # drained: the next wait registers
+        with anyio.fail_after(5):
+            tid = await _wait_handed(idle, producer, clock, into)
+        rec = await producer.get(tid)  # before claim() is called: leased to the waiter
+        assert rec is not None and rec.state is State.RUNNING and rec.worker == "w"
+        assert await producer._r.zcard(producer.keys.waiters(into)) == 0
+        [lease] = await idle.claim(_QR, 10, 30, "w")
+        assert (lease.message.id, lease.message.queue, lease.attempt) == (tid, into, 1)
+        ok = Outcome(tid, lease.token, OutcomeKind.SUCCEEDED, clock.now())
+        assert await idle.settle([ok]) == [True]  # in its own queue
+        [stats] = await producer.stats([into])
+        assert (stats.states[State.SUCCEEDED], stats.states[State.RUNNING]) == (1, 0)
+        # the next wait blocks again on both (the hint the hand-off left holds)
+        with anyio.fail_after(5):
+            other = "r" if into == "q" else "q"
+            tid = await _wait_handed(idle, producer, clock, other)
+        [lease] = await idle.claim(_QR, 10, 30, "w")
+        assert (lease.message.id, lease.message.queue) == (tid, other)
+
+
+async def test_a_worker_handed_a_task_by_one_queue_is_not_handed_another_by_the_next(
+    redis_url: str, prefix: str
+) -> None:
+    clock = FakeClock()
+    async with _pair(redis_url, prefix, clock) as (idle, producer):
+        assert await idle.claim(_QR, 1, 30, "w") == []  # one slot
+        with anyio.fail_after(5):
+            first = await _wait_handed(idle, producer, clock, "q")
+        assert len(await idle.claim(_QR, 1, 30, "w")) == 1  # busy, still registered on r
+        assert await producer._r.zcard(producer.keys.waiters("r")) == 1
+        [second] = await producer.enqueue([make_message(clock, queue="r")])
+        rec = await producer.get(second.id)
+        assert rec is not None and rec.state is State.QUEUED  # not handed: it is busy
+        assert await producer._r.zcard(producer.keys.waiters("r")) == 0  # and dropped
+        [lease] = await producer.claim(["r"], 10, 30, "w2")
+        assert (lease.message.id, lease.attempt) == (second.id, 1)
+        rec = await producer.get(first)
+        assert rec is not None and rec.state is State.RUNNING and rec.worker == "w"
+
+
+@pytest.mark.parametrize("into", _QR)
+async def test_a_worker_on_several_queues_woken_by_a_marker_claims_and_unregisters(
+    redis_url: str, prefix: str, into: str
+) -> None:
+    clock = FakeClock()
+    async with _pair(redis_url, prefix, clock) as (idle, producer):
+        assert await idle.claim(_QR, 10, 30, "w") == []
+
+        async def two() -> None:  # two at once: not handed, a marker wakes it
+            await registered(producer, queue="r")
+            await producer.enqueue([make_message(clock, queue=into) for _ in range(2)])
+
+        await woken_by(idle, two, _QR)
+        leases = await idle.claim(_QR, 10, 30, "w")
+        assert [x.message.queue for x in leases] == [into, into]
+        for q in _QR:  # unregistered on both, in the claim's round trip
+            assert await producer._r.zcard(producer.keys.waiters(q)) == 0
+
+
+async def test_a_hand_off_keeps_the_other_queues_next_due_time(redis_url: str, prefix: str) -> None:
+    clock = FakeClock()
+    async with _pair(redis_url, prefix, clock) as (idle, producer):
+        [later] = await producer.enqueue([make_message(clock, delay=60)])  # due in q
+        assert await idle.claim(_QR, 10, 30, "w") == []  # drained; q's next is due at +60
+        with anyio.fail_after(5):
+            await _wait_handed(idle, producer, clock, "r")
+        assert len(await idle.claim(_QR, 10, 30, "w")) == 1
+        clock.advance(61)
+        with anyio.fail_after(0.5):  # due: the wait returns at once (not after a poll)
+            await idle.wait(_QR, 30)
+        [lease] = await idle.claim(_QR, 10, 30, "w")
+        assert lease.message.id == later.id
+
+
+@pytest.mark.parametrize("into", _QR)
+async def test_a_cancelled_wait_on_several_queues_loses_no_handed_task(
+    redis_url: str, prefix: str, into: str
+) -> None:
+    clock = FakeClock()
+    async with _backend(redis_url, prefix, clock) as producer:
+        async with _backend(redis_url, prefix, clock) as idle:
+            assert await idle.claim(_QR, 10, 30, "w") == []
+            with anyio.fail_after(5):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(idle.wait, _QR, 30)
+                    await registered(producer, queue="r")
+                    [res] = await producer.enqueue([make_message(clock, queue=into)])
+                    tg.cancel_scope.cancel()
+        rec = await producer.get(res.id)
+        assert rec is not None and rec.state is State.QUEUED
+        [lease] = await producer.claim([into], 10, 30, "w2")
+        assert (lease.message.id, lease.attempt) == (res.id, 1)
+        for q in _QR:
+            assert await producer._r.zcard(producer.keys.waiters(q)) == 0
+
+
+async def test_closing_a_worker_on_several_queues_unregisters_it_from_each(
+    redis_url: str, prefix: str
+) -> None:
+    clock = FakeClock()
+    async with _backend(redis_url, prefix, clock) as producer:
+        async with _backend(redis_url, prefix, clock) as idle:
+            assert await idle.claim(_QR, 10, 30, "w") == []
+            await idle.wait(_QR, 0.01)  # times out, still registered on both
+            [res] = await producer.enqueue([make_message(clock, queue="r")])  # never read
+            rec = await producer.get(res.id)
+            assert rec is not None and rec.state is State.RUNNING
+        rec = await producer.get(res.id)
+        assert rec is not None and rec.state is State.QUEUED
+        for q in _QR:
+            assert await producer._r.zcard(producer.keys.waiters(q)) == 0
+        admin = redis_sync.Redis.from_url(redis_url)
+        assert not [k for k in prefix_keys(admin, prefix) if b":h:" in k or b":in:" in k]
+
+
+async def test_a_claim_sent_again_returns_a_task_another_queue_handed(
+    redis_url: str, prefix: str
+) -> None:
+    # The claim that unregisters a worker from q and r finds r's hand-off in the inbox
+    # (its reply was lost, say): it returns it, and so does the same call sent again.
+    clock = FakeClock()
+    async with _pair(redis_url, prefix, clock) as (idle, producer):
+        assert await idle.claim(_QR, 10, 30, "w") == []
+        await idle.wait(_QR, 0.01)  # times out, still registered on both
+        [res] = await producer.enqueue([make_message(clock, queue="r")])
+        clock.advance(5)  # the claim dates the lease anew, in r's lease set
+        assert idle._waiting is not None
+        args: list[object] = [10, "w", 4, repr(30.0)]
+        call = idle._call("claim", "q", args, idle._request(), idle._waiter_keys("q", args))
+        [(rows, _, _)] = await idle._conn.run("claim", [call])
+        [(again, _, _)] = await idle._conn.run("claim", [call], again=True)
+        assert rows == again and len(rows) == 1
+        [lease] = idle._leases(rows, clock.now(), 30, "w")
+        assert (lease.message.id, lease.message.queue, lease.token) == (res.id, "r", 1)
+        assert (
+            await producer._r.zscore(producer.keys.base("r") + ":run", res.id) == clock.now() + 30
+        )
+
+
 async def test_wait_done_across_clients(redis_url: str, prefix: str) -> None:
     clock = FakeClock()
     async with _backend(redis_url, prefix, clock) as a, _backend(redis_url, prefix, clock) as w:

@@ -188,33 +188,38 @@ async def test_blocking_wait_longer_than_socket_timeout_is_not_a_timeout(
         assert anyio.current_time() - started >= 3.0
 
 
+@pytest.mark.parametrize(("queues", "into"), [(["q"], "q"), (["q", "r"], "r")])
 async def test_a_hand_off_whose_reply_is_lost_is_not_lost(
-    proxy: TcpProxy, redis_url: str, prefix: str
+    proxy: TcpProxy, redis_url: str, prefix: str, queues: list[str], into: str
 ) -> None:
     """A task handed to an idle waiter (the enqueue leases it to the waiter and its
     blocking BLMOVE returns it) whose reply is lost: the waiter unregisters, which
-    returns the lease from its inbox; nothing is claimed twice."""
+    returns the lease from its inbox; nothing is claimed twice. On several queues the
+    inbox is the first queue's, and the task another's."""
     clock = FakeClock()
     async with (
         RedisBackend.from_url(proxy.url, clock=clock, prefix=prefix) as idle,
         RedisBackend.from_url(redis_url, clock=clock, prefix=prefix) as producer,
     ):
-        assert await idle.claim(["q"], 10, 30, "w") == []  # drained: the next wait registers
+        assert await idle.claim(queues, 10, 30, "w") == []  # drained: the next wait registers
 
         async def waiter() -> None:
-            await idle.wait(["q"], 30)
+            await idle.wait(queues, 30)
 
         with anyio.fail_after(5):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(waiter)
-                await registered(producer)
+                await registered(producer, queue=queues[-1])
                 await anyio.wait_all_tasks_blocked()  # the registration's replies are through
                 proxy.swallow_next_reply()  # the BLMOVE's reply, with the hand-off
-                [res] = await producer.enqueue([make_message(clock)])
+                [res] = await producer.enqueue([make_message(clock, queue=into)])
         assert proxy.swallowed == 1
         rec = await producer.get(res.id)
         assert rec is not None and rec.state is State.RUNNING and rec.worker == "w"
-        [lease] = await idle.claim(["q"], 10, 30, "w")
+        [lease] = await idle.claim(queues, 10, 30, "w")
         assert (lease.message.id, lease.attempt, lease.token) == (res.id, 1, 1)
-        assert await _count(producer, State.RUNNING) == 1
+        [stats] = await producer.stats([into])
+        assert stats.states[State.RUNNING] == 1
         assert await idle.settle([_ok(lease, clock)]) == [True]
+        for q in queues:
+            assert await producer._r.zcard(producer.keys.waiters(q)) == 0

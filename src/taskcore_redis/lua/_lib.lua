@@ -40,8 +40,22 @@ local function k_ready(p)
 end
 local function k_task(id) return B .. ':t:' .. id end
 local function k_done(id) return B .. ':d:' .. id end
+-- A waiter's registration (K_WAITERS): "<32-hex backend id><lease seconds>|<worker>",
+-- or, from a worker on several queues, "@<n>@<home>" before it on each of them: <home>
+-- (n bytes) is the key base of its first queue, where its hand-off list and inbox are
+-- (single-node Redis: this queue's scripts push to keys of another slot). Returns
+-- that base and where the rest starts.
+local function waiter_home(w)
+  if string.byte(w, 1) ~= 64 then return B, 1 end  -- '@'
+  local at = string.find(w, '@', 2, true)
+  local n = tonumber(string.sub(w, 2, at - 1))
+  return string.sub(w, at + 1, at + n), at + n + 1
+end
 -- A waiter's hand-off list (what enqueue.lua and wake() push to it; it blocks on it).
-local function k_hand(waiter) return B .. ':h:' .. string.sub(waiter, 1, 32) end
+local function k_hand(waiter)
+  local home, at = waiter_home(waiter)
+  return home .. ':h:' .. string.sub(waiter, at, at + 31)
+end
 
 -- Lua's tostring keeps 14 digits; %.17g round-trips every double.
 local function fmt(x) return string.format('%.17g', x) end

@@ -16,7 +16,9 @@
 -- both lists: a task enqueue.lua handed to the caller (leased to it already) is
 -- returned first, if its lease is still the caller's, and counts against `limit`; a
 -- wake-up marker's time (a client's clock, maybe ahead of ours) is a lower bound of
--- "now": a lease never starts before its task was enqueued.
+-- "now": a lease never starts before its task was enqueued. A worker on several queues
+-- has one inbox and list (its first queue's) and a registration on each: its claim on
+-- any of them may find a task another of them handed it, and returns it too.
 local REPLY_KEY = KEYS[2]
 if REPLY_KEY and AGAIN then
   local kept = redis.call('GET', REPLY_KEY)
@@ -24,7 +26,9 @@ if REPLY_KEY and AGAIN then
     local t = cmsgpack.unpack(kept)
     local out = {}
     for j = 2, #t, 3 do
-      local f = redis.call('HMGET', k_task(t[j]), 'm', 'e')
+      local id = t[j]  -- {key base, id}: handed by another queue (see with_handed)
+      local k = type(id) == 'table' and id[1] .. ':t:' .. id[2] or k_task(id)
+      local f = redis.call('HMGET', k, 'm', 'e')
       out[#out + 1] = {f[1], t[j + 1], t[j + 2], f[2]}
     end
     return {out, '', t[1] or ''}
@@ -45,18 +49,24 @@ if INBOX then
   for _, x in ipairs(redis.call('LRANGE', KEYS[4], 0, -1)) do items[#items + 1] = x end
   if #items > 0 then redis.call('DEL', INBOX, KEYS[4]) end
   for _, m in ipairs(items) do
-    if string.byte(m, 1) == 104 then  -- 'h': handed by enqueue.lua (see there)
+    local kind = string.byte(m, 1)
+    if kind == 104 or kind == 72 then  -- 'h' or 'H': handed by enqueue.lua (see there)
+      local base, at = B, 2
+      if kind == 72 then  -- by another queue of a worker on several: its key base first
+        local bar = string.find(m, '|', 2, true)
+        local n = tonumber(string.sub(m, 2, bar - 1))
+        base, at = string.sub(m, bar + 1, bar + n), bar + n + 1
+      end
       local p = {}
-      local at = 2
       for i = 1, 6 do
         local bar = string.find(m, '|', at, true)
         p[i] = string.sub(m, at, bar - 1)
         at = bar + 1
       end
       local id = string.sub(m, at, at + tonumber(p[6]) - 1)
-      local f = redis.call('HMGET', k_task(id), 's', 'k')
+      local f = redis.call('HMGET', base .. ':t:' .. id, 's', 'k')
       if f[1] == 'running' and f[2] == p[1] then
-        handed[#handed + 1] = {id, {string.sub(m, at + tonumber(p[6])), p[1], p[2], p[3]}}
+        handed[#handed + 1] = {id, {string.sub(m, at + tonumber(p[6])), p[1], p[2], p[3]}, base}
       end
     else
       local t = tonumber(m)
@@ -68,9 +78,9 @@ end
 local function with_handed(out, compact)
   local exp_s = fmt(NOW + tonumber(ARGV[6]))
   for _, h in ipairs(handed) do
-    zadd(K_RUN, exp_s, h[1])
+    zadd(h[3] .. ':run', exp_s, h[1])
     out[#out + 1] = h[2]
-    compact[#compact + 1] = h[1]
+    compact[#compact + 1] = h[3] == B and h[1] or {h[3], h[1]}
     compact[#compact + 1] = h[2][2]
     compact[#compact + 1] = h[2][3]
   end

@@ -28,14 +28,23 @@ local function waiter_for(n_items)
   -- The one registered until the latest (if it has expired, so have all the others),
   -- taken off the set at once (no ZREM later) and put back if it gets nothing: an
   -- expired one too, which claim.lua drops after a minute (clocks may differ).
-  local top = redis.call('ZPOPMAX', K_WAITERS)
-  local w = top[1]
-  if w == nil then NO_WAITERS = true; return nil end
-  if tonumber(top[2]) < NOW then
-    NO_WAITERS = true
-    redis.call('ZADD', K_WAITERS, top[2], w)
-    return nil
-  end
+  local top, w
+  repeat
+    top = redis.call('ZPOPMAX', K_WAITERS)
+    w = top[1]
+    if w == nil then NO_WAITERS = true; return nil end
+    if tonumber(top[2]) < NOW then
+      NO_WAITERS = true
+      redis.call('ZADD', K_WAITERS, top[2], w)
+      return nil
+    end
+    -- A worker on several queues stays registered on the others when one of them
+    -- hands it a task or wakes it: something in its list or inbox says it is busy
+    -- (its next wait registers again). That registration is dropped.
+    local home, at = waiter_home(w)
+    local busy = at > 1 and redis.call('EXISTS', k_hand(w),
+      home .. ':in:' .. string.sub(w, at, at + 31)) > 0
+  until not busy
   -- policy() and next_seq()'s read in one
   local meta = redis.call('HMGET', K_META, 'paused', 'policy', 'seq')
   if POL == nil then POL = meta[2] and cjson.decode(meta[2]) or default_policy() end
@@ -50,8 +59,9 @@ local function waiter_for(n_items)
 end
 
 local function hand_off(w, due, id, it, f)
-  local bar = string.find(w, '|', 33, true)
-  local lease, worker = tonumber(string.sub(w, 33, bar - 1)), string.sub(w, bar + 1)
+  local home, at = waiter_home(w)
+  local bar = string.find(w, '|', at + 32, true)
+  local lease, worker = tonumber(string.sub(w, at + 32, bar - 1)), string.sub(w, bar + 1)
   f[#f + 1] = 'k'; f[#f + 1] = 1
   f[#f + 1] = 'a'; f[#f + 1] = 1
   f[#f + 1] = 'w'; f[#f + 1] = worker
@@ -61,7 +71,11 @@ local function hand_off(w, due, id, it, f)
   zadd(K_RUN, NOW + lease, id)
   count('running', 1)
   local h = k_hand(w)
-  redis.call('RPUSH', h, 'h1|1|' .. it[4] .. '|' .. NOW_S .. '|' .. due .. '|' .. #id .. '|' .. id .. it[2])
+  -- (for a worker on several queues: "H<#B>|<B>" first, this queue's key base B, which
+  -- a claim of another of its queues that finds the item in the inbox needs)
+  local head = 'h1|1|'
+  if at > 1 then head = 'H' .. #B .. '|' .. B .. '1|1|' end
+  redis.call('RPUSH', h, head .. it[4] .. '|' .. NOW_S .. '|' .. due .. '|' .. #id .. '|' .. id .. it[2])
   redis.call('PEXPIRE', h, HAND_TTL_MS)
 end
 
