@@ -27,6 +27,14 @@ def worker_options() -> dict[str, Any]:
     return {"prefetch": value if value == "auto" else int(value)}
 
 
+def worker_queues() -> list[str]:
+    """The queues a benchmark worker process waits on: the tasks' queue, after
+    ``TASKCORE_BENCH_IDLE_QUEUES`` (N) queues that stay empty (a worker on several
+    queues, whose work comes into its last); unset, the tasks' queue only."""
+    n = int(os.environ.get("TASKCORE_BENCH_IDLE_QUEUES", "0") or 0)
+    return [*(f"idle{i}" for i in range(1, n + 1)), QUEUE]
+
+
 class BenchError(Exception):
     """A run that cannot be trusted (a task did not run, a worker failed)."""
 

@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 # absolute: a process-pool child runs this file as ``__mp_main__`` (anyio)
-from benchmarks._common import worker_options
+from benchmarks._common import worker_options, worker_queues
 from benchmarks.apps import PROBE, QUEUE, make_app
 
 
@@ -123,7 +123,7 @@ async def latency(url: str, n: int, concurrency: int, timeout: float) -> dict[st
     done = asyncio.Event()
     PROBE.reset(n, done.set)
     async with app:
-        worker = app.worker(concurrency=concurrency, queues=[QUEUE], **worker_options())
+        worker = app.worker(concurrency=concurrency, queues=worker_queues(), **worker_options())
         runner = asyncio.create_task(worker.run())
         await asyncio.sleep(1.0)  # let it settle into its idle wait
         _emit("ready")
@@ -157,7 +157,7 @@ async def share(url: str, n: int, concurrency: int, timeout: float) -> dict[str,
         PROBE.reset(n)
         _emit("ready")
         await loop.run_in_executor(None, sys.stdin.readline)
-        worker = app.worker(concurrency=concurrency, queues=[QUEUE], **worker_options())
+        worker = app.worker(concurrency=concurrency, queues=worker_queues(), **worker_options())
         go = time.time()
         runner = asyncio.create_task(worker.run())
         await asyncio.wait_for(loop.run_in_executor(None, sys.stdin.readline), timeout)

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from benchmarks._common import worker_queues
 from benchmarks._pace import (
     HIGH,
     LOW,
@@ -30,6 +31,7 @@ from benchmarks._pace import (
 from benchmarks._proc import cpu_times, idle_activity, process_cpu, steal_pct, tree
 from benchmarks._produce import ProducerFailed, check_ledgers, send_calls, share, write_plan
 from benchmarks._produce import run as run_producers
+from benchmarks.apps import QUEUE
 from benchmarks.peers.__main__ import ROOT, _merge
 from benchmarks.peers._kit import Config, Producers
 from benchmarks.peers._kit import produce as kit_produce
@@ -398,3 +400,12 @@ def test_idle_activity_counts_the_wake_ups_of_the_whole_process_tree() -> None:
     assert alone["idle_wakeups_per_s"] < 10  # nominally 0
     assert with_child["idle_wakeups_per_s"] > 40  # nominally 100
     assert with_child["idle_cpu_ms_per_s"] >= 0 and with_child["idle_threads_ended"] == 0
+
+
+def test_a_benchmark_worker_waits_on_idle_queues_before_the_tasks_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("TASKCORE_BENCH_IDLE_QUEUES", raising=False)
+    assert worker_queues() == [QUEUE]
+    monkeypatch.setenv("TASKCORE_BENCH_IDLE_QUEUES", "2")
+    assert worker_queues() == ["idle1", "idle2", QUEUE]
