@@ -22,7 +22,8 @@ local K_UNIQ = B .. ':uniq'
 local K_FIN = B .. ':fin'
 local K_WAKE = B .. ':wake'
 -- Idle workers blocked on their own hand-off list (RedisBackend.wait): member
--- "<32-hex backend id><lease seconds>|<worker>", score: until when it waits.
+-- "<32-hex backend id><lease seconds>|<worker>" (see waiter_home for a worker on
+-- several queues), score: until when it waits.
 local K_WAITERS = B .. ':hw'
 local HAND_TTL_MS = 60000
 local WAKE_MAX = 16
