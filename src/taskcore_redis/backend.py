@@ -641,14 +641,17 @@ class RedisBackend(Coordination, Journal):
         calls: Sequence[Call],
         groups: Sequence[Sequence[int]],
     ) -> None:
-        """Deliver the follow-ups that the settle calls just put in outboxes."""
-        entries = []
+        """Deliver the follow-ups that the settle calls just put in outboxes, in the
+        order of the outcomes (the calls go queue by queue)."""
+        queue_of: dict[int, str] = {}
         for call, positions in zip(calls, groups, strict=True):
-            for i in positions:
-                o = outcomes[i]
-                if o.then and accepted[i] and o.kind is OutcomeKind.SUCCEEDED:
-                    queue = self.keys.queue_of(call[2][1])
-                    entries.append((queue, o.task_id, _keep_until(o), o.then))
+            queue = self.keys.queue_of(call[2][1])
+            queue_of.update((i, queue) for i in positions if outcomes[i].then)
+        entries = [
+            (queue_of[i], o.task_id, _keep_until(o), o.then)
+            for i, o in enumerate(outcomes)
+            if i in queue_of and accepted[i] and o.kind is OutcomeKind.SUCCEEDED
+        ]
         if entries:
             await self._deliver(entries)
 

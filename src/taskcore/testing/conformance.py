@@ -181,6 +181,25 @@ class BackendConformance:
         got = await self._claim(backend, 3, ["dst2"])
         assert [m.message.id for m in got] == [x.id, chord.id, y.id]
 
+    async def test_follow_ups_of_parents_in_several_queues_arrive_in_outcome_order(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        """The same when one settle's parents are in different queues (a backend that
+        settles queue by queue still delivers in outcome order)."""
+        await self._enqueue(backend, clock, 2, queue="src")
+        await self._enqueue(backend, clock, 1, queue="src2")
+        p1, p3 = await self._claim(backend, 2, ["src"])
+        [p2] = await self._claim(backend, 1, ["src2"])
+        join, plain = make_message(clock, queue="dst"), make_message(clock, queue="dst")
+        outcomes = [
+            _ok(p1, clock, then=(FollowUp(join, after=2),)),
+            _ok(p2, clock, then=(FollowUp(plain),)),
+            _ok(p3, clock, then=(FollowUp(join, after=2),)),
+        ]
+        assert await backend.settle(outcomes) == [True] * 3
+        got = await self._claim(backend, 2, ["dst"])
+        assert [x.message.id for x in got] == [plain.id, join.id]
+
     async def test_refused_or_unsuccessful_outcomes_release_no_follow_ups(
         self, backend: Backend, clock: FakeClock
     ) -> None:
