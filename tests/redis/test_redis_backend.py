@@ -669,6 +669,29 @@ async def test_a_worker_on_several_queues_woken_by_a_marker_claims_and_unregiste
             assert await producer._r.zcard(producer.keys.waiters(q)) == 0
 
 
+async def test_without_hand_offs_across_queues_a_worker_on_several_waits_for_a_marker(
+    redis_url: str, prefix: str
+) -> None:
+    # a Redis Cluster client's setting: no registration, BLPOP on the marker lists
+    clock = FakeClock()
+    async with _pair(redis_url, prefix, clock) as (idle, producer):
+        idle.hand_off_across_queues = False
+        assert await idle.claim(_QR, 10, 30, "w") == []
+        ids: list[str] = []
+
+        async def one() -> None:
+            await anyio.wait_all_tasks_blocked()
+            ids.extend(r.id for r in await producer.enqueue([make_message(clock, queue="r")]))
+
+        await woken_by(idle, one, _QR)
+        for q in _QR:
+            assert await producer._r.zcard(producer.keys.waiters(q)) == 0
+        rec = await producer.get(ids[0])
+        assert rec is not None and rec.state is State.QUEUED  # not handed: claimed now
+        [lease] = await idle.claim(_QR, 10, 30, "w")
+        assert lease.message.id == ids[0]
+
+
 async def test_a_hand_off_keeps_the_other_queues_next_due_time(redis_url: str, prefix: str) -> None:
     clock = FakeClock()
     async with _pair(redis_url, prefix, clock) as (idle, producer):
