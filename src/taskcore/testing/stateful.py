@@ -123,24 +123,35 @@ class IdleWaiter(Protocol):
     not weighted fair, nothing else is queued in it and no scheduled or retrying task
     of it is due: then it is the task the waiter's claim would take. The task is leased
     to the waiter (token 1, attempt 1, the waiter's worker and lease seconds) and the
-    registration removed. Other wake-ups push a marker and remove it as well. The
-    machine registers one fake waiter, and checks each hand-off against the reference
-    claiming for it."""
+    registration removed. Other wake-ups push a marker and remove it as well. A waiter
+    on several queues is registered on each, with one list: once something reached
+    that list, no other of its queues hands it a task (their wake-ups may still push
+    markers). The machine registers one fake waiter, and checks each hand-off against
+    the reference claiming for it."""
 
     async def register(
-        self, backend: Backend, queue: str, worker: str, lease_seconds: float, until: float
+        self,
+        backend: Backend,
+        queues: Sequence[str],
+        worker: str,
+        lease_seconds: float,
+        until: float,
     ) -> None:
-        """Register the fake waiter in ``queue`` until ``until`` (its list is empty)."""
+        """Register the fake waiter on ``queues`` until ``until`` (its list is empty)."""
 
-    async def unregister(self, backend: Backend, queue: str) -> None:
-        """Remove the fake waiter's registration in ``queue``, if any."""
+    async def unregister(self, backend: Backend, queues: Sequence[str]) -> None:
+        """Remove the fake waiter's registrations on ``queues``, if any."""
 
-    async def take(self, backend: Backend, queue: str) -> WaiterInbox:
-        """What reached the fake waiter of ``queue``, read and removed."""
+    async def take(self, backend: Backend, queues: Sequence[str]) -> WaiterInbox:
+        """What reached the fake waiter of ``queues``, read and removed; ``registered``:
+        whether it is still registered on every one of them."""
 
 
 _LEASE = 30.0
 _STATES = tuple(State)
+# where the fake idle waiter registers: on one queue, or on every queue with that one
+# first or last (the queue whose keys hold its list)
+_waiter_on = st.sampled_from(["this", "this", "first", "last"])
 
 _task_spec = st.fixed_dictionaries(
     {
@@ -280,8 +291,8 @@ def backend_state_machine(
             self.joins: dict[str, tuple[Message, int, set[str], float]] = {}
             self._payloads = itertools.count()
             self.journal_dirty = False
-            # the fake idle waiter (idle_waiter): queue, worker, lease seconds, until
-            self.waiter: tuple[str, str, float, float] | None = None
+            # the fake idle waiter (idle_waiter): queues, worker, lease seconds, until
+            self.waiter: tuple[tuple[str, ...], str, float, float] | None = None
 
         def teardown(self) -> None:
             self._stack.close()
@@ -307,27 +318,46 @@ def backend_state_machine(
         def enqueue_both(self, msgs: list[Message]) -> list[EnqueueResult]:
             """Enqueue on both sides; then what reached the fake waiter (a task handed
             to it exactly when :class:`IdleWaiter` says)."""
-            idle = self.idle_for_hand_off()
+            before = self.hand_off_states()
             got = self.same(lambda b: b.enqueue(msgs), "enqueue")
             assert len(got) == len(msgs)
             if self.waiter is not None:
-                mine = [i for i, m in enumerate(msgs) if m.queue == self.waiter[0]]
-                expect = (
-                    idle
-                    and len(mine) == 1
-                    and got[mine[0]].created
-                    and got[mine[0]].state is State.QUEUED
-                )
+                # the backend stores the call queue by queue, in order of first mention
+                by_queue: dict[str, list[int]] = {}
+                for i, m in enumerate(msgs):
+                    by_queue.setdefault(m.queue, []).append(i)
+                expect = False
+                for q, mine in by_queue.items():
+                    if q not in before:
+                        continue
+                    idle, pushes = before[q]
+                    ready = [i for i in mine if got[i].created and got[i].state is State.QUEUED]
+                    if ready and pushes:  # a push to the waiter's list: nothing after it
+                        expect = idle and len(mine) == 1 and len(ready) == 1
+                        break
                 self.read_waiter(expect, f"enqueue of {[m.id for m in msgs]}")
             return got
 
-        def idle_for_hand_off(self, queued: int = 0) -> bool:
-            """The fake waiter is registered (live), and the reference's state of its
-            queue lets a hand-off happen there: not paused, not weighted fair, ``queued``
-            tasks queued, no scheduled or retrying task due."""
+        def hand_off_states(self, queued: int = 0) -> dict[str, tuple[bool, bool]]:
+            """For each of the fake waiter's queues: (``idle_for_hand_off``, whether work
+            that becomes ready there pushes something to the waiter: it is registered,
+            live, and the queue is not paused)."""
             if self.waiter is None:
+                return {}
+            out = {}
+            live = self.waiter[3] >= self.clock.now()
+            for q in self.waiter[0]:
+                [stats] = self.portal.call(self.ref.stats, [q])
+                out[q] = (self.idle_for_hand_off(q, queued), live and not stats.paused)
+            return out
+
+        def idle_for_hand_off(self, q: str, queued: int = 0) -> bool:
+            """The fake waiter is registered (live) on ``q``, and the reference's state of
+            ``q`` lets a hand-off happen there: not paused, not weighted fair, ``queued``
+            tasks queued, no scheduled or retrying task due."""
+            if self.waiter is None or q not in self.waiter[0]:
                 return False
-            q, _, _, until = self.waiter
+            until = self.waiter[3]
             now = self.clock.now()
             if until < now:
                 return False
@@ -361,20 +391,27 @@ def backend_state_machine(
             task (``expect``: whether one must have been handed; None: not known)."""
             if idle_waiter is None or self.waiter is None:
                 return
-            q, worker, lease_seconds, _ = self.waiter
-            inbox = self.portal.call(idle_waiter.take, self.sut, q)
+            qs, worker, lease_seconds, _ = self.waiter
+            inbox = self.portal.call(idle_waiter.take, self.sut, qs)
             pushed = len(inbox.handed) + inbox.markers
-            # every push unregisters the waiter: one at most
-            assert pushed <= 1, f"{what}: {pushed} pushes to one registration: {inbox}"
-            assert inbox.registered == (pushed == 0), f"{what}: {inbox} (registered?)"
+            # every push unregisters the waiter on its queue: one at most per queue, and
+            # one task at most (the first push makes it busy for the others)
+            assert pushed <= len(qs), f"{what}: {pushed} pushes to {len(qs)} registrations"
+            assert len(inbox.handed) <= 1, f"{what}: {inbox}"
+            if len(qs) == 1:
+                assert inbox.registered == (pushed == 0), f"{what}: {inbox} (registered?)"
+            elif not pushed:
+                assert inbox.registered, f"{what}: {inbox} (registered?)"
             if expect is not None:
                 assert bool(inbox.handed) == expect, (
                     f"{what}: hand-off expected {expect}, waiter got {inbox}"
                 )
-            if pushed:
+            if pushed:  # (a real waiter's claim unregisters it on the others)
+                self.portal.call(idle_waiter.unregister, self.sut, qs)
                 self.waiter = None
             for h in inbox.handed:
                 assert (h.token, h.attempt) == (1, 1), f"{what}: handed {h}"
+                q = h.message.queue
                 due = self.next_due(q)
                 [ref] = self.portal.call(self.ref.claim, [q], 1, lease_seconds, worker)
                 mine = Lease(
@@ -699,15 +736,19 @@ def backend_state_machine(
                 # the backend enqueues the released follow-ups after the settle, in one
                 # call: one of them may be handed to the fake waiter (IdleWaiter)
                 queue_of = {f.message.id: f.message.queue for _, _, then in draws for f in then}
-                mine = [i for i, fid in enumerate(mentioned) if fid in released]
-                mine = [i for i in mine if queue_of[mentioned[i]] == self.waiter[0]]
-                rec = stored[mine[0]] if len(mine) == 1 else None
-                expect = (
-                    rec is not None
-                    and rec.id not in existed
-                    and rec.state is State.QUEUED
-                    and self.idle_for_hand_off(queued=1)
-                )
+                out = [i for i, fid in enumerate(mentioned) if fid in released]
+                touched = {queue_of[mentioned[i]] for i in out} & set(self.waiter[0])
+                expect: bool | None = None  # on several of its queues: the order decides
+                if len(touched) <= 1:
+                    q = next(iter(touched), self.waiter[0][0])
+                    mine = [i for i in out if queue_of[mentioned[i]] == q]
+                    rec = stored[mine[0]] if len(mine) == 1 else None
+                    expect = (
+                        rec is not None
+                        and rec.id not in existed
+                        and rec.state is State.QUEUED
+                        and self.idle_for_hand_off(q, queued=1)
+                    )
                 self.read_waiter(expect, f"workflow step releasing {sorted(released)}")
             after_ref, after_sut = self.both(lambda be: _records(be, mentioned))
             for fid, a0, a, b in zip(mentioned, stored, after_ref, after_sut, strict=True):
@@ -919,15 +960,19 @@ def backend_state_machine(
             queue=st.sampled_from(names),
             lease=st.sampled_from([10.0, _LEASE]),
             live_for=st.sampled_from([0.0, 1.0, 3.0]),
+            on=_waiter_on,
         )
-        def register_waiter(self, queue: str, lease: float, live_for: float) -> None:
-            """Register the fake idle waiter (its list is empty: read after every step)."""
+        def register_waiter(self, queue: str, lease: float, live_for: float, on: str) -> None:
+            """Register the fake idle waiter (its list is empty: read after every step),
+            on ``queue`` or on every queue (``on``: ``queue`` first or last)."""
             self.read_waiter(False, "before registering")  # (an idle_worker round)
             if self.waiter is not None:
                 self.portal.call(waiters.unregister, self.sut, self.waiter[0])
             until = self.clock.now() + live_for
-            self.waiter = (queue, "w-idle", lease, until)
-            self.portal.call(waiters.register, self.sut, queue, "w-idle", lease, until)
+            others = [q for q in names if q != queue]
+            qs = {"this": [queue], "first": [queue, *others], "last": [*others, queue]}[on]
+            self.waiter = (tuple(qs), "w-idle", lease, until)
+            self.portal.call(waiters.register, self.sut, qs, "w-idle", lease, until)
 
         @rule(spec=_task_spec, data=st.data())
         def enqueue_one(self, spec: dict[str, Any], data: st.DataObject) -> None:
@@ -951,6 +996,8 @@ def backend_state_machine(
                         # no hand-off), one in the other queue (a call of its own)
                         "with": st.sampled_from(["alone", "same queue", "other queue"]),
                         "task": _task_spec,
+                        # the worker waits on this queue, or on every queue
+                        "on": _waiter_on,
                     }
                 ),
                 min_size=1,
@@ -965,8 +1012,9 @@ def backend_state_machine(
             paused queue hands nothing off), or left so."""
             for r in rounds:
                 queue, spec = r["queue"], r["task"]
-                if r["drain"]:
-                    self.claim_both([queue], 1_000_000, 4, "w1")
+                if r["drain"]:  # (every queue it waits on)
+                    for q in [queue] if r["on"] == "this" else names:
+                        self.claim_both([q], 1_000_000, 4, "w1")
                 if r["before"] in ("queued", "due"):
                     delay = 1.0 if r["before"] == "due" else 0.0
                     m = make_message(self.clock, queue=queue, delay=delay, task_id=self.new_id("t"))
@@ -978,7 +1026,7 @@ def backend_state_machine(
                     self.pause(queue, r["pause"] == "pause")
                     self.read_waiter(False, f"{r['pause']}({queue})")  # markers only
                 live_for, then = r["live"]
-                self.register_waiter(queue, r["lease"], live_for)
+                self.register_waiter(queue, r["lease"], live_for, r["on"])
                 if then:
                     self.portal.call(self.clock.advance, then)
                 deadline = spec["deadline"]
