@@ -8,8 +8,8 @@ from typing import Any
 
 from taskcore import App
 
-from ._common import BenchError, count_settles, verify_all_succeeded, worker_options
-from .apps import PROBE, QUEUE
+from ._common import BenchError, count_settles, verify_all_succeeded, worker_options, worker_queues
+from .apps import PROBE
 
 
 async def enqueue_calls(
@@ -44,7 +44,7 @@ async def drain(
 
     count_settles(app, on_settled)
     PROBE.reset(n)
-    worker = app.worker(concurrency=concurrency, queues=[QUEUE], **worker_options())
+    worker = app.worker(concurrency=concurrency, queues=worker_queues(), **worker_options())
     t0 = time.perf_counter()
     runner = asyncio.create_task(worker.run())
     try:
