@@ -149,6 +149,11 @@ class RedisBackend(Coordination, Journal):
     wait_claims = True
     """After a claim that ran dry, :meth:`wait` claims in the round trip that blocks
     (see ``_wait``), so a worker waits then instead of claiming again."""
+    claim_across_queues = True
+    """A claim over several queues is one round trip: each queue's script counts what
+    the scripts before it leased (their kept replies, other cluster slots) against its
+    limit. A Redis Cluster client must set this to False (one round trip per queue, in
+    order, until the limit is reached)."""
     hand_off_across_queues = True
     """A worker on several queues registers for hand-offs on each of them, with one
     hand-off list and inbox in its first queue's keys, which the other queues' scripts
@@ -522,12 +527,16 @@ class RedisBackend(Coordination, Journal):
             await self._release(taken.leases)
         if limit <= 0:
             return leases
+        if len(queues) > 1 and self.claim_across_queues:
+            return await self._claim_across(
+                queues, limit, lease_seconds, worker, max_priority, settle
+            )
         dues: list[float] = []
         for q in queues:
             args: list[Any] = [limit - len(leases), worker, max_priority, repr(lease_seconds)]
             call = self._call("claim", q, args, self._request(), self._waiter_keys(q, args))
             # registered on other queues too: unregistered there in the same round trip
-            claims = [call] if len(call[1]) <= 2 else [call, *self._unregister_calls(q)]
+            claims = [call] if len(call[1]) <= 2 else [call, *self._unregister_calls([q])]
             if settle:  # the settle scripts go first, in the claim's round trip
                 calls, groups = await self._settle_calls(settle)
                 replies = await self._conn.run("claim", [*calls, *claims])
@@ -561,6 +570,52 @@ class RedisBackend(Coordination, Journal):
                 )
         return leases
 
+    async def _claim_across(
+        self,
+        queues: Sequence[str],
+        limit: int,
+        lease_seconds: float,
+        worker: str,
+        max_priority: int,
+        settle: Sequence[Outcome],
+    ) -> list[Lease]:
+        """A claim over several queues in one round trip (see ``claim_across_queues``):
+        the scripts run in the queues' order, each leasing up to what the ones before
+        it left of ``limit``; each unregisters this backend there if it waits."""
+        calls: list[Call] = []
+        for q in queues:
+            args: list[Any] = [limit, worker, max_priority, repr(lease_seconds)]
+            extra = self._waiter_keys(q, args)
+            if not extra:
+                args.append("")  # (no registration: ARGV[7])
+            args += [c[1][1] for c in calls]  # the reply keys of the claims before it
+            calls.append(self._call("claim", q, args, self._request(), extra))
+        registered = any(len(c[1]) > 2 for c in calls)
+        others = self._unregister_calls(queues) if registered else []
+        if settle:  # the settle scripts go first, in the claim's round trip
+            settle_calls, groups = await self._settle_calls(settle)
+            replies = await self._conn.run("claim", [*settle_calls, *calls, *others])
+            accepted = self._settled(settle, groups, replies[: len(settle_calls)])
+            await self._deliver_settled(settle, accepted, settle_calls, groups)
+            replies = replies[len(settle_calls) :]
+        else:
+            replies = await self._conn.run("claim", [*calls, *others])
+        leases: list[Lease] = []
+        dues: list[float] = []
+        for rows, due, now in replies:
+            leases += self._leases(rows, float(now), lease_seconds, worker)
+            if due:
+                dues.append(float(due))
+        if registered:  # it unregistered us and emptied our inbox
+            self._waiting = self._read_inbox = None
+            leases = self._fresh(leases)
+        if len(leases) < limit and max_priority >= 4:  # every queue ran dry
+            self._drained = _Claimer(
+                tuple(queues), min(dues, default=None), limit - len(leases),
+                lease_seconds, worker, max_priority,
+            )  # fmt: skip
+        return leases
+
     def _waiter_keys(self, queue: str, args: list[Any]) -> list[str]:
         """For a claim in ``queue``: if this backend is registered there as an idle
         waiter, its inbox and hand-off list (its first queue's, see ``_pop_handed``;
@@ -572,14 +627,14 @@ class RedisBackend(Coordination, Journal):
         home = self._waiting[0][0]
         return [self.keys.inbox(home, self._inbox_id), self.keys.hand(home, self._inbox_id)]
 
-    def _unregister_calls(self, skip: str | None = None) -> list[Call]:
+    def _unregister_calls(self, skip: Sequence[str] = ()) -> list[Call]:
         """Claims of nothing that unregister this backend from its registered queues
-        (but ``skip``); the first to run takes what was handed to it (claim.lua)."""
+        (but those in ``skip``); the first to run takes what was handed to it."""
         assert self._waiting is not None
         queues, _, c = self._waiting
         calls = []
         for q in queues:
-            if q != skip:
+            if q not in skip:
                 args: list[Any] = [0, c.worker, 4, repr(c.lease_seconds)]
                 calls.append(
                     self._call("claim", q, args, self._request(), self._waiter_keys(q, args))

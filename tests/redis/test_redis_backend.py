@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import pytest
@@ -770,6 +771,34 @@ async def test_a_claim_sent_again_returns_a_task_another_queue_handed(
         assert (
             await producer._r.zscore(producer.keys.base("r") + ":run", res.id) == clock.now() + 30
         )
+
+
+@pytest.mark.parametrize("across", [True, False])
+async def test_a_claim_over_several_queues_is_one_round_trip(
+    redis_url: str, prefix: str, across: bool
+) -> None:
+    # (False: a Redis Cluster client's setting, one round trip per queue until the
+    # limit is reached)
+    clock = FakeClock()
+    async with _backend(redis_url, prefix, clock) as b:
+        b.claim_across_queues = across
+        a_ids = [r.id for r in await b.enqueue([make_message(clock, queue="a") for _ in range(2)])]
+        b_ids = [r.id for r in await b.enqueue([make_message(clock, queue="b") for _ in range(2)])]
+        trips: list[int] = []
+        run = b._conn.run
+
+        async def counted(what: str, calls: Any, **kw: Any) -> Any:
+            trips.append(len(calls))
+            return await run(what, calls, **kw)
+
+        b._conn.run = counted  # type: ignore[method-assign]
+        got = await b.claim(["empty", "a", "b"], 3, 30, "w")
+        assert [x.message.id for x in got] == [*a_ids, b_ids[0]]
+        assert trips == ([3] if across else [1, 1, 1])
+        trips.clear()
+        assert [x.message.id for x in await b.claim(["a", "b"], 5, 30, "w")] == b_ids[1:]
+        assert trips == ([2] if across else [1, 1])
+        assert b._drained is not None and b._drained.limit == 4  # both ran dry
 
 
 async def test_wait_done_across_clients(redis_url: str, prefix: str) -> None:

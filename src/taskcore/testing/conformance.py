@@ -465,6 +465,20 @@ class BackendConformance:
         assert len(await self._claim(backend, 10, queues=("q", "other"))) == 3
         assert await self._claim(backend, 10, queues=("q", "other", "empty")) == []
 
+    async def test_claim_over_several_queues_takes_them_in_order_up_to_the_limit(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        first = await self._enqueue(backend, clock, 3, queue="a")
+        second = await self._enqueue(backend, clock, 3, queue="b")
+        third = await self._enqueue(backend, clock, 2, queue="c")
+        got = await self._claim(backend, 4, queues=("empty", "a", "b", "c"))
+        assert [x.message.id for x in got] == [*first, second[0]]
+        got = await self._claim(backend, 3, queues=("c", "b"))
+        assert [x.message.id for x in got] == [*third, second[1]]
+        stats = {s.queue: s for s in await backend.stats(["a", "b", "c"])}
+        assert [stats[q].states[State.QUEUED] for q in "abc"] == [0, 1, 0]
+        assert [stats[q].states[State.RUNNING] for q in "abc"] == [3, 2, 2]
+
     async def test_claim_lease_fields(self, backend: Backend, clock: FakeClock) -> None:
         [tid] = await self._enqueue(backend, clock)
         [lease] = await self._claim(backend)

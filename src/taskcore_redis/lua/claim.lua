@@ -10,8 +10,8 @@
 -- KEYS[2] (optional) keeps {now, id, token, attempt, ...} so that a repeated call with
 -- the same key (the client lost the reply; it sends AGAIN) returns the same leases
 -- instead of new ones.
--- KEYS[3], KEYS[4] and ARGV[7] (optional): the caller's inbox, its hand-off list and
--- its registration as an idle waiter (RedisBackend.wait: it registers, then blocks on a
+-- KEYS[3], KEYS[4] and ARGV[7] (optional; ARGV[7] '' without them): the caller's inbox,
+-- its hand-off list and its registration as an idle waiter (RedisBackend.wait: it registers, then blocks on a
 -- BLMOVE from the hand-off list into the inbox). The claim unregisters it and empties
 -- both lists: a task enqueue.lua handed to the caller (leased to it already) is
 -- returned first, if its lease is still the caller's, and counts against `limit`; a
@@ -92,7 +92,15 @@ if redis.call('HEXISTS', K_META, 'paused') == 1 then
   keep(compact)
   return {out, '', NOW_S}
 end
-local limit = math.max(tonumber(ARGV[3]) - #handed, 0)
+-- ARGV[8...] (optional): the reply keys of the claims of the same caller's other queues
+-- that ran before this one in its round trip (single-node Redis: other slots); what
+-- they leased counts against `limit`, so one round trip claims over several queues.
+local before = 0
+for i = 8, #ARGV do
+  local kept = redis.call('GET', ARGV[i])
+  if kept then before = before + (#cmsgpack.unpack(kept) - 1) / 3 end
+end
+local limit = math.max(tonumber(ARGV[3]) - #handed - before, 0)
 local worker = ARGV[4]
 local maxp = math.min(tonumber(ARGV[5]), 4)
 local lease = tonumber(ARGV[6])
