@@ -801,6 +801,24 @@ async def test_a_claim_over_several_queues_is_one_round_trip(
         assert b._drained is not None and b._drained.limit == 4  # both ran dry
 
 
+async def test_a_claim_filled_by_the_first_queues_leaves_the_next_as_it_is(
+    redis_url: str, prefix: str
+) -> None:
+    # as the reference (memory) does: its claim stops at the limit, so a due task of
+    # a queue after that is not promoted by it
+    clock = FakeClock()
+    async with _backend(redis_url, prefix, clock) as b:
+        [first] = await b.enqueue([make_message(clock, queue="a")])
+        [later] = await b.enqueue([make_message(clock, queue="b", delay=5)])
+        clock.advance(10)  # due
+        [lease] = await b.claim(["a", "b"], 1, 30, "w")
+        assert lease.message.id == first.id
+        rec = await b.get(later.id)
+        assert rec is not None and rec.state is State.SCHEDULED
+        [lease] = await b.claim(["a", "b"], 1, 30, "w")
+        assert lease.message.id == later.id
+
+
 async def test_wait_done_across_clients(redis_url: str, prefix: str) -> None:
     clock = FakeClock()
     async with _backend(redis_url, prefix, clock) as a, _backend(redis_url, prefix, clock) as w:

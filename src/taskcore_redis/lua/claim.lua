@@ -86,21 +86,23 @@ local function with_handed(out, compact)
   end
   return out, compact
 end
-if redis.call('HEXISTS', K_META, 'paused') == 1 then
-  local out, compact = with_handed({}, {NOW_S})
-  flush_zadds()
-  keep(compact)
-  return {out, '', NOW_S}
-end
 -- ARGV[8...] (optional): the reply keys of the claims of the same caller's other queues
 -- that ran before this one in its round trip (single-node Redis: other slots); what
 -- they leased counts against `limit`, so one round trip claims over several queues.
+-- If they took it all, this queue is left as it is (no due task promoted), as a claim
+-- that stopped at them would leave it.
 local before = 0
 for i = 8, #ARGV do
   local kept = redis.call('GET', ARGV[i])
   if kept then before = before + (#cmsgpack.unpack(kept) - 1) / 3 end
 end
 local limit = math.max(tonumber(ARGV[3]) - #handed - before, 0)
+if (before > 0 and limit == 0) or redis.call('HEXISTS', K_META, 'paused') == 1 then
+  local out, compact = with_handed({}, {NOW_S})
+  flush_zadds()
+  keep(compact)
+  return {out, '', NOW_S}
+end
 local worker = ARGV[4]
 local maxp = math.min(tonumber(ARGV[5]), 4)
 local lease = tonumber(ARGV[6])
