@@ -537,15 +537,8 @@ class RedisBackend(Coordination, Journal):
             call = self._call("claim", q, args, self._request(), self._waiter_keys(q, args))
             # registered on other queues too: unregistered there in the same round trip
             claims = [call] if len(call[1]) <= 2 else [call, *self._unregister_calls([q])]
-            if settle:  # the settle scripts go first, in the claim's round trip
-                calls, groups = await self._settle_calls(settle)
-                replies = await self._conn.run("claim", [*calls, *claims])
-                accepted = self._settled(settle, groups, replies[: len(calls)])
-                await self._deliver_settled(settle, accepted, calls, groups)
-                settle = ()
-                replies = replies[len(calls) :]
-            else:
-                replies = await self._conn.run("claim", claims)
+            replies = await self._run_claims(claims, settle)
+            settle = ()
             rows, due, now = replies[0]
             took = self._leases(rows, float(now), lease_seconds, worker)
             if len(call[1]) > 2:  # it unregistered us and emptied our inbox
@@ -592,14 +585,7 @@ class RedisBackend(Coordination, Journal):
             calls.append(self._call("claim", q, args, self._request(), extra))
         registered = any(len(c[1]) > 2 for c in calls)
         others = self._unregister_calls(queues) if registered else []
-        if settle:  # the settle scripts go first, in the claim's round trip
-            settle_calls, groups = await self._settle_calls(settle)
-            replies = await self._conn.run("claim", [*settle_calls, *calls, *others])
-            accepted = self._settled(settle, groups, replies[: len(settle_calls)])
-            await self._deliver_settled(settle, accepted, settle_calls, groups)
-            replies = replies[len(settle_calls) :]
-        else:
-            replies = await self._conn.run("claim", [*calls, *others])
+        replies = await self._run_claims([*calls, *others], settle)
         leases: list[Lease] = []
         dues: list[float] = []
         for rows, due, now in replies:
@@ -615,6 +601,17 @@ class RedisBackend(Coordination, Journal):
                 lease_seconds, worker, max_priority,
             )  # fmt: skip
         return leases
+
+    async def _run_claims(self, claims: list[Call], settle: Sequence[Outcome]) -> list[Any]:
+        """Run claim script calls in one round trip, the scripts that settle ``settle``
+        first (their follow-ups delivered after); the claims' replies."""
+        if not settle:
+            return await self._conn.run("claim", claims)
+        calls, groups = await self._settle_calls(settle)
+        replies = await self._conn.run("claim", [*calls, *claims])
+        accepted = self._settled(settle, groups, replies[: len(calls)])
+        await self._deliver_settled(settle, accepted, calls, groups)
+        return replies[len(calls) :]
 
     def _waiter_keys(self, queue: str, args: list[Any]) -> list[str]:
         """For a claim in ``queue``: if this backend is registered there as an idle
