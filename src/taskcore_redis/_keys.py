@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from taskcore.errors import ConfigurationError
 
-__all__ = ["Keys"]
+__all__ = ["INDEX_PIN", "INDEX_PIN_VALUE", "Keys"]
+
+# A field of the id index that no task id can be (ids never start with NUL), whose
+# value is longer than Redis's ``hash-max-listpack-value`` (64 bytes by default): it
+# keeps the index a hash table. Under ``hash-max-listpack-entries`` (512) fields Redis
+# would keep it as a listpack, where every HSETNX/HGET/HDEL scans all the fields
+# (docs/redis.md, "Key layout"); a hash table never turns back into a listpack.
+INDEX_PIN = "\x00hashtable"
+INDEX_PIN_VALUE = "keeps this hash a hash table: as a listpack every lookup would scan it"
 
 
 class Keys:

@@ -20,7 +20,9 @@ __all__ = ["Call", "Executor", "Script", "Scripts", "evalsha"]
 
 # Scripts on global keys (or a journal stream's); every other script works on one queue
 # and gets the prelude.
-_GLOBAL = frozenset({"index", "tokens", "once", "kv_set", "journal_append", "journal_trim"})
+_GLOBAL = frozenset(
+    {"index", "unindex", "tokens", "once", "kv_set", "journal_append", "journal_trim"}
+)
 # Scripts that keep a compact reply themselves (a claim's reply holds whole messages).
 _OWN_REPLAY = frozenset({"claim"})
 

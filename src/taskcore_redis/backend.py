@@ -55,7 +55,7 @@ from ._config import DEFAULT_URL, RedisConfig
 from ._conn import Connection
 from ._coordination import Coordination
 from ._journal import Journal
-from ._keys import Keys
+from ._keys import INDEX_PIN, INDEX_PIN_VALUE, Keys
 from ._scripts import Call
 
 __all__ = ["RedisBackend"]
@@ -213,6 +213,9 @@ class RedisBackend(Coordination, Journal):
 
     async def __aenter__(self) -> RedisBackend:
         await self._conn.open()
+        await self._conn.call(
+            "pin the id index", lambda: self._r.hsetnx(self.keys.index, INDEX_PIN, INDEX_PIN_VALUE)
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -287,7 +290,7 @@ class RedisBackend(Coordination, Journal):
                 task_id=missing[0] if len(missing) == 1 else None,
             )
             for task_id, name in zip(missing, qs, strict=True):
-                if name is not None:
+                if name is not None and task_id != INDEX_PIN:
                     found[task_id] = name.decode()
         return found
 
@@ -839,15 +842,14 @@ class RedisBackend(Coordination, Journal):
         return requeued
 
     async def _unindex(self, ids: Sequence[str]) -> None:
-        async def go() -> None:
-            async with self._r.pipeline(transaction=False) as pipe:
-                for c in range(0, len(ids), 1000):
-                    pipe.hdel(self.keys.index, *ids[c : c + 1000])
-                await pipe.execute()
-
+        script, pin = self._scripts["unindex"], [INDEX_PIN, INDEX_PIN_VALUE]
+        calls: list[Call] = [
+            (script, [self.keys.index], [*pin, *ids[c : c + 1000]])
+            for c in range(0, len(ids), 1000)
+        ]
         for task_id in ids:
             self._where.pop(task_id, None)
-        await self._conn.call("unindex", go)
+        await self._conn.run("unindex", calls)
 
     async def wait(self, queues: Sequence[str], timeout: float) -> None:
         if not queues:

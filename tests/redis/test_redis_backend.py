@@ -21,6 +21,7 @@ from taskcore.states import State
 from taskcore.testing import make_message
 from taskcore_redis import RedisBackend
 from taskcore_redis._config import LONGEST_BLOCK
+from taskcore_redis._keys import INDEX_PIN
 from taskcore_redis.backend import _ENQUEUE_CHUNK, _POLL
 
 pytestmark = pytest.mark.anyio
@@ -230,7 +231,10 @@ async def test_purge_and_ttl_leave_only_fixed_keys(
         assert await b.list_tasks(TaskFilter()) == []
         keys = {k.decode() for k in prefix_keys(admin, prefix)}
         base = f"{{{prefix}:q}}"
-        assert keys <= {f"{base}:meta", f"{base}:n", f"{base}:wake", f"{{{prefix}}}:queues"}, keys
+        fixed = {f"{base}:meta", f"{base}:n", f"{base}:wake", f"{{{prefix}}}:queues", b.keys.index}
+        assert keys <= fixed, keys
+        # the id index keeps its pin (it stays a hash table), no task's id
+        assert admin.hkeys(b.keys.index) == [INDEX_PIN.encode()]
 
 
 # -- blocking waits -------------------------------------------------------------------------
@@ -886,6 +890,47 @@ async def test_an_id_deduplicated_by_unique_key_is_not_indexed(
         [ra2] = await b.enqueue([a])
         assert (ra2.id, ra2.created) == (a.id, False)
         assert admin.hget(b.keys.index, a.id) == b"q"
+
+
+# -- the id index stays a hash table ---------------------------------------------------------
+# Under hash-max-listpack-entries (512) fields Redis keeps a hash as a listpack, where every
+# HSETNX / HGET / HDEL scans all of it: with a few hundred ids, a fifth of a single
+# enqueue's server instructions (callgrind, docs/benchmarks.md). The backend pins the index
+# as a hash table when it opens; the pin is no task id.
+async def test_the_id_index_is_a_hash_table_from_the_first_task(
+    redis_url: str, prefix: str, admin: redis_sync.Redis
+) -> None:
+    clock = FakeClock()
+    async with _backend(redis_url, prefix, clock) as b:
+        m = make_message(clock)
+        [r] = await b.enqueue([m])
+        assert r.created
+        assert admin.object("encoding", b.keys.index) == b"hashtable"
+        assert await b.get(INDEX_PIN) is None
+        # the task gone and forgotten, the pin keeps the index (a new one would be a listpack)
+        assert await b.cancel([m.id]) == [True]
+        assert await b.purge("q", [State.CANCELLED]) == 1
+        assert admin.hkeys(b.keys.index) == [INDEX_PIN.encode()]
+        [r2] = await b.enqueue([make_message(clock)])
+        assert r2.created
+        assert admin.object("encoding", b.keys.index) == b"hashtable"
+
+
+async def test_an_index_that_lost_its_pin_keeps_its_ids_and_is_pinned_once_empty(
+    redis_url: str, prefix: str, admin: redis_sync.Redis
+) -> None:
+    clock = FakeClock()
+    async with _backend(redis_url, prefix, clock) as b:
+        a, c = make_message(clock), make_message(clock)
+        await b.enqueue([a, c])
+        admin.hdel(b.keys.index, INDEX_PIN)  # e.g. deleted by hand
+        assert await b.cancel([c.id]) == [True]
+        assert await b.purge("q", [State.CANCELLED]) == 1
+        assert admin.hgetall(b.keys.index) == {a.id.encode(): b"q"}
+        assert await b.cancel([a.id]) == [True]
+        assert await b.purge("q", [State.CANCELLED]) == 1
+        assert admin.hkeys(b.keys.index) == [INDEX_PIN.encode()]
+        assert admin.object("encoding", b.keys.index) == b"hashtable"
 
 
 # -- bulk enqueue in several script calls ----------------------------------------------------
