@@ -25,10 +25,13 @@ local K_WAKE = B .. ':wake'
 -- "<32-hex backend id><lease seconds>|<worker>" (see waiter_home for a worker on
 -- several queues), score: until when it waits.
 local K_WAITERS = B .. ':hw'
-local HAND_TTL_MS = 60000
+-- Constants that go to redis.call as strings: Redis 7.0 formats every number
+-- argument with "%.17g" (about 3 k instructions each; 7.2 and later print whole
+-- numbers as integers).
+local HAND_TTL_MS = '60000'
 local WAKE_MAX = 16
-local DONE_TTL_MS = 60000
-local REPLY_TTL_MS = 10000
+local DONE_TTL_MS = '60000'
+local REPLY_TTL_MS = '10000'
 local SEQ_WIDTH = 15
 
 -- Ready-set key per priority, built once per call (p may be a number or a string):
@@ -243,7 +246,7 @@ local function wake(n)
   if n > 0 and redis.call('HEXISTS', K_META, 'paused') == 0 then
     local idle = {}
     if not NO_WAITERS then
-      idle = redis.call('ZRANGEBYSCORE', K_WAITERS, NOW_S, '+inf', 'LIMIT', 0, math.min(n, WAKE_MAX))
+      idle = redis.call('ZRANGEBYSCORE', K_WAITERS, NOW_S, '+inf', 'LIMIT', '0', math.min(n, WAKE_MAX))
     end
     if #idle > 0 then
       for _, w in ipairs(idle) do
@@ -260,14 +263,17 @@ local function wake(n)
     if redis.call('RPUSH', K_WAKE, unpack(args)) > WAKE_MAX then
       redis.call('LTRIM', K_WAKE, -WAKE_MAX, -1)
     end
-    redis.call('PEXPIRE', K_WAKE, 5000)
+    redis.call('PEXPIRE', K_WAKE, '5000')
   end
 end
 
 local function flush()
   flush_zadds()
   for field, d in pairs(DELTA) do
-    if d ~= 0 then redis.call('HINCRBY', K_CNT, field, d) end
+    if d ~= 0 then
+      if d == 1 then d = '1' elseif d == -1 then d = '-1' end  -- most are (see HAND_TTL_MS)
+      redis.call('HINCRBY', K_CNT, field, d)
+    end
   end
   DELTA = {}
   if SEQ ~= nil then redis.call('HSET', K_META, 'seq', string.format('%d', SEQ)) end

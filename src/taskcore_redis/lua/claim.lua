@@ -45,8 +45,8 @@ if INBOX then
   redis.call('ZREM', K_WAITERS, ARGV[7])
   -- and the registrations of workers that died blocked, a minute after they ended
   redis.call('ZREMRANGEBYSCORE', K_WAITERS, '-inf', fmt(NOW - 60))
-  local items = redis.call('LRANGE', INBOX, 0, -1)
-  for _, x in ipairs(redis.call('LRANGE', KEYS[4], 0, -1)) do items[#items + 1] = x end
+  local items = redis.call('LRANGE', INBOX, '0', '-1')
+  for _, x in ipairs(redis.call('LRANGE', KEYS[4], '0', '-1')) do items[#items + 1] = x end
   if #items > 0 then redis.call('DEL', INBOX, KEYS[4]) end
   for _, m in ipairs(items) do
     local kind = string.byte(m, 1)
@@ -131,7 +131,7 @@ end
 -- k-way merge of the priority sets' heads.
 local heads = {}
 for p = 0, (limit > 0 and maxp or -1) do
-  local r = redis.call('ZRANGE', k_ready(p), 0, limit - 1, 'WITHSCORES')
+  local r = redis.call('ZRANGE', k_ready(p), '0', limit - 1, 'WITHSCORES')
   if #r > 0 then
     heads[#heads + 1] = {p = p, r = r, i = 1, n = 0,
                          s = tonumber(r[2]), q = seq_of(r[1])}
@@ -162,7 +162,7 @@ while #heads > 1 and #picked < limit do
   end
 end
 for _, h in ipairs(heads) do
-  if h.n > 0 then redis.call('ZREMRANGEBYRANK', k_ready(h.p), 0, h.n - 1) end
+  if h.n > 0 then redis.call('ZREMRANGEBYRANK', k_ready(h.p), '0', h.n - 1) end
 end
 
 local fair = #picked > 0 and policy().kind == 'fair'  -- no policy read when idle
@@ -203,7 +203,7 @@ keep(compact)
 local next_due = ''
 if #picked < limit and maxp >= 4 then
   redis.call('DEL', K_WAKE)
-  local first = redis.call('ZRANGE', K_SCHED, 0, 0, 'WITHSCORES')
+  local first = redis.call('ZRANGE', K_SCHED, '0', '0', 'WITHSCORES')
   if #first > 0 then next_due = first[2] end
 end
 return {out, next_due, NOW_S}

@@ -50,7 +50,7 @@ local function waiter_for(n_items)
   if POL == nil then POL = meta[2] and cjson.decode(meta[2]) or default_policy() end
   if SEQ == nil then SEQ = tonumber(meta[3] or '0') end  -- both paths take a number next
   if not (meta[1] or POL.kind == 'fair' or tonumber(redis.call('HGET', K_CNT, 'queued') or '0') ~= 0) then
-    local first = redis.call('ZRANGE', K_SCHED, 0, 0, 'WITHSCORES')
+    local first = redis.call('ZRANGE', K_SCHED, '0', '0', 'WITHSCORES')
     if #first == 0 or tonumber(first[2]) > NOW then return w, first[2] or '' end
   end
   -- paused, weighted fair, or work queued or due (the claim takes it first): wait on
@@ -62,8 +62,8 @@ local function hand_off(w, due, id, it, f)
   local home, at = waiter_home(w)
   local bar = string.find(w, '|', at + 32, true)
   local lease, worker = tonumber(string.sub(w, at + 32, bar - 1)), string.sub(w, bar + 1)
-  f[#f + 1] = 'k'; f[#f + 1] = 1
-  f[#f + 1] = 'a'; f[#f + 1] = 1
+  f[#f + 1] = 'k'; f[#f + 1] = '1'
+  f[#f + 1] = 'a'; f[#f + 1] = '1'
   f[#f + 1] = 'w'; f[#f + 1] = worker
   f[#f + 1] = 'st'; f[#f + 1] = NOW_S
   f[#f + 1] = 'cs'; f[#f + 1] = next_seq()

@@ -18,7 +18,7 @@ for n = 1, #items do
   local k = B .. ':j:' .. it[1]
   redis.call('SADD', k, it[2])
   if redis.call('SCARD', k) >= it[3] then
-    redis.call('PEXPIRE', k, 86400000)
+    redis.call('PEXPIRE', k, '86400000')
     redis.call('ZREM', K_JX, it[1])
     out[n] = 1
   else

@@ -4,7 +4,7 @@ if redis.call('HEXISTS', K_META, 'paused') == 1 then return {0, ''} end
 for p = 0, 4 do
   if redis.call('ZCARD', k_ready(p)) > 0 then return {1, ''} end
 end
-local first = redis.call('ZRANGE', K_SCHED, 0, 0, 'WITHSCORES')
+local first = redis.call('ZRANGE', K_SCHED, '0', '0', 'WITHSCORES')
 if #first > 0 then
   if tonumber(first[2]) <= NOW then return {1, ''} end
   return {0, first[2]}

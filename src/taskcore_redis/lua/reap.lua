@@ -10,7 +10,7 @@ local limit = tonumber(ARGV[3])
 local requeued = {}
 local forgotten = {}
 
-local expired = redis.call('ZRANGEBYSCORE', K_RUN, '-inf', NOW_S, 'LIMIT', 0, limit)
+local expired = redis.call('ZRANGEBYSCORE', K_RUN, '-inf', NOW_S, 'LIMIT', '0', limit)
 if #expired > 0 then
   local items = {}
   for _, id in ipairs(expired) do
@@ -26,7 +26,7 @@ if #expired > 0 then
       .. cjson.encode('lease of worker ' .. (f[4] or 'None')
         .. ' expired; task returned to the queue')
       .. ',"",' .. NOW_S .. ']')
-    redis.call('HINCRBY', k, 'k', 1)
+    redis.call('HINCRBY', k, 'k', '1')
     if f[5] then
       terminal(id, k, 'running', 'cancelled', f[9] or nil, f[10] or nil, nil)
     else
@@ -41,7 +41,7 @@ if #expired > 0 then
   end
 end
 
-local due = redis.call('ZRANGEBYSCORE', K_PURGE, '-inf', NOW_S, 'LIMIT', 0, limit)
+local due = redis.call('ZRANGEBYSCORE', K_PURGE, '-inf', NOW_S, 'LIMIT', '0', limit)
 for _, id in ipairs(due) do
   local k = k_task(id)
   local f = redis.call('HMGET', k, 's', 'pa')
@@ -53,7 +53,7 @@ end
 zrem_all(K_PURGE, due)
 
 local K_JX = B .. ':jx'
-local stale = redis.call('ZRANGEBYSCORE', K_JX, '-inf', NOW_S, 'LIMIT', 0, limit)
+local stale = redis.call('ZRANGEBYSCORE', K_JX, '-inf', NOW_S, 'LIMIT', '0', limit)
 for _, id in ipairs(stale) do redis.call('DEL', B .. ':j:' .. id) end
 zrem_all(K_JX, stale)
 flush()

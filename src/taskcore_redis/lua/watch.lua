@@ -5,5 +5,5 @@ local k = k_task(ARGV[3])
 local s = redis.call('HGET', k, 's')
 if not s then return 0 end
 if TERMINAL[s] then return 1 end
-redis.call('HINCRBY', k, 'wd', 1)
+redis.call('HINCRBY', k, 'wd', '1')
 return 2
