@@ -33,6 +33,12 @@ local WAKE_MAX = 16
 local DONE_TTL_MS = '60000'
 local REPLY_TTL_MS = '10000'
 local SEQ_WIDTH = 15
+-- A member of :run that keeps it a skiplist: its name is longer than Redis's
+-- zset-max-listpack-value (64 bytes). Below zset-max-listpack-entries (128) members
+-- Redis keeps a sorted set as a listpack, where each insert walks the list parsing
+-- every score, and a claim inserts a batch of leases. Score +inf: no reap finds it
+-- expired, and nothing else reads :run by range.
+local RUN_PIN = '\0pin: keeps this sorted set a skiplist; as a listpack each insert walks it'
 
 -- Ready-set key per priority, built once per call (p may be a number or a string):
 -- concatenating a number formats it with sprintf on every use.

@@ -181,6 +181,7 @@ for i, pk in ipairs(picked) do
   end
 end
 local exp_s = fmt(NOW + lease)
+if #rows > 0 then redis.call('ZADD', K_RUN, 'NX', '+inf', RUN_PIN) end
 local out, compact = with_handed({}, {NOW_S})
 for _, row in ipairs(rows) do
   local id, f = row[1], row[2]
