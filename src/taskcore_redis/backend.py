@@ -290,7 +290,7 @@ class RedisBackend(Coordination, Journal):
                 task_id=missing[0] if len(missing) == 1 else None,
             )
             for task_id, name in zip(missing, qs, strict=True):
-                if name is not None and task_id != INDEX_PIN:
+                if name is not None:
                     found[task_id] = name.decode()
         return found
 
