@@ -480,11 +480,15 @@ class App:
                     f"task {task.name!r} has no rate_limit, so rate_key={rate_key!r} would "
                     "limit nothing; declare the task with rate_limit='<count>/s'"
                 )
-            if not isinstance(rate_key, str) or not rate_key:
-                raise TaskValidationError(f"rate_key={rate_key!r}: give a non-empty string")
+            _check_key(rate_key, "rate_key")
         q = queue or opts.queue
         if queue is not None:
             _check_name(q, "queue name", TaskValidationError)
+        if task_id is not None:
+            _check_name(task_id, "task_id", TaskValidationError)
+        for key, what in ((unique_key, "unique_key"), (fairness_key, "fairness_key")):
+            if key is not None:
+                _check_key(key, what)
         return _Plan(
             task=task.name,
             queue=q,
@@ -878,6 +882,20 @@ def _retry_policy(task: str, value: object) -> RetryPolicy | None:
     )
 
 
+def _check_key(value: str, what: str) -> None:
+    """A key given at enqueue: any text, but not empty and without NUL (PostgreSQL's
+    text cannot hold one)."""
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise TaskValidationError(
+            f"invalid {what} {value!r}: give a non-empty string without NUL characters"
+        )
+
+
 def _check_name(value: str, what: str, error: type[Exception] = ConfigurationError) -> None:
-    if not value or len(value) > 200 or any(c.isspace() or not c.isprintable() for c in value):
+    if (
+        not isinstance(value, str)
+        or not value
+        or len(value) > 200
+        or any(c.isspace() or not c.isprintable() for c in value)
+    ):
         raise error(f"invalid {what} {value!r}: use 1-200 printable characters without whitespace")

@@ -68,6 +68,8 @@ _PLAIN = {"conflict": "", "stored": "q.kind IS DISTINCT FROM 'fair'"}
 # How long an idle waiter's registration (register_waiter.sql) outlives the block it
 # was made for: the enqueuers judge it by their own clocks (skew), as on Redis.
 _WAITER_SLACK = 0.5
+# PostgreSQL's text cannot hold it: a lookup by a string holding one finds nothing
+_NUL = "\x00"
 
 # The two variants of settle_final.sql: with the late counts' upsert, or without (no
 # outcome of the batch is late, the usual case).
@@ -908,6 +910,8 @@ class PostgresBackend:
 
     async def _read(self, name: str, task_id: str) -> TaskRecord | None:
         """One task by id with ``get.sql`` or ``get_locked.sql``."""
+        if _NUL in task_id:
+            return None  # no task has it: text cannot hold a NUL (psycopg refuses to send it)
         row = await self._fetchone(name, {"id": task_id}, idempotent=True)
         return None if row is None else _rows.record_from_row(row)
 
@@ -1032,6 +1036,8 @@ class PostgresBackend:
         return out
 
     async def list_tasks(self, filter: TaskFilter) -> list[TaskRecord]:
+        if any(_NUL in v for v in (filter.queue, filter.task, filter.text) if v is not None):
+            return []  # no stored text holds a NUL (and psycopg refuses to send one)
         clauses = []
         params: dict[str, Any] = {"limit": filter.limit, "offset": filter.offset}
         if filter.queue is not None:
@@ -1066,7 +1072,10 @@ class PostgresBackend:
 
     async def _by_rounds(self, name: str, ids: Sequence[str], **extra: Any) -> list[bool]:
         out = [False] * len(ids)
-        for positions in _rounds(list(ids)):
+        # an id holding a NUL names no task (text cannot hold one): it stays False
+        live = [p for p, i in enumerate(ids) if _NUL not in i]
+        for round_ in _rounds([ids[p] for p in live]):
+            positions = [live[r] for r in round_]
             params = {"ids": [ids[p] for p in positions], "now": self.clock.now(), **extra}
             row = await self._fetchone(name, params)
             for ord_ in row[0] if row else ():

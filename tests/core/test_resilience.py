@@ -6,6 +6,7 @@ The scenarios every backend must share run in tests/e2e/test_resilience_e2e.py.
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any
 
@@ -118,8 +119,11 @@ async def test_per_call_rate_key_needs_a_rate_limit(app: App) -> None:
 
     with pytest.raises(Exception, match=r"has no rate_limit, so rate_key='acme' would limit"):
         await plain.with_options(rate_key="acme").enqueue()
-    with pytest.raises(Exception, match=r"rate_key='': give a non-empty string"):
-        await limited.with_options(rate_key="").enqueue()
+    for bad in ("", "a\x00b"):
+        with pytest.raises(
+            Exception, match=rf"invalid rate_key {re.escape(repr(bad))}: give a non-empty"
+        ):
+            await limited.with_options(rate_key=bad).enqueue()
     h = await limited.with_options(rate_key="acme").enqueue()
     assert await h.status() is State.QUEUED
 

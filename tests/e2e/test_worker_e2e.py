@@ -28,6 +28,7 @@ from taskcore import (
     State,
     TaskCancelled,
     TaskFailed,
+    TaskValidationError,
     Worker,
 )
 from taskcore.backend import ExtendStatus, Message, Outcome, OutcomeKind
@@ -757,6 +758,37 @@ async def test_cron_tick_runs_exactly_once_with_two_workers(
                 [this] = [t for t in tasks if t.enqueued_at == moment(due)]
                 assert await app2.handle(this.id).result(timeout=5) == moment(due)
         assert len(recorder.runs) == 2
+
+
+async def test_bad_ids_and_keys_are_refused_and_impossible_ids_name_no_task(app: App) -> None:
+    """The same on every backend: a task_id is 1-200 printable characters without
+    whitespace, a key non-empty text without NUL (PostgreSQL's text cannot hold one;
+    Redis's id index keeps its pin under "\\0hashtable"). Nothing is enqueued by a
+    refused call, and a lookup by an id no task can have answers as for an unknown one."""
+
+    @app.task
+    async def noop() -> None: ...
+
+    for bad in ["", "a b", "line\n", "a\x00b", "\x00hashtable", "x" * 201, 7]:
+        with pytest.raises(TaskValidationError, match=r"invalid task_id .*: use 1-200 printable"):
+            await noop.with_options(task_id=bad).enqueue()
+    for key in ("unique_key", "fairness_key"):
+        with pytest.raises(
+            TaskValidationError, match=rf"invalid {key} 'a\\x00b': give a non-empty"
+        ):
+            await noop.with_options(**{key: "a\x00b"}).enqueue()
+    assert await app.list_tasks() == []
+
+    longest = await noop.with_options(task_id="x" * 200).enqueue()
+    assert await longest.status() is State.QUEUED
+    for impossible in ["a\x00b", "\x00hashtable"]:
+        assert await app.backend.get(impossible) is None
+        assert await app.backend.wait_done(impossible, 0) is None
+        assert await app.retry_dead([impossible]) == [False]
+        assert await app.list_tasks(text=impossible) == []
+        assert await app.list_tasks(queue=impossible) == []
+    assert await app.cancel(["a\x00b", longest.id, "\x00hashtable"]) == [False, True, False]
+    assert [(r.id, r.state) for r in await app.list_tasks()] == [(longest.id, State.CANCELLED)]
 
 
 async def test_unique_key_dedupes_concurrent_enqueues(app: App, recorder: Recorder) -> None:
