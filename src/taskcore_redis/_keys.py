@@ -13,12 +13,12 @@ from taskcore.errors import ConfigurationError
 
 __all__ = ["INDEX_PIN", "INDEX_PIN_VALUE", "Keys"]
 
-# A field of the id index that is no task's id (generated ids never hold a NUL), whose
-# value is longer than Redis's ``hash-max-listpack-value`` (64 bytes by default): it
-# keeps the index a hash table. Under ``hash-max-listpack-entries`` (512) fields Redis
-# would keep it as a listpack, where every HSETNX/HGET/HDEL scans all the fields
-# (docs/redis.md, "The id index stays a hash table"); a hash table never turns back
-# into a listpack.
+# A field of the id index that is no task's id (no task id holds a NUL: the app's
+# enqueue refuses one), whose value is longer than Redis's ``hash-max-listpack-value``
+# (64 bytes by default): it keeps the index a hash table. Under
+# ``hash-max-listpack-entries`` (512) fields Redis would keep it as a listpack, where
+# every HSETNX/HGET/HDEL scans all the fields (docs/redis.md, "The id index stays a
+# hash table"); a hash table never turns back into a listpack.
 INDEX_PIN = "\x00hashtable"
 INDEX_PIN_VALUE = "keeps this hash a hash table: as a listpack every lookup would scan it"
 
