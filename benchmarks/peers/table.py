@@ -20,6 +20,8 @@ TABLES: list[tuple[str, list[Column]]] = [
             ("latency", "p95_ms", "p95 ms", False),
             ("latency", "p99_ms", "p99 ms", True),
             ("latency", "rss_mb", "idle RSS MB", True),
+            # the whole worker: a forked child's RSS leaves out the parent's (Dramatiq)
+            ("latency", "tree_rss_mb", "worker tree RSS MB", True),
             ("latency", "idle_wakeups_per_s", "idle wake-ups/s", True),
             ("latency", "idle_cpu_ms_per_s", "idle CPU ms/s", False),
         ],
