@@ -123,6 +123,11 @@ async def test_task_search_detail_and_clear_errors(app: App) -> None:
         assert r.status_code == 400
         r = await http.get("/api/tasks/no-such-task")
         assert r.status_code == 404 and "no-such-task" in r.json()["error"]
+        # an id no task can have (PostgreSQL's text holds no NUL): found nowhere, no 500
+        assert (await http.get("/api/tasks/a%00b")).status_code == 404
+        assert (await http.post("/api/tasks/a%00b/cancel")).status_code == 404
+        r = await http.get("/api/tasks", params={"text": "a\x00b"})
+        assert r.status_code == 200 and r.json() == []
         r = await http.get("/api/nothing")
         assert r.status_code == 404 and "/api/openapi.json" in r.json()["error"]
         r = await http.delete("/api/queues")
