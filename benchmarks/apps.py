@@ -30,8 +30,13 @@ class Probe:
         self.target = target
         self.on_target = on_target
         self.starts: dict[int, float] = {}
+        # the first and the last body's end (perf_counter): the peers' clock
+        self.first = self.last = 0.0
 
     def hit(self) -> None:
+        self.last = time.perf_counter()
+        if not self.count:
+            self.first = self.last
         self.count += 1
         if self.count == self.target and self.on_target is not None:
             self.on_target()

@@ -98,6 +98,7 @@ async def realistic(
     out |= {
         "io_tasks": io_n,
         "io_tasks_per_s": io_n / res["elapsed"],
+        "io_first_to_last_per_s": io_n / res["bodies_s"],
         "io_ideal_per_s": ideal,
         "io_ratio_to_ideal": io_n / res["elapsed"] / ideal,
     }
@@ -130,6 +131,8 @@ async def realistic(
             f"payload_{label}_tasks": n,
             f"payload_{label}_enqueue_per_s": n / res["preload_s"],
             f"payload_{label}_drain_per_s": n / res["elapsed"],
+            # the peers' clock: what came before the first body left out
+            f"payload_{label}_first_to_last_per_s": n / res["bodies_s"],
             f"payload_{label}_round_trip_per_s": n / (res["preload_s"] + res["elapsed"]),
             f"payload_{label}_round_trip_mb_per_s": n
             * size

@@ -78,6 +78,8 @@ TABLES: list[tuple[str, list[Column]]] = [
             ("realistic", "payload_100B_tasks_per_s", "100 B payload", True),
             ("realistic", "payload_10KB_tasks_per_s", "10 KB", True),
             ("realistic", "payload_1MB_tasks_per_s", "1 MB", True),
+            # every target on the peers' clock (taskcore's own starts at the worker's start)
+            ("realistic", "payload_1MB_first_to_last_per_s", "1 MB, first→last body", True),
         ],
     ),
     (
