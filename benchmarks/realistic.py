@@ -71,6 +71,13 @@ async def _pool_baseline(n: int, cores: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def _first_to_last(n: int, res: dict[str, Any]) -> float | None:
+    """Tasks/s on the peers' clock (the first body's end to the last's); None when
+    fewer than two bodies ran in the measuring process."""
+    bodies_s = res.get("bodies_s")
+    return n / bodies_s if bodies_s else None
+
+
 async def _part(
     backend: str, task: str, args: tuple[Any, ...], n: int, concurrency: int, **kw: Any
 ) -> dict[str, Any]:
@@ -98,7 +105,7 @@ async def realistic(
     out |= {
         "io_tasks": io_n,
         "io_tasks_per_s": io_n / res["elapsed"],
-        "io_first_to_last_per_s": io_n / res["bodies_s"],
+        "io_first_to_last_per_s": _first_to_last(io_n, res),
         "io_ideal_per_s": ideal,
         "io_ratio_to_ideal": io_n / res["elapsed"] / ideal,
     }
@@ -132,7 +139,7 @@ async def realistic(
             f"payload_{label}_enqueue_per_s": n / res["preload_s"],
             f"payload_{label}_drain_per_s": n / res["elapsed"],
             # the peers' clock: what came before the first body left out
-            f"payload_{label}_first_to_last_per_s": n / res["bodies_s"],
+            f"payload_{label}_first_to_last_per_s": _first_to_last(n, res),
             f"payload_{label}_round_trip_per_s": n / (res["preload_s"] + res["elapsed"]),
             f"payload_{label}_round_trip_mb_per_s": n
             * size

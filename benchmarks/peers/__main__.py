@@ -378,7 +378,7 @@ async def _taskcore(
         res = await realistic(
             backend, args.io_n, args.cpu_n, _payload_n(args), args.realistic_concurrency
         )
-        return {new: res[old] for old, new in _REALISTIC_KEYS.items()}
+        return {new: res[old] for old, new in _REALISTIC_KEYS.items() if res.get(old) is not None}
     parts = []
     for suffix, phases in _plans(scenario, args, cap):
         sent, start = await scenarios.paced(
