@@ -63,6 +63,12 @@ __all__ = ["RedisBackend"]
 # Messages per script call. A bigger batch is several calls on one connection, each
 # sent as soon as it is built, so the client packs one while the server runs another.
 _ENQUEUE_CHUNK = 250
+# A stored message at least this long goes to enqueue.lua as an argument of its own,
+# not inside the packed items: Redis 7 hashes every byte of each string that enters a
+# script, and one inside the items would enter twice (the argument, then its unpacked
+# copy): about 1 ms per MB each time (docs/redis.md, "Large messages").
+_BODY_ARG_MIN = 16 * 1024
+_FIRST_BODY_ARG = 5  # ARGV: now, key base, items, queue name (or ''), bodies
 _REAP_CHUNK = 2000
 _PURGE_CHUNK = 2000
 _WHERE_MAX = 100_000
@@ -407,6 +413,7 @@ class RedisBackend(Coordination, Journal):
         def build(n: int, chunk: list[int]) -> Call:
             q = messages[chunk[0]].queue
             items = []
+            bodies: list[bytes] = []  # the long ones, as arguments of their own
             for i in chunk:
                 m = messages[i]
                 foreign = known.get(i, m.queue) != m.queue  # id names another task
@@ -416,10 +423,15 @@ class RedisBackend(Coordination, Journal):
                 enqueued = None
                 if m.enqueued_at != m.eligible_at:
                     enqueued = repr(float(m.enqueued_at))
+                body = b"" if foreign else encode_message(m)
+                stored: object = raw_str(body)
+                if len(body) >= _BODY_ARG_MIN:
+                    stored = _FIRST_BODY_ARG + len(bodies)  # its argument's position
+                    bodies.append(body)
                 items.append(
                     (
                         m.id,
-                        raw_str(b"" if foreign else encode_message(m)),
+                        stored,
                         m.priority,
                         eligible,
                         enqueued,
@@ -431,9 +443,10 @@ class RedisBackend(Coordination, Journal):
                     )
                 )
             request_id = f"{request}.{n}"
+            args = [pack(items), q if one_trip else "", *bodies]
             if one_trip:  # the script indexes the ids itself
-                return self._call("enqueue", q, [pack(items), q], request_id, [self.keys.index])
-            return self._call("enqueue", q, [pack(items)], request_id)
+                return self._call("enqueue", q, args, request_id, [self.keys.index])
+            return self._call("enqueue", q, args, request_id)
 
         out: list[EnqueueResult | None] = [None] * len(messages)
         orphans: list[str] = []

@@ -1,5 +1,6 @@
 -- Enqueue a batch of messages into one queue.
--- ARGV[3]: MessagePack array of {id, stored message, priority, eligible_at,
+-- ARGV[3]: MessagePack array of {id, stored message (or, when long, the position of the
+--   argument that holds it: ARGV[5] on), priority, eligible_at,
 --   enqueued_at|nil (nil: the same as eligible_at), deadline|nil, unique key|nil,
 --   fairness key|nil, task name, eligible_at as a number}; the two times come as
 --   strings (Python's repr round-trips; formatting a double in Lua costs more than
@@ -80,12 +81,21 @@ local function hand_off(w, due, id, it, f)
 end
 
 local IDX = KEYS[3]
-local QNAME = ARGV[4]
+local QNAME = ARGV[4]  -- '' without KEYS[3]
 local PRIO = {[0] = '0', '1', '2', '3', '4'}  -- a priority as a field, unformatted
 local out = {}
 local n_out = 0
 local ready = 0
 local items = cmsgpack.unpack(ARGV[3])
+-- A long stored message comes as an argument of its own (ARGV[5] on), its item holding
+-- the argument's position: Redis 7 hashes every byte of a string that enters a script,
+-- and inside the packed items it would enter twice.
+if #ARGV > 4 then
+  for n = 1, #items do
+    local m = items[n][2]
+    if type(m) == 'number' then items[n][2] = ARGV[m] end
+  end
+end
 for n = 1, #items do
   local it = items[n]
   local id, uk = it[1], it[7]
