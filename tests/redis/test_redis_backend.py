@@ -931,6 +931,12 @@ async def test_an_id_deduplicated_by_unique_key_is_not_indexed(
 # HSETNX / HGET / HDEL scans all of it: with a few hundred ids, a fifth of a single
 # enqueue's server instructions (callgrind, docs/benchmarks.md). The backend pins the index
 # as a hash table when it opens; the pin is no task id.
+async def _forget(b: RedisBackend, task_id: str) -> None:
+    """Cancel a queued task of "q" and purge it: its record and index entry are gone."""
+    assert await b.cancel([task_id]) == [True]
+    assert await b.purge("q", [State.CANCELLED]) == 1
+
+
 async def test_the_id_index_is_a_hash_table_from_the_first_task(
     redis_url: str, prefix: str, admin: redis_sync.Redis
 ) -> None:
@@ -942,8 +948,7 @@ async def test_the_id_index_is_a_hash_table_from_the_first_task(
         assert admin.object("encoding", b.keys.index) == b"hashtable"
         assert await b.get(INDEX_PIN) is None
         # the task gone and forgotten, the pin keeps the index (a new one would be a listpack)
-        assert await b.cancel([m.id]) == [True]
-        assert await b.purge("q", [State.CANCELLED]) == 1
+        await _forget(b, m.id)
         assert admin.hkeys(b.keys.index) == [INDEX_PIN.encode()]
         [r2] = await b.enqueue([make_message(clock)])
         assert r2.created
@@ -958,11 +963,9 @@ async def test_an_index_that_lost_its_pin_keeps_its_ids_and_is_pinned_once_empty
         a, c = make_message(clock), make_message(clock)
         await b.enqueue([a, c])
         admin.hdel(b.keys.index, INDEX_PIN)  # e.g. deleted by hand
-        assert await b.cancel([c.id]) == [True]
-        assert await b.purge("q", [State.CANCELLED]) == 1
+        await _forget(b, c.id)
         assert admin.hgetall(b.keys.index) == {a.id.encode(): b"q"}
-        assert await b.cancel([a.id]) == [True]
-        assert await b.purge("q", [State.CANCELLED]) == 1
+        await _forget(b, a.id)
         assert admin.hkeys(b.keys.index) == [INDEX_PIN.encode()]
         assert admin.object("encoding", b.keys.index) == b"hashtable"
 
